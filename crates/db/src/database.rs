@@ -1,0 +1,155 @@
+use std::path::Path;
+use std::time::Duration;
+
+use factoryops_platform::config::DatabaseBackend;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration of {component} failed: {source}")]
+    Migrate { component: &'static str, source: sqlx::migrate::MigrateError },
+    #[error("database url: {0}")]
+    Url(String),
+    #[error("stored data is malformed: {0}")]
+    Malformed(String),
+}
+
+impl DbError {
+    /// True for a unique-key violation (an idempotent insert that lost the race).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            DbError::Sqlx(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
+/// One component's migrations for both backends.
+pub struct Migrations {
+    pub component: &'static str,
+    pub sqlite: Migrator,
+    pub mysql: Migrator,
+}
+
+/// SQL that differs between the backends.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialect(DatabaseBackend);
+
+impl Dialect {
+    /// `INSERT … ` that silently skips rows violating a unique key.
+    pub fn insert_ignore(self) -> &'static str {
+        match self.0 {
+            DatabaseBackend::Sqlite => "INSERT OR IGNORE",
+            DatabaseBackend::MySql => "INSERT IGNORE",
+        }
+    }
+}
+
+/// A connection pool on SQLite or MySQL/MariaDB.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    backend: DatabaseBackend,
+}
+
+impl Database {
+    /// Connects to `sqlite://path?mode=rwc` or `mysql://user:pass@host:port/db`.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            DatabaseBackend::Sqlite
+        } else if url.starts_with("mysql:") {
+            DatabaseBackend::MySql
+        } else {
+            return Err(DbError::Url("must start with sqlite:// or mysql://".into()));
+        };
+        if backend == DatabaseBackend::Sqlite {
+            create_sqlite_parent_dir(url)?;
+        }
+        let options: AnyConnectOptions = url.parse().map_err(|e: sqlx::Error| DbError::Url(e.to_string()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                DatabaseBackend::Sqlite => 8,
+                DatabaseBackend::MySql => 16,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == DatabaseBackend::Sqlite {
+                        // WAL: readers never block the writer; NORMAL sync is durable in WAL mode
+                        // except for the last transactions on power loss, which is the trade
+                        // the embedded default makes. busy_timeout serialises writers instead of failing.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    } else {
+                        conn.execute("SET time_zone = '+00:00'").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> DatabaseBackend {
+        self.backend
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        Dialect(self.backend)
+    }
+
+    /// Applies the given components' migrations in order. Each component's migrator
+    /// ignores the others' versions, so components own their tables independently.
+    pub async fn migrate(&self, components: &[&Migrations]) -> Result<(), DbError> {
+        for migrations in components {
+            let migrator = match self.backend {
+                DatabaseBackend::Sqlite => &migrations.sqlite,
+                DatabaseBackend::MySql => &migrations.mysql,
+            };
+            let migrator = Migrator {
+                migrations: migrator.migrations.clone(),
+                ignore_missing: true,
+                ..Migrator::DEFAULT
+            };
+            migrator
+                .run(&self.pool)
+                .await
+                .map_err(|source| DbError::Migrate { component: migrations.component, source })?;
+            tracing::debug!(component = migrations.component, "migrations applied");
+        }
+        Ok(())
+    }
+
+    /// A trivial round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn create_sqlite_parent_dir(url: &str) -> Result<(), DbError> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| DbError::Url(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The transactional outbox: a component writes its state change and the event that
+//! announces it in one transaction; the relay publishes pending events to the bus in
+//! order and marks them. A crash between the two only delays an event, never loses it;
+//! consumers de-duplicate by the event key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use factoryops_platform::bus::{Event, EventBus};
+use factoryops_platform::shutdown::Shutdown;
+use factoryops_types::{Clock, FactoryId};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+
+use crate::{Database, DbError};
+
+/// Appends an event inside the caller's transaction. A repeated `key` is ignored,
+/// which makes re-running the same state change idempotent.
+pub async fn append(
+    db: &Database,
+    tx: &mut Transaction<'_, Any>,
+    factory: Option<&FactoryId>,
+    topic: &str,
+    key: &str,
+    payload: &serde_json::Value,
+    now_ms: i64,
+) -> Result<(), DbError> {
+    let sql = format!(
+        "{} INTO outbox (factory_id, topic, event_key, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        db.dialect().insert_ignore()
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(factory.map(|f| f.as_str().to_string()))
+        .bind(topic)
+        .bind(key)
+        .bind(payload.to_string())
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Publishes up to `limit` pending events in order; returns how many were published.
+pub async fn relay_once(db: &Database, bus: &dyn EventBus, limit: i64, now_ms: i64) -> Result<usize, DbError> {
+    let rows = sqlx::query(
+        "SELECT seq, factory_id, topic, event_key, payload, created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    let mut published = 0;
+    for row in rows {
+        let seq: i64 = row.try_get("seq")?;
+        let factory: Option<String> = row.try_get("factory_id")?;
+        let payload: String = row.try_get("payload")?;
+        let event = Event {
+            topic: row.try_get("topic")?,
+            factory_id: factory
+                .map(FactoryId::parse)
+                .transpose()
+                .map_err(|e| DbError::Malformed(format!("outbox factory_id: {e}")))?,
+            key: row.try_get("event_key")?,
+            at_ms: row.try_get("created_at")?,
+            payload: serde_json::from_str(&payload).map_err(|e| DbError::Malformed(format!("outbox payload: {e}")))?,
+        };
+        if let Err(e) = bus.publish(event).await {
+            tracing::warn!(error = %e, "outbox relay: bus unavailable, will retry");
+            break;
+        }
+        sqlx::query("UPDATE outbox SET published_at = ? WHERE seq = ?")
+            .bind(now_ms)
+            .bind(seq)
+            .execute(db.pool())
+            .await?;
+        published += 1;
+    }
+    Ok(published)
+}
+
+/// Runs the relay until shutdown; `wake` lets writers nudge it instead of waiting for the poll.
+pub async fn run_relay(
+    db: Database,
+    bus: Arc<dyn EventBus>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: Shutdown,
+) {
+    loop {
+        match relay_once(&db, bus.as_ref(), 500, clock.now_ms()).await {
+            Ok(500) => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "outbox relay failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.triggered() => {
+                // One last pass so events committed before shutdown are not delayed to the next start.
+                let _ = relay_once(&db, bus.as_ref(), 10_000, clock.now_ms()).await;
+                return;
+            }
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}

@@ -1,0 +1,157 @@
+use factoryops_db::jobs::{JobQueue, JobStatus, NewJob};
+use factoryops_db::{Database, MIGRATIONS, outbox};
+use factoryops_platform::bus::{EventBus, MemoryBus, topics};
+use factoryops_testkit::{Backend, TestDatabase, backend_matrix};
+use factoryops_types::FactoryId;
+use sqlx::Row;
+
+async fn open(db: &TestDatabase) -> Database {
+    let database = Database::connect(&db.url).await.unwrap();
+    database.migrate(&[&MIGRATIONS]).await.unwrap();
+    database
+}
+
+fn job(kind: &str, key: Option<&str>) -> NewJob {
+    NewJob {
+        factory_id: Some(FactoryId::parse("plant-a").unwrap()),
+        kind: kind.into(),
+        payload: serde_json::json!({ "report": 1 }),
+        run_after: 0,
+        max_attempts: 2,
+        idempotency_key: key.map(str::to_string),
+    }
+}
+
+async fn migrations_are_idempotent_and_sqlite_uses_wal(db: TestDatabase) {
+    let database = open(&db).await;
+    database.migrate(&[&MIGRATIONS]).await.unwrap();
+    database.ping().await.unwrap();
+    if db.backend == Backend::Sqlite {
+        let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(database.pool()).await.unwrap().get(0);
+        assert_eq!(mode.to_lowercase(), "wal");
+    }
+}
+
+async fn jobs_lease_retry_and_die(db: TestDatabase) {
+    let queue = JobQueue::new(open(&db).await);
+    let id = queue.enqueue(job("report", None), 1_000).await.unwrap();
+    assert!(queue.claim(&["other"], "w1", 10_000, 1_000).await.unwrap().is_none());
+
+    let claimed = queue.claim(&["report"], "w1", 10_000, 1_000).await.unwrap().unwrap();
+    assert_eq!(claimed.id, id);
+    assert_eq!(claimed.status, JobStatus::Running);
+    assert_eq!(claimed.attempts, 1);
+    assert_eq!(claimed.payload["report"], 1);
+    // Leased: nobody else gets it until the lease runs out.
+    assert!(queue.claim(&["report"], "w2", 10_000, 5_000).await.unwrap().is_none());
+
+    assert_eq!(queue.fail(&id, "w1", "boom", 20_000, 6_000).await.unwrap(), Some(JobStatus::Queued));
+    assert!(queue.claim(&["report"], "w2", 10_000, 19_999).await.unwrap().is_none(), "not before run_after");
+    let again = queue.claim(&["report"], "w2", 10_000, 20_000).await.unwrap().unwrap();
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.last_error.as_deref(), Some("boom"));
+    // The old owner lost the lease and cannot complete it.
+    assert!(!queue.complete(&id, "w1", 20_001).await.unwrap());
+    assert_eq!(queue.fail(&id, "w2", "boom again", 30_000, 21_000).await.unwrap(), Some(JobStatus::Dead));
+    assert!(queue.claim(&["report"], "w3", 10_000, 99_000).await.unwrap().is_none());
+
+    assert!(queue.retry_dead(&id, 100_000).await.unwrap());
+    let revived = queue.claim(&["report"], "w3", 10_000, 100_000).await.unwrap().unwrap();
+    assert!(queue.complete(&id, "w3", 100_001).await.unwrap());
+    assert_eq!(queue.get(&revived.id).await.unwrap().unwrap().status, JobStatus::Succeeded);
+}
+
+async fn expired_lease_is_reclaimed_after_restart(db: TestDatabase) {
+    let id = {
+        let queue = JobQueue::new(open(&db).await);
+        let id = queue.enqueue(job("export", None), 0).await.unwrap();
+        queue.claim(&["export"], "crashed-worker", 1_000, 0).await.unwrap().unwrap();
+        id
+    };
+    // A new process: same database, the first worker never came back.
+    let queue = JobQueue::new(open(&db).await);
+    assert!(queue.claim(&["export"], "w2", 1_000, 500).await.unwrap().is_none());
+    let job = queue.claim(&["export"], "w2", 1_000, 1_001).await.unwrap().unwrap();
+    assert_eq!(job.id, id);
+    assert_eq!(job.lease_owner.as_deref(), Some("w2"));
+}
+
+async fn idempotency_key_returns_the_same_job(db: TestDatabase) {
+    let queue = JobQueue::new(open(&db).await);
+    let a = queue.enqueue(job("report", Some("req-1")), 0).await.unwrap();
+    let b = queue.enqueue(job("report", Some("req-1")), 0).await.unwrap();
+    let c = queue.enqueue(job("report", Some("req-2")), 0).await.unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+async fn concurrent_workers_never_share_a_job(db: TestDatabase) {
+    let queue = JobQueue::new(open(&db).await);
+    for _ in 0..20 {
+        queue.enqueue(job("n", None), 0).await.unwrap();
+    }
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let queue = queue.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(job) = queue.claim(&["n"], &format!("w{w}"), 60_000, 1).await.unwrap() {
+                mine.push(job.id);
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(total, 20);
+    assert_eq!(all.len(), 20);
+}
+
+async fn outbox_relays_in_order_once(db: TestDatabase) {
+    let database = open(&db).await;
+    let factory = FactoryId::parse("plant-a").unwrap();
+    let bus = MemoryBus::new();
+    let mut sub = bus.subscribe(topics::ALERTS, 100);
+    let mut tx = database.pool().begin().await.unwrap();
+    for n in 0..3 {
+        let payload = serde_json::json!({ "n": n });
+        outbox::append(&database, &mut tx, Some(&factory), topics::ALERTS, &format!("k{n}"), &payload, 5)
+            .await
+            .unwrap();
+    }
+    // The same key again is ignored: re-running a state change does not duplicate its event.
+    outbox::append(&database, &mut tx, Some(&factory), topics::ALERTS, "k0", &serde_json::json!({}), 5)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // An uncommitted append never reaches the bus.
+    let mut tx = database.pool().begin().await.unwrap();
+    outbox::append(&database, &mut tx, Some(&factory), topics::ALERTS, "rolled-back", &serde_json::json!({}), 5)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+
+    assert_eq!(outbox::relay_once(&database, &bus, 100, 10).await.unwrap(), 3);
+    assert_eq!(outbox::relay_once(&database, &bus, 100, 11).await.unwrap(), 0);
+    for n in 0..3 {
+        let d = sub.next().await.unwrap();
+        assert_eq!(d.event.key, format!("k{n}"));
+        assert_eq!(d.event.factory_id.as_ref(), Some(&factory));
+        assert_eq!(d.event.payload["n"], n);
+    }
+}
+
+backend_matrix!(
+    migrations_are_idempotent_and_sqlite_uses_wal,
+    jobs_lease_retry_and_die,
+    expired_lease_is_reclaimed_after_restart,
+    idempotency_key_returns_the_same_job,
+    concurrent_workers_never_share_a_job,
+    outbox_relays_in_order_once,
+);

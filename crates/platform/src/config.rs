@@ -1,0 +1,418 @@
+//! Layered configuration: defaults → optional TOML file → `FACTORYOPS_*` env vars.
+//!
+//! Top-level keys map one to one to env vars (`database_url` ↔ `FACTORYOPS_DATABASE_URL`);
+//! nested keys use a double underscore (`auth.bcrypt_cost` ↔ `FACTORYOPS_AUTH__BCRYPT_COST`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{Secret, SecretUrl};
+
+pub const ENV_PREFIX: &str = "FACTORYOPS_";
+/// The env var naming the optional TOML file; not itself a config key.
+pub const CONFIG_FILE_ENV: &str = "FACTORYOPS_CONFIG";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where embedded backends keep their files.
+    pub data_dir: PathBuf,
+    pub http_addr: String,
+    pub mqtt_addr: String,
+    /// MQTT over TLS; off unless set together with `mqtt_tls_cert` and `mqtt_tls_key`.
+    pub mqtt_tls_addr: Option<String>,
+    pub mqtt_tls_cert: Option<PathBuf>,
+    pub mqtt_tls_key: Option<PathBuf>,
+    /// `sqlite://…` or `mysql://…`; default: a SQLite file in the data dir.
+    pub database_url: Option<SecretUrl>,
+    /// `http(s)://…` for InfluxDB; default: the embedded engine in the data dir.
+    pub tsdb_url: Option<SecretUrl>,
+    /// `nats://…`; default: in-process.
+    pub bus_url: Option<SecretUrl>,
+    /// `s3://bucket?endpoint=…`; default: a folder in the data dir.
+    pub object_store_url: Option<SecretUrl>,
+    /// The platform root's first password; generated and printed once when unset.
+    pub root_password: Option<Secret>,
+    /// `smtp://user:pass@host:port?tls=none|starttls|tls`.
+    pub smtp_url: Option<SecretUrl>,
+    pub smtp_from: Option<String>,
+    pub twilio_account_sid: Option<String>,
+    pub twilio_auth_token: Option<Secret>,
+    pub twilio_from: Option<String>,
+    pub twilio_base_url: String,
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,factoryops_api=debug`.
+    pub log_level: String,
+    /// How long shutdown may take before remaining work is abandoned.
+    pub shutdown_timeout_secs: u64,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC key for access tokens; generated and kept in the data dir when unset.
+    pub jwt_secret: Option<Secret>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub bcrypt_cost: u32,
+    /// Whether `GET /api/v1/factories` lists factories for the login dropdown.
+    pub public_factory_list: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            http_addr: "0.0.0.0:8080".into(),
+            mqtt_addr: "0.0.0.0:1883".into(),
+            mqtt_tls_addr: None,
+            mqtt_tls_cert: None,
+            mqtt_tls_key: None,
+            database_url: None,
+            tsdb_url: None,
+            bus_url: None,
+            object_store_url: None,
+            root_password: None,
+            smtp_url: None,
+            smtp_from: None,
+            twilio_account_sid: None,
+            twilio_auth_token: None,
+            twilio_from: None,
+            twilio_base_url: "https://api.twilio.com".into(),
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            shutdown_timeout_secs: 30,
+            http: HttpConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { body_limit_bytes: 1024 * 1024, request_timeout_secs: 30 }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            bcrypt_cost: 12,
+            public_factory_list: true,
+        }
+    }
+}
+
+/// A configuration problem, reported as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key} (env {env}): {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub env: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        Self { key: key.to_string(), env: env_name(key), message: message.into() }
+    }
+}
+
+/// The env var that sets a config key: `auth.bcrypt_cost` → `FACTORYOPS_AUTH__BCRYPT_COST`.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_ascii_uppercase())
+}
+
+/// Which database the URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseBackend {
+    Sqlite,
+    MySql,
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if any), then `FACTORYOPS_*` env vars, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError {
+                    key: "config file".into(),
+                    env: CONFIG_FILE_ENV.into(),
+                    message: format!("{} does not exist or is not a file", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIG_FILE_ENV)
+            .collect();
+        figment = figment.merge(Serialized::defaults(env_map(&env)?));
+        let config: Config = figment.extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Semantic checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_addr("http_addr", &self.http_addr)?;
+        parse_addr("mqtt_addr", &self.mqtt_addr)?;
+        if let Some(addr) = &self.mqtt_tls_addr {
+            parse_addr("mqtt_tls_addr", addr)?;
+            if self.mqtt_tls_cert.is_none() || self.mqtt_tls_key.is_none() {
+                return Err(ConfigError::new(
+                    "mqtt_tls_addr",
+                    "needs mqtt_tls_cert and mqtt_tls_key (PEM files)",
+                ));
+            }
+        }
+        self.database_backend()?;
+        if let Some(url) = &self.tsdb_url {
+            check_scheme("tsdb_url", url, &["http", "https"])?;
+        }
+        if let Some(url) = &self.bus_url {
+            check_scheme("bus_url", url, &["nats", "memory"])?;
+        }
+        if let Some(url) = &self.object_store_url {
+            check_scheme("object_store_url", url, &["s3", "file"])?;
+        }
+        if let Some(url) = &self.smtp_url {
+            check_scheme("smtp_url", url, &["smtp", "smtps"])?;
+        }
+        if let Some(from) = &self.twilio_from {
+            if !from.starts_with("whatsapp:+") {
+                return Err(ConfigError::new("twilio_from", "must look like whatsapp:+15551234567"));
+            }
+        }
+        url::Url::parse(&self.twilio_base_url)
+            .map_err(|e| ConfigError::new("twilio_base_url", format!("not a URL: {e}")))?;
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            return Err(ConfigError::new("auth.bcrypt_cost", "must be between 4 and 31 (production: at least 10)"));
+        }
+        if !(60..=900).contains(&self.auth.access_token_ttl_secs) {
+            return Err(ConfigError::new("auth.access_token_ttl_secs", "must be between 60 and 900 seconds"));
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            if secret.expose().len() < 32 {
+                return Err(ConfigError::new("auth.jwt_secret", "must be at least 32 characters"));
+            }
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return Err(ConfigError::new("http.body_limit_bytes", "must be at least 1024"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| ConfigError::new("log_level", format!("not a valid filter: {e}")))?;
+        Ok(())
+    }
+
+    pub fn http_socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("http_addr", &self.http_addr)
+    }
+
+    pub fn database_backend(&self) -> Result<DatabaseBackend, ConfigError> {
+        match &self.database_url {
+            None => Ok(DatabaseBackend::Sqlite),
+            Some(url) => match url.expose().split_once(':').map(|(scheme, _)| scheme) {
+                Some("sqlite") => Ok(DatabaseBackend::Sqlite),
+                Some("mysql" | "mariadb") => Ok(DatabaseBackend::MySql),
+                _ => Err(ConfigError::new(
+                    "database_url",
+                    "must start with sqlite:// or mysql:// (MariaDB uses mysql://)",
+                )),
+            },
+        }
+    }
+
+    /// The database URL to connect to: the configured one or the SQLite file in the data dir.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().replacen("mariadb://", "mysql://", 1),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("factoryops.db").display()),
+        }
+    }
+
+    /// The effective configuration as TOML with every secret masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::new(key, format!("`{value}` is not a socket address (expected ip:port, e.g. 0.0.0.0:8080; port 0 picks a free port)"))
+    })
+}
+
+fn check_scheme(key: &str, url: &SecretUrl, allowed: &[&str]) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(url.expose())
+        .map_err(|e| ConfigError::new(key, format!("not a URL ({e})")))?;
+    if allowed.contains(&parsed.scheme()) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(key, format!("scheme must be one of {}", allowed.join(", "))))
+    }
+}
+
+/// Turns `FACTORYOPS_AUTH__BCRYPT_COST=10` into `{"auth": {"bcrypt_cost": "10"}}`. Values stay
+/// strings except where they parse as TOML scalars, so `figment` coerces them like its own Env.
+fn env_map(env: &[(String, String)]) -> Result<figment::value::Dict, ConfigError> {
+    use figment::value::{Dict, Value};
+    let mut root = Dict::new();
+    for (name, raw) in env {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError {
+                key: name.clone(),
+                env: name.clone(),
+                message: "is not a valid config variable name".into(),
+            });
+        }
+        let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
+        let mut dict = &mut root;
+        for part in &path[..path.len() - 1] {
+            let entry = dict.entry(part.clone()).or_insert_with(|| Value::from(Dict::new()));
+            match entry {
+                Value::Dict(_, inner) => dict = inner,
+                _ => {
+                    return Err(ConfigError {
+                        key: path.join("."),
+                        env: name.clone(),
+                        message: "conflicts with another variable".into(),
+                    });
+                }
+            }
+        }
+        dict.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(root)
+}
+
+fn from_figment(error: figment::Error) -> ConfigError {
+    let key = if error.path.is_empty() { "config".to_string() } else { error.path.join(".") };
+    let message = match &error.kind {
+        figment::error::Kind::UnknownField(field, _) => {
+            let full = if error.path.is_empty() { field.clone() } else { format!("{key}.{field}") };
+            return ConfigError::new(&full, "is not a known configuration key");
+        }
+        kind => kind.to_string(),
+    };
+    ConfigError::new(&key, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.http_addr, "0.0.0.0:8080");
+        assert_eq!(c.database_backend().unwrap(), DatabaseBackend::Sqlite);
+        assert!(c.effective_database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fo.toml");
+        std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\nlog_level = \"debug\"\n[auth]\nbcrypt_cost = 10\n").unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            env(&[("FACTORYOPS_HTTP_ADDR", "127.0.0.1:0"), ("FACTORYOPS_AUTH__BCRYPT_COST", "11"), ("OTHER", "x")]),
+        )
+        .unwrap();
+        assert_eq!(c.http_addr, "127.0.0.1:0");
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.auth.bcrypt_cost, 11);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::load_from(None, env(&[("FACTORYOPS_HTTP_ADDR", "nonsense")])).unwrap_err();
+        let line = e.to_string();
+        assert!(line.contains("http_addr") && line.contains("FACTORYOPS_HTTP_ADDR"), "{line}");
+
+        let e = Config::load_from(None, env(&[("FACTORYOPS_AUTH__BCRYPT_COST", "many")])).unwrap_err();
+        assert!(e.to_string().contains("auth.bcrypt_cost"), "{e}");
+
+        let e = Config::load_from(None, env(&[("FACTORYOPS_DATABASE_URL", "postgres://x")])).unwrap_err();
+        assert!(e.to_string().contains("database_url"), "{e}");
+
+        let e = Config::load_from(None, env(&[("FACTORYOPS_DATABSE_URL", "mysql://x")])).unwrap_err();
+        assert!(e.to_string().contains("databse_url") && e.to_string().contains("not a known"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn numeric_looking_secrets_stay_strings() {
+        let c = Config::load_from(None, env(&[("FACTORYOPS_ROOT_PASSWORD", "1234567890"), ("FACTORYOPS_AUTH__PUBLIC_FACTORY_LIST", "false")])).unwrap();
+        assert_eq!(c.root_password.unwrap().expose(), "1234567890");
+        assert!(!c.auth.public_factory_list);
+    }
+
+    #[test]
+    fn config_file_env_is_not_a_key() {
+        Config::load_from(None, env(&[(CONFIG_FILE_ENV, "/nowhere")])).unwrap();
+    }
+
+    #[test]
+    fn masked_output_hides_secrets() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACTORYOPS_ROOT_PASSWORD", "topsecretroot"),
+                ("FACTORYOPS_DATABASE_URL", "mysql://root:dbpass@127.0.0.1/test"),
+                ("FACTORYOPS_TWILIO_AUTH_TOKEN", "twiliotoken"),
+                ("FACTORYOPS_SMTP_URL", "smtp://u:smtppass@mail:25?tls=none"),
+            ]),
+        )
+        .unwrap();
+        let out = c.to_masked_toml();
+        for secret in ["topsecretroot", "dbpass", "twiliotoken", "smtppass"] {
+            assert!(!out.contains(secret), "{secret} leaked in:\n{out}");
+        }
+        assert!(!format!("{c:?}").contains("dbpass"));
+    }
+}

@@ -1,0 +1,13 @@
+//! The small shared platform: configuration, secrets, logging, the metrics
+//! registry, ordered shutdown and the event-bus port. No global state: every
+//! piece is a value passed to whoever needs it.
+
+pub mod bus;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod secret;
+pub mod shutdown;
+
+pub use config::{Config, ConfigError};
+pub use secret::{Secret, SecretUrl};

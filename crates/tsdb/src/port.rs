@@ -1,0 +1,114 @@
+use async_trait::async_trait;
+use factoryops_types::{DeviceId, FactoryId, PropertyName};
+use serde::{Deserialize, Serialize};
+
+/// A telemetry value: a number or a boolean. Numbers are always finite.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Float(f64),
+    Bool(bool),
+}
+
+impl Value {
+    /// The numeric view used by aggregations: `true` = 1, `false` = 0.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Float(v) => v,
+            Value::Bool(b) => f64::from(u8::from(b)),
+        }
+    }
+}
+
+/// One point of one series. The factory is given alongside the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub device: DeviceId,
+    pub property: PropertyName,
+    /// Unix milliseconds, UTC.
+    pub ts_ms: i64,
+    pub value: Value,
+}
+
+/// One value read back: a raw point or an aggregation bucket (whose `ts_ms` is the bucket start).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub ts_ms: i64,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Agg {
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+    First,
+    Last,
+}
+
+/// A read of one series over `[from_ms, to_ms)`. With `every_ms` and `agg` set it is
+/// aggregated into buckets aligned to multiples of `every_ms` since the epoch (UTC);
+/// empty buckets are omitted. `Count` yields the number of raw points as a float.
+/// Booleans aggregate as 0/1 (avg of a boolean is the fraction of `true`); `first`/`last`
+/// of a boolean series stay booleans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesQuery {
+    pub device: DeviceId,
+    pub property: PropertyName,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub aggregation: Option<(i64, Agg)>,
+    /// Upper bound on returned samples (raw reads); `None` = no bound.
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreHealth {
+    /// `true` while writes are durable in the primary store.
+    pub ready: bool,
+    /// Human-readable state, e.g. "ok", "influxdb unreachable, buffering 1234 points on disk".
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TsdbError {
+    /// A point the store refuses (NaN/inf, timestamp out of range). Nothing of the batch was written.
+    #[error("point {index} rejected: {reason}")]
+    InvalidPoint { index: usize, reason: String },
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+/// The telemetry store port.
+///
+/// `write` returns only when the batch is durable under the store's configured sync mode
+/// (or, for InfluxDB, accepted by InfluxDB or its durable local buffer). Within one
+/// series, a later write with the same timestamp replaces the earlier value.
+#[async_trait]
+pub trait TelemetryStore: Send + Sync + 'static {
+    async fn write(&self, factory: &FactoryId, points: &[Point]) -> Result<(), TsdbError>;
+
+    /// Raw or aggregated samples of one series, ascending by time.
+    async fn query(&self, factory: &FactoryId, query: &SeriesQuery) -> Result<Vec<Sample>, TsdbError>;
+
+    /// The most recent sample of every property of a device, ordered by property name.
+    async fn latest(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+    ) -> Result<Vec<(PropertyName, Sample)>, TsdbError>;
+
+    async fn health(&self) -> StoreHealth;
+
+    /// Makes everything written so far durable and flushes in-memory state; called on shutdown.
+    async fn flush(&self) -> Result<(), TsdbError>;
+}
