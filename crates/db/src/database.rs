@@ -116,11 +116,8 @@ impl Database {
                 DatabaseBackend::Sqlite => &migrations.sqlite,
                 DatabaseBackend::MySql => &migrations.mysql,
             };
-            let migrator = Migrator {
-                migrations: migrator.migrations.clone(),
-                ignore_missing: true,
-                ..Migrator::DEFAULT
-            };
+            let migrator =
+                Migrator { migrations: migrator.migrations.clone(), ignore_missing: true, ..Migrator::DEFAULT };
             migrator
                 .run(&self.pool)
                 .await

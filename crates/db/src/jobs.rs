@@ -71,7 +71,8 @@ pub struct JobQueue {
     db: Database,
 }
 
-const COLUMNS: &str = "id, factory_id, kind, payload, status, attempts, max_attempts, run_after, lease_owner, lease_until, last_error";
+const COLUMNS: &str =
+    "id, factory_id, kind, payload, status, attempts, max_attempts, run_after, lease_owner, lease_until, last_error";
 
 impl JobQueue {
     pub fn new(db: Database) -> Self {
@@ -80,10 +81,10 @@ impl JobQueue {
 
     /// Adds a job; returns its id (the existing one when the idempotency key was seen before).
     pub async fn enqueue(&self, job: NewJob, now_ms: i64) -> Result<String, DbError> {
-        if let Some(key) = &job.idempotency_key {
-            if let Some(id) = self.id_for_key(key).await? {
-                return Ok(id);
-            }
+        if let Some(key) = &job.idempotency_key
+            && let Some(id) = self.id_for_key(key).await?
+        {
+            return Ok(id);
         }
         let id = new_id();
         let result = sqlx::query(
@@ -122,21 +123,14 @@ impl JobQueue {
 
     /// Takes the lease on the next due job of one of `kinds`: a queued job whose
     /// `run_after` has passed, or a running job whose lease expired (its worker died).
-    pub async fn claim(
-        &self,
-        kinds: &[&str],
-        owner: &str,
-        lease_ms: i64,
-        now_ms: i64,
-    ) -> Result<Option<Job>, DbError> {
+    pub async fn claim(&self, kinds: &[&str], owner: &str, lease_ms: i64, now_ms: i64) -> Result<Option<Job>, DbError> {
         if kinds.is_empty() {
             return Ok(None);
         }
         let placeholders = vec!["?"; kinds.len()].join(", ");
         let due = "((status = 'queued' AND run_after <= ?) OR (status = 'running' AND lease_until < ?))";
-        let select = format!(
-            "SELECT id FROM jobs WHERE kind IN ({placeholders}) AND {due} ORDER BY run_after, id LIMIT 16"
-        );
+        let select =
+            format!("SELECT id FROM jobs WHERE kind IN ({placeholders}) AND {due} ORDER BY run_after, id LIMIT 16");
         // Only placeholders are interpolated; values are bound.
         let mut query = sqlx::query(AssertSqlSafe(select));
         for kind in kinds {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 use factoryops_db::jobs::{JobQueue, JobStatus, NewJob};
 use factoryops_db::{Database, MIGRATIONS, outbox};
 use factoryops_platform::bus::{EventBus, MemoryBus, topics};
@@ -125,9 +126,7 @@ async fn outbox_relays_in_order_once(db: TestDatabase) {
             .unwrap();
     }
     // The same key again is ignored: re-running a state change does not duplicate its event.
-    outbox::append(&database, &mut tx, Some(&factory), topics::ALERTS, "k0", &serde_json::json!({}), 5)
-        .await
-        .unwrap();
+    outbox::append(&database, &mut tx, Some(&factory), topics::ALERTS, "k0", &serde_json::json!({}), 5).await.unwrap();
     tx.commit().await.unwrap();
 
     // An uncommitted append never reaches the bus.

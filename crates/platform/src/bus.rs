@@ -118,8 +118,7 @@ impl MemoryBus {
 #[async_trait]
 impl EventBus for MemoryBus {
     async fn publish(&self, event: Event) -> Result<(), BusError> {
-        let subscribers: Vec<Arc<Subscriber>> =
-            self.topics.read().get(&event.topic).cloned().unwrap_or_default();
+        let subscribers: Vec<Arc<Subscriber>> = self.topics.read().get(&event.topic).cloned().unwrap_or_default();
         let event = Arc::new(event);
         let mut gone = Vec::new();
         for subscriber in subscribers {
@@ -127,8 +126,7 @@ impl EventBus for MemoryBus {
                 match subscriber.tx.try_send(event.clone()) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        *subscriber.closed_reason.lock() =
-                            Some("subscriber fell behind; its queue was full".into());
+                        *subscriber.closed_reason.lock() = Some("subscriber fell behind; its queue was full".into());
                         gone.push(subscriber);
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => gone.push(subscriber),

@@ -178,10 +178,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        let env: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIG_FILE_ENV)
-            .collect();
+        let env: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIG_FILE_ENV).collect();
         figment = figment.merge(Serialized::defaults(env_map(&env)?));
         let config: Config = figment.extract().map_err(from_figment)?;
         config.validate()?;
@@ -195,10 +193,7 @@ impl Config {
         if let Some(addr) = &self.mqtt_tls_addr {
             parse_addr("mqtt_tls_addr", addr)?;
             if self.mqtt_tls_cert.is_none() || self.mqtt_tls_key.is_none() {
-                return Err(ConfigError::new(
-                    "mqtt_tls_addr",
-                    "needs mqtt_tls_cert and mqtt_tls_key (PEM files)",
-                ));
+                return Err(ConfigError::new("mqtt_tls_addr", "needs mqtt_tls_cert and mqtt_tls_key (PEM files)"));
             }
         }
         self.database_backend()?;
@@ -214,10 +209,10 @@ impl Config {
         if let Some(url) = &self.smtp_url {
             check_scheme("smtp_url", url, &["smtp", "smtps"])?;
         }
-        if let Some(from) = &self.twilio_from {
-            if !from.starts_with("whatsapp:+") {
-                return Err(ConfigError::new("twilio_from", "must look like whatsapp:+15551234567"));
-            }
+        if let Some(from) = &self.twilio_from
+            && !from.starts_with("whatsapp:+")
+        {
+            return Err(ConfigError::new("twilio_from", "must look like whatsapp:+15551234567"));
         }
         url::Url::parse(&self.twilio_base_url)
             .map_err(|e| ConfigError::new("twilio_base_url", format!("not a URL: {e}")))?;
@@ -227,10 +222,10 @@ impl Config {
         if !(60..=900).contains(&self.auth.access_token_ttl_secs) {
             return Err(ConfigError::new("auth.access_token_ttl_secs", "must be between 60 and 900 seconds"));
         }
-        if let Some(secret) = &self.auth.jwt_secret {
-            if secret.expose().len() < 32 {
-                return Err(ConfigError::new("auth.jwt_secret", "must be at least 32 characters"));
-            }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.expose().len() < 32
+        {
+            return Err(ConfigError::new("auth.jwt_secret", "must be at least 32 characters"));
         }
         if self.http.body_limit_bytes < 1024 {
             return Err(ConfigError::new("http.body_limit_bytes", "must be at least 1024"));
@@ -274,13 +269,17 @@ impl Config {
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
-        ConfigError::new(key, format!("`{value}` is not a socket address (expected ip:port, e.g. 0.0.0.0:8080; port 0 picks a free port)"))
+        ConfigError::new(
+            key,
+            format!(
+                "`{value}` is not a socket address (expected ip:port, e.g. 0.0.0.0:8080; port 0 picks a free port)"
+            ),
+        )
     })
 }
 
 fn check_scheme(key: &str, url: &SecretUrl, allowed: &[&str]) -> Result<(), ConfigError> {
-    let parsed = url::Url::parse(url.expose())
-        .map_err(|e| ConfigError::new(key, format!("not a URL ({e})")))?;
+    let parsed = url::Url::parse(url.expose()).map_err(|e| ConfigError::new(key, format!("not a URL ({e})")))?;
     if allowed.contains(&parsed.scheme()) {
         Ok(())
     } else {
@@ -294,10 +293,7 @@ fn env_map(env: &[(String, String)]) -> Result<figment::value::Dict, ConfigError
     use figment::value::{Dict, Value};
     let mut root = Dict::new();
     for (name, raw) in env {
-        let path: Vec<String> = name[ENV_PREFIX.len()..]
-            .split("__")
-            .map(|p| p.to_ascii_lowercase())
-            .collect();
+        let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(|p| p.to_ascii_lowercase()).collect();
         if path.iter().any(String::is_empty) {
             return Err(ConfigError {
                 key: name.clone(),
@@ -357,7 +353,8 @@ mod tests {
     fn env_overrides_file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("fo.toml");
-        std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\nlog_level = \"debug\"\n[auth]\nbcrypt_cost = 10\n").unwrap();
+        std::fs::write(&file, "http_addr = \"127.0.0.1:9000\"\nlog_level = \"debug\"\n[auth]\nbcrypt_cost = 10\n")
+            .unwrap();
         let c = Config::load_from(
             Some(&file),
             env(&[("FACTORYOPS_HTTP_ADDR", "127.0.0.1:0"), ("FACTORYOPS_AUTH__BCRYPT_COST", "11"), ("OTHER", "x")]),
@@ -387,7 +384,11 @@ mod tests {
 
     #[test]
     fn numeric_looking_secrets_stay_strings() {
-        let c = Config::load_from(None, env(&[("FACTORYOPS_ROOT_PASSWORD", "1234567890"), ("FACTORYOPS_AUTH__PUBLIC_FACTORY_LIST", "false")])).unwrap();
+        let c = Config::load_from(
+            None,
+            env(&[("FACTORYOPS_ROOT_PASSWORD", "1234567890"), ("FACTORYOPS_AUTH__PUBLIC_FACTORY_LIST", "false")]),
+        )
+        .unwrap();
         assert_eq!(c.root_password.unwrap().expose(), "1234567890");
         assert!(!c.auth.public_factory_list);
     }

@@ -94,7 +94,10 @@ mod tests {
             .get_or_create(&HttpLabels { method: "GET".into(), route: "/healthz".into(), status: 200 })
             .observe(0.002);
         let text = m.render();
-        assert!(text.contains("factoryops_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"), "{text}");
+        assert!(
+            text.contains("factoryops_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("factoryops_http_request_duration_seconds"));
     }
 }

@@ -65,9 +65,11 @@ impl TestDatabase {
                     Err(e) => return unavailable("MariaDB", &format!("{admin}: {e}")),
                 };
                 let name = format!("fo_test_{}", uuid::Uuid::now_v7().simple());
-                if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")))
-                    .execute(&mut conn)
-                    .await
+                if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )))
+                .execute(&mut conn)
+                .await
                 {
                     panic!("cannot create test database {name}: {e}");
                 }
@@ -92,7 +94,9 @@ impl Drop for TestDatabase {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
                 if let Ok(mut conn) = MySqlConnection::connect(&admin).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`"))).execute(&mut conn).await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+                        .execute(&mut conn)
+                        .await;
                     let _ = conn.close().await;
                 }
             });

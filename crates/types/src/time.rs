@@ -9,9 +9,7 @@ pub fn format_rfc3339_ms(ms: i64) -> String {
 
 /// Parses an RFC 3339 time (any offset) into Unix milliseconds.
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
 }
 
 #[cfg(test)]
@@ -28,10 +26,7 @@ mod tests {
 
     #[test]
     fn accepts_offsets() {
-        assert_eq!(
-            parse_rfc3339_ms("1970-01-01T01:00:00+01:00"),
-            Some(0),
-        );
+        assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:00+01:00"), Some(0),);
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 }

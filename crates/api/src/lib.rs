@@ -1,0 +1,13 @@
+//! The HTTP edge. Components stay HTTP-free; this crate turns their services into
+//! routes (one module per component), maps every error to an RFC 9457 problem, and
+//! owns the cross-cutting layers: request ids, tracing, metrics, body limits,
+//! readiness and the OpenAPI document.
+
+pub mod health;
+mod layers;
+pub mod problem;
+mod router;
+
+pub use health::{DependencyState, ReadinessCheck};
+pub use problem::{ApiJson, FieldError, Problem};
+pub use router::{ApiDoc, AppState, build_router, openapi_document};

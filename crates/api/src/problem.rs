@@ -1,0 +1,185 @@
+//! RFC 9457 problem details: every error the API returns has this shape.
+
+use axum::extract::FromRequest;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// One invalid field of a request body or query.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `email` or `scope.devices[2]`.
+    pub field: String,
+    pub message: String,
+}
+
+/// An RFC 9457 problem. `type` is a stable URN clients may switch on; `detail` is for humans.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// Seconds to wait before retrying (also sent as `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// Problem-specific members (RFC 9457 §3.2), e.g. the failing checks of `/readyz`.
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: format!("urn:factoryops:problem:{kind}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+            extensions: serde_json::Map::new(),
+        }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.extensions.insert(key.to_string(), serde_json::to_value(value).unwrap_or_default());
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    /// 422 naming the invalid fields.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+        Self { errors, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail) }
+    }
+
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError { field: field.into(), message: message.into() }])
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// The answer for both a missing resource and another factory's resource.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", detail)
+    }
+
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "too many requests; retry later")
+        }
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+
+    /// A server-side failure. The cause is logged, never sent to the client.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred; it has been logged")
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// A generic problem for a bare status produced outside our handlers (layers, fallbacks).
+    pub fn from_status(status: StatusCode) -> Self {
+        let (kind, detail) = match status {
+            StatusCode::NOT_FOUND => ("not-found", "no such resource"),
+            StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "this method is not allowed on this resource"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "the request body is larger than allowed"),
+            StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "expected Content-Type: application/json"),
+            StatusCode::INTERNAL_SERVER_ERROR => ("internal", "an internal error occurred; it has been logged"),
+            StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "the service is unavailable"),
+            s if s.is_client_error() => ("bad-request", "the request is invalid"),
+            _ => ("internal", "an internal error occurred"),
+        };
+        Self::new(status, kind, detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let retry_after = self.retry_after;
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// `axum::Json` whose rejections are problems: syntax errors 400, wrong shapes 422
+/// naming the field, a missing content type 415, an oversized body 413.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(Problem))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+impl From<JsonRejection> for Problem {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => {
+                // serde's message carries the path, e.g. "email: invalid type: ...".
+                let text = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.body_text());
+                let (field, message) = match text.split_once(": ") {
+                    Some((path, msg)) if !path.contains(' ') => (path.to_string(), msg.to_string()),
+                    _ => (missing_field(&text).unwrap_or("body").to_string(), text.clone()),
+                };
+                Problem::validation(vec![FieldError { field, message }])
+            }
+            JsonRejection::JsonSyntaxError(e) => {
+                let text = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.body_text());
+                Problem::new(StatusCode::BAD_REQUEST, "malformed-json", format!("the body is not valid JSON: {text}"))
+            }
+            JsonRejection::MissingJsonContentType(_) => Problem::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            other => {
+                let status = other.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::from_status(status)
+                } else {
+                    Problem::new(status, "bad-request", other.body_text())
+                }
+            }
+        }
+    }
+}
+
+/// The field named by serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}

@@ -1,0 +1,8 @@
+//! Wiring: builds every component from the configuration and runs the chosen ones.
+//! This is the only place that knows which adapters exist.
+
+mod components;
+mod server;
+
+pub use components::{Component, Components};
+pub use server::{Server, StartError, open_database as open_database_for_migrate, start};

@@ -1,0 +1,108 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use factoryops::{Components, start};
+use factoryops_platform::Config;
+use factoryops_platform::config::CONFIG_FILE_ENV;
+use factoryops_types::SystemClock;
+
+/// FactoryOps: industrial energy intelligence, one binary.
+#[derive(Parser)]
+#[command(name = "factoryops", version, about)]
+struct Cli {
+    /// Optional TOML config file (defaults → file → FACTORYOPS_* env vars).
+    #[arg(long, global = true, env = CONFIG_FILE_ENV)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server: every component (default) or the listed ones.
+    Serve {
+        /// Comma-separated: api,ingest,rules,notify,analytics,reports.
+        #[arg(long, default_value = "api,ingest,rules,notify,analytics,reports")]
+        components: Components,
+    },
+    /// Applies database migrations and exits.
+    Migrate,
+    /// Prints the effective configuration with secrets masked.
+    Config,
+    /// Prints the version.
+    Version,
+    /// Prints the OpenAPI document generated from the code.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("factoryops {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::Openapi => {
+            match factoryops_api::openapi_document().to_pretty_json() {
+                Ok(json) => println!("{json}"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Config = cli.command {
+        print!("{}", config.to_masked_toml());
+        return ExitCode::SUCCESS;
+    }
+    factoryops_platform::logging::init(config.log_format, &config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Migrate => {
+                factoryops::open_database_for_migrate(&config).await?;
+                println!("migrations applied");
+                Ok(true)
+            }
+            Command::Serve { components } => serve(config, components).await,
+            Command::Config | Command::Version | Command::Openapi => Ok(true),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, components: Components) -> anyhow::Result<bool> {
+    let server = start(config, components.clone(), Arc::new(SystemClock)).await?;
+    server.shutdown_handle().listen_for_signals();
+    if let Some(addr) = server.http_addr() {
+        let host = if addr.ip().is_unspecified() { "localhost".to_string() } else { addr.ip().to_string() };
+        tracing::info!(components = %components, "FactoryOps is running at http://{host}:{} (API docs: /api/docs)", addr.port());
+    }
+    Ok(server.wait().await)
+}

@@ -1,0 +1,161 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use factoryops_api::{AppState, ReadinessCheck, build_router};
+use factoryops_db::Database;
+use factoryops_platform::Config;
+use factoryops_platform::bus::{EventBus, MemoryBus};
+use factoryops_platform::metrics::Metrics;
+use factoryops_platform::shutdown::{Deadline, Shutdown};
+use factoryops_types::Clock;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::components::{Component, Components};
+
+/// Why the server could not start; each names what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{key} {addr} is already in use: set {env} to another address (port 0 picks a free one)")]
+    AddressInUse { key: &'static str, env: &'static str, addr: String },
+    #[error("cannot listen on {key} {addr}: {source}")]
+    Bind { key: &'static str, addr: String, source: std::io::Error },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] factoryops_platform::ConfigError),
+    #[error("data_dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("database: {0}")]
+    Database(#[from] factoryops_db::DbError),
+}
+
+/// A running server. Dropping it does not stop it: call [`Server::shutdown`] or
+/// send SIGTERM and [`Server::wait`].
+pub struct Server {
+    http_addr: Option<SocketAddr>,
+    shutdown: Shutdown,
+    task: JoinHandle<bool>,
+}
+
+impl Server {
+    /// The bound HTTP address (the real port when configured with port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped; `true` when every phase finished within the deadline.
+    pub async fn wait(self) -> bool {
+        self.task.await.unwrap_or(false)
+    }
+
+    /// Triggers an ordered shutdown and waits for it.
+    pub async fn shutdown(self) -> bool {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+}
+
+/// Opens the database (migrating it) as `migrate` and `serve` both need.
+pub async fn open_database(config: &Config) -> Result<Database, StartError> {
+    let db = Database::connect(&config.effective_database_url()).await?;
+    db.migrate(&[&factoryops_db::MIGRATIONS]).await?;
+    Ok(db)
+}
+
+/// Starts the chosen components and returns once every listener is bound.
+pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let shutdown = Shutdown::new();
+    let metrics = Metrics::new();
+    let db = open_database(&config).await?;
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let relay = tokio::spawn(factoryops_db::outbox::run_relay(
+        db.clone(),
+        bus.clone(),
+        clock.clone(),
+        outbox_wake,
+        shutdown.clone(),
+    ));
+
+    for component in components.iter() {
+        if component != Component::Api {
+            tracing::info!(component = %component, "component selected; it has no work to run in this build yet");
+        }
+    }
+
+    let mut http_addr = None;
+    let mut http_task = None;
+    if components.contains(Component::Api) {
+        let readiness: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(db.clone())];
+        let state = AppState {
+            db: db.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            shutdown: shutdown.clone(),
+            readiness: Arc::new(readiness),
+            body_limit_bytes: config.http.body_limit_bytes,
+            request_timeout: Duration::from_secs(config.http.request_timeout_secs),
+        };
+        let listener = bind("http_addr", "FACTORYOPS_HTTP_ADDR", &config.http_addr).await?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            key: "http_addr",
+            addr: config.http_addr.clone(),
+            source,
+        })?;
+        tracing::info!(%addr, "http listening");
+        http_addr = Some(addr);
+        let router = build_router(state);
+        let stop = shutdown.clone();
+        http_task = Some(tokio::spawn(async move {
+            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { stop.triggered().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        }));
+    }
+
+    let deadline_total = Duration::from_secs(config.shutdown_timeout_secs);
+    let task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.triggered().await;
+            let deadline = Deadline::after(deadline_total);
+            let mut clean = true;
+            // 1. Stop intake and drain: the HTTP server stops accepting and finishes in-flight requests.
+            if let Some(task) = http_task {
+                let abort = task.abort_handle();
+                if !deadline.run("drain http", task).await {
+                    abort.abort();
+                    clean = false;
+                }
+            }
+            // 2. Flush: events committed to the outbox reach the bus.
+            clean &= deadline.run("flush outbox", relay).await;
+            // 3. Close storage.
+            clean &= deadline.run("close database", db.close()).await;
+            tracing::info!(clean, "shutdown complete");
+            clean
+        })
+    };
+
+    Ok(Server { http_addr, shutdown, task })
+}
+
+async fn bind(key: &'static str, env: &'static str, addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            StartError::AddressInUse { key, env, addr: addr.to_string() }
+        } else {
+            StartError::Bind { key, addr: addr.to_string(), source }
+        }
+    })
+}

@@ -1,0 +1,159 @@
+//! The in-process harness: the real server on port 0 with a fresh data dir and
+//! database per test (SQLite file or a throw-away MariaDB database).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use factoryops::{Components, Server, start};
+use factoryops_platform::Config;
+use factoryops_platform::secret::{Secret, SecretUrl};
+use factoryops_testkit::TestDatabase;
+use factoryops_types::SystemClock;
+use serde_json::Value;
+
+pub const ROOT_PASSWORD: &str = "root-password-for-tests";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+    server: Option<Server>,
+}
+
+/// A config for a test server: everything on loopback port 0, data in the test's temp dir.
+pub fn test_config(db: &TestDatabase) -> Config {
+    let mut config = Config {
+        data_dir: db.dir.path().join("data"),
+        http_addr: "127.0.0.1:0".into(),
+        mqtt_addr: "127.0.0.1:0".into(),
+        database_url: Some(SecretUrl::new(db.url.clone())),
+        root_password: Some(Secret::new(ROOT_PASSWORD)),
+        shutdown_timeout_secs: 10,
+        ..Config::default()
+    };
+    // The minimum cost keeps tests fast; the default (12) is covered by the benchmark.
+    config.auth.bcrypt_cost = 4;
+    config
+}
+
+impl TestApp {
+    pub async fn spawn(db: TestDatabase) -> Self {
+        let config = test_config(&db);
+        Self::spawn_with(db, config).await
+    }
+
+    pub async fn spawn_with(db: TestDatabase, config: Config) -> Self {
+        let server = start(config, Components::all(), Arc::new(SystemClock)).await.expect("server starts");
+        let addr = server.http_addr().expect("http is bound");
+        Self { base: format!("http://{addr}"), client: reqwest::Client::new(), db, server: Some(server) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let problem = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap_or_default().starts_with("application/problem+json"));
+        let text = response.text().await.expect("body read");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status >= 400 {
+            assert!(problem, "error responses are problem+json: {status} {json}");
+        }
+        (status, json)
+    }
+
+    /// Stops the server the way SIGTERM does and waits for the ordered shutdown.
+    pub async fn stop(mut self) -> TestDatabase {
+        if let Some(server) = self.server.take() {
+            assert!(server.shutdown().await, "shutdown finished within the deadline");
+        }
+        self.db
+    }
+}
+
+/// A loopback TCP proxy a test can cut, to make a real dependency unreachable.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    cut: tokio_util_like::Cut,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = tokio_util_like::Cut::default();
+        let accept_cut = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut client, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => return },
+                    _ = accept_cut.wait() => return,
+                };
+                let conn_cut = accept_cut.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = conn_cut.wait() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.fire();
+    }
+}
+
+mod tokio_util_like {
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    pub struct Cut(Arc<tokio::sync::Notify>, Arc<std::sync::atomic::AtomicBool>);
+
+    impl Cut {
+        pub fn fire(&self) {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.0.notify_waiters();
+        }
+
+        pub async fn wait(&self) {
+            loop {
+                let notified = self.0.notified();
+                if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+}

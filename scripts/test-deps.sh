@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs and starts what the test suite talks to. Idempotent; safe to run often.
+# Tests skip loudly when a service is missing on a developer machine, and fail in CI.
+set -euo pipefail
+
+log() { echo "==> $*"; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  if [[ $apt_updated -eq 0 ]]; then as_root apt-get update -qq; apt_updated=1; fi
+  log "installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+if ! command -v cargo-nextest >/dev/null; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+# MariaDB: the scaled-out relational backend. Tests create and drop their own databases.
+if ! port_open 3306; then
+  if ! command -v mariadbd >/dev/null && ! [[ -x /usr/sbin/mariadbd ]]; then
+    apt_install mariadb-server
+  fi
+  log "starting MariaDB"
+  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql || true
+  for _ in $(seq 1 30); do port_open 3306 && break; sleep 1; done
+fi
+if port_open 3306; then
+  # Tests connect as root with no password over TCP.
+  mariadb -uroot -h127.0.0.1 -e 'CREATE DATABASE IF NOT EXISTS test' >/dev/null 2>&1 || true
+  log "MariaDB is up on 127.0.0.1:3306"
+else
+  log "WARNING: MariaDB is not reachable on 127.0.0.1:3306; its tests will skip (or fail under CI)"
+fi
