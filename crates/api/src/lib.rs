@@ -3,10 +3,12 @@
 //! owns the cross-cutting layers: request ids, tracing, metrics, body limits,
 //! readiness and the OpenAPI document.
 
+pub mod auth;
 pub mod health;
 mod layers;
 pub mod problem;
 mod router;
+pub mod routes;
 
 pub use health::{DependencyState, ReadinessCheck};
 pub use problem::{ApiJson, FieldError, Problem};

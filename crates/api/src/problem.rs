@@ -183,3 +183,21 @@ impl From<JsonRejection> for Problem {
 fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
 }
+
+impl From<factoryops_identity::IdentityError> for Problem {
+    fn from(error: factoryops_identity::IdentityError) -> Self {
+        use factoryops_identity::IdentityError as E;
+        match error {
+            E::Invalid(issues) => Problem::validation(
+                issues.into_iter().map(|i| FieldError { field: i.field, message: i.message }).collect(),
+            ),
+            E::Unauthorized(message) => Problem::unauthorized(message),
+            E::Forbidden(message) => Problem::forbidden(message),
+            E::NotFound(what) => Problem::not_found(format!("no such {what}")),
+            E::Conflict(message) => Problem::conflict(message),
+            E::RateLimited { retry_after_secs } => Problem::too_many_requests(retry_after_secs),
+            E::Db(e) => Problem::internal(&e),
+            E::Internal(message) => Problem::internal(&message),
+        }
+    }
+}

@@ -26,6 +26,9 @@ use crate::layers;
 #[derive(Clone)]
 pub struct AppState {
     pub db: Database,
+    pub identity: Arc<factoryops_identity::Identity>,
+    /// Whether `GET /api/v1/factories` lists factories for the login dropdown.
+    pub public_factory_list: bool,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
     pub shutdown: Shutdown,
@@ -42,9 +45,33 @@ pub struct AppState {
         license(name = "Apache-2.0")
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
-    tags((name = "operations", description = "Health, readiness, metrics"))
+    modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Health, readiness, metrics"),
+        (name = "platform", description = "The platform root: factories and their first super admins"),
+        (name = "entry", description = "Factory list, factory-scoped login, sessions, `/me`"),
+        (name = "users", description = "Factory users, roles and permission flags"),
+        (name = "api-keys", description = "Machine credentials"),
+        (name = "audit", description = "The append-only audit log"),
+    )
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer scheme (access token or `fo_` API key) that secured routes use.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT or fo_ API key").build(),
+            ),
+        );
+    }
+}
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -53,6 +80,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
+        .merge(crate::routes::identity::routes())
 }
 
 /// The OpenAPI document as generated from the code (checked in as `docs/openapi.json`).

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use factoryops_api::{AppState, ReadinessCheck, build_router};
 use factoryops_db::Database;
+use factoryops_identity::{Identity, IdentityConfig, ROOT_USERNAME, jwt_secret_from_data_dir};
 use factoryops_platform::Config;
 use factoryops_platform::bus::{EventBus, MemoryBus};
 use factoryops_platform::metrics::Metrics;
@@ -27,6 +28,10 @@ pub enum StartError {
     DataDir { path: String, source: std::io::Error },
     #[error("database: {0}")]
     Database(#[from] factoryops_db::DbError),
+    #[error("identity: {0}")]
+    Identity(#[from] factoryops_identity::IdentityError),
+    #[error("JWT secret in data_dir: {0}")]
+    JwtSecret(std::io::Error),
 }
 
 /// A running server. Dropping it does not stop it: call [`Server::shutdown`] or
@@ -62,7 +67,7 @@ impl Server {
 /// Opens the database (migrating it) as `migrate` and `serve` both need.
 pub async fn open_database(config: &Config) -> Result<Database, StartError> {
     let db = Database::connect(&config.effective_database_url()).await?;
-    db.migrate(&[&factoryops_db::MIGRATIONS]).await?;
+    db.migrate(&[&factoryops_db::MIGRATIONS, &factoryops_identity::MIGRATIONS]).await?;
     Ok(db)
 }
 
@@ -75,6 +80,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let metrics = Metrics::new();
     let db = open_database(&config).await?;
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let identity = Arc::new(build_identity(&config, &db, clock.clone()).await?);
 
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let relay = tokio::spawn(factoryops_db::outbox::run_relay(
@@ -97,6 +103,8 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         let readiness: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(db.clone())];
         let state = AppState {
             db: db.clone(),
+            identity: identity.clone(),
+            public_factory_list: config.auth.public_factory_list,
             metrics: metrics.clone(),
             clock: clock.clone(),
             shutdown: shutdown.clone(),
@@ -148,6 +156,27 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     };
 
     Ok(Server { http_addr, shutdown, task })
+}
+
+async fn build_identity(config: &Config, db: &Database, clock: Arc<dyn Clock>) -> Result<Identity, StartError> {
+    let secret = match &config.auth.jwt_secret {
+        Some(secret) => secret.expose().as_bytes().to_vec(),
+        None => jwt_secret_from_data_dir(&config.data_dir).map_err(StartError::JwtSecret)?,
+    };
+    let mut identity_config = IdentityConfig::new(secret, config.auth.bcrypt_cost);
+    identity_config.access_ttl_secs = i64::try_from(config.auth.access_token_ttl_secs).unwrap_or(900);
+    identity_config.refresh_ttl_secs = i64::try_from(config.auth.refresh_token_ttl_secs).unwrap_or(30 * 24 * 3600);
+    let identity = Identity::new(db.clone(), clock, identity_config).await?;
+    let configured = config.root_password.as_ref().map(|s| s.expose());
+    if let Some(generated) = identity.bootstrap_root(configured).await? {
+        // The one time this password is shown: the spec asks for it in the log, once.
+        tracing::warn!(
+            username = ROOT_USERNAME,
+            password = %generated,
+            "platform root created; this password is shown only now: log in at POST /api/v1/platform/login and change it"
+        );
+    }
+    Ok(identity)
 }
 
 async fn bind(key: &'static str, env: &'static str, addr: &str) -> Result<TcpListener, StartError> {

@@ -42,6 +42,27 @@ impl Clock for ManualClock {
     }
 }
 
+/// Wall-clock time plus an adjustable offset: time flows as usual, and a test can jump
+/// ahead (token expiry, retention) without waiting. Clones share the offset.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetClock(Arc<AtomicI64>);
+
+impl OffsetClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +76,13 @@ mod tests {
         assert_eq!(clock.now_ms(), 1_500);
         clock.set(10);
         assert_eq!(shared.now_ms(), 10);
+    }
+
+    #[test]
+    fn offset_clock_jumps_ahead() {
+        let clock = OffsetClock::new();
+        let before = SystemClock.now_ms();
+        clock.clone().advance(3_600_000);
+        assert!(clock.now_ms() >= before + 3_600_000);
     }
 }

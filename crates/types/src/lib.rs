@@ -5,6 +5,6 @@ mod clock;
 mod ids;
 mod time;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use ids::{DeviceId, FactoryId, IdError, PropertyName, new_id};
 pub use time::{format_rfc3339_ms, parse_rfc3339_ms};

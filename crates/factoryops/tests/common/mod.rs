@@ -8,13 +8,15 @@ use factoryops::{Components, Server, start};
 use factoryops_platform::Config;
 use factoryops_platform::secret::{Secret, SecretUrl};
 use factoryops_testkit::TestDatabase;
-use factoryops_types::SystemClock;
+use factoryops_types::OffsetClock;
 use serde_json::Value;
 
 pub const ROOT_PASSWORD: &str = "root-password-for-tests";
 
 pub struct TestApp {
     pub base: String,
+    /// The server's clock: real time plus an offset the test may advance.
+    pub clock: OffsetClock,
     pub client: reqwest::Client,
     pub db: TestDatabase,
     server: Option<Server>,
@@ -43,9 +45,15 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: TestDatabase, config: Config) -> Self {
-        let server = start(config, Components::all(), Arc::new(SystemClock)).await.expect("server starts");
+        let clock = OffsetClock::new();
+        let server = start(config, Components::all(), Arc::new(clock.clone())).await.expect("server starts");
         let addr = server.http_addr().expect("http is bound");
-        Self { base: format!("http://{addr}"), client: reqwest::Client::new(), db, server: Some(server) }
+        Self { base: format!("http://{addr}"), clock, client: reqwest::Client::new(), db, server: Some(server) }
+    }
+
+    pub fn clock_now(&self) -> i64 {
+        use factoryops_types::Clock;
+        self.clock.now_ms()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -155,5 +163,73 @@ mod tokio_util_like {
                 notified.await;
             }
         }
+    }
+}
+
+/// Fixtures for identity-aware tests.
+impl TestApp {
+    pub async fn root_token(&self) -> String {
+        let (status, body) = self
+            .post("/api/v1/platform/login", None, serde_json::json!({"username": "root", "password": ROOT_PASSWORD}))
+            .await;
+        assert_eq!(status, 200, "root login: {body}");
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a factory and its super admin; returns the super admin's access token.
+    pub async fn factory_with_admin(&self, root: &str, factory: &str, email: &str, password: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/platform/factories",
+                Some(root),
+                serde_json::json!({"id": factory, "name": format!("Factory {factory}"), "timezone": "Europe/Berlin"}),
+            )
+            .await;
+        assert_eq!(status, 201, "create factory: {body}");
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/platform/factories/{factory}/super-admins"),
+                Some(root),
+                serde_json::json!({"email": email, "name": "Super Admin", "password": password}),
+            )
+            .await;
+        assert_eq!(status, 201, "create super admin: {body}");
+        self.login(factory, email, password).await["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Logs in and returns the whole login response (asserting success).
+    pub async fn login(&self, factory: &str, email: &str, password: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/factories/{factory}/auth/login"),
+                None,
+                serde_json::json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(status, 200, "login {email}@{factory}: {body}");
+        body
+    }
+
+    /// Creates a user in `factory` as its super admin; returns (user id, access token).
+    pub async fn user_with(
+        &self,
+        admin: &str,
+        factory: &str,
+        email: &str,
+        role: &str,
+        permissions: &[&str],
+    ) -> (String, String) {
+        let password = "user-password-123";
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/factories/{factory}/users"),
+                Some(admin),
+                serde_json::json!({"email": email, "name": email, "role": role, "permissions": permissions, "password": password}),
+            )
+            .await;
+        assert_eq!(status, 201, "create user: {body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        let token = self.login(factory, email, password).await["access_token"].as_str().unwrap().to_string();
+        (id, token)
     }
 }

@@ -1,0 +1,3 @@
+//! Route modules, one per component.
+
+pub mod identity;
