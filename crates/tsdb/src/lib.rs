@@ -4,6 +4,13 @@
 //! Every read and write takes the factory scope first: no function here reads
 //! across factories.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod embedded;
 mod port;
 
+pub use embedded::{
+    CheckReport, EmbeddedConfig, EmbeddedStore, HeadLimit, RetentionConfig, RetentionPolicy, StoreStats, SyncMode,
+    check_dir,
+};
 pub use port::{Agg, Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value};

@@ -101,11 +101,7 @@ pub trait TelemetryStore: Send + Sync + 'static {
     async fn query(&self, factory: &FactoryId, query: &SeriesQuery) -> Result<Vec<Sample>, TsdbError>;
 
     /// The most recent sample of every property of a device, ordered by property name.
-    async fn latest(
-        &self,
-        factory: &FactoryId,
-        device: &DeviceId,
-    ) -> Result<Vec<(PropertyName, Sample)>, TsdbError>;
+    async fn latest(&self, factory: &FactoryId, device: &DeviceId) -> Result<Vec<(PropertyName, Sample)>, TsdbError>;
 
     async fn health(&self) -> StoreHealth;
 

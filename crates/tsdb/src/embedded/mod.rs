@@ -1,0 +1,975 @@
+//! The embedded time-series engine: WAL with group commit, in-memory head, immutable
+//! compressed part files with 1-minute/1-hour rollups, retention and compaction.
+//! See the crate README for the on-disk formats and the recovery algorithm.
+
+mod agg;
+mod codec;
+mod head;
+mod index;
+mod log;
+mod part;
+mod wal;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use factoryops_types::{Clock, DeviceId, FactoryId, PropertyName};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use self::agg::{Acc, Buckets};
+pub use self::codec::{decode_chunk, encode_chunk};
+use self::head::{Head, HeadState};
+use self::index::SeriesIndex;
+use self::part::{HOUR, HOUR_MS, MINUTE, MINUTE_MS, Part, PartSpec, RAW};
+use self::wal::{WalHandle, WalMsg};
+use crate::{Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value};
+
+/// When `write` returns relative to `fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every batch is fsynced on its own before `write` returns.
+    Always,
+    /// Group commit: the batches queued together share one fsync before their `write`s return.
+    Batch,
+    /// `write` returns after the append; a timer fsyncs every this many milliseconds
+    /// (a machine crash can lose up to that window; a process crash loses nothing).
+    Interval(u64),
+}
+
+/// How long each resolution is kept; `None` = forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub raw: Option<Duration>,
+    pub minute: Option<Duration>,
+    pub hour: Option<Duration>,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Self { raw: Some(Duration::from_secs(30 * DAY)), minute: Some(Duration::from_secs(365 * DAY)), hour: None }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetentionConfig {
+    pub default: RetentionPolicy,
+    pub per_factory: HashMap<FactoryId, RetentionPolicy>,
+}
+
+/// The head holds at most this many points and (estimated) bytes; the smaller bound applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimit {
+    pub points: usize,
+    pub bytes: usize,
+}
+
+impl Default for HeadLimit {
+    fn default() -> Self {
+        Self { points: 20_000_000, bytes: 1 << 30 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub dir: PathBuf,
+    pub sync: SyncMode,
+    /// Bound on the in-memory head; above it writers wait for the flusher (back-pressure).
+    pub head_limit: HeadLimit,
+    /// The background flusher flushes at least this often (and whenever the head is half full).
+    pub flush_interval: Duration,
+    /// Time-partition length of part files; a whole number of hours.
+    pub block_duration: Duration,
+    pub retention: RetentionConfig,
+    /// How often the background task applies retention and compacts closed partitions.
+    pub maintenance_interval: Duration,
+    /// A WAL segment is closed and a new one started past this size, which bounds how much
+    /// a replay reads before it may flush.
+    pub wal_segment_bytes: u64,
+    /// Rollups serve aggregations whose bucket is a multiple of 1 min / 1 h; off = always raw.
+    pub use_rollups: bool,
+}
+
+impl EmbeddedConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            sync: SyncMode::Batch,
+            head_limit: HeadLimit::default(),
+            flush_interval: Duration::from_secs(600),
+            block_duration: Duration::from_secs(2 * 3600),
+            retention: RetentionConfig::default(),
+            maintenance_interval: Duration::from_secs(3600),
+            wal_segment_bytes: 64 << 20,
+            use_rollups: true,
+        }
+    }
+
+    fn effective_head_limit(&self) -> usize {
+        let HeadLimit { points, bytes } = self.head_limit;
+        points.min(bytes / head::BYTES_PER_POINT).max(1)
+    }
+
+    fn block_ms(&self) -> i64 {
+        let hours = (self.block_duration.as_millis() as i64 / HOUR_MS).max(1);
+        hours * HOUR_MS
+    }
+}
+
+/// Per-resolution and WAL sizes, as `factoryops tsdb stats` prints them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    pub series: usize,
+    /// Points in part files (raw resolution) plus points in the head.
+    pub points: u64,
+    pub head_points: u64,
+    pub part_files: usize,
+    pub raw_bytes: u64,
+    pub minute_bytes: u64,
+    pub hour_bytes: u64,
+    /// Part-file footers (per-series metadata).
+    pub footer_bytes: u64,
+    pub wal_bytes: u64,
+    pub wal_segments: usize,
+    /// Since open: batches appended to the WAL and fsyncs issued (group commit ratio).
+    pub wal_batches: u64,
+    pub wal_fsyncs: u64,
+    pub index_bytes: u64,
+}
+
+/// Result of `check()`: every checksum of every file verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CheckReport {
+    pub files_checked: usize,
+    pub sections_checked: usize,
+    pub wal_records_checked: u64,
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Latest timestamp accepted: year 9999. Keeps bucket arithmetic far from overflow.
+const MAX_TS: i64 = 253_402_300_799_999;
+
+pub(crate) struct Inner {
+    config: EmbeddedConfig,
+    block_ms: i64,
+    head_limit: usize,
+    clock: Arc<dyn Clock>,
+    parts_dir: PathBuf,
+    wal_dir: PathBuf,
+    index: RwLock<SeriesIndex>,
+    /// Lock order: `parts` before `head`.
+    parts: RwLock<Vec<Arc<Part>>>,
+    head: RwLock<HeadState>,
+    head_points: AtomicUsize,
+    wal_batches: AtomicU64,
+    wal_fsyncs: AtomicU64,
+    next_seq: AtomicU64,
+    /// Serialises flush, compaction and retention (all rewrite the part set).
+    maintenance: Mutex<()>,
+    wal: WalHandle,
+    failure: Mutex<Option<String>>,
+    space: tokio::sync::Notify,
+    flush_wanted: Mutex<bool>,
+    flush_cv: Condvar,
+    shutdown: AtomicBool,
+    _lock: File,
+}
+
+/// The embedded engine. Dropping it stops the background threads (WAL is already durable
+/// per the sync mode; call `flush` first to also persist the head as parts).
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl EmbeddedStore {
+    pub fn open(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> Result<Self, TsdbError> {
+        let dir = config.dir.clone();
+        let parts_dir = dir.join("parts");
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&parts_dir)?;
+        std::fs::create_dir_all(&wal_dir)?;
+        let lock = File::options().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+        lock.try_lock()
+            .map_err(|_| TsdbError::Unavailable(format!("{} is in use by another process", dir.display())))?;
+
+        let index = SeriesIndex::open(&dir.join("series.idx"))?;
+        let segments = wal::list_segments(&wal_dir)?;
+        let (parts, max_seq, wal_covered) = load_parts(&parts_dir, &segments)?;
+        let max_segment = segments.iter().copied().max().unwrap_or(0).max(wal_covered);
+        let next_seq = max_seq.max(max_segment) + 1;
+
+        let head_limit = config.effective_head_limit();
+        let block_ms = config.block_ms();
+        let (wal, wal_rx) = WalHandle::channel();
+        let inner = Arc::new(Inner {
+            block_ms,
+            head_limit,
+            clock,
+            parts_dir,
+            wal_dir: wal_dir.clone(),
+            index: RwLock::new(index),
+            parts: RwLock::new(parts),
+            head: RwLock::new(HeadState::default()),
+            head_points: AtomicUsize::new(0),
+            wal_batches: AtomicU64::new(0),
+            wal_fsyncs: AtomicU64::new(0),
+            next_seq: AtomicU64::new(next_seq),
+            maintenance: Mutex::new(()),
+            wal,
+            failure: Mutex::new(None),
+            space: tokio::sync::Notify::new(),
+            flush_wanted: Mutex::new(false),
+            flush_cv: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            _lock: lock,
+            config,
+        });
+
+        // Replay: segments already covered by parts are garbage from an interrupted cleanup.
+        for seg in &segments {
+            let path = wal::segment_path(&wal_dir, *seg);
+            if *seg <= wal_covered {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            let index = inner.index.read();
+            let mut head = inner.head.write();
+            let mut points = 0usize;
+            let outcome = log::scan(&path, |payload| {
+                wal::decode_batch(payload, |series, ts, v| {
+                    if index.key(series).is_some() {
+                        head.active.push(series, ts, v);
+                        points += 1;
+                    } else {
+                        tracing::warn!(series, "WAL point for unknown series skipped");
+                    }
+                })
+            })?;
+            drop(head);
+            drop(index);
+            inner.head_points.fetch_add(points, Ordering::SeqCst);
+            if let Some(damage) = &outcome.damage {
+                tracing::warn!(segment = %path.display(), %damage, valid = outcome.valid_len, "cutting damaged WAL tail");
+                log::truncate(&path, outcome.valid_len)?;
+            }
+            // Bounded memory during a long replay: flush whole replayed segments.
+            if inner.head_points.load(Ordering::SeqCst) >= head_limit {
+                let mut h = inner.head.write();
+                let frozen = std::mem::take(&mut h.active);
+                h.frozen = Some((Arc::new(frozen), *seg));
+                drop(h);
+                inner.flush_frozen()?;
+            }
+        }
+
+        let writer_seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
+        let wal_thread = wal::spawn(Arc::clone(&inner), wal_rx, writer_seq)?;
+        let flusher = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new().name("tsdb-flusher".into()).spawn(move || inner.flusher_loop())?
+        };
+        Ok(Self { inner, threads: Mutex::new(vec![wal_thread, flusher]) })
+    }
+
+    /// Flushes the head and stops the background threads.
+    pub async fn close(self) -> Result<(), TsdbError> {
+        self.flush().await
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, TsdbError> {
+        self.inner.stats()
+    }
+
+    pub fn check(&self) -> Result<CheckReport, TsdbError> {
+        self.inner.check()
+    }
+
+    /// Merges all parts of each partition into one (removes overlaps so rollups serve again).
+    pub fn compact(&self) -> Result<usize, TsdbError> {
+        self.inner.compact(i64::MAX)
+    }
+
+    /// Drops data past its retention (per resolution, per factory) relative to the clock.
+    pub fn apply_retention(&self) -> Result<usize, TsdbError> {
+        self.inner.apply_retention()
+    }
+
+    pub fn config(&self) -> &EmbeddedConfig {
+        &self.inner.config
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.inner.shutdown.store(true, Ordering::SeqCst);
+        {
+            let mut w = self.inner.flush_wanted.lock();
+            *w = true;
+            self.inner.flush_cv.notify_all();
+        }
+        self.inner.wal.send(WalMsg::Shutdown);
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn load_parts(dir: &Path, segments: &[u64]) -> Result<(Vec<Arc<Part>>, u64, u64), TsdbError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if name.ends_with(".tmp") {
+            // An interrupted write: its data is still in the WAL.
+            std::fs::remove_file(&path)?;
+        } else if name.ends_with(".part") {
+            found.push(Part::open(&path)?);
+        }
+    }
+    let mut group_counts: HashMap<u64, u32> = HashMap::new();
+    for p in &found {
+        *group_counts.entry(p.footer.group).or_default() += 1;
+    }
+    // A group with missing members is an interrupted flush only while the WAL segment it
+    // covers still exists (a flush deletes it last). Otherwise the flush completed and
+    // compaction or retention replaced the missing members since.
+    let (complete, incomplete): (Vec<Part>, Vec<Part>) = found.into_iter().partition(|p| {
+        group_counts.get(&p.footer.group).copied().unwrap_or(0) >= p.footer.group_size
+            || segments.binary_search(&p.footer.wal_covered).is_err()
+    });
+    let mut max_seq = 0;
+    let mut replay_from = u64::MAX;
+    for p in &incomplete {
+        // Its WAL segments were not deleted: replay redoes the flush.
+        max_seq = max_seq.max(p.footer.seq);
+        replay_from = replay_from.min(p.footer.wal_covered);
+        std::fs::remove_file(&p.path)?;
+    }
+    let replaced: std::collections::HashSet<u64> =
+        complete.iter().flat_map(|p| p.footer.replaces.iter().copied()).collect();
+    let mut parts = Vec::new();
+    let mut wal_covered = 0;
+    for p in complete {
+        max_seq = max_seq.max(p.footer.seq);
+        wal_covered = wal_covered.max(p.footer.wal_covered);
+        if replaced.contains(&p.footer.seq) {
+            std::fs::remove_file(&p.path)?;
+        } else {
+            parts.push(Arc::new(p));
+        }
+    }
+    parts.sort_by_key(|p| p.footer.seq);
+    if replay_from != u64::MAX {
+        // Segments the discarded flush covered must be replayed even if a later part claims
+        // them; points replayed twice resolve to the same value (newest source wins).
+        wal_covered = wal_covered.min(replay_from.saturating_sub(1));
+    }
+    Ok((parts, max_seq, wal_covered))
+}
+
+/// Verifies a store directory without opening it (no lock taken, nothing repaired), so
+/// `factoryops tsdb check` also works beside a running server.
+pub fn check_dir(dir: &Path) -> Result<CheckReport, TsdbError> {
+    let mut r = CheckReport::default();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join("parts"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "part"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        match Part::open(&path) {
+            Ok(part) => check_part(&part, &mut r),
+            Err(TsdbError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                r.files_checked += 1;
+                r.problems.push(e.to_string());
+            }
+        }
+    }
+    check_logs(dir, &mut r)?;
+    Ok(r)
+}
+
+fn check_part(part: &Part, r: &mut CheckReport) {
+    r.files_checked += 1;
+    for (id, e) in &part.footer.entries {
+        for res in [RAW, MINUTE, HOUR] {
+            if !e.sections[res].present() {
+                continue;
+            }
+            r.sections_checked += 1;
+            let result = if res == RAW {
+                part.read_raw(e).and_then(|pts| {
+                    if pts.len() as u64 == e.count {
+                        Ok(())
+                    } else {
+                        Err(part.corrupt(&format!("series {id}: point count mismatch")))
+                    }
+                })
+            } else {
+                part.read_rollup(e, res).map(|_| ())
+            };
+            if let Err(err) = result {
+                r.problems.push(err.to_string());
+            }
+        }
+    }
+}
+
+fn check_logs(dir: &Path, r: &mut CheckReport) -> Result<(), TsdbError> {
+    let wal_dir = dir.join("wal");
+    let segments = wal::list_segments(&wal_dir)?;
+    let newest = segments.last().copied();
+    let logs = segments
+        .into_iter()
+        .map(|s| (wal::segment_path(&wal_dir, s), Some(s) == newest))
+        .chain(std::iter::once((dir.join("series.idx"), false)));
+    for (path, active) in logs {
+        let out = match log::scan(&path, |_| Ok(())) {
+            Ok(out) => out,
+            // A flush deleted the segment after we listed it.
+            Err(TsdbError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        r.files_checked += 1;
+        r.wal_records_checked += out.records;
+        // The active segment may legitimately end mid-append while writers are running.
+        if let Some(d) = out.damage
+            && !active
+        {
+            r.problems.push(format!("{}: {d}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+fn validate(points: &[Point]) -> Result<(), TsdbError> {
+    for (index, p) in points.iter().enumerate() {
+        if let Value::Float(f) = p.value
+            && !f.is_finite()
+        {
+            return Err(TsdbError::InvalidPoint { index, reason: format!("value {f} is not a finite number") });
+        }
+        if !(-MAX_TS..=MAX_TS).contains(&p.ts_ms) {
+            return Err(TsdbError::InvalidPoint { index, reason: format!("timestamp {} out of range", p.ts_ms) });
+        }
+    }
+    Ok(())
+}
+
+/// Merges sources given oldest first; for equal timestamps the newest source wins.
+fn merge_newest_wins(mut sources: Vec<Vec<(i64, Value)>>) -> Vec<(i64, Value)> {
+    sources.retain(|s| !s.is_empty());
+    if sources.len() <= 1 {
+        return sources.pop().unwrap_or_default();
+    }
+    // Common case: sources cover disjoint time spans, so ordering them is enough.
+    let mut order: Vec<usize> = (0..sources.len()).collect();
+    order.sort_by_key(|&i| sources[i].first().map(|p| p.0));
+    let disjoint = order.windows(2).all(|w| match (sources[w[0]].last(), sources[w[1]].first()) {
+        (Some(a), Some(b)) => a.0 < b.0,
+        _ => true,
+    });
+    if disjoint {
+        let mut out = Vec::with_capacity(sources.iter().map(Vec::len).sum());
+        for i in order {
+            out.append(&mut sources[i]);
+        }
+        return out;
+    }
+    let mut all: Vec<(i64, usize, Value)> = Vec::with_capacity(sources.iter().map(Vec::len).sum());
+    for (prio, s) in sources.into_iter().enumerate() {
+        all.extend(s.into_iter().map(|(t, v)| (t, prio, v)));
+    }
+    all.sort_by_key(|&(t, p, _)| (t, p));
+    let mut out: Vec<(i64, Value)> = Vec::with_capacity(all.len());
+    for (t, _, v) in all {
+        match out.last_mut() {
+            Some(last) if last.0 == t => last.1 = v,
+            _ => out.push((t, v)),
+        }
+    }
+    out
+}
+
+/// A consistent view of one series: the parts that hold it and its head points.
+struct SeriesView {
+    parts: Vec<Arc<Part>>,
+    head: Vec<(i64, Value)>,
+}
+
+impl Inner {
+    fn fail(&self, why: String) {
+        tracing::error!(%why, "tsdb failure");
+        *self.failure.lock() = Some(why);
+    }
+
+    fn request_flush(&self) {
+        let mut w = self.flush_wanted.lock();
+        *w = true;
+        self.flush_cv.notify_all();
+    }
+
+    fn flusher_loop(self: Arc<Self>) {
+        let mut last_maintenance = std::time::Instant::now();
+        loop {
+            {
+                let mut wanted = self.flush_wanted.lock();
+                if !*wanted {
+                    self.flush_cv.wait_for(&mut wanted, self.config.flush_interval);
+                }
+                *wanted = false;
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = self.flush_all() {
+                self.fail(format!("flush failed: {e}"));
+                std::thread::sleep(Duration::from_millis(200));
+                self.request_flush();
+            }
+            if last_maintenance.elapsed() >= self.config.maintenance_interval {
+                last_maintenance = std::time::Instant::now();
+                let now = self.clock.now_ms();
+                if let Err(e) = self.apply_retention().and_then(|_| self.compact(now - self.block_ms)) {
+                    tracing::warn!(error = %e, "maintenance failed");
+                }
+            }
+        }
+    }
+
+    /// Rotates the WAL, freezes the head and writes it as parts.
+    fn flush_all(&self) -> Result<(), TsdbError> {
+        let _m = self.maintenance.lock();
+        let needs_rotate = {
+            let h = self.head.read();
+            h.frozen.is_none() && !h.active.is_empty()
+        };
+        if needs_rotate {
+            self.wal.rotate()?;
+        }
+        self.flush_frozen_locked()
+    }
+
+    fn flush_frozen(&self) -> Result<(), TsdbError> {
+        let _m = self.maintenance.lock();
+        self.flush_frozen_locked()
+    }
+
+    fn flush_frozen_locked(&self) -> Result<(), TsdbError> {
+        let Some((frozen, covered)) = self.head.read().frozen.clone() else {
+            return Ok(());
+        };
+        // Parts reference series ids: the index must be durable before them.
+        self.index.write().sync()?;
+        let mut by_partition: HashMap<i64, Vec<part::SeriesSections>> = HashMap::new();
+        for (series, points) in frozen.sorted_series() {
+            let mut start = 0;
+            while start < points.len() {
+                let p = agg::bucket_start(points[start].0, self.block_ms);
+                let end = start + points[start..].partition_point(|(t, _)| *t < p.saturating_add(self.block_ms));
+                if let Some(s) = part::build_series(series, &points[start..end]) {
+                    by_partition.entry(p).or_default().push(s);
+                }
+                start = end;
+            }
+        }
+        let group = self.next_seq.fetch_add(by_partition.len() as u64 + 1, Ordering::SeqCst);
+        let group_size = by_partition.len() as u32;
+        let mut new_parts = Vec::new();
+        let mut partitions: Vec<_> = by_partition.into_iter().collect();
+        partitions.sort_by_key(|(p, _)| *p);
+        for (i, (p, series)) in partitions.into_iter().enumerate() {
+            let spec = PartSpec {
+                partition_start: p,
+                partition_len: self.block_ms,
+                seq: group + 1 + i as u64,
+                wal_covered: covered,
+                group,
+                group_size,
+                replaces: Vec::new(),
+            };
+            new_parts.push(Arc::new(part::write_part(&self.parts_dir, spec, series)?));
+        }
+        {
+            let mut parts = self.parts.write();
+            let mut head = self.head.write();
+            parts.extend(new_parts);
+            head.frozen = None;
+            self.head_points.fetch_sub(frozen.len().min(self.head_points.load(Ordering::SeqCst)), Ordering::SeqCst);
+        }
+        self.space.notify_waiters();
+        for seg in wal::list_segments(&self.wal_dir)? {
+            if seg <= covered {
+                std::fs::remove_file(wal::segment_path(&self.wal_dir, seg))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn view(&self, series: u32, from: i64, to: i64) -> SeriesView {
+        let parts = self.parts.read();
+        let head = self.head.read();
+        let parts: Vec<Arc<Part>> = parts
+            .iter()
+            .filter(|p| p.footer.partition_start < to && p.partition_end() > from)
+            .filter(|p| p.entry(series).is_some_and(|e| e.min_ts < to && e.max_ts >= from))
+            .cloned()
+            .collect();
+        let mut sources = Vec::new();
+        if let Some((f, _)) = &head.frozen {
+            sources.push(f.range(series, from, to));
+        }
+        sources.push(head.active.range(series, from, to));
+        drop(head);
+        SeriesView { parts, head: merge_newest_wins(sources) }
+    }
+
+    fn raw(&self, view: &SeriesView, series: u32, from: i64, to: i64) -> Result<Vec<(i64, Value)>, TsdbError> {
+        let mut sources = Vec::with_capacity(view.parts.len() + 1);
+        for p in &view.parts {
+            if let Some(e) = p.entry(series)
+                && e.sections[RAW].present()
+            {
+                let pts = p.read_raw(e)?;
+                let a = pts.partition_point(|(t, _)| *t < from);
+                let b = pts.partition_point(|(t, _)| *t < to);
+                sources.push(pts[a..b].to_vec());
+            }
+        }
+        sources.push(view.head.clone());
+        Ok(merge_newest_wins(sources))
+    }
+
+    fn query_series(&self, series: u32, q: &SeriesQuery) -> Result<Vec<Sample>, TsdbError> {
+        let (from, to) = (q.from_ms, q.to_ms);
+        let view = self.view(series, from, to);
+        let Some((every, agg)) = q.aggregation else {
+            let pts = self.raw(&view, series, from, to)?;
+            let n = q.limit.unwrap_or(usize::MAX);
+            return Ok(pts.into_iter().take(n).map(|(ts_ms, value)| Sample { ts_ms, value }).collect());
+        };
+        let res = if !self.config.use_rollups {
+            None
+        } else if every % HOUR_MS == 0 {
+            Some((HOUR, HOUR_MS))
+        } else if every % MINUTE_MS == 0 {
+            Some((MINUTE, MINUTE_MS))
+        } else {
+            None
+        };
+        let mut buckets = Buckets::default();
+        let mut raw_parts = Vec::new();
+        if let Some((res, res_ms)) = res {
+            // A part's rollups are exact for its points, so they serve only when every
+            // point of the entry is in range and no newer source overlaps its time span.
+            let mut spans: Vec<(i64, i64)> =
+                view.parts.iter().filter_map(|p| p.entry(series)).map(|e| (e.min_ts, e.max_ts)).collect();
+            if let (Some(a), Some(b)) = (view.head.first(), view.head.last()) {
+                spans.push((a.0, b.0));
+            }
+            for p in &view.parts {
+                let Some(e) = p.entry(series) else { continue };
+                let overlaps =
+                    spans.iter().filter(|s| **s != (e.min_ts, e.max_ts)).any(|&(a, b)| a <= e.max_ts && b >= e.min_ts)
+                        || spans.iter().filter(|s| **s == (e.min_ts, e.max_ts)).count() > 1;
+                let inside = e.min_ts >= from && e.max_ts < to;
+                if e.sections[res].present() && ((inside && !overlaps) || !e.sections[RAW].present()) {
+                    for (start, acc) in p.read_rollup(e, res)? {
+                        // Without raw data, only whole rollup buckets inside the range can count.
+                        if inside || (start >= from && start.saturating_add(res_ms) <= to) {
+                            buckets.merge_acc(every, start, acc);
+                        }
+                    }
+                } else {
+                    raw_parts.push(Arc::clone(p));
+                }
+            }
+        } else {
+            raw_parts = view.parts.clone();
+        }
+        let rest = SeriesView { parts: raw_parts, head: view.head };
+        for (ts, v) in self.raw(&rest, series, from, to)? {
+            buckets.push(every, ts, v);
+        }
+        Ok(buckets.into_samples(agg))
+    }
+
+    fn latest_of(&self, series: u32) -> Result<Option<Sample>, TsdbError> {
+        let mut max_ts = None::<i64>;
+        {
+            let parts = self.parts.read();
+            let head = self.head.read();
+            for p in parts.iter() {
+                if let Some(e) = p.entry(series)
+                    && e.sections[RAW].present()
+                {
+                    max_ts = max_ts.max(Some(e.max_ts));
+                }
+            }
+            if let Some((f, _)) = &head.frozen {
+                max_ts = max_ts.max(f.max_ts(series));
+            }
+            max_ts = max_ts.max(head.active.max_ts(series));
+        }
+        let Some(t) = max_ts else { return Ok(None) };
+        let view = self.view(series, t, t.saturating_add(1));
+        Ok(self.raw(&view, series, t, t.saturating_add(1))?.last().map(|&(ts_ms, value)| Sample { ts_ms, value }))
+    }
+
+    fn stats(&self) -> Result<StoreStats, TsdbError> {
+        let mut s = StoreStats { series: self.index.read().len(), ..StoreStats::default() };
+        {
+            let parts = self.parts.read();
+            s.part_files = parts.len();
+            for p in parts.iter() {
+                let mut data = 0u64;
+                for (_, e) in &p.footer.entries {
+                    if e.sections[RAW].present() {
+                        s.points += e.count;
+                    }
+                    s.raw_bytes += u64::from(e.sections[RAW].len);
+                    s.minute_bytes += u64::from(e.sections[MINUTE].len);
+                    s.hour_bytes += u64::from(e.sections[HOUR].len);
+                    data += e.sections.iter().map(|x| u64::from(x.len)).sum::<u64>();
+                }
+                s.footer_bytes += p.size.saturating_sub(data);
+            }
+        }
+        s.head_points = self.head_points.load(Ordering::SeqCst) as u64;
+        s.wal_batches = self.wal_batches.load(Ordering::Relaxed);
+        s.wal_fsyncs = self.wal_fsyncs.load(Ordering::Relaxed);
+        s.points += s.head_points;
+        for seg in wal::list_segments(&self.wal_dir)? {
+            s.wal_segments += 1;
+            s.wal_bytes += std::fs::metadata(wal::segment_path(&self.wal_dir, seg)).map(|m| m.len()).unwrap_or(0);
+        }
+        s.index_bytes = std::fs::metadata(self.config.dir.join("series.idx")).map(|m| m.len()).unwrap_or(0);
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<CheckReport, TsdbError> {
+        let mut r = CheckReport::default();
+        let parts: Vec<Arc<Part>> = self.parts.read().clone();
+        for p in parts {
+            // The open handle stays valid even if compaction deletes the file meanwhile.
+            match p.file.try_clone().map_err(TsdbError::from).and_then(|f| Part::from_file(&p.path, f)) {
+                Ok(fresh) => check_part(&fresh, &mut r),
+                Err(e) => {
+                    r.files_checked += 1;
+                    r.problems.push(e.to_string());
+                }
+            }
+        }
+        check_logs(&self.config.dir, &mut r)?;
+        Ok(r)
+    }
+
+    /// Merges the parts of each partition ending before `closed_before` that has more than one.
+    fn compact(&self, closed_before: i64) -> Result<usize, TsdbError> {
+        let _m = self.maintenance.lock();
+        let parts: Vec<Arc<Part>> = self.parts.read().clone();
+        let mut by_partition: HashMap<(i64, i64), Vec<Arc<Part>>> = HashMap::new();
+        for p in parts {
+            by_partition.entry((p.footer.partition_start, p.footer.partition_len)).or_default().push(p);
+        }
+        let mut merged = 0;
+        for ((start, len), group) in by_partition {
+            if group.len() < 2 || start.saturating_add(len) > closed_before {
+                continue;
+            }
+            // Parts whose raw data retention removed cannot be re-derived; leave them be.
+            if group.iter().any(|p| p.footer.entries.iter().any(|(_, e)| !e.sections[RAW].present())) {
+                continue;
+            }
+            let mut ids: Vec<u32> = group.iter().flat_map(|p| p.footer.entries.iter().map(|(id, _)| *id)).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut series = Vec::with_capacity(ids.len());
+            for id in ids {
+                let mut sources = Vec::new();
+                for p in &group {
+                    if let Some(e) = p.entry(id) {
+                        sources.push(p.read_raw(e)?);
+                    }
+                }
+                if let Some(s) = part::build_series(id, &merge_newest_wins(sources)) {
+                    series.push(s);
+                }
+            }
+            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+            let spec = PartSpec {
+                partition_start: start,
+                partition_len: len,
+                seq,
+                wal_covered: group.iter().map(|p| p.footer.wal_covered).max().unwrap_or(0),
+                group: seq,
+                group_size: 1,
+                replaces: group.iter().map(|p| p.footer.seq).collect(),
+            };
+            let new_part = Arc::new(part::write_part(&self.parts_dir, spec, series)?);
+            self.swap_parts(&group, Some(new_part))?;
+            merged += group.len();
+        }
+        Ok(merged)
+    }
+
+    /// Replaces `old` parts with `new` in the catalogue, then deletes the old files.
+    fn swap_parts(&self, old: &[Arc<Part>], new: Option<Arc<Part>>) -> Result<(), TsdbError> {
+        let gone: std::collections::HashSet<u64> = old.iter().map(|p| p.footer.seq).collect();
+        {
+            let mut parts = self.parts.write();
+            parts.retain(|p| !gone.contains(&p.footer.seq));
+            if let Some(n) = new {
+                parts.push(n);
+            }
+            parts.sort_by_key(|p| p.footer.seq);
+        }
+        for p in old {
+            std::fs::remove_file(&p.path)?;
+        }
+        sync_dir_quiet(&self.parts_dir);
+        Ok(())
+    }
+
+    fn apply_retention(&self) -> Result<usize, TsdbError> {
+        let _m = self.maintenance.lock();
+        let now = self.clock.now_ms();
+        let cfg = &self.config.retention;
+        let policy_of =
+            |factory: Option<&FactoryId>| factory.and_then(|f| cfg.per_factory.get(f)).copied().unwrap_or(cfg.default);
+        let expired =
+            |keep: Option<Duration>, end: i64| keep.is_some_and(|d| end <= now.saturating_sub(d.as_millis() as i64));
+        let parts: Vec<Arc<Part>> = self.parts.read().clone();
+        let mut rewritten = 0;
+        for p in parts {
+            let end = p.partition_end();
+            let index = self.index.read();
+            let keep = |id: u32| {
+                let pol = policy_of(index.key(id).map(|k| &k.factory));
+                [!expired(pol.raw, end), !expired(pol.minute, end), !expired(pol.hour, end)]
+            };
+            let changes = p.footer.entries.iter().any(|(id, e)| {
+                let k = keep(*id);
+                (0..3).any(|r| e.sections[r].present() && !k[r])
+            });
+            if !changes {
+                continue;
+            }
+            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+            let new = part::rewrite_part(&self.parts_dir, &p, seq, keep)?;
+            drop(index);
+            self.swap_parts(&[Arc::clone(&p)], new.map(Arc::new))?;
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+}
+
+fn sync_dir_quiet(dir: &Path) {
+    if let Err(e) = log::sync_dir(dir) {
+        tracing::warn!(error = %e, "directory fsync failed");
+    }
+}
+
+#[async_trait]
+impl TelemetryStore for EmbeddedStore {
+    async fn write(&self, factory: &FactoryId, points: &[Point]) -> Result<(), TsdbError> {
+        validate(points)?;
+        if points.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        // Back-pressure: wait (never drop, never fail) while the head is over its bound.
+        loop {
+            let notified = inner.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.head_points.load(Ordering::SeqCst) < inner.head_limit {
+                break;
+            }
+            inner.request_flush();
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+        if inner.head_points.load(Ordering::SeqCst) >= inner.head_limit / 2 {
+            inner.request_flush();
+        }
+        let ids = index::resolve(&inner.index, factory, points)?;
+        let (payload, batch) = wal::encode_batch(&ids, points);
+        inner.wal.write(payload, batch).await
+    }
+
+    async fn query(&self, factory: &FactoryId, query: &SeriesQuery) -> Result<Vec<Sample>, TsdbError> {
+        if query.from_ms >= query.to_ms {
+            return Ok(Vec::new());
+        }
+        if let Some((every, _)) = query.aggregation
+            && every <= 0
+        {
+            return Err(TsdbError::InvalidQuery("aggregation interval must be positive".into()));
+        }
+        let Some(series) = self.inner.index.read().lookup(factory, &query.device, &query.property) else {
+            return Ok(Vec::new());
+        };
+        let inner = Arc::clone(&self.inner);
+        let q = query.clone();
+        tokio::task::spawn_blocking(move || inner.query_series(series, &q))
+            .await
+            .map_err(|e| TsdbError::Unavailable(format!("query task failed: {e}")))?
+    }
+
+    async fn latest(&self, factory: &FactoryId, device: &DeviceId) -> Result<Vec<(PropertyName, Sample)>, TsdbError> {
+        let props = self.inner.index.read().properties(factory, device);
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (name, id) in props {
+                if let Some(s) = inner.latest_of(id)? {
+                    out.push((name, s));
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(out)
+        })
+        .await
+        .map_err(|e| TsdbError::Unavailable(format!("query task failed: {e}")))?
+    }
+
+    async fn health(&self) -> StoreHealth {
+        match self.inner.failure.lock().clone() {
+            None => StoreHealth { ready: true, detail: "ok".into() },
+            Some(why) => StoreHealth { ready: false, detail: why },
+        }
+    }
+
+    async fn flush(&self) -> Result<(), TsdbError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            inner.wal.sync()?;
+            inner.flush_all()
+        })
+        .await
+        .map_err(|e| TsdbError::Unavailable(format!("flush task failed: {e}")))?
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<EmbeddedStore>();
+    let _ = Acc::new;
+    let _ = Head::default;
+}

@@ -1,0 +1,510 @@
+//! The embedded engine against the conformance suite, plus engine-specific behaviour:
+//! flush/reopen, rollup equivalence, recovery from damaged WALs, retention, compaction,
+//! back-pressure, stats and check.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use factoryops_tsdb::conformance::{self, T0, agg_query, device, factory, point, raw_query};
+use factoryops_tsdb::{
+    Agg, EmbeddedConfig, EmbeddedStore, HeadLimit, Point, RetentionPolicy, Sample, SeriesQuery, StoreHealth, SyncMode,
+    TelemetryStore, TsdbError, Value,
+};
+use factoryops_types::{DeviceId, FactoryId, ManualClock, PropertyName, SystemClock};
+use proptest::prelude::*;
+
+fn config(dir: &std::path::Path) -> EmbeddedConfig {
+    EmbeddedConfig::new(dir)
+}
+
+fn open(dir: &std::path::Path) -> EmbeddedStore {
+    EmbeddedStore::open(config(dir), Arc::new(SystemClock)).unwrap()
+}
+
+/// Flushes after every write so reads go through part files, and reads again after
+/// reopening, so the suite also covers chunks, rollups and recovery.
+struct FlushEveryWrite(EmbeddedStore);
+
+#[async_trait]
+impl TelemetryStore for FlushEveryWrite {
+    async fn write(&self, factory: &FactoryId, points: &[Point]) -> Result<(), TsdbError> {
+        self.0.write(factory, points).await?;
+        self.0.flush().await
+    }
+    async fn query(&self, factory: &FactoryId, query: &SeriesQuery) -> Result<Vec<Sample>, TsdbError> {
+        self.0.query(factory, query).await
+    }
+    async fn latest(&self, factory: &FactoryId, device: &DeviceId) -> Result<Vec<(PropertyName, Sample)>, TsdbError> {
+        self.0.latest(factory, device).await
+    }
+    async fn health(&self) -> StoreHealth {
+        self.0.health().await
+    }
+    async fn flush(&self) -> Result<(), TsdbError> {
+        self.0.flush().await
+    }
+}
+
+#[tokio::test]
+async fn conformance_head_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    conformance::run_all(&store).await;
+    assert!(store.health().await.ready);
+}
+
+#[tokio::test]
+async fn conformance_through_part_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FlushEveryWrite(open(dir.path()));
+    conformance::run_all(&store).await;
+    assert!(store.0.stats().unwrap().part_files > 0);
+    let report = store.0.check().unwrap();
+    assert!(report.ok(), "{report:?}");
+}
+
+#[tokio::test]
+async fn conformance_sync_modes() {
+    for sync in [SyncMode::Always, SyncMode::Interval(5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedConfig { sync, ..config(dir.path()) }, Arc::new(SystemClock)).unwrap();
+        conformance::run_all(&store).await;
+    }
+}
+
+#[tokio::test]
+async fn data_survives_reopen_with_and_without_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let fac = factory("plant-1");
+    {
+        let store = open(dir.path());
+        let pts: Vec<Point> = (0..1000).map(|i| point("m1", "p", T0 + i * 1000, Value::Float(i as f64))).collect();
+        store.write(&fac, &pts[..500]).await.unwrap();
+        store.flush().await.unwrap();
+        store.write(&fac, &pts[500..]).await.unwrap();
+        // Dropped without flush: the second half lives only in the WAL.
+    }
+    let store = open(dir.path());
+    let got = store.query(&fac, &raw_query("m1", "p", T0, T0 + 1_000_000)).await.unwrap();
+    assert_eq!(got.len(), 1000);
+    assert_eq!(got[999], Sample { ts_ms: T0 + 999_000, value: Value::Float(999.0) });
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.series, 1);
+    assert_eq!(stats.points, 1000);
+    store.flush().await.unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.head_points, 0);
+    assert_eq!(stats.wal_bytes, 0, "flushed WAL segments are deleted: {stats:?}");
+}
+
+#[tokio::test]
+async fn duplicates_across_parts_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let fac = factory("f");
+    store
+        .write(&fac, &[point("d", "p", T0, Value::Float(1.0)), point("d", "p", T0 + 1000, Value::Float(1.0))])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store.write(&fac, &[point("d", "p", T0, Value::Float(2.0))]).await.unwrap();
+    let q = agg_query("d", "p", T0 - 60_000, T0 + 120_000, 60_000, Agg::Sum);
+    assert_eq!(store.query(&fac, &q).await.unwrap(), vec![Sample { ts_ms: T0, value: Value::Float(3.0) }]);
+    store.flush().await.unwrap();
+    assert_eq!(store.query(&fac, &q).await.unwrap(), vec![Sample { ts_ms: T0, value: Value::Float(3.0) }]);
+    assert_eq!(store.compact().unwrap(), 2);
+    assert_eq!(store.query(&fac, &q).await.unwrap(), vec![Sample { ts_ms: T0, value: Value::Float(3.0) }]);
+    assert_eq!(store.stats().unwrap().part_files, 1);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.query(&fac, &q).await.unwrap(), vec![Sample { ts_ms: T0, value: Value::Float(3.0) }]);
+    assert_eq!(
+        store.latest(&fac, &device("d")).await.unwrap()[0].1,
+        Sample { ts_ms: T0 + 1000, value: Value::Float(1.0) }
+    );
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+#[derive(Debug, Clone)]
+struct Op {
+    points: Vec<(i64, Value)>,
+    flush_after: bool,
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let value = prop_oneof![
+        4 => (-100_000i64..100_000).prop_map(|v| Value::Float(v as f64 / 100.0)),
+        1 => (-1e9f64..1e9).prop_map(Value::Float),
+        1 => any::<bool>().prop_map(Value::Bool),
+    ];
+    // Up to ~5 hours so data spans partitions, hours and minutes; many duplicates.
+    let pt = (0i64..18_000, value).prop_map(|(s, v)| (T0 + s * 1000 + s % 7, v));
+    proptest::collection::vec(
+        (proptest::collection::vec(pt, 1..60), any::<bool>())
+            .prop_map(|(points, flush_after)| Op { points, flush_after }),
+        1..8,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Rollup-served aggregations equal raw-computed ones exactly, and match a model.
+    #[test]
+    fn rollups_equal_raw(ops in ops(), from_off in 0i64..7_200_000, len in 1i64..20_000_000) {
+        rt().block_on(async {
+            let d1 = tempfile::tempdir().unwrap();
+            let d2 = tempfile::tempdir().unwrap();
+            let with = open(d1.path());
+            let without = EmbeddedStore::open(EmbeddedConfig { use_rollups: false, ..config(d2.path()) }, Arc::new(SystemClock)).unwrap();
+            let fac = factory("f");
+            let mut model: BTreeMap<i64, Value> = BTreeMap::new();
+            for op in &ops {
+                let pts: Vec<Point> = op.points.iter().map(|&(t, v)| point("d", "p", t, v)).collect();
+                for &(t, v) in &op.points { model.insert(t, v); }
+                with.write(&fac, &pts).await.unwrap();
+                without.write(&fac, &pts).await.unwrap();
+                if op.flush_after {
+                    with.flush().await.unwrap();
+                    without.flush().await.unwrap();
+                }
+            }
+            for (from, to) in [(T0 - 3_600_000, T0 + 86_400_000), (T0 + from_off, T0 + from_off + len)] {
+                for every in [60_000, 120_000, 3_600_000, 7_200_000] {
+                    for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Sum, Agg::Count, Agg::First, Agg::Last] {
+                        let q = agg_query("d", "p", from, to, every, agg);
+                        let a = with.query(&fac, &q).await.unwrap();
+                        let b = without.query(&fac, &q).await.unwrap();
+                        let bits = |s: &[Sample]| s.iter().map(|x| (x.ts_ms, match x.value { Value::Float(f) => f.to_bits(), Value::Bool(b) => u64::from(b) + 2 })).collect::<Vec<_>>();
+                        prop_assert_eq!(bits(&a), bits(&b), "{:?} every {} over [{}, {})", agg, every, from, to);
+                        if agg == Agg::Count {
+                            let mut want: BTreeMap<i64, f64> = BTreeMap::new();
+                            for (&t, _) in model.range(from..to) { *want.entry(t.div_euclid(every) * every).or_default() += 1.0; }
+                            let want: Vec<Sample> = want.into_iter().map(|(ts_ms, c)| Sample { ts_ms, value: Value::Float(c) }).collect();
+                            prop_assert_eq!(&a, &want);
+                        }
+                    }
+                }
+                let raw = with.query(&fac, &raw_query("d", "p", from, to)).await.unwrap();
+                let want: Vec<Sample> = model.range(from..to).map(|(&ts_ms, &value)| Sample { ts_ms, value }).collect();
+                prop_assert_eq!(raw, want);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+fn wal_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("wal")).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+/// Writes `n` single-record batches of 10 points each (batch i has values i*10..i*10+9).
+async fn write_batches(dir: &std::path::Path, n: i64) {
+    let store = open(dir);
+    let fac = factory("f");
+    for b in 0..n {
+        let pts: Vec<Point> =
+            (0..10).map(|i| point("d", "p", T0 + (b * 10 + i) * 1000, Value::Float((b * 10 + i) as f64))).collect();
+        store.write(&fac, &pts).await.unwrap();
+    }
+}
+
+/// Reads back and checks the result is exactly the first k whole batches.
+async fn assert_prefix_of_batches(dir: &std::path::Path, n: i64) -> i64 {
+    let store = open(dir);
+    let got = store.query(&factory("f"), &raw_query("d", "p", T0, T0 + n * 10_000)).await.unwrap();
+    assert_eq!(got.len() % 10, 0, "only whole batches survive");
+    for (i, s) in got.iter().enumerate() {
+        assert_eq!(*s, Sample { ts_ms: T0 + i as i64 * 1000, value: Value::Float(i as f64) });
+    }
+    got.len() as i64 / 10
+}
+
+#[tokio::test]
+async fn torn_wal_tail_is_cut_and_earlier_records_survive() {
+    let template = tempfile::tempdir().unwrap();
+    write_batches(template.path(), 20).await;
+    let wal = wal_files(template.path());
+    assert_eq!(wal.len(), 1);
+    let bytes = std::fs::read(&wal[0]).unwrap();
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rnd = move |m: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % m as u64) as usize
+    };
+    for round in 0..24 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("wal")).unwrap();
+        std::fs::copy(template.path().join("series.idx"), dir.path().join("series.idx")).unwrap();
+        let target = dir.path().join("wal").join(wal[0].file_name().unwrap());
+        let mut damaged = bytes.clone();
+        if round % 2 == 0 {
+            damaged.truncate(rnd(bytes.len()));
+        } else {
+            let at = rnd(bytes.len());
+            damaged[at] ^= 1 << rnd(8);
+        }
+        std::fs::write(&target, &damaged).unwrap();
+        let survived = assert_prefix_of_batches(dir.path(), 20).await;
+        // Everything before the damage is intact: each record is 8 + payload bytes.
+        let per_record = bytes.len() / 20;
+        let damage_at =
+            if round % 2 == 0 { damaged.len() } else { damaged.iter().zip(&bytes).position(|(a, b)| a != b).unwrap() };
+        assert_eq!(survived as usize, damage_at / per_record, "round {round}");
+        // The damaged tail was cut, so a second open sees the same and new writes append cleanly.
+        let store = open(dir.path());
+        store.write(&factory("f"), &[point("d", "p", T0 - 1000, Value::Float(-1.0))]).await.unwrap();
+        drop(store);
+        let store = open(dir.path());
+        let got = store.query(&factory("f"), &raw_query("d", "p", T0 - 1000, T0 + 200_000)).await.unwrap();
+        assert_eq!(got.len() as i64, survived * 10 + 1);
+    }
+}
+
+#[tokio::test]
+async fn corrupt_part_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.write(&factory("f"), &[point("d", "p", T0, Value::Float(1.0))]).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let part = std::fs::read_dir(dir.path().join("parts")).unwrap().next().unwrap().unwrap().path();
+    let orig = std::fs::read(&part).unwrap();
+    for at in 0..orig.len() {
+        let mut bad = orig.clone();
+        bad[at] ^= 0x40;
+        std::fs::write(&part, &bad).unwrap();
+        match EmbeddedStore::open(config(dir.path()), Arc::new(SystemClock)) {
+            Err(TsdbError::Corrupt(_)) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(store) => {
+                // Damage inside a data section: open succeeds, reads and check report it.
+                let r = store.query(&factory("f"), &raw_query("d", "p", T0, T0 + 1)).await;
+                let report = store.check().unwrap();
+                assert!(r.is_err() || !report.ok(), "flip at {at} went unnoticed");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn retention_per_resolution_and_factory() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut cfg = config(dir.path());
+    cfg.retention.per_factory.insert(
+        factory("short"),
+        RetentionPolicy {
+            raw: Some(Duration::from_secs(3600)),
+            minute: Some(Duration::from_secs(86_400)),
+            hour: Some(Duration::from_secs(7 * 86_400)),
+        },
+    );
+    let store = EmbeddedStore::open(cfg, Arc::new(clock.clone())).unwrap();
+    for f in ["short", "long"] {
+        let pts: Vec<Point> = (0..3600).map(|i| point("d", "p", T0 + i * 1000, Value::Float(1.0))).collect();
+        store.write(&factory(f), &pts).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let raw = |f: &'static str| {
+        let store = &store;
+        async move { store.query(&factory(f), &raw_query("d", "p", T0, T0 + 3_600_000)).await.unwrap().len() }
+    };
+    let per = |f: &'static str, every: i64| {
+        let store = &store;
+        async move { store.query(&factory(f), &agg_query("d", "p", T0, T0 + 3_600_000, every, Agg::Count)).await.unwrap() }
+    };
+    clock.advance(3 * 3_600_000);
+    store.apply_retention().unwrap();
+    assert_eq!(raw("short").await, 0, "raw expired for the short-retention factory");
+    assert_eq!(raw("long").await, 3600);
+    assert_eq!(per("short", 60_000).await.len(), 60, "minute rollups outlive raw data");
+    assert_eq!(per("short", 60_000).await[0].value, Value::Float(60.0));
+    clock.advance(2 * 86_400_000);
+    store.apply_retention().unwrap();
+    assert_eq!(per("short", 60_000).await, vec![], "minute rollups gone, raw gone: nothing at 1-minute resolution");
+    assert_eq!(per("short", 3_600_000).await, vec![Sample { ts_ms: T0, value: Value::Float(3600.0) }]);
+    clock.advance(40 * 86_400_000);
+    store.apply_retention().unwrap();
+    assert_eq!(per("short", 3_600_000).await, vec![]);
+    assert_eq!(raw("long").await, 0, "default raw retention is 30 days");
+    assert_eq!(per("long", 3_600_000).await, vec![Sample { ts_ms: T0, value: Value::Float(3600.0) }]);
+    let report = store.check().unwrap();
+    assert!(report.ok(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_pressure_waits_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EmbeddedConfig {
+        head_limit: HeadLimit { points: 2_000, ..HeadLimit::default() },
+        flush_interval: Duration::from_secs(3600),
+        ..config(dir.path())
+    };
+    let store = Arc::new(EmbeddedStore::open(cfg, Arc::new(SystemClock)).unwrap());
+    let mut tasks = Vec::new();
+    for w in 0..4i64 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for b in 0..25i64 {
+                let pts: Vec<Point> = (0..200)
+                    .map(|i| point(&format!("d{w}"), "p", T0 + (b * 200 + i) * 1000, Value::Float(i as f64)))
+                    .collect();
+                store.write(&factory("f"), &pts).await.unwrap();
+                assert!(store.stats().unwrap().head_points <= 2_000 + 4 * 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for w in 0..4 {
+        let got = store.query(&factory("f"), &raw_query(&format!("d{w}"), "p", T0, T0 + 10_000_000)).await.unwrap();
+        assert_eq!(got.len(), 5000);
+    }
+    assert!(store.stats().unwrap().part_files > 0, "the flusher ran because of back-pressure");
+}
+
+#[tokio::test]
+async fn second_open_of_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(dir.path());
+    assert!(matches!(EmbeddedStore::open(config(dir.path()), Arc::new(SystemClock)), Err(TsdbError::Unavailable(_))));
+}
+
+#[tokio::test]
+async fn check_dir_verifies_without_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let pts: Vec<Point> = (0..500).map(|i| point("d", "p", T0 + i * 1000, Value::Float(i as f64 / 4.0))).collect();
+    store.write(&factory("f"), &pts).await.unwrap();
+    store.flush().await.unwrap();
+    store.write(&factory("f"), &pts[..10]).await.unwrap();
+    // Works beside the open store (no lock needed).
+    let report = factoryops_tsdb::check_dir(dir.path()).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert!(report.sections_checked >= 3 && report.wal_records_checked >= 1, "{report:?}");
+    drop(store);
+    let part = std::fs::read_dir(dir.path().join("parts")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[5] ^= 0xff; // inside the first raw chunk
+    std::fs::write(&part, &bytes).unwrap();
+    let report = factoryops_tsdb::check_dir(dir.path()).unwrap();
+    assert!(!report.ok());
+    assert!(report.problems[0].contains("checksum"), "{report:?}");
+}
+
+/// Compaction removes one member of a multi-partition flush group; reopening must not
+/// mistake the group for an interrupted flush.
+#[tokio::test]
+async fn compaction_of_part_of_a_flush_group_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let fac = factory("f");
+    let three_hours = 3 * 3_600_000;
+    {
+        let store = open(dir.path());
+        store
+            .write(
+                &fac,
+                &[point("d", "p", T0, Value::Float(1.0)), point("d", "p", T0 + three_hours, Value::Float(2.0))],
+            )
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        store.write(&fac, &[point("d", "p", T0 + 1000, Value::Float(3.0))]).await.unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.stats().unwrap().part_files, 3);
+        assert_eq!(store.compact().unwrap(), 2);
+    }
+    let store = open(dir.path());
+    let got = store.query(&fac, &raw_query("d", "p", T0, T0 + 4 * 3_600_000)).await.unwrap();
+    assert_eq!(got.len(), 3, "{got:?}");
+}
+
+/// A flush interrupted between its part files: the written members are discarded and
+/// the WAL is replayed, so nothing is lost or doubled.
+#[tokio::test]
+async fn interrupted_flush_group_is_discarded_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fac = factory("f");
+    let three_hours = 3 * 3_600_000;
+    let keep = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.write(&fac, &[point("d", "p", T0, Value::Float(1.0))]).await.unwrap();
+        store.flush().await.unwrap();
+        store
+            .write(
+                &fac,
+                &[point("d", "p", T0 + 1000, Value::Float(2.0)), point("d", "p", T0 + three_hours, Value::Float(3.0))],
+            )
+            .await
+            .unwrap();
+        // Keep a copy of the WAL as it was before the flush deletes it.
+        for e in std::fs::read_dir(dir.path().join("wal")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), keep.path().join(e.file_name())).unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    // Simulate the crash: WAL back, and only the first member of the second group present.
+    for e in std::fs::read_dir(keep.path()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join("wal").join(e.file_name())).unwrap();
+    }
+    let mut parts: Vec<_> = std::fs::read_dir(dir.path().join("parts")).unwrap().map(|e| e.unwrap().path()).collect();
+    parts.sort();
+    assert_eq!(parts.len(), 3);
+    std::fs::remove_file(&parts[2]).unwrap();
+    let store = open(dir.path());
+    let got = store.query(&fac, &raw_query("d", "p", T0, T0 + 4 * 3_600_000)).await.unwrap();
+    assert_eq!(
+        got.iter().map(|s| s.value).collect::<Vec<_>>(),
+        vec![Value::Float(1.0), Value::Float(2.0), Value::Float(3.0)]
+    );
+    assert_eq!(store.stats().unwrap().part_files, 1, "the partial group was discarded");
+}
+
+/// Small WAL segments: writes roll over to new segments; a reopen replays all of them and
+/// flushes as it goes when the head bound is reached, so recovery memory stays bounded.
+#[tokio::test]
+async fn wal_segments_roll_by_size_and_replay_flushes_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let fac = factory("f");
+    let cfg = || EmbeddedConfig {
+        wal_segment_bytes: 4096,
+        head_limit: HeadLimit { points: 100_000, ..HeadLimit::default() },
+        flush_interval: Duration::from_secs(3600),
+        ..config(dir.path())
+    };
+    {
+        let store = EmbeddedStore::open(cfg(), Arc::new(SystemClock)).unwrap();
+        for b in 0..20 {
+            let pts: Vec<Point> =
+                (0..100).map(|i| point("d", "p", T0 + (b * 100 + i) * 1000, Value::Float(i as f64))).collect();
+            store.write(&fac, &pts).await.unwrap();
+        }
+        assert!(store.stats().unwrap().wal_segments > 3);
+    }
+    let store = EmbeddedStore::open(
+        EmbeddedConfig { head_limit: HeadLimit { points: 500, ..HeadLimit::default() }, ..cfg() },
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let st = store.stats().unwrap();
+    assert!(st.part_files > 0 && st.head_points < 2000, "replay flushed: {st:?}");
+    let got = store.query(&fac, &raw_query("d", "p", T0, T0 + 10_000_000)).await.unwrap();
+    assert_eq!(got.len(), 2000);
+}
