@@ -1,0 +1,124 @@
+#![allow(clippy::unwrap_used)]
+//! The cross-tenant matrix: for every factory-scoped route, factory A's principals
+//! addressing factory B (in the path, or B's ids under A's path) get 404 — exactly as
+//! for a missing resource — and B's data is unchanged.
+//!
+//! Adding a route = adding one `Case` line to `matrix()`. Placeholders: `{f}` the
+//! addressed factory, `{user}` a user id of B, `{key}` an API key id of B.
+
+mod common;
+
+use common::TestApp;
+use factoryops_testkit::{TestDatabase, backend_matrix};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+struct Case {
+    method: Method,
+    path: &'static str,
+    body: Option<Value>,
+}
+
+fn case(method: Method, path: &'static str, body: Option<Value>) -> Case {
+    Case { method, path, body }
+}
+
+fn matrix() -> Vec<Case> {
+    use Method as M;
+    vec![
+        case(M::GET, "/users", None),
+        case(M::POST, "/users", Some(json!({"email": "intruder@x.example", "name": "I", "role": "super_admin", "password": "intruder-pw-1"}))),
+        case(M::GET, "/users/{user}", None),
+        case(M::PATCH, "/users/{user}", Some(json!({"name": "hijacked", "role": "viewer"}))),
+        case(M::DELETE, "/users/{user}", None),
+        case(M::POST, "/users/{user}/password", Some(json!({"password": "hijacked-pw-1"}))),
+        case(M::GET, "/api-keys", None),
+        case(M::POST, "/api-keys", Some(json!({"name": "intruder", "permissions": ["data:read"]}))),
+        case(M::DELETE, "/api-keys/{key}", None),
+        case(M::GET, "/audit", None),
+        case(M::POST, "/auth/password", Some(json!({"current_password": "user-password-123", "new_password": "hijacked-pw-1"}))),
+    ]
+}
+
+struct Tenant {
+    admin: String,
+    user_id: String,
+    key_id: String,
+    key: String,
+    viewer: String,
+}
+
+async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
+    let admin = app.factory_with_admin(root, factory, &format!("boss@{factory}.example"), "boss-password-1").await;
+    let (user_id, _) = app.user_with(&admin, factory, &format!("worker@{factory}.example"), "admin", &["devices:write"]).await;
+    let (_, viewer) = app.user_with(&admin, factory, &format!("viewer@{factory}.example"), "viewer", &[]).await;
+    let all: Vec<&str> = factoryops_identity::Permission::ALL.iter().map(|p| p.as_str()).collect();
+    let (status, key) = app.post(&format!("/api/v1/factories/{factory}/api-keys"), Some(&admin), json!({"name": "machine", "permissions": all})).await;
+    assert_eq!(status, 201);
+    Tenant {
+        admin,
+        user_id,
+        key_id: key["id"].as_str().unwrap().into(),
+        key: key["key"].as_str().unwrap().into(),
+        viewer,
+    }
+}
+
+async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
+    let users = app.get(&format!("/api/v1/factories/{factory}/users"), Some(&t.admin)).await.1;
+    let keys = app.get(&format!("/api/v1/factories/{factory}/api-keys"), Some(&t.admin)).await.1;
+    // last_used_at moves whenever a key is used; everything else must stay put.
+    let keys: Vec<Value> = keys["items"].as_array().unwrap().iter().map(|k| json!([k["id"], k["name"], k["permissions"], k["revoked_at"]])).collect();
+    json!({ "users": users["items"], "keys": keys })
+}
+
+async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    let a = tenant(&app, &root, "plant-a").await;
+    let b = tenant(&app, &root, "plant-b").await;
+    let before = snapshot(&app, "plant-b", &b).await;
+
+    let principals = [("A super admin", &a.admin), ("A viewer", &a.viewer), ("A API key", &a.key)];
+    let mut checked = 0;
+    for case in matrix() {
+        let with_b_ids = case.path.replace("{user}", &b.user_id).replace("{key}", &b.key_id);
+        let mut targets = vec![format!("/api/v1/factories/plant-b{with_b_ids}")];
+        if case.path.contains('{') {
+            // B's ids under A's own factory path.
+            targets.push(format!("/api/v1/factories/plant-a{with_b_ids}"));
+        }
+        for target in &targets {
+            for (who, token) in &principals {
+                let expected_own_path = target.starts_with("/api/v1/factories/plant-a");
+                let (status, body) = app.send(case.method.clone(), target, Some(token), case.body.clone()).await;
+                // Under A's own path a permission failure may answer 403 first; never 2xx.
+                let ok = status == 404 || (expected_own_path && status == 403);
+                assert!(ok, "{who} {} {target} -> {status} {body}", case.method);
+                assert_eq!(body["status"], status);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 40, "matrix ran {checked} requests");
+
+    // Ids in the query: A's audit filtered by B's user shows nothing of B.
+    let (status, audit) = app.get(&format!("/api/v1/factories/plant-a/audit?target={}", b.user_id), Some(&a.admin)).await;
+    assert_eq!(status, 200);
+    assert_eq!(audit["items"], json!([]));
+
+    // B is untouched and still works.
+    assert_eq!(snapshot(&app, "plant-b", &b).await, before);
+    app.login("plant-b", "worker@plant-b.example", "user-password-123").await;
+    assert_eq!(app.get("/api/v1/me", Some(&b.key)).await.0, 200);
+
+    // Credentials never cross: A's users cannot log in to B, A's refresh tokens do not refresh B.
+    let (status, _) = app.post("/api/v1/factories/plant-b/auth/login", None, json!({"email": "boss@plant-a.example", "password": "boss-password-1"})).await;
+    assert_eq!(status, 401);
+    let a_login = app.login("plant-a", "boss@plant-a.example", "boss-password-1").await;
+    let (status, _) = app.post("/api/v1/factories/plant-b/auth/refresh", None, json!({"refresh_token": a_login["refresh_token"]})).await;
+    assert_eq!(status, 401);
+    app.stop().await;
+}
+
+backend_matrix!(factory_a_never_reaches_factory_b);
