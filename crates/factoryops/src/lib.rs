@@ -3,6 +3,7 @@
 
 mod components;
 mod server;
+pub mod telemetry;
 
 pub use components::{Component, Components};
 pub use server::{Server, StartError, open_database as open_database_for_migrate, start};

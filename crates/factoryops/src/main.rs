@@ -35,6 +35,20 @@ enum Command {
     Version,
     /// Prints the OpenAPI document generated from the code.
     Openapi,
+    /// Inspects the embedded time-series store in the data dir.
+    Tsdb {
+        #[command(subcommand)]
+        command: TsdbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TsdbCommand {
+    /// Series, points, bytes on disk per resolution, WAL size (the server must be stopped;
+    /// while it runs, the same figures are on /metrics as factoryops_tsdb_*).
+    Stats,
+    /// Verifies every checksum of every file; safe while the server runs. Exit 1 on problems.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +81,9 @@ fn main() -> ExitCode {
         print!("{}", config.to_masked_toml());
         return ExitCode::SUCCESS;
     }
+    if let Command::Tsdb { command } = &cli.command {
+        return tsdb_command(&config, command);
+    }
     factoryops_platform::logging::init(config.log_format, &config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -83,7 +100,7 @@ fn main() -> ExitCode {
                 Ok(true)
             }
             Command::Serve { components } => serve(config, components).await,
-            Command::Config | Command::Version | Command::Openapi => Ok(true),
+            Command::Config | Command::Version | Command::Openapi | Command::Tsdb { .. } => Ok(true),
         }
     });
     match result {
@@ -92,6 +109,36 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tsdb_command(config: &Config, command: &TsdbCommand) -> ExitCode {
+    let dir = factoryops::telemetry::embedded_dir(config);
+    let result = match command {
+        TsdbCommand::Check => factoryops_tsdb::check_dir(&dir).map(|report| {
+            let ok = report.ok();
+            (serde_json::to_string_pretty(&report), ok)
+        }),
+        TsdbCommand::Stats => {
+            let embedded = factoryops::telemetry::embedded_config(config);
+            factoryops_tsdb::EmbeddedStore::open(embedded, Arc::new(SystemClock))
+                .and_then(|store| store.stats())
+                .map(|stats| (serde_json::to_string_pretty(&stats), true))
+        }
+    };
+    match result {
+        Ok((Ok(json), ok)) => {
+            println!("{json}");
+            if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Ok((Err(e), _)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: tsdb in {}: {e}", dir.display());
             ExitCode::FAILURE
         }
     }

@@ -30,6 +30,8 @@ pub enum StartError {
     Database(#[from] factoryops_db::DbError),
     #[error("identity: {0}")]
     Identity(#[from] factoryops_identity::IdentityError),
+    #[error("tsdb: {0}")]
+    Tsdb(#[from] factoryops_tsdb::TsdbError),
     #[error("JWT secret in data_dir: {0}")]
     JwtSecret(std::io::Error),
 }
@@ -81,6 +83,11 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let db = open_database(&config).await?;
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
     let identity = Arc::new(build_identity(&config, &db, clock.clone()).await?);
+    let telemetry = crate::telemetry::open(&config, clock.clone()).await?;
+    if let Some(embedded) = &telemetry.embedded {
+        crate::telemetry::export_stats(&metrics, embedded.clone(), shutdown.clone());
+    }
+    let store = telemetry.store.clone();
 
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let relay = tokio::spawn(factoryops_db::outbox::run_relay(
@@ -100,7 +107,8 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let mut http_addr = None;
     let mut http_task = None;
     if components.contains(Component::Api) {
-        let readiness: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(db.clone())];
+        let readiness: Vec<Arc<dyn ReadinessCheck>> =
+            vec![Arc::new(db.clone()), Arc::new(crate::telemetry::TelemetryReadiness(store.clone()))];
         let state = AppState {
             db: db.clone(),
             identity: identity.clone(),
@@ -146,7 +154,14 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                     clean = false;
                 }
             }
-            // 2. Flush: events committed to the outbox reach the bus.
+            // 2. Flush: points become durable in part files, events committed to the outbox reach the bus.
+            clean &= deadline
+                .run("flush tsdb", async {
+                    if let Err(e) = store.flush().await {
+                        tracing::error!(error = %e, "tsdb flush failed; the WAL still holds every acknowledged point");
+                    }
+                })
+                .await;
             clean &= deadline.run("flush outbox", relay).await;
             // 3. Close storage.
             clean &= deadline.run("close database", db.close()).await;

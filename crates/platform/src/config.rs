@@ -59,6 +59,36 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     pub http: HttpConfig,
     pub auth: AuthConfig,
+    pub tsdb: TsdbConfig,
+}
+
+/// The embedded time-series engine (used when `tsdb_url` is unset).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TsdbConfig {
+    /// `batch` (group commit: one fsync per batch of writers, before they are acknowledged),
+    /// `always` (one fsync per write) or `interval` (fsync every `sync_interval_ms`).
+    pub sync: String,
+    pub sync_interval_ms: u64,
+    /// Days each resolution is kept; 0 = forever.
+    pub retention_raw_days: u64,
+    pub retention_minute_days: u64,
+    pub retention_hour_days: u64,
+    /// Bound on unflushed points in memory; above it writers wait for the flusher.
+    pub head_limit_points: usize,
+}
+
+impl Default for TsdbConfig {
+    fn default() -> Self {
+        Self {
+            sync: "batch".into(),
+            sync_interval_ms: 1000,
+            retention_raw_days: 30,
+            retention_minute_days: 365,
+            retention_hour_days: 0,
+            head_limit_points: 20_000_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +136,7 @@ impl Default for Config {
             shutdown_timeout_secs: 30,
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
+            tsdb: TsdbConfig::default(),
         }
     }
 }
@@ -226,6 +257,12 @@ impl Config {
             && secret.expose().len() < 32
         {
             return Err(ConfigError::new("auth.jwt_secret", "must be at least 32 characters"));
+        }
+        if !["batch", "always", "interval"].contains(&self.tsdb.sync.as_str()) {
+            return Err(ConfigError::new("tsdb.sync", "must be batch, always or interval"));
+        }
+        if self.tsdb.head_limit_points < 10_000 {
+            return Err(ConfigError::new("tsdb.head_limit_points", "must be at least 10000"));
         }
         if self.http.body_limit_bytes < 1024 {
             return Err(ConfigError::new("http.body_limit_bytes", "must be at least 1024"));
