@@ -1,0 +1,437 @@
+//! The property catalogue: every (device, property) ever seen, registered before the
+//! first point of it is acknowledged, never deleted.
+//!
+//! The hot path is in memory: each device's known properties are cached after one DB
+//! read, so a message with no new property costs a hash lookup. `last_seen` is kept in
+//! a buffer and flushed in one transaction every few seconds (and on shutdown).
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use factoryops_db::Database;
+use factoryops_tsdb::Value;
+use factoryops_types::{DeviceId, FactoryId, PropertyName};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::{Page, RepoError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    Number,
+    Boolean,
+}
+
+impl ValueType {
+    pub fn of(value: &Value) -> Self {
+        match value {
+            Value::Float(_) => ValueType::Number,
+            Value::Bool(_) => ValueType::Boolean,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueType::Number => "number",
+            ValueType::Boolean => "boolean",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        if text == "boolean" { ValueType::Boolean } else { ValueType::Number }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Property {
+    pub device_id: DeviceId,
+    pub name: PropertyName,
+    pub value_type: ValueType,
+    pub unit: Option<String>,
+    pub description: Option<String>,
+    pub first_seen: i64,
+    /// Lags by up to the flush interval.
+    pub last_seen: i64,
+}
+
+/// A partial update: `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct PropertyUpdate {
+    #[serde(default, with = "double_option")]
+    pub unit: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub description: Option<Option<String>>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(de).map(Some)
+    }
+}
+
+pub const MAX_UNIT_LEN: usize = 64;
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+const LOCK_STRIPES: usize = 64;
+const NAMES_PER_STATEMENT: usize = 200;
+
+type DeviceKey = (FactoryId, DeviceId);
+
+#[derive(Default)]
+struct SeenBuffer {
+    devices: HashMap<DeviceKey, SeenDevice>,
+}
+
+#[derive(Default)]
+struct SeenDevice {
+    max_ts: i64,
+    properties: HashMap<PropertyName, i64>,
+}
+
+pub struct PropertyCatalogue {
+    db: Database,
+    max_per_device: usize,
+    known: Mutex<HashMap<DeviceKey, HashMap<PropertyName, ValueType>>>,
+    /// Serialises registration per device (striped), so the cardinality guard is exact
+    /// without making unrelated devices wait for each other.
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    seen: Mutex<SeenBuffer>,
+}
+
+impl PropertyCatalogue {
+    pub fn new(db: Database, max_properties_per_device: usize) -> Self {
+        Self {
+            db,
+            max_per_device: max_properties_per_device.max(1),
+            known: Mutex::new(HashMap::new()),
+            stripes: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            seen: Mutex::new(SeenBuffer::default()),
+        }
+    }
+
+    /// Makes sure every property is registered. Returns the names refused by the
+    /// cardinality guard (new properties beyond the per-device maximum); those must
+    /// not be stored. An error means nothing new was registered.
+    pub async fn register<'a>(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        properties: impl Iterator<Item = (&'a PropertyName, ValueType)> + Clone,
+        now_ms: i64,
+    ) -> Result<Vec<PropertyName>, RepoError> {
+        let key = (factory.clone(), device.clone());
+        if self.all_known(&key, properties.clone()) {
+            return Ok(Vec::new());
+        }
+        let stripe = &self.stripes[stripe_of(&key)];
+        let _guard = stripe.lock().await;
+        if !self.known.lock().contains_key(&key) {
+            let loaded = self.load(factory, device).await?;
+            self.known.lock().entry(key.clone()).or_insert(loaded);
+        }
+        let (to_insert, refused) = {
+            let known = self.known.lock();
+            let existing = known.get(&key).map(HashMap::len).unwrap_or(0);
+            let room = self.max_per_device.saturating_sub(existing);
+            let mut to_insert: Vec<(PropertyName, ValueType)> = Vec::new();
+            let mut refused = Vec::new();
+            for (name, value_type) in properties {
+                let is_known = known.get(&key).is_some_and(|m| m.contains_key(name));
+                if is_known || to_insert.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                if to_insert.len() < room {
+                    to_insert.push((name.clone(), value_type));
+                } else {
+                    refused.push(name.clone());
+                }
+            }
+            (to_insert, refused)
+        };
+        for chunk in to_insert.chunks(NAMES_PER_STATEMENT) {
+            self.insert(factory, device, chunk, now_ms).await?;
+        }
+        if !to_insert.is_empty() {
+            let mut known = self.known.lock();
+            let entry = known.entry(key).or_default();
+            entry.extend(to_insert);
+        }
+        Ok(refused)
+    }
+
+    fn all_known<'a>(
+        &self,
+        key: &DeviceKey,
+        mut properties: impl Iterator<Item = (&'a PropertyName, ValueType)>,
+    ) -> bool {
+        let known = self.known.lock();
+        match known.get(key) {
+            Some(names) => properties.all(|(name, _)| names.contains_key(name)),
+            None => false,
+        }
+    }
+
+    async fn load(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+    ) -> Result<HashMap<PropertyName, ValueType>, RepoError> {
+        let rows = sqlx::query("SELECT name, value_type FROM ingest_properties WHERE factory_id = ? AND device_id = ?")
+            .bind(factory.as_str())
+            .bind(device.as_str())
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let value_type: String = row.try_get("value_type")?;
+            // Names were validated before insertion; a row that no longer parses is skipped.
+            if let Ok(name) = PropertyName::parse(name) {
+                out.insert(name, ValueType::parse(&value_type));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn insert(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        properties: &[(PropertyName, ValueType)],
+        now_ms: i64,
+    ) -> Result<(), RepoError> {
+        let values = vec!["(?, ?, ?, ?, ?, ?)"; properties.len()].join(", ");
+        let sql = format!(
+            "{} INTO ingest_properties (factory_id, device_id, name, value_type, first_seen, last_seen) VALUES {values}",
+            self.db.dialect().insert_ignore()
+        );
+        // Only placeholders are interpolated; values are bound.
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (name, value_type) in properties {
+            query = query
+                .bind(factory.as_str())
+                .bind(device.as_str())
+                .bind(name.as_str())
+                .bind(value_type.as_str())
+                .bind(now_ms)
+                .bind(now_ms);
+        }
+        query.execute(self.db.pool()).await?;
+        Ok(())
+    }
+
+    /// Notes that points of these properties were stored at `ts_ms` (buffered until the next flush).
+    pub fn touch<'a>(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        names: impl Iterator<Item = &'a PropertyName>,
+        ts_ms: i64,
+    ) {
+        let mut seen = self.seen.lock();
+        let entry = seen.devices.entry((factory.clone(), device.clone())).or_default();
+        entry.max_ts = entry.max_ts.max(ts_ms);
+        for name in names {
+            match entry.properties.get_mut(name) {
+                Some(ts) => *ts = (*ts).max(ts_ms),
+                None => {
+                    entry.properties.insert(name.clone(), ts_ms);
+                }
+            }
+        }
+    }
+
+    /// Writes buffered `last_seen` times (properties and devices) in one transaction.
+    /// On failure the buffer is kept for the next attempt.
+    pub async fn flush_last_seen(&self) -> Result<(), RepoError> {
+        let batch = std::mem::take(&mut self.seen.lock().devices);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.write_seen(&batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut seen = self.seen.lock();
+                for (key, old) in batch {
+                    let entry = seen.devices.entry(key).or_default();
+                    entry.max_ts = entry.max_ts.max(old.max_ts);
+                    for (name, ts) in old.properties {
+                        let slot = entry.properties.entry(name).or_insert(ts);
+                        *slot = (*slot).max(ts);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_seen(&self, batch: &HashMap<DeviceKey, SeenDevice>) -> Result<(), RepoError> {
+        let mut tx = self.db.pool().begin().await?;
+        for ((factory, device), seen) in batch {
+            sqlx::query(
+                "UPDATE ingest_devices SET last_seen = ? WHERE factory_id = ? AND device_id = ? AND (last_seen IS NULL OR last_seen < ?)",
+            )
+            .bind(seen.max_ts)
+            .bind(factory.as_str())
+            .bind(device.as_str())
+            .bind(seen.max_ts)
+            .execute(&mut *tx)
+            .await?;
+            // Properties of one message share a timestamp: group by it for few statements.
+            let mut by_ts: HashMap<i64, Vec<&PropertyName>> = HashMap::new();
+            for (name, ts) in &seen.properties {
+                by_ts.entry(*ts).or_default().push(name);
+            }
+            for (ts, names) in by_ts {
+                for chunk in names.chunks(NAMES_PER_STATEMENT) {
+                    let sql = format!(
+                        "UPDATE ingest_properties SET last_seen = ? WHERE factory_id = ? AND device_id = ? AND last_seen < ? AND name IN ({})",
+                        vec!["?"; chunk.len()].join(", ")
+                    );
+                    // Only placeholders are interpolated; values are bound.
+                    let mut query =
+                        sqlx::query(AssertSqlSafe(sql)).bind(ts).bind(factory.as_str()).bind(device.as_str()).bind(ts);
+                    for name in chunk {
+                        query = query.bind(name.as_str());
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every property of one device, by name.
+    pub async fn list_for_device(&self, factory: &FactoryId, device: &DeviceId) -> Result<Vec<Property>, RepoError> {
+        let rows = sqlx::query(
+            "SELECT device_id, name, value_type, unit, description, first_seen, last_seen FROM ingest_properties \
+             WHERE factory_id = ? AND device_id = ? ORDER BY name",
+        )
+        .bind(factory.as_str())
+        .bind(device.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(property_from_row).collect()
+    }
+
+    /// The factory's catalogue across devices, ordered by (device, name), one page at a time.
+    pub async fn list_for_factory(
+        &self,
+        factory: &FactoryId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Property>, RepoError> {
+        let limit = limit.clamp(1, 1000);
+        let mut sql = String::from(
+            "SELECT device_id, name, value_type, unit, description, first_seen, last_seen FROM ingest_properties WHERE factory_id = ?",
+        );
+        let after = match cursor {
+            None => None,
+            Some(c) => {
+                Some(c.split_once('/').ok_or(RepoError::Invalid { field: "cursor", message: "malformed".into() })?)
+            }
+        };
+        if after.is_some() {
+            sql.push_str(" AND (device_id > ? OR (device_id = ? AND name > ?))");
+        }
+        sql.push_str(&format!(" ORDER BY device_id, name LIMIT {}", limit + 1));
+        // Only fixed fragments and a number are interpolated; values are bound.
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(factory.as_str());
+        if let Some((device, name)) = after {
+            query = query.bind(device).bind(device).bind(name);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        let mut items = rows.iter().map(property_from_row).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|p| format!("{}/{}", p.device_id, p.name))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    pub async fn get(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        name: &PropertyName,
+    ) -> Result<Option<Property>, RepoError> {
+        let row = sqlx::query(
+            "SELECT device_id, name, value_type, unit, description, first_seen, last_seen FROM ingest_properties \
+             WHERE factory_id = ? AND device_id = ? AND name = ?",
+        )
+        .bind(factory.as_str())
+        .bind(device.as_str())
+        .bind(name.as_str())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| property_from_row(&r)).transpose()
+    }
+
+    /// Edits unit and description; `None` when the property does not exist in this factory.
+    pub async fn update(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        name: &PropertyName,
+        update: PropertyUpdate,
+    ) -> Result<Option<Property>, RepoError> {
+        let Some(mut current) = self.get(factory, device, name).await? else {
+            return Ok(None);
+        };
+        if let Some(unit) = update.unit {
+            check_len("unit", unit.as_deref(), MAX_UNIT_LEN)?;
+            current.unit = unit;
+        }
+        if let Some(description) = update.description {
+            check_len("description", description.as_deref(), MAX_DESCRIPTION_LEN)?;
+            current.description = description;
+        }
+        sqlx::query("UPDATE ingest_properties SET unit = ?, description = ? WHERE factory_id = ? AND device_id = ? AND name = ?")
+            .bind(current.unit.clone())
+            .bind(current.description.clone())
+            .bind(factory.as_str())
+            .bind(device.as_str())
+            .bind(name.as_str())
+            .execute(self.db.pool())
+            .await?;
+        Ok(Some(current))
+    }
+}
+
+fn stripe_of(key: &DeviceKey) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % LOCK_STRIPES as u64) as usize
+}
+
+fn check_len(field: &'static str, text: Option<&str>, max: usize) -> Result<(), RepoError> {
+    match text {
+        Some(t) if t.chars().count() > max => {
+            Err(RepoError::Invalid { field, message: format!("at most {max} characters") })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn property_from_row(row: &sqlx::any::AnyRow) -> Result<Property, RepoError> {
+    let malformed = |what: String| RepoError::Db(factoryops_db::DbError::Malformed(what));
+    let device: String = row.try_get("device_id")?;
+    let name: String = row.try_get("name")?;
+    let value_type: String = row.try_get("value_type")?;
+    Ok(Property {
+        device_id: DeviceId::parse(device).map_err(|e| malformed(format!("device id: {e}")))?,
+        name: PropertyName::parse(name).map_err(|e| malformed(format!("property name: {e}")))?,
+        value_type: ValueType::parse(&value_type),
+        unit: row.try_get("unit")?,
+        description: row.try_get("description")?,
+        first_seen: row.try_get("first_seen")?,
+        last_seen: row.try_get("last_seen")?,
+    })
+}

@@ -1,0 +1,77 @@
+//! This crate's metrics, registered once on the shared registry. Names get the
+//! `factoryops_` prefix, counters the `_total` suffix.
+
+use factoryops_platform::metrics::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone)]
+pub struct IngestMetrics {
+    pub points: Counter,
+    pub messages: Counter,
+    pub rejected_properties: Family<ReasonLabels, Counter>,
+    pub rejected_messages: Family<ReasonLabels, Counter>,
+    pub failures: Family<ReasonLabels, Counter>,
+    pub batch_points: Histogram,
+    pub mqtt_connections: Gauge,
+    pub mqtt_connects_refused: Family<ReasonLabels, Counter>,
+    pub mqtt_acl_denied: Counter,
+    pub mqtt_protocol_errors: Counter,
+}
+
+impl IngestMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = Self::unregistered();
+        metrics.register("ingest_points", "Points durably stored", m.points.clone());
+        metrics.register("ingest_messages", "Messages accepted (at least partly stored)", m.messages.clone());
+        metrics.register(
+            "ingest_rejected_properties",
+            "Properties rejected inside otherwise accepted messages, by reason",
+            m.rejected_properties.clone(),
+        );
+        metrics.register("ingest_rejected_messages", "Whole messages rejected, by reason", m.rejected_messages.clone());
+        metrics.register(
+            "ingest_failures",
+            "Messages not acknowledged because of an internal failure, by stage",
+            m.failures.clone(),
+        );
+        metrics.register("ingest_batch_points", "Points per group-committed store write", m.batch_points.clone());
+        metrics.register("mqtt_connections", "Open MQTT connections", m.mqtt_connections.clone());
+        metrics.register("mqtt_connects_refused", "Refused MQTT CONNECTs, by reason", m.mqtt_connects_refused.clone());
+        metrics.register("mqtt_acl_denied", "PUBLISHes refused by the topic ACL", m.mqtt_acl_denied.clone());
+        metrics.register(
+            "mqtt_protocol_errors",
+            "Connections closed for a protocol violation",
+            m.mqtt_protocol_errors.clone(),
+        );
+        m
+    }
+
+    /// Handles not attached to any registry (tests, tools).
+    pub fn unregistered() -> Self {
+        Self {
+            points: Counter::default(),
+            messages: Counter::default(),
+            rejected_properties: Family::default(),
+            rejected_messages: Family::default(),
+            failures: Family::default(),
+            batch_points: Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]),
+            mqtt_connections: Gauge::default(),
+            mqtt_connects_refused: Family::default(),
+            mqtt_acl_denied: Counter::default(),
+            mqtt_protocol_errors: Counter::default(),
+        }
+    }
+
+    pub(crate) fn reason(family: &Family<ReasonLabels, Counter>, reason: &str) {
+        family.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+}

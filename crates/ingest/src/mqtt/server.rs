@@ -1,0 +1,752 @@
+//! The built-in MQTT endpoint.
+//!
+//! Per connection: a reader decodes packets in order and submits each PUBLISH to the
+//! [`Ingestor`]; an outbound task awaits each submission in the same order and only then
+//! writes its PUBACK. At most `receive_maximum` messages are between the two; when that
+//! many are pending the reader stops reading the socket, so TCP pushes back on the device.
+//! Nothing is dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use factoryops_types::{Clock, DeviceId, FactoryId};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::codec::{self, CodecError, ConnAckProperties, Connect, Packet, Protocol, Publish, connack_v3, reason};
+use crate::devices::{DeviceRegistry, Verification};
+use crate::metrics::IngestMetrics;
+use crate::pipeline::{IngestOutcome, Ingestor, Submitted};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MqttConfig {
+    /// `ip:port`; port 0 picks a free port (see [`MqttServer::local_addr`]).
+    pub addr: String,
+    /// A second listener speaking MQTT over TLS; off when `None`.
+    pub tls: Option<MqttTlsConfig>,
+    /// Largest accepted packet, fixed header included.
+    pub max_packet_bytes: usize,
+    /// Unacknowledged PUBLISHes per connection before the socket is no longer read.
+    pub receive_maximum: u16,
+    /// Time allowed between accepting a socket and its CONNECT (TLS handshake included).
+    pub connect_timeout_ms: u64,
+    /// Upper bound on an MQTT 5 client's keep-alive (announced as Server Keep Alive).
+    pub max_keep_alive_secs: u16,
+    /// Upper bound on an MQTT 5 session expiry interval.
+    pub max_session_expiry_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttTlsConfig {
+    /// `ip:port` of the TLS listener (conventionally 8883); port 0 picks a free port.
+    pub addr: String,
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            addr: "0.0.0.0:1883".into(),
+            tls: None,
+            max_packet_bytes: 256 * 1024,
+            receive_maximum: 64,
+            connect_timeout_ms: 10_000,
+            max_keep_alive_secs: 3_600,
+            max_session_expiry_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("MQTT TLS: {0}")]
+    Tls(String),
+}
+
+/// The topic a device may publish to.
+pub fn telemetry_topic(factory: &FactoryId, device: &DeviceId) -> String {
+    format!("factories/{factory}/devices/{device}/telemetry")
+}
+
+struct Ctx {
+    config: MqttConfig,
+    registry: DeviceRegistry,
+    ingestor: Ingestor,
+    metrics: IngestMetrics,
+    clock: Arc<dyn Clock>,
+    sessions: Sessions,
+    shutdown: CancellationToken,
+    next_conn: AtomicU64,
+}
+
+/// A running endpoint. Dropping it does not stop it; call [`MqttServer::shutdown`].
+pub struct MqttServer {
+    local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
+    ctx: Arc<Ctx>,
+    tracker: TaskTracker,
+    accept: Vec<JoinHandle<()>>,
+}
+
+async fn listen(addr: &str) -> Result<(TcpListener, SocketAddr), MqttError> {
+    let bind_error = |source| MqttError::Bind { addr: addr.to_string(), source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+/// A TLS acceptor from PEM files, with the ring provider named explicitly so it works
+/// whether or not (and whichever) process-wide rustls provider is installed.
+fn tls_acceptor(tls: &MqttTlsConfig) -> Result<TlsAcceptor, MqttError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_path)
+        .and_then(|iter| iter.collect::<Result<_, _>>())
+        .map_err(|e| MqttError::Tls(format!("certificate {}: {e}", tls.cert_path.display())))?;
+    if certs.is_empty() {
+        return Err(MqttError::Tls(format!("no certificate in {}", tls.cert_path.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key_path)
+        .map_err(|e| MqttError::Tls(format!("private key {}: {e}", tls.key_path.display())))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| MqttError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| MqttError::Tls(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+impl MqttServer {
+    /// Binds the listener(s) and starts accepting.
+    pub async fn bind(
+        config: MqttConfig,
+        registry: DeviceRegistry,
+        ingestor: Ingestor,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, MqttError> {
+        let tls = match &config.tls {
+            Some(tls) => {
+                let acceptor = tls_acceptor(tls)?;
+                let (listener, local) = listen(&tls.addr).await?;
+                tracing::info!(local_addr = %local, "MQTT over TLS listening");
+                Some((listener, local, acceptor))
+            }
+            None => None,
+        };
+        let (listener, local_addr) = listen(&config.addr).await?;
+        tracing::info!(%local_addr, "MQTT endpoint listening");
+        let metrics = ingestor.metrics().clone();
+        let ctx = Arc::new(Ctx {
+            config,
+            registry,
+            ingestor,
+            metrics,
+            clock,
+            sessions: Sessions::default(),
+            shutdown: CancellationToken::new(),
+            next_conn: AtomicU64::new(1),
+        });
+        let tracker = TaskTracker::new();
+        let mut accept = vec![tokio::spawn(accept_loop(listener, None, ctx.clone(), tracker.clone()))];
+        let mut tls_local_addr = None;
+        if let Some((listener, local, acceptor)) = tls {
+            tls_local_addr = Some(local);
+            accept.push(tokio::spawn(accept_loop(listener, Some(acceptor), ctx.clone(), tracker.clone())));
+        }
+        Ok(Self { local_addr, tls_local_addr, ctx, tracker, accept })
+    }
+
+    /// The plain listener's address (the bound port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The TLS listener's address, when TLS is configured.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
+    }
+
+    /// A cheap handle for other components (the API) to act on live connections.
+    pub fn handle(&self) -> MqttHandle {
+        MqttHandle { ctx: self.ctx.clone() }
+    }
+
+    /// Stops accepting, lets every connection finish and acknowledge the messages it
+    /// already read (MQTT 5 clients then get DISCONNECT "server shutting down"), and
+    /// returns once all connections are closed. Bound it with a deadline.
+    pub async fn shutdown(self) {
+        self.ctx.shutdown.cancel();
+        for accept in self.accept {
+            let _ = accept.await;
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Acts on the endpoint's live connections; clone freely.
+#[derive(Clone)]
+pub struct MqttHandle {
+    ctx: Arc<Ctx>,
+}
+
+impl MqttHandle {
+    /// Closes every open connection of a device (after it was disabled or its secret
+    /// rotated), after the acks already due; MQTT 5 clients get DISCONNECT 0x87. Returns
+    /// how many connections were told to close.
+    pub fn disconnect_device(&self, factory: &FactoryId, device: &DeviceId) -> usize {
+        let map = self.ctx.sessions.map.lock();
+        let mut closed = 0;
+        for ((f, d, _), entry) in map.iter() {
+            if f == factory
+                && d == device
+                && let Some(live) = &entry.live
+            {
+                live.stop_reason.store(reason::NOT_AUTHORIZED, Ordering::SeqCst);
+                live.stop.cancel();
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<Ctx>, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                let tls = tls.clone();
+                tracker.spawn(async move {
+                    ctx.metrics.mqtt_connections.inc();
+                    match tls {
+                        None => {
+                            let (read, write) = stream.into_split();
+                            serve_connection(read, write, peer, &ctx).await;
+                        }
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                Duration::from_millis(ctx.config.connect_timeout_ms),
+                                acceptor.accept(stream),
+                            );
+                            match handshake.await {
+                                Ok(Ok(stream)) => {
+                                    let (read, write) = tokio::io::split(stream);
+                                    serve_connection(read, write, peer, &ctx).await;
+                                }
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        }
+                    }
+                    ctx.metrics.mqtt_connections.dec();
+                });
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "MQTT accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+// ---- sessions ----
+
+type SessionKey = (FactoryId, DeviceId, String);
+
+#[derive(Default)]
+struct Sessions {
+    map: Mutex<HashMap<SessionKey, SessionEntry>>,
+    attaches: AtomicU64,
+}
+
+/// Expired sessions are swept every this many CONNECTs, so a reconnect storm does not
+/// scan the whole table once per connection.
+const SWEEP_EVERY: u64 = 1024;
+
+struct SessionEntry {
+    /// The connection currently using the session.
+    live: Option<LiveConnection>,
+    /// Outlives its connection (session expiry > 0, or a 3.1.1 persistent session).
+    persistent: bool,
+    /// Kept after the connection ends until this time (ms); `None` = not kept.
+    keep_until_ms: Option<i64>,
+}
+
+struct LiveConnection {
+    conn_id: u64,
+    stop: CancellationToken,
+    stop_reason: Arc<AtomicU8>,
+}
+
+impl Sessions {
+    /// Registers a connection; returns whether a previous session is resumed. An older
+    /// connection with the same key is taken over (closed).
+    fn attach(&self, key: SessionKey, clean_start: bool, persistent: bool, live: LiveConnection, now_ms: i64) -> bool {
+        let mut map = self.map.lock();
+        if self.attaches.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) {
+            map.retain(|_, e| e.live.is_some() || e.keep_until_ms.is_some_and(|t| t > now_ms));
+        }
+        let previous = map.remove(&key).filter(|e| e.live.is_some() || e.keep_until_ms.is_some_and(|t| t > now_ms));
+        let mut present = false;
+        if let Some(previous) = previous {
+            if let Some(old) = previous.live {
+                old.stop_reason.store(reason::SESSION_TAKEN_OVER, Ordering::SeqCst);
+                old.stop.cancel();
+            }
+            present = !clean_start && previous.persistent;
+        }
+        map.insert(key, SessionEntry { live: Some(live), persistent, keep_until_ms: None });
+        present
+    }
+
+    /// The connection ended; keep the session for `expiry_secs` (0 = drop it).
+    fn detach(&self, key: &SessionKey, conn_id: u64, expiry_secs: u32, now_ms: i64) {
+        let mut map = self.map.lock();
+        let Some(entry) = map.get_mut(key) else { return };
+        if entry.live.as_ref().is_none_or(|l| l.conn_id != conn_id) {
+            return;
+        }
+        if expiry_secs == 0 {
+            map.remove(key);
+        } else {
+            entry.live = None;
+            entry.persistent = true;
+            entry.keep_until_ms = Some(now_ms.saturating_add(i64::from(expiry_secs) * 1000));
+        }
+    }
+}
+
+// ---- one connection ----
+
+/// What the outbound task writes, in order.
+enum Out {
+    Frame(Bytes),
+    Ack { pkid: Option<u16>, submitted: Submitted, _permit: OwnedSemaphorePermit },
+}
+
+struct Authenticated {
+    factory: FactoryId,
+    device: DeviceId,
+    topic: String,
+}
+
+async fn serve_connection<R, W>(mut read: R, mut write: W, peer: SocketAddr, ctx: &Arc<Ctx>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = BytesMut::with_capacity(4096);
+    let max_packet = ctx.config.max_packet_bytes;
+
+    let first = tokio::select! {
+        r = tokio::time::timeout(
+            Duration::from_millis(ctx.config.connect_timeout_ms),
+            read_packet(&mut read, &mut buf, None, max_packet),
+        ) => r,
+        _ = ctx.shutdown.cancelled() => return,
+    };
+    let connect = match first {
+        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Err(ReadError::Codec(CodecError::UnsupportedProtocol { level }))) => {
+            tracing::debug!(%peer, level, "MQTT protocol level not supported");
+            IngestMetrics::reason(&ctx.metrics.mqtt_connects_refused, "protocol_version");
+            let frame =
+                codec::connack(Protocol::V311, false, connack_v3::UNACCEPTABLE_PROTOCOL, &ConnAckProperties::default());
+            let _ = write.write_all(&frame).await;
+            return;
+        }
+        Ok(Err(ReadError::Codec(e))) => {
+            tracing::debug!(%peer, error = %e, "bad CONNECT");
+            ctx.metrics.mqtt_protocol_errors.inc();
+            return;
+        }
+        // Closed, timed out, or an I/O error before CONNECT: nothing to answer.
+        _ => return,
+    };
+    let protocol = connect.protocol;
+
+    let auth = match authenticate(ctx, &connect).await {
+        Ok(auth) => auth,
+        Err((label, v3, v5)) => {
+            IngestMetrics::reason(&ctx.metrics.mqtt_connects_refused, label);
+            tracing::info!(%peer, reason = label, username = connect.username.as_deref().unwrap_or(""), "MQTT CONNECT refused");
+            let code = if protocol == Protocol::V5 { v5 } else { v3 };
+            let _ = write.write_all(&codec::connack(protocol, false, code, &ConnAckProperties::default())).await;
+            return;
+        }
+    };
+
+    let mut props = ConnAckProperties {
+        receive_maximum: ctx.config.receive_maximum.max(1),
+        maximum_packet_size: u32::try_from(max_packet).unwrap_or(u32::MAX),
+        ..ConnAckProperties::default()
+    };
+    let mut client_id = connect.client_id.clone();
+    if client_id.is_empty() {
+        if protocol == Protocol::V311 && !connect.clean_start {
+            IngestMetrics::reason(&ctx.metrics.mqtt_connects_refused, "client_id");
+            let frame = codec::connack(protocol, false, connack_v3::IDENTIFIER_REJECTED, &props);
+            let _ = write.write_all(&frame).await;
+            return;
+        }
+        client_id = format!("auto-{}", factoryops_types::new_id());
+        if protocol == Protocol::V5 {
+            props.assigned_client_id = Some(client_id.clone());
+        }
+    }
+    let mut keep_alive = connect.keep_alive_secs;
+    let mut session_expiry = match protocol {
+        // 3.1.1 persistent sessions have no expiry of their own; a week bounds the memory.
+        Protocol::V311 if !connect.clean_start => ctx.config.max_session_expiry_secs,
+        Protocol::V311 => 0,
+        Protocol::V5 => connect.session_expiry_secs.unwrap_or(0),
+    };
+    if protocol == Protocol::V5 {
+        if keep_alive == 0 || keep_alive > ctx.config.max_keep_alive_secs {
+            keep_alive = ctx.config.max_keep_alive_secs;
+            props.server_keep_alive = Some(keep_alive);
+        }
+        if session_expiry > ctx.config.max_session_expiry_secs {
+            session_expiry = ctx.config.max_session_expiry_secs;
+            props.session_expiry = Some(session_expiry);
+        }
+    }
+
+    let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
+    let stop = ctx.shutdown.child_token();
+    let stop_reason = Arc::new(AtomicU8::new(reason::SERVER_SHUTTING_DOWN));
+    let key: SessionKey = (auth.factory.clone(), auth.device.clone(), client_id);
+    let live = LiveConnection { conn_id, stop: stop.clone(), stop_reason: stop_reason.clone() };
+    let session_present =
+        ctx.sessions.attach(key.clone(), connect.clean_start, session_expiry > 0, live, ctx.clock.now_ms());
+    let success = if protocol == Protocol::V5 { reason::SUCCESS } else { connack_v3::ACCEPTED };
+    if write.write_all(&codec::connack(protocol, session_present, success, &props)).await.is_err() {
+        ctx.sessions.detach(&key, conn_id, session_expiry, ctx.clock.now_ms());
+        return;
+    }
+    tracing::debug!(%peer, factory_id = %auth.factory, device_id = %auth.device, ?protocol, "MQTT client connected");
+
+    let inflight = Arc::new(Semaphore::new(usize::from(ctx.config.receive_maximum.max(1))));
+    let (tx, rx) = mpsc::channel(usize::from(ctx.config.receive_maximum.max(1)) + 16);
+    let outbound = tokio::spawn(outbound_loop(write, rx, protocol, stop.clone()));
+
+    let mut conn = Connection { ctx, auth: &auth, protocol, tx, inflight, session_expiry };
+    let end = conn.read_loop(&mut read, &mut buf, keep_alive, &stop, &stop_reason).await;
+    session_expiry = conn.session_expiry;
+    if let (Protocol::V5, Some(code)) = (protocol, end.disconnect_reason()) {
+        let _ = conn.tx.send(Out::Frame(codec::disconnect_v5(code))).await;
+    }
+    if end.is_protocol_error() {
+        ctx.metrics.mqtt_protocol_errors.inc();
+    }
+    drop(conn);
+    // The outbound task finishes the acks already submitted, then closes the socket.
+    let _ = outbound.await;
+    ctx.sessions.detach(&key, conn_id, session_expiry, ctx.clock.now_ms());
+    tracing::debug!(%peer, factory_id = %auth.factory, device_id = %auth.device, ?end, "MQTT connection closed");
+}
+
+type Refusal = (&'static str, u8, u8);
+
+async fn authenticate(ctx: &Ctx, connect: &Connect) -> Result<Authenticated, Refusal> {
+    const BAD: Refusal = ("bad_credentials", connack_v3::BAD_USERNAME_OR_PASSWORD, reason::BAD_USERNAME_OR_PASSWORD);
+    if connect.auth_method.is_some() {
+        return Err(("auth_method", connack_v3::NOT_AUTHORIZED, reason::BAD_AUTHENTICATION_METHOD));
+    }
+    let (Some(username), Some(password)) = (&connect.username, &connect.password) else {
+        return Err(BAD);
+    };
+    let Some((factory, device)) = username.split_once('/') else {
+        return Err(BAD);
+    };
+    let (Ok(factory), Ok(device)) = (FactoryId::parse(factory), DeviceId::parse(device)) else {
+        return Err(BAD);
+    };
+    match ctx.registry.verify(&factory, &device, password).await {
+        Ok(Verification::Ok) => {
+            let topic = telemetry_topic(&factory, &device);
+            Ok(Authenticated { factory, device, topic })
+        }
+        Ok(Verification::BadCredentials) => Err(BAD),
+        Ok(Verification::Disabled) => Err(("disabled", connack_v3::NOT_AUTHORIZED, reason::NOT_AUTHORIZED)),
+        Err(e) => {
+            tracing::error!(error = %e, "device verification failed");
+            Err(("unavailable", connack_v3::SERVER_UNAVAILABLE, reason::SERVER_UNAVAILABLE))
+        }
+    }
+}
+
+/// Why the read loop ended.
+#[derive(Debug)]
+enum End {
+    /// DISCONNECT from the client, or the socket closed.
+    Client,
+    KeepAliveTimeout,
+    Stopped(u8),
+    Protocol(u8),
+    /// The ingest pipeline failed: close so the device redelivers what was not acked.
+    Internal,
+    /// The outbound side is gone (socket error or an ack failure).
+    OutboundGone,
+}
+
+impl End {
+    fn disconnect_reason(&self) -> Option<u8> {
+        match self {
+            End::Client | End::OutboundGone => None,
+            End::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+            End::Stopped(code) | End::Protocol(code) => Some(*code),
+            End::Internal => Some(reason::UNSPECIFIED_ERROR),
+        }
+    }
+
+    fn is_protocol_error(&self) -> bool {
+        matches!(self, End::Protocol(_))
+    }
+}
+
+struct Connection<'a> {
+    ctx: &'a Arc<Ctx>,
+    auth: &'a Authenticated,
+    protocol: Protocol,
+    tx: mpsc::Sender<Out>,
+    inflight: Arc<Semaphore>,
+    session_expiry: u32,
+}
+
+impl Connection<'_> {
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        read: &mut R,
+        buf: &mut BytesMut,
+        keep_alive_secs: u16,
+        stop: &CancellationToken,
+        stop_reason: &AtomicU8,
+    ) -> End {
+        // MQTT: the server disconnects after one and a half keep-alive periods of silence.
+        let idle = (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
+        loop {
+            let next = async {
+                match idle {
+                    Some(idle) => tokio::time::timeout(
+                        idle,
+                        read_packet(read, buf, Some(self.protocol), self.ctx.config.max_packet_bytes),
+                    )
+                    .await
+                    .unwrap_or(Err(ReadError::Idle)),
+                    None => read_packet(read, buf, Some(self.protocol), self.ctx.config.max_packet_bytes).await,
+                }
+            };
+            let packet = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return End::Stopped(stop_reason.load(Ordering::SeqCst)),
+                packet = next => packet,
+            };
+            let packet = match packet {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return End::Client,
+                Err(ReadError::Io(e)) => {
+                    tracing::debug!(error = %e, "MQTT read failed");
+                    return End::Client;
+                }
+                Err(ReadError::Idle) => return End::KeepAliveTimeout,
+                Err(ReadError::Codec(CodecError::TooLarge { .. })) => return End::Protocol(reason::PACKET_TOO_LARGE),
+                Err(ReadError::Codec(CodecError::Malformed(_))) => return End::Protocol(reason::MALFORMED_PACKET),
+                Err(ReadError::Codec(_)) => return End::Protocol(reason::PROTOCOL_ERROR),
+            };
+            let sent = match packet {
+                Packet::Publish(publish) => match self.publish(publish, stop).await {
+                    Ok(()) => true,
+                    Err(end) => return end,
+                },
+                Packet::PingReq => self.send(Out::Frame(codec::pingresp())).await,
+                Packet::Subscribe(s) => {
+                    // This endpoint only receives telemetry: no subscription is granted.
+                    let code = if self.protocol == Protocol::V5 { reason::NOT_AUTHORIZED } else { 0x80 };
+                    let codes = vec![code; s.filters.len()];
+                    self.send(Out::Frame(codec::suback(self.protocol, s.pkid, &codes))).await
+                }
+                Packet::Unsubscribe(u) => {
+                    self.send(Out::Frame(codec::unsuback(self.protocol, u.pkid, u.filters.len()))).await
+                }
+                // We never publish to clients, so there is nothing to acknowledge.
+                Packet::PubAck { .. } => true,
+                Packet::Disconnect(d) => {
+                    if let Some(expiry) = d.session_expiry_secs {
+                        self.session_expiry = expiry.min(self.ctx.config.max_session_expiry_secs);
+                    }
+                    return End::Client;
+                }
+                Packet::Unsupported { .. } => return End::Protocol(reason::PROTOCOL_ERROR),
+                Packet::Connect(_) => return End::Protocol(reason::PROTOCOL_ERROR),
+            };
+            if !sent {
+                return End::OutboundGone;
+            }
+        }
+    }
+
+    async fn send(&self, out: Out) -> bool {
+        self.tx.send(out).await.is_ok()
+    }
+
+    async fn publish(&mut self, publish: Publish, stop: &CancellationToken) -> Result<(), End> {
+        if publish.qos > 1 {
+            // v5: Maximum QoS 1 was announced, so QoS 2 is a protocol error; 3.1.1 has no way to refuse but closing.
+            return Err(End::Protocol(reason::QOS_NOT_SUPPORTED));
+        }
+        if publish.topic_alias.is_some() {
+            // Topic Alias Maximum is 0 (not announced), so any alias is invalid.
+            return Err(End::Protocol(reason::TOPIC_ALIAS_INVALID));
+        }
+        if publish.topic != self.auth.topic {
+            self.ctx.metrics.mqtt_acl_denied.inc();
+            tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, topic = %publish.topic, "PUBLISH outside the device's topic refused");
+            return match (self.protocol, publish.pkid) {
+                (Protocol::V5, Some(pkid)) => {
+                    if self.send(Out::Frame(codec::puback(self.protocol, pkid, reason::NOT_AUTHORIZED))).await {
+                        Ok(())
+                    } else {
+                        Err(End::OutboundGone)
+                    }
+                }
+                (Protocol::V5, None) => Ok(()),
+                (Protocol::V311, _) => Err(End::Stopped(reason::NOT_AUTHORIZED)),
+            };
+        }
+        // Back-pressure: while the in-flight window is full we do not read the socket.
+        let permit = tokio::select! {
+            permit = self.inflight.clone().acquire_owned() => permit.map_err(|_| End::OutboundGone)?,
+            _ = stop.cancelled() => return Err(End::Stopped(reason::SERVER_SHUTTING_DOWN)),
+        };
+        let received_at = self.ctx.clock.now_ms();
+        let submitted = self
+            .ctx
+            .ingestor
+            .submit(&self.auth.factory, &self.auth.device, &publish.payload, received_at)
+            .await
+            .map_err(|e| {
+                tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, error = %e, "message not ingested; closing so the device redelivers");
+                End::Internal
+            })?;
+        if self.send(Out::Ack { pkid: publish.pkid, submitted, _permit: permit }).await {
+            Ok(())
+        } else {
+            Err(End::OutboundGone)
+        }
+    }
+}
+
+/// Writes frames and PUBACKs in order. Acks are buffered while more are ready (a group
+/// commit completes many at once) and flushed before waiting on anything, so batching
+/// never delays an ack that is already due.
+async fn outbound_loop<W: AsyncWrite + Unpin>(
+    write: W,
+    mut rx: mpsc::Receiver<Out>,
+    protocol: Protocol,
+    stop: CancellationToken,
+) {
+    let mut write = tokio::io::BufWriter::with_capacity(8 * 1024, write);
+    while let Some(out) = rx.recv().await {
+        let frame = match out {
+            Out::Frame(frame) => Some(frame),
+            Out::Ack { pkid, submitted, _permit } => {
+                let wait = submitted.wait();
+                tokio::pin!(wait);
+                let result = tokio::select! {
+                    biased;
+                    result = &mut wait => result,
+                    _ = std::future::ready(()) => {
+                        if write.flush().await.is_err() {
+                            stop.cancel();
+                            break;
+                        }
+                        wait.await
+                    }
+                };
+                match result {
+                    Ok(IngestOutcome::Stored(_)) => pkid.map(|pkid| codec::puback(protocol, pkid, reason::SUCCESS)),
+                    // Redelivery cannot fix a malformed payload: acknowledge it (with the reason on v5).
+                    Ok(IngestOutcome::MessageRejected(_)) => {
+                        pkid.map(|pkid| codec::puback(protocol, pkid, reason::PAYLOAD_FORMAT_INVALID))
+                    }
+                    Err(_) => {
+                        // Not durable: no PUBACK. Close, so the device redelivers after reconnecting.
+                        if protocol == Protocol::V5 {
+                            let _ = write.write_all(&codec::disconnect_v5(reason::UNSPECIFIED_ERROR)).await;
+                        }
+                        stop.cancel();
+                        break;
+                    }
+                }
+            }
+        };
+        if let Some(frame) = frame
+            && write.write_all(&frame).await.is_err()
+        {
+            stop.cancel();
+            break;
+        }
+        if rx.is_empty() && write.flush().await.is_err() {
+            stop.cancel();
+            break;
+        }
+    }
+    let _ = write.flush().await;
+    let _ = write.shutdown().await;
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Io(std::io::Error),
+    Codec(CodecError),
+    Idle,
+}
+
+/// The next packet; `Ok(None)` when the peer closed the connection. Cancel-safe:
+/// partial input stays in `buf`.
+async fn read_packet<R: AsyncRead + Unpin>(
+    read: &mut R,
+    buf: &mut BytesMut,
+    protocol: Option<Protocol>,
+    max_packet: usize,
+) -> Result<Option<Packet>, ReadError> {
+    loop {
+        if let Some(packet) = codec::decode(buf, protocol, max_packet).map_err(ReadError::Codec)? {
+            return Ok(Some(packet));
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let n = read.read_buf(buf).await.map_err(ReadError::Io)?;
+        if n == 0 {
+            return Ok(None);
+        }
+    }
+}

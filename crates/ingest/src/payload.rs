@@ -1,0 +1,396 @@
+//! The telemetry payload parser: pure, no I/O.
+//!
+//! A payload is a JSON object of metric → number or boolean; nested objects flatten to
+//! dotted names. One bad property never costs the good ones of the same message: it is
+//! returned as a [`RejectedProperty`] with a reason. Only a payload that is not a JSON
+//! object at all (or breaks a message-level limit) is rejected whole.
+
+use std::collections::HashSet;
+
+use factoryops_tsdb::Value;
+use factoryops_types::{PropertyName, parse_rfc3339_ms};
+use serde::{Deserialize, Serialize};
+
+/// The reserved top-level key carrying the measurement time.
+pub const TS_KEY: &str = "ts";
+
+/// Configurable bounds on one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PayloadLimits {
+    pub max_payload_bytes: usize,
+    /// Accepted properties per message; further ones are rejected.
+    pub max_properties: usize,
+    /// Object nesting below the top level: 1 allows `{"a": {"b": 1}}`.
+    pub max_depth: usize,
+    /// A device `ts` further than this from the receive time is replaced by the receive time.
+    pub max_clock_skew_ms: i64,
+}
+
+impl Default for PayloadLimits {
+    fn default() -> Self {
+        Self { max_payload_bytes: 64 * 1024, max_properties: 1_000, max_depth: 8, max_clock_skew_ms: 24 * 3600 * 1000 }
+    }
+}
+
+/// Why one property of a message was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    String,
+    Array,
+    Null,
+    /// A number that is not a finite f64.
+    NonFinite,
+    InvalidName,
+    TooDeep,
+    TooManyProperties,
+    /// The same flattened name twice in one message (e.g. `"a.b"` and `{"a":{"b"}}`).
+    Duplicate,
+    InvalidTimestamp,
+    /// The device already has the maximum number of distinct properties.
+    CardinalityLimit,
+}
+
+impl RejectReason {
+    /// The stable label used in metrics and the last-errors list.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::String => "string",
+            RejectReason::Array => "array",
+            RejectReason::Null => "null",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::InvalidName => "invalid_name",
+            RejectReason::TooDeep => "too_deep",
+            RejectReason::TooManyProperties => "too_many_properties",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::InvalidTimestamp => "invalid_timestamp",
+            RejectReason::CardinalityLimit => "cardinality_limit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedProperty {
+    /// The flattened name as sent, truncated to [`PropertyName::MAX_LEN`] characters.
+    pub name: String,
+    pub reason: RejectReason,
+}
+
+/// Why a whole message was rejected. Redelivering it cannot help, so transports still
+/// acknowledge it (MQTT v5 with reason 0x99).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum MessageRejection {
+    #[error("payload of {size} bytes exceeds the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("payload is not valid JSON: {detail}")]
+    InvalidJson { detail: String },
+    #[error("payload is JSON but not an object")]
+    NotAnObject,
+}
+
+impl MessageRejection {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MessageRejection::TooLarge { .. } => "too_large",
+            MessageRejection::InvalidJson { .. } => "invalid_json",
+            MessageRejection::NotAnObject => "not_an_object",
+        }
+    }
+}
+
+/// A parsed message: every accepted property shares one timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedPayload {
+    pub ts_ms: i64,
+    /// Set when the device sent a `ts` outside the skew window: its distance from the
+    /// receive time (device minus receive), and `ts_ms` is the receive time instead.
+    pub clock_skew_ms: Option<i64>,
+    pub values: Vec<(PropertyName, Value)>,
+    pub rejected: Vec<RejectedProperty>,
+}
+
+/// Parses one payload received at `received_at_ms`.
+pub fn parse_payload(
+    payload: &[u8],
+    received_at_ms: i64,
+    limits: &PayloadLimits,
+) -> Result<ParsedPayload, MessageRejection> {
+    if payload.len() > limits.max_payload_bytes {
+        return Err(MessageRejection::TooLarge { size: payload.len(), max: limits.max_payload_bytes });
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| MessageRejection::InvalidJson { detail: e.to_string() })?;
+    let serde_json::Value::Object(map) = json else {
+        return Err(MessageRejection::NotAnObject);
+    };
+    let mut out = Flattener { limits, values: Vec::new(), rejected: Vec::new(), seen: HashSet::new() };
+    let mut ts_ms = received_at_ms;
+    let mut clock_skew_ms = None;
+    for (key, value) in &map {
+        if key == TS_KEY {
+            match device_time(value) {
+                Some(ts) if ts.abs_diff(received_at_ms) <= limits.max_clock_skew_ms.unsigned_abs() => ts_ms = ts,
+                Some(ts) => clock_skew_ms = Some(ts.saturating_sub(received_at_ms)),
+                None => out.reject(key, RejectReason::InvalidTimestamp),
+            }
+            continue;
+        }
+        let mut name = String::with_capacity(key.len());
+        name.push_str(key);
+        out.visit(&mut name, value, 0);
+    }
+    Ok(ParsedPayload { ts_ms, clock_skew_ms, values: out.values, rejected: out.rejected })
+}
+
+/// `ts` as integer milliseconds or an RFC 3339 string.
+fn device_time(value: &serde_json::Value) -> Option<i64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => parse_rfc3339_ms(s),
+        _ => None,
+    }
+}
+
+struct Flattener<'a> {
+    limits: &'a PayloadLimits,
+    values: Vec<(PropertyName, Value)>,
+    rejected: Vec<RejectedProperty>,
+    seen: HashSet<String>,
+}
+
+impl Flattener<'_> {
+    fn visit(&mut self, name: &mut String, value: &serde_json::Value, depth: usize) {
+        use serde_json::Value as J;
+        let leaf = match value {
+            J::Object(map) => {
+                if depth >= self.limits.max_depth {
+                    self.reject(name, RejectReason::TooDeep);
+                    return;
+                }
+                let base = name.len();
+                for (key, child) in map {
+                    name.truncate(base);
+                    name.push('.');
+                    name.push_str(key);
+                    self.visit(name, child, depth + 1);
+                }
+                name.truncate(base);
+                return;
+            }
+            J::Number(n) => match n.as_f64() {
+                Some(v) if v.is_finite() => Value::Float(v),
+                _ => return self.reject(name, RejectReason::NonFinite),
+            },
+            J::Bool(b) => Value::Bool(*b),
+            J::String(_) => return self.reject(name, RejectReason::String),
+            J::Array(_) => return self.reject(name, RejectReason::Array),
+            J::Null => return self.reject(name, RejectReason::Null),
+        };
+        let Ok(property) = PropertyName::parse(name.as_str()) else {
+            return self.reject(name, RejectReason::InvalidName);
+        };
+        if self.seen.contains(property.as_str()) {
+            return self.reject(name, RejectReason::Duplicate);
+        }
+        if self.values.len() >= self.limits.max_properties {
+            return self.reject(name, RejectReason::TooManyProperties);
+        }
+        self.seen.insert(property.as_str().to_string());
+        self.values.push((property, leaf));
+    }
+
+    fn reject(&mut self, name: &str, reason: RejectReason) {
+        // The payload-size limit already bounds how many of these a message can produce.
+        self.rejected.push(RejectedProperty { name: truncate_chars(name, PropertyName::MAX_LEN), reason });
+    }
+}
+
+fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => text[..cut].to_string(),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: i64 = 1_795_000_000_000;
+
+    fn parse(text: &str) -> ParsedPayload {
+        parse_payload(text.as_bytes(), NOW, &PayloadLimits::default()).unwrap()
+    }
+
+    fn names(p: &ParsedPayload) -> Vec<&str> {
+        p.values.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn numbers_and_booleans() {
+        let p = parse(r#"{"power_kw": 12.5, "running": true, "count": 3}"#);
+        assert_eq!(p.ts_ms, NOW);
+        assert_eq!(p.clock_skew_ms, None);
+        assert!(p.rejected.is_empty());
+        assert!(p.values.contains(&(PropertyName::parse("power_kw").unwrap(), Value::Float(12.5))));
+        assert!(p.values.contains(&(PropertyName::parse("running").unwrap(), Value::Bool(true))));
+        assert!(p.values.contains(&(PropertyName::parse("count").unwrap(), Value::Float(3.0))));
+    }
+
+    #[test]
+    fn nested_objects_flatten_with_dots() {
+        let p = parse(r#"{"phase": {"l1": {"v": 231, "a": 4.5}, "l2": {"v": 229}}}"#);
+        let mut n = names(&p);
+        n.sort_unstable();
+        assert_eq!(n, ["phase.l1.a", "phase.l1.v", "phase.l2.v"]);
+    }
+
+    #[test]
+    fn bad_properties_are_rejected_good_ones_kept() {
+        let p = parse(r#"{"a": 1, "b": "text", "c": [1], "d": null, "e": false, "bad name": 2, "": 3, "x": {"": 1}}"#);
+        assert_eq!(names(&p).len(), 2);
+        let mut reasons: Vec<(String, RejectReason)> = p.rejected.iter().map(|r| (r.name.clone(), r.reason)).collect();
+        reasons.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            reasons,
+            vec![
+                ("".into(), RejectReason::InvalidName),
+                ("b".into(), RejectReason::String),
+                ("bad name".into(), RejectReason::InvalidName),
+                ("c".into(), RejectReason::Array),
+                ("d".into(), RejectReason::Null),
+                ("x.".into(), RejectReason::InvalidName),
+            ]
+        );
+    }
+
+    #[test]
+    fn device_timestamps_within_skew_are_used() {
+        let p = parse(&format!(r#"{{"ts": {}, "v": 1}}"#, NOW - 5_000));
+        assert_eq!(p.ts_ms, NOW - 5_000);
+        let p = parse(r#"{"ts": "2026-11-19T07:33:20.000Z", "v": 1}"#);
+        assert_eq!(p.ts_ms, parse_rfc3339_ms("2026-11-19T07:33:20.000Z").unwrap());
+        assert_eq!(p.clock_skew_ms, None);
+    }
+
+    #[test]
+    fn skewed_or_invalid_timestamps_fall_back_to_receive_time() {
+        let p = parse(r#"{"ts": 0, "v": 1}"#);
+        assert_eq!(p.ts_ms, NOW);
+        assert_eq!(p.clock_skew_ms, Some(-NOW));
+        let p = parse(r#"{"ts": "yesterday", "v": 1}"#);
+        assert_eq!(p.ts_ms, NOW);
+        assert_eq!(p.rejected, vec![RejectedProperty { name: "ts".into(), reason: RejectReason::InvalidTimestamp }]);
+        let p = parse(r#"{"ts": 1.5, "v": 1}"#);
+        assert_eq!(p.rejected[0].reason, RejectReason::InvalidTimestamp);
+        assert_eq!(names(&p), ["v"]);
+    }
+
+    #[test]
+    fn whole_message_rejections() {
+        let limits = PayloadLimits::default();
+        for (text, reason) in [
+            ("[1, 2]", "not_an_object"),
+            ("42", "not_an_object"),
+            ("{", "invalid_json"),
+            ("{\"a\": NaN}", "invalid_json"),
+            ("", "invalid_json"),
+        ] {
+            let e = parse_payload(text.as_bytes(), NOW, &limits).unwrap_err();
+            assert_eq!(e.as_str(), reason, "{text}");
+        }
+        let small = PayloadLimits { max_payload_bytes: 8, ..limits };
+        assert_eq!(parse_payload(br#"{"abc": 12345}"#, NOW, &small).unwrap_err().as_str(), "too_large");
+    }
+
+    #[test]
+    fn limits_on_depth_and_count() {
+        let limits = PayloadLimits { max_properties: 2, max_depth: 1, ..PayloadLimits::default() };
+        let p = parse_payload(br#"{"a": 1, "b": {"c": 2, "d": {"e": 3}}, "f": 4}"#, NOW, &limits).unwrap();
+        assert_eq!(p.values.len(), 2);
+        let reasons: HashSet<RejectReason> = p.rejected.iter().map(|r| r.reason).collect();
+        assert!(reasons.contains(&RejectReason::TooDeep));
+        assert!(reasons.contains(&RejectReason::TooManyProperties));
+    }
+
+    #[test]
+    fn duplicates_after_flattening_are_rejected() {
+        let p = parse(r#"{"a.b": 1, "a": {"b": 2}}"#);
+        assert_eq!(p.values.len(), 1);
+        assert_eq!(p.rejected[0].reason, RejectReason::Duplicate);
+    }
+
+    #[test]
+    fn long_names_are_truncated_in_rejections() {
+        let long = "x".repeat(300);
+        let p = parse(&format!(r#"{{"{long}": 1}}"#));
+        assert_eq!(p.rejected[0].reason, RejectReason::InvalidName);
+        assert_eq!(p.rejected[0].name.len(), PropertyName::MAX_LEN);
+    }
+
+    fn json_tree() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+            "[a-z]{0,3}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop::collection::btree_map("[a-zA-Z0-9_:.-]{0,6}", inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+        })
+    }
+
+    /// Reference flattening: every leaf with its dotted path.
+    fn leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    leaves(&name, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.clone())),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_leaf_is_accepted_or_rejected_once(
+            map in prop::collection::btree_map("[a-zA-Z0-9_]{1,6}", json_tree(), 0..8)
+        ) {
+            let object = serde_json::Value::Object(map.into_iter().filter(|(k, _)| k != TS_KEY).collect());
+            let text = object.to_string();
+            let p = parse_payload(text.as_bytes(), NOW, &PayloadLimits::default()).unwrap();
+            // serde_json's float parsing may differ from the printed value by one ULP:
+            // the reference is the text parsed back, as the parser sees it.
+            let reparsed: serde_json::Value = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut expected = Vec::new();
+            leaves("", &reparsed, &mut expected);
+            // Empty objects contribute no leaves.
+            let expected: Vec<_> = expected.into_iter().filter(|(_, v)| !v.as_object().is_some_and(|m| m.is_empty())).collect();
+            prop_assert_eq!(p.values.len() + p.rejected.len(), expected.len());
+            for (name, value) in &p.values {
+                // Dotted keys can collide with nested paths, so any leaf of that name may be the source.
+                let matched = expected.iter().filter(|(n, _)| n == name.as_str()).any(|(_, original)| match value {
+                    Value::Float(v) => Some(*v) == original.as_f64(),
+                    Value::Bool(b) => Some(*b) == original.as_bool(),
+                });
+                prop_assert!(matched, "{} has no matching leaf", name);
+            }
+            for r in &p.rejected {
+                if matches!(r.reason, RejectReason::String | RejectReason::Null) {
+                    prop_assert!(expected.iter().any(|(n, _)| n == &r.name));
+                }
+            }
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_payload(&bytes, NOW, &PayloadLimits::default());
+        }
+    }
+}

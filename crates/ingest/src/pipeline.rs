@@ -1,0 +1,522 @@
+//! The ingest pipeline shared by MQTT and HTTP: parse → register new properties →
+//! durable write (group commit) → `telemetry` event → acknowledge.
+//!
+//! Group commit: every message's points go through one bounded channel to a single
+//! writer task, which drains whatever is queued into one `TelemetryStore::write` per
+//! factory. Under load many messages share a write; each caller awaits its own result
+//! before acknowledging. A full channel makes callers wait (back-pressure, never a drop).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use factoryops_platform::bus::{Event, EventBus, topics};
+use factoryops_tsdb::{Point, TelemetryStore, TsdbError, Value};
+use factoryops_types::{Clock, DeviceId, FactoryId, PropertyName, new_id};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::IngestError;
+use crate::catalogue::{PropertyCatalogue, ValueType};
+use crate::metrics::IngestMetrics;
+use crate::payload::{MessageRejection, PayloadLimits, RejectReason, RejectedProperty, parse_payload};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngestConfig {
+    pub limits: PayloadLimits,
+    /// Cardinality guard: distinct properties one device may ever register.
+    pub max_properties_per_device: usize,
+    /// Messages waiting for the writer; beyond it callers wait.
+    pub queue_capacity: usize,
+    /// Upper bound of points in one group-committed write.
+    pub max_batch_points: usize,
+    /// Length of each device's "last errors" list.
+    pub last_errors_per_device: usize,
+    /// How often buffered `last_seen` times are written.
+    pub last_seen_flush_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            limits: PayloadLimits::default(),
+            max_properties_per_device: 1_000,
+            queue_capacity: 4_096,
+            max_batch_points: 50_000,
+            last_errors_per_device: 20,
+            last_seen_flush_ms: 5_000,
+        }
+    }
+}
+
+/// What happened to a message that did not fail internally. Both variants may be
+/// acknowledged: the first is durable, the second can never succeed on redelivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestOutcome {
+    Stored(StoredSummary),
+    MessageRejected(MessageRejection),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredSummary {
+    /// Points durably written (possibly 0 when every property was rejected).
+    pub points: usize,
+    pub ts_ms: i64,
+    pub rejected: Vec<RejectedProperty>,
+    /// Device clock distance from the receive time when its `ts` was ignored.
+    pub clock_skew_ms: Option<i64>,
+}
+
+/// One entry of a device's "last errors" list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngestErrorRecord {
+    pub at_ms: i64,
+    /// A stable label: a [`RejectReason`], a [`MessageRejection`] label, or `clock_skew`.
+    pub reason: String,
+    /// The property concerned, for property rejections.
+    pub property: Option<String>,
+    pub detail: String,
+}
+
+type Done = oneshot::Sender<Result<(), String>>;
+
+struct WriteRequest {
+    factory: FactoryId,
+    points: Vec<Point>,
+    done: Done,
+}
+
+type DeviceKey = (FactoryId, DeviceId);
+
+struct Inner {
+    config: IngestConfig,
+    catalogue: Arc<PropertyCatalogue>,
+    bus: Arc<dyn EventBus>,
+    metrics: IngestMetrics,
+    clock: Arc<dyn Clock>,
+    /// `None` once shutdown began: new messages are refused, queued ones finish.
+    tx: RwLock<Option<mpsc::Sender<WriteRequest>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    stop_flusher: CancellationToken,
+    last_errors: Mutex<HashMap<DeviceKey, VecDeque<IngestErrorRecord>>>,
+    last_health_ms: AtomicI64,
+}
+
+/// The ingest pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct Ingestor {
+    inner: Arc<Inner>,
+}
+
+/// A message past parsing and registration, its points queued for the durable write.
+/// [`Submitted::wait`] resolves once they are durable. Submitting in order and waiting
+/// in order keeps a connection's messages ordered while the writes of many messages
+/// (and connections) are batched together.
+pub struct Submitted {
+    ingestor: Ingestor,
+    factory: FactoryId,
+    device: DeviceId,
+    state: SubmitState,
+}
+
+enum SubmitState {
+    Rejected(MessageRejection),
+    Pending {
+        done: Option<oneshot::Receiver<Result<(), String>>>,
+        summary: StoredSummary,
+        values: Vec<(PropertyName, Value)>,
+        key: String,
+        received_at_ms: i64,
+    },
+}
+
+const HEALTH_EVENT_INTERVAL_MS: i64 = 10_000;
+
+impl Ingestor {
+    /// Starts the writer and the `last_seen` flusher on the current tokio runtime.
+    pub fn start(
+        config: IngestConfig,
+        catalogue: Arc<PropertyCatalogue>,
+        store: Arc<dyn TelemetryStore>,
+        bus: Arc<dyn EventBus>,
+        metrics: IngestMetrics,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let writer = tokio::spawn(writer_loop(rx, store, config.max_batch_points.max(1), metrics.clone()));
+        let stop_flusher = CancellationToken::new();
+        let flusher = tokio::spawn(flusher_loop(
+            catalogue.clone(),
+            Duration::from_millis(config.last_seen_flush_ms.max(10)),
+            stop_flusher.clone(),
+        ));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                catalogue,
+                bus,
+                metrics,
+                clock,
+                tx: RwLock::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                flusher: Mutex::new(Some(flusher)),
+                stop_flusher,
+                last_errors: Mutex::new(HashMap::new()),
+                last_health_ms: AtomicI64::new(i64::MIN),
+            }),
+        }
+    }
+
+    pub fn catalogue(&self) -> &Arc<PropertyCatalogue> {
+        &self.inner.catalogue
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.inner.metrics
+    }
+
+    /// Ingests one message of an authenticated device and returns once its points are
+    /// durable. `Err` means nothing is acknowledged (the sender should retry).
+    pub async fn ingest(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        payload: &[u8],
+        received_at_ms: i64,
+    ) -> Result<IngestOutcome, IngestError> {
+        self.submit(factory, device, payload, received_at_ms).await?.wait().await
+    }
+
+    /// Parses, registers new properties and queues the points; see [`Submitted`].
+    /// Waits while the write queue is full.
+    pub async fn submit(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        payload: &[u8],
+        received_at_ms: i64,
+    ) -> Result<Submitted, IngestError> {
+        let submitted =
+            |state| Submitted { ingestor: self.clone(), factory: factory.clone(), device: device.clone(), state };
+        let mut parsed = match parse_payload(payload, received_at_ms, &self.inner.config.limits) {
+            Ok(parsed) => parsed,
+            Err(rejection) => {
+                IngestMetrics::reason(&self.inner.metrics.rejected_messages, rejection.as_str());
+                self.record_errors(
+                    factory,
+                    device,
+                    [IngestErrorRecord {
+                        at_ms: received_at_ms,
+                        reason: rejection.as_str().into(),
+                        property: None,
+                        detail: rejection.to_string(),
+                    }],
+                );
+                return Ok(submitted(SubmitState::Rejected(rejection)));
+            }
+        };
+        let refused = self
+            .inner
+            .catalogue
+            .register(factory, device, parsed.values.iter().map(|(n, v)| (n, ValueType::of(v))), received_at_ms)
+            .await;
+        let refused = match refused {
+            Ok(refused) => refused,
+            Err(e) => {
+                IngestMetrics::reason(&self.inner.metrics.failures, "registration");
+                tracing::error!(factory_id = %factory, device_id = %device, error = %e, "property registration failed; message not acknowledged");
+                self.health_event(format!("property registration failed: {e}"));
+                return Err(IngestError::Registration(e));
+            }
+        };
+        if !refused.is_empty() {
+            parsed.values.retain(|(name, _)| !refused.contains(name));
+            parsed.rejected.extend(
+                refused
+                    .into_iter()
+                    .map(|name| RejectedProperty { name: name.into_string(), reason: RejectReason::CardinalityLimit }),
+            );
+        }
+        let points: Vec<Point> = parsed
+            .values
+            .iter()
+            .map(|(property, value)| Point {
+                device: device.clone(),
+                property: property.clone(),
+                ts_ms: parsed.ts_ms,
+                value: *value,
+            })
+            .collect();
+        let done = if points.is_empty() {
+            None
+        } else {
+            let tx = self.inner.tx.read().clone().ok_or(IngestError::ShuttingDown)?;
+            let (done_tx, done_rx) = oneshot::channel();
+            tx.send(WriteRequest { factory: factory.clone(), points, done: done_tx })
+                .await
+                .map_err(|_| IngestError::ShuttingDown)?;
+            Some(done_rx)
+        };
+        let summary = StoredSummary {
+            points: parsed.values.len(),
+            ts_ms: parsed.ts_ms,
+            rejected: parsed.rejected,
+            clock_skew_ms: parsed.clock_skew_ms,
+        };
+        Ok(submitted(SubmitState::Pending {
+            done,
+            summary,
+            values: parsed.values,
+            key: event_key(factory, device, parsed.ts_ms, payload),
+            received_at_ms,
+        }))
+    }
+
+    /// The device's most recent ingestion problems, newest first.
+    pub fn last_errors(&self, factory: &FactoryId, device: &DeviceId) -> Vec<IngestErrorRecord> {
+        self.inner
+            .last_errors
+            .lock()
+            .get(&(factory.clone(), device.clone()))
+            .map(|list| list.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops taking messages, lets queued writes finish, flushes `last_seen`.
+    pub async fn shutdown(&self) {
+        self.inner.tx.write().take();
+        let writer = self.inner.writer.lock().take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        self.inner.stop_flusher.cancel();
+        let flusher = self.inner.flusher.lock().take();
+        if let Some(flusher) = flusher {
+            let _ = flusher.await;
+        }
+    }
+
+    fn record_errors(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        records: impl IntoIterator<Item = IngestErrorRecord>,
+    ) {
+        let cap = self.inner.config.last_errors_per_device.max(1);
+        let mut all = self.inner.last_errors.lock();
+        let list = all.entry((factory.clone(), device.clone())).or_default();
+        for record in records {
+            if list.len() >= cap {
+                list.pop_front();
+            }
+            list.push_back(record);
+        }
+    }
+
+    /// Tells operators that ingestion is degraded, at most once per interval, without
+    /// ever making the message path wait for the bus.
+    fn health_event(&self, detail: String) {
+        let now = self.inner.clock.now_ms();
+        let last = self.inner.last_health_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < HEALTH_EVENT_INTERVAL_MS
+            || self.inner.last_health_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let bus = self.inner.bus.clone();
+        let event = Event {
+            topic: topics::PLATFORM_HEALTH.into(),
+            factory_id: None,
+            key: new_id(),
+            at_ms: now,
+            payload: serde_json::json!({ "component": "ingest", "status": "degraded", "detail": detail }),
+        };
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(5), bus.publish(event)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish health event"),
+                Err(_) => tracing::warn!("health event publish timed out"),
+            }
+        });
+    }
+}
+
+impl Submitted {
+    /// Waits until the points are durable, then publishes the `telemetry` event.
+    pub async fn wait(self) -> Result<IngestOutcome, IngestError> {
+        let Submitted { ingestor, factory, device, state } = self;
+        let inner = &ingestor.inner;
+        let (done, summary, values, key, received_at_ms) = match state {
+            SubmitState::Rejected(rejection) => return Ok(IngestOutcome::MessageRejected(rejection)),
+            SubmitState::Pending { done, summary, values, key, received_at_ms } => {
+                (done, summary, values, key, received_at_ms)
+            }
+        };
+        if let Some(done) = done {
+            let result = done.await.unwrap_or_else(|_| Err("writer stopped".into()));
+            if let Err(e) = result {
+                IngestMetrics::reason(&inner.metrics.failures, "store");
+                tracing::error!(factory_id = %factory, device_id = %device, error = %e, "telemetry write failed; message not acknowledged");
+                return Err(IngestError::Store(e));
+            }
+            inner.catalogue.touch(&factory, &device, values.iter().map(|(n, _)| n), summary.ts_ms);
+            let event = telemetry_event(&factory, &device, summary.ts_ms, &values, key, inner.clock.now_ms());
+            // The points are durable; a bus failure must not make the device resend them.
+            if let Err(e) = inner.bus.publish(event).await {
+                tracing::warn!(factory_id = %factory, device_id = %device, error = %e, "telemetry event not published");
+            }
+        }
+        inner.metrics.messages.inc();
+        inner.metrics.points.inc_by(summary.points as u64);
+        for r in &summary.rejected {
+            IngestMetrics::reason(&inner.metrics.rejected_properties, r.reason.as_str());
+        }
+        if !summary.rejected.is_empty() || summary.clock_skew_ms.is_some() {
+            let mut records: Vec<IngestErrorRecord> = summary
+                .rejected
+                .iter()
+                .map(|r| IngestErrorRecord {
+                    at_ms: received_at_ms,
+                    reason: r.reason.as_str().into(),
+                    property: Some(r.name.clone()),
+                    detail: format!("property rejected: {}", r.reason.as_str()),
+                })
+                .collect();
+            if let Some(skew) = summary.clock_skew_ms {
+                records.push(IngestErrorRecord {
+                    at_ms: received_at_ms,
+                    reason: "clock_skew".into(),
+                    property: None,
+                    detail: format!("device ts is {skew} ms from the receive time; the receive time was used"),
+                });
+            }
+            ingestor.record_errors(&factory, &device, records);
+        }
+        Ok(IngestOutcome::Stored(summary))
+    }
+}
+
+/// A stable identity for the event of one message, so a redelivery with the same device
+/// timestamp produces the same key and consumers can de-duplicate it.
+fn event_key(factory: &FactoryId, device: &DeviceId, ts_ms: i64, payload: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(factory.as_str().as_bytes());
+    h.update([0]);
+    h.update(device.as_str().as_bytes());
+    h.update([0]);
+    h.update(ts_ms.to_be_bytes());
+    h.update(payload);
+    let digest: [u8; 32] = h.finalize().into();
+    crate::devices::hex(&digest[..16])
+}
+
+fn telemetry_event(
+    factory: &FactoryId,
+    device: &DeviceId,
+    ts_ms: i64,
+    values: &[(PropertyName, Value)],
+    key: String,
+    now_ms: i64,
+) -> Event {
+    let points: Vec<serde_json::Value> = values
+        .iter()
+        .map(|(name, value)| serde_json::json!({ "property": name, "ts_ms": ts_ms, "value": value }))
+        .collect();
+    Event {
+        topic: topics::TELEMETRY.into(),
+        factory_id: Some(factory.clone()),
+        key,
+        at_ms: now_ms,
+        payload: serde_json::json!({ "factory_id": factory, "device_id": device, "points": points }),
+    }
+}
+
+async fn writer_loop(
+    mut rx: mpsc::Receiver<WriteRequest>,
+    store: Arc<dyn TelemetryStore>,
+    max_batch_points: usize,
+    metrics: IngestMetrics,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut total = first.points.len();
+        let mut batch = vec![first];
+        while total < max_batch_points {
+            match rx.try_recv() {
+                Ok(request) => {
+                    total += request.points.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics.batch_points.observe(total as f64);
+        // One write per factory, in first-seen order, so the port's scoping holds.
+        let mut groups: Vec<Group> = Vec::new();
+        for request in batch {
+            let index = match groups.iter().position(|g| g.factory == request.factory) {
+                Some(i) => i,
+                None => {
+                    groups.push(Group { factory: request.factory.clone(), points: Vec::new(), waiters: Vec::new() });
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[index];
+            let start = group.points.len();
+            group.points.extend(request.points);
+            group.waiters.push((start..group.points.len(), request.done));
+        }
+        for group in groups {
+            match store.write(&group.factory, &group.points).await {
+                Err(TsdbError::InvalidPoint { .. }) if group.waiters.len() > 1 => {
+                    // One message's bad point must not fail its neighbours: retry each alone.
+                    for (range, waiter) in group.waiters {
+                        let result = store.write(&group.factory, &group.points[range]).await.map_err(|e| e.to_string());
+                        let _ = waiter.send(result);
+                    }
+                }
+                result => {
+                    let result = result.map_err(|e| e.to_string());
+                    for (_, waiter) in group.waiters {
+                        // A caller that went away (connection closed) simply never acks.
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Group {
+    factory: FactoryId,
+    points: Vec<Point>,
+    /// Each message's slice of `points` and where its result goes.
+    waiters: Vec<(std::ops::Range<usize>, Done)>,
+}
+
+async fn flusher_loop(catalogue: Arc<PropertyCatalogue>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        if let Err(e) = catalogue.flush_last_seen().await {
+            tracing::warn!(error = %e, "last_seen flush failed; will retry");
+        }
+    }
+    if let Err(e) = catalogue.flush_last_seen().await {
+        tracing::warn!(error = %e, "final last_seen flush failed");
+    }
+}

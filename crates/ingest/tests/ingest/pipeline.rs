@@ -1,0 +1,185 @@
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use factoryops_ingest::{IngestConfig, IngestError, IngestOutcome, RejectReason};
+use factoryops_platform::bus::{EventBus, topics};
+use factoryops_testkit::{TestDatabase, backend_matrix};
+use factoryops_tsdb::Value;
+
+use crate::common::{StoreKind, TestStore, device, env, factory, provision};
+
+async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
+    let env = env(&db, StoreKind::Embedded, IngestConfig::default()).await;
+    let f = factory("plant-a");
+    let d = device("press-1");
+    provision(&env, &f, "press-1").await;
+    let mut events = env.bus.subscribe(topics::TELEMETRY, 16);
+
+    let now = env.clock.now_ms();
+    let outcome = env
+        .ingestor
+        .ingest(&f, &d, br#"{"power_kw": 12.5, "running": true, "label": "x", "phase": {"l1": {"v": 231}}}"#, now)
+        .await
+        .unwrap();
+    let IngestOutcome::Stored(summary) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(summary.points, 3);
+    assert_eq!(summary.rejected.len(), 1);
+    assert_eq!(summary.rejected[0].reason, RejectReason::String);
+
+    let latest = env.store.latest(&f, &d).await.unwrap();
+    let names: Vec<&str> = latest.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["phase.l1.v", "power_kw", "running"]);
+    assert_eq!(latest[1].1.value, Value::Float(12.5));
+    assert_eq!(latest[1].1.ts_ms, now);
+
+    let props = env.ingestor.catalogue().list_for_device(&f, &d).await.unwrap();
+    assert_eq!(props.len(), 3);
+
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap();
+    assert_eq!(event.event.factory_id.as_ref(), Some(&f));
+    assert_eq!(event.event.payload["device_id"], "press-1");
+    assert_eq!(event.event.payload["points"].as_array().unwrap().len(), 3);
+    assert!(!event.event.key.is_empty());
+
+    let errors = env.ingestor.last_errors(&f, &d);
+    assert_eq!(errors.len(), 1);
+    assert_eq!((errors[0].reason.as_str(), errors[0].property.as_deref()), ("string", Some("label")));
+    assert!(env.ingestor.last_errors(&factory("plant-b"), &d).is_empty());
+
+    // Redelivery of a message with its own ts: same event key.
+    let payload = format!(r#"{{"ts": {now}, "power_kw": 1}}"#);
+    env.ingestor.ingest(&f, &d, payload.as_bytes(), now + 10).await.unwrap();
+    env.ingestor.ingest(&f, &d, payload.as_bytes(), now + 20).await.unwrap();
+    let k1 = events.next().await.unwrap().event.key.clone();
+    let k2 = events.next().await.unwrap().event.key.clone();
+    assert_eq!(k1, k2);
+
+    let text = env.metrics.render();
+    assert!(text.contains("factoryops_ingest_points_total 5"), "{text}");
+    assert!(text.contains(r#"factoryops_ingest_rejected_properties_total{reason="string"} 1"#), "{text}");
+
+    env.ingestor.shutdown().await;
+    let device = env.registry.get(&f, &d).await.unwrap().unwrap();
+    assert_eq!(device.last_seen, Some(now), "flushed on shutdown");
+    assert!(matches!(env.ingestor.ingest(&f, &d, br#"{"a": 1}"#, now).await, Err(IngestError::ShuttingDown)));
+}
+
+async fn rejected_messages_are_recorded_not_errors(db: TestDatabase) {
+    let store = Arc::new(TestStore::default());
+    let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
+    let (f, d) = (factory("plant-a"), device("press-1"));
+    provision(&env, &f, "press-1").await;
+    for (payload, reason) in [(&b"[1,2]"[..], "not_an_object"), (b"not json", "invalid_json")] {
+        let outcome = env.ingestor.ingest(&f, &d, payload, 1_000).await.unwrap();
+        let IngestOutcome::MessageRejected(r) = outcome else { panic!() };
+        assert_eq!(r.as_str(), reason);
+    }
+    let errors = env.ingestor.last_errors(&f, &d);
+    assert_eq!(errors.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(), ["invalid_json", "not_an_object"]);
+    let text = env.metrics.render();
+    assert!(text.contains(r#"factoryops_ingest_rejected_messages_total{reason="invalid_json"} 1"#), "{text}");
+    assert_eq!(store.writes.load(Ordering::SeqCst), 0);
+}
+
+async fn last_errors_are_bounded(db: TestDatabase) {
+    let config = IngestConfig { last_errors_per_device: 5, ..IngestConfig::default() };
+    let env = env(&db, StoreKind::Test(Arc::new(TestStore::default())), config).await;
+    let (f, d) = (factory("plant-a"), device("press-1"));
+    provision(&env, &f, "press-1").await;
+    for i in 0..12 {
+        env.ingestor.ingest(&f, &d, format!(r#"{{"ok": 1, "bad{i}": null}}"#).as_bytes(), i).await.unwrap();
+    }
+    let errors = env.ingestor.last_errors(&f, &d);
+    assert_eq!(errors.len(), 5);
+    assert_eq!(errors[0].property.as_deref(), Some("bad11"), "newest first");
+}
+
+async fn cardinality_guard_rejects_new_properties_only(db: TestDatabase) {
+    let store = Arc::new(TestStore::default());
+    let config = IngestConfig { max_properties_per_device: 2, ..IngestConfig::default() };
+    let env = env(&db, StoreKind::Test(store.clone()), config).await;
+    let (f, d) = (factory("plant-a"), device("press-1"));
+    provision(&env, &f, "press-1").await;
+    env.ingestor.ingest(&f, &d, br#"{"a": 1, "b": 2}"#, 1).await.unwrap();
+    let IngestOutcome::Stored(s) = env.ingestor.ingest(&f, &d, br#"{"a": 3, "c": 4}"#, 2).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(s.points, 1);
+    assert_eq!(s.rejected[0].reason, RejectReason::CardinalityLimit);
+    let latest = env.store.latest(&f, &d).await.unwrap();
+    assert_eq!(latest.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(latest[0].1.value, Value::Float(3.0));
+}
+
+async fn store_failure_is_not_acknowledged(db: TestDatabase) {
+    let store = Arc::new(TestStore::default());
+    let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
+    let (f, d) = (factory("plant-a"), device("press-1"));
+    provision(&env, &f, "press-1").await;
+    let mut events = env.bus.subscribe(topics::TELEMETRY, 4);
+    store.fail.store(true, Ordering::SeqCst);
+    let err = env.ingestor.ingest(&f, &d, br#"{"a": 1}"#, 1).await.unwrap_err();
+    assert!(matches!(err, IngestError::Store(_)), "{err:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), events.next()).await.is_err(),
+        "no event for a failed write"
+    );
+    store.fail.store(false, Ordering::SeqCst);
+    env.ingestor.ingest(&f, &d, br#"{"a": 1}"#, 2).await.unwrap();
+    assert!(events.next().await.is_some());
+}
+
+async fn registration_failure_is_an_error_with_a_health_event(db: TestDatabase) {
+    let env = env(&db, StoreKind::Test(Arc::new(TestStore::default())), IngestConfig::default()).await;
+    let (f, d) = (factory("plant-a"), device("press-1"));
+    provision(&env, &f, "press-1").await;
+    env.ingestor.ingest(&f, &d, br#"{"known": 1}"#, 1).await.unwrap();
+    let mut health = env.bus.subscribe(topics::PLATFORM_HEALTH, 4);
+    env.db.close().await;
+    // Known properties come from the cache: still fine.
+    env.ingestor.ingest(&f, &d, br#"{"known": 2}"#, 2).await.unwrap();
+    let err = env.ingestor.ingest(&f, &d, br#"{"new_one": 1}"#, 3).await.unwrap_err();
+    assert!(matches!(err, IngestError::Registration(_)), "{err:?}");
+    let event = tokio::time::timeout(Duration::from_secs(5), health.next()).await.unwrap().unwrap();
+    assert_eq!(event.event.payload["component"], "ingest");
+    assert!(event.event.factory_id.is_none());
+}
+
+async fn concurrent_messages_share_writes(db: TestDatabase) {
+    let store = Arc::new(TestStore::default());
+    store.delay_ms.store(20, Ordering::SeqCst);
+    let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
+    let f = factory("plant-a");
+    for i in 0..10 {
+        provision(&env, &f, &format!("d{i}")).await;
+        // Register the property up front so the test measures the write path only.
+        env.ingestor.ingest(&f, &device(&format!("d{i}")), br#"{"v": 0}"#, 0).await.unwrap();
+    }
+    let before = store.writes.load(Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let ingestor = env.ingestor.clone();
+        let (f, d) = (f.clone(), device(&format!("d{}", i % 10)));
+        tasks.push(tokio::spawn(
+            async move { ingestor.ingest(&f, &d, format!(r#"{{"v": {i}}}"#).as_bytes(), 1 + i).await },
+        ));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap().unwrap(), IngestOutcome::Stored(_)));
+    }
+    let writes = store.writes.load(Ordering::SeqCst) - before;
+    assert!(writes < 50, "100 concurrent messages took {writes} writes");
+    let total: usize = store.points.lock().values().map(Vec::len).sum();
+    assert_eq!(total, 110);
+}
+
+backend_matrix!(
+    stores_points_registers_properties_and_publishes,
+    rejected_messages_are_recorded_not_errors,
+    last_errors_are_bounded,
+    cardinality_guard_rejects_new_properties_only,
+    store_failure_is_not_acknowledged,
+    registration_failure_is_an_error_with_a_health_event,
+    concurrent_messages_share_writes,
+);

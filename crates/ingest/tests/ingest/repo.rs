@@ -1,0 +1,200 @@
+use factoryops_ingest::{
+    DeviceFilter, DeviceStatus, DeviceUpdate, PropertyCatalogue, PropertyUpdate, RepoError, ValueType, Verification,
+};
+use factoryops_testkit::{TestDatabase, backend_matrix};
+
+use crate::common::{device, factory, new_device, open_db, prop};
+
+async fn devices_crud_filter_and_pages(db: TestDatabase) {
+    let registry = factoryops_ingest::DeviceRegistry::new(open_db(&db).await);
+    let (a, b) = (factory("plant-a"), factory("plant-b"));
+    for id in ["press-1", "press-2", "press-3", "pump_1"] {
+        registry.create(&a, new_device(id), 1_000).await.unwrap();
+    }
+    let mut pump = new_device("pump-9");
+    pump.device_type = "pump".into();
+    pump.name = "Main Coolant PUMP".into();
+    registry.create(&a, pump, 1_000).await.unwrap();
+    registry.create(&b, new_device("press-1"), 1_000).await.unwrap();
+
+    let conflict = registry.create(&a, new_device("press-1"), 2_000).await.unwrap_err();
+    assert!(matches!(conflict, RepoError::Conflict(_)), "{conflict:?}");
+
+    let got = registry.get(&a, &device("press-1")).await.unwrap().unwrap();
+    assert_eq!(got.name, "Device press-1");
+    assert_eq!(got.metadata["vendor"], "acme");
+    assert_eq!(got.status, DeviceStatus::Active);
+    assert!(!got.has_secret);
+    assert_eq!(got.last_seen, None);
+    assert!(registry.get(&a, &device("nope")).await.unwrap().is_none());
+
+    // Filters.
+    let pumps =
+        registry.list(&a, &DeviceFilter { device_type: Some("pump".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(pumps.items.len(), 1);
+    let text = registry.list(&a, &DeviceFilter { text: Some("coolant".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(text.items.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["pump-9"]);
+    // `_` is a literal, not a LIKE wildcard.
+    let literal = registry.list(&a, &DeviceFilter { text: Some("p_1".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(literal.items.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["pump_1"]);
+
+    // Pages of two, in id order, and nothing of the other factory.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = registry
+            .list(&a, &DeviceFilter { limit: Some(2), cursor: cursor.clone(), ..Default::default() })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.iter().map(|d| d.id.as_str().to_string()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["press-1", "press-2", "press-3", "pump-9", "pump_1"]);
+
+    // Updates are partial and factory-scoped.
+    let updated = registry
+        .update(
+            &a,
+            &device("press-2"),
+            DeviceUpdate {
+                location: Some("hall 2".into()),
+                status: Some(DeviceStatus::Disabled),
+                ..Default::default()
+            },
+            3_000,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (updated.location.as_str(), updated.name.as_str(), updated.status),
+        ("hall 2", "Device press-2", DeviceStatus::Disabled)
+    );
+    assert_eq!(updated.updated_at, 3_000);
+    let disabled =
+        registry.list(&a, &DeviceFilter { status: Some(DeviceStatus::Disabled), ..Default::default() }).await.unwrap();
+    assert_eq!(disabled.items.len(), 1);
+    assert!(registry.update(&b, &device("press-2"), DeviceUpdate::default(), 3_000).await.unwrap().is_none());
+    let bad = registry
+        .update(
+            &a,
+            &device("press-2"),
+            DeviceUpdate { metadata: Some(serde_json::json!([1])), ..Default::default() },
+            3_000,
+        )
+        .await;
+    assert!(matches!(bad, Err(RepoError::Invalid { field: "metadata", .. })));
+}
+
+async fn secrets_issue_rotate_and_verify(db: TestDatabase) {
+    let registry = factoryops_ingest::DeviceRegistry::new(open_db(&db).await);
+    let (a, b) = (factory("plant-a"), factory("plant-b"));
+    registry.create(&a, new_device("press-1"), 0).await.unwrap();
+    let d = device("press-1");
+    assert_eq!(
+        registry.verify(&a, &d, b"anything").await.unwrap(),
+        Verification::BadCredentials,
+        "no secret issued yet"
+    );
+
+    let issued = registry.issue_secret(&a, &d, 10).await.unwrap().unwrap();
+    assert!(issued.secret.starts_with("fod_") && issued.secret.len() == 4 + 64, "{}", issued.secret);
+    assert_eq!(issued.username, "plant-a/press-1");
+    assert!(registry.get(&a, &d).await.unwrap().unwrap().has_secret);
+    assert_eq!(registry.verify(&a, &d, issued.secret.as_bytes()).await.unwrap(), Verification::Ok);
+    assert_eq!(registry.verify(&a, &d, b"fod_wrong").await.unwrap(), Verification::BadCredentials);
+    assert_eq!(registry.verify(&b, &d, issued.secret.as_bytes()).await.unwrap(), Verification::BadCredentials);
+    assert!(registry.issue_secret(&b, &d, 10).await.unwrap().is_none(), "another factory's device is not found");
+
+    let rotated = registry.issue_secret(&a, &d, 20).await.unwrap().unwrap();
+    assert_ne!(rotated.secret, issued.secret);
+    assert_eq!(registry.verify(&a, &d, issued.secret.as_bytes()).await.unwrap(), Verification::BadCredentials);
+    assert_eq!(registry.verify(&a, &d, rotated.secret.as_bytes()).await.unwrap(), Verification::Ok);
+
+    registry
+        .update(&a, &d, DeviceUpdate { status: Some(DeviceStatus::Disabled), ..Default::default() }, 30)
+        .await
+        .unwrap();
+    assert_eq!(registry.verify(&a, &d, rotated.secret.as_bytes()).await.unwrap(), Verification::Disabled);
+}
+
+async fn catalogue_registers_guards_and_edits(db: TestDatabase) {
+    let database = open_db(&db).await;
+    let registry = factoryops_ingest::DeviceRegistry::new(database.clone());
+    let (a, b) = (factory("plant-a"), factory("plant-b"));
+    registry.create(&a, new_device("press-1"), 0).await.unwrap();
+    let d = device("press-1");
+    let catalogue = PropertyCatalogue::new(database.clone(), 3);
+
+    let names = [prop("power_kw"), prop("running")];
+    let refused = catalogue
+        .register(&a, &d, [(&names[0], ValueType::Number), (&names[1], ValueType::Boolean)].into_iter(), 1_000)
+        .await
+        .unwrap();
+    assert!(refused.is_empty());
+    // Same names again: served from the cache, no change.
+    let refused = catalogue.register(&a, &d, [(&names[0], ValueType::Number)].into_iter(), 2_000).await.unwrap();
+    assert!(refused.is_empty());
+
+    // Cardinality guard: one slot left, two new names → one refused; known names keep flowing.
+    let more = [prop("temp_c"), prop("volts"), prop("power_kw")];
+    let refused = catalogue.register(&a, &d, more.iter().map(|n| (n, ValueType::Number)), 3_000).await.unwrap();
+    assert_eq!(refused, vec![prop("volts")]);
+
+    // A fresh catalogue (restart) counts what is in the database.
+    let restarted = PropertyCatalogue::new(database.clone(), 3);
+    let refused = restarted.register(&a, &d, [(&more[1], ValueType::Number)].into_iter(), 4_000).await.unwrap();
+    assert_eq!(refused, vec![prop("volts")]);
+    assert!(restarted.register(&a, &d, [(&names[0], ValueType::Number)].into_iter(), 4_000).await.unwrap().is_empty());
+
+    let listed = catalogue.list_for_device(&a, &d).await.unwrap();
+    assert_eq!(listed.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["power_kw", "running", "temp_c"]);
+    assert_eq!(listed[1].value_type, ValueType::Boolean);
+    assert_eq!((listed[0].first_seen, listed[0].last_seen), (1_000, 1_000));
+    assert!(catalogue.list_for_device(&b, &d).await.unwrap().is_empty());
+
+    // last_seen is buffered and flushed in one go (properties and device).
+    catalogue.touch(&a, &d, [&names[0]].into_iter(), 9_000);
+    catalogue.touch(&a, &d, [&names[0]].into_iter(), 8_000);
+    catalogue.flush_last_seen().await.unwrap();
+    let power = catalogue.get(&a, &d, &names[0]).await.unwrap().unwrap();
+    assert_eq!((power.first_seen, power.last_seen), (1_000, 9_000));
+    assert_eq!(registry.get(&a, &d).await.unwrap().unwrap().last_seen, Some(9_000));
+
+    // Unit and description: set, keep, clear.
+    let edited = catalogue
+        .update(
+            &a,
+            &d,
+            &names[0],
+            PropertyUpdate { unit: Some(Some("kW".into())), description: Some(Some("Active power".into())) },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((edited.unit.as_deref(), edited.description.as_deref()), (Some("kW"), Some("Active power")));
+    let edited = catalogue
+        .update(&a, &d, &names[0], PropertyUpdate { unit: None, description: Some(None) })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((edited.unit.as_deref(), edited.description.as_deref()), (Some("kW"), None));
+    assert!(catalogue.update(&b, &d, &names[0], PropertyUpdate::default()).await.unwrap().is_none());
+
+    // Factory-wide list, paged.
+    registry.create(&a, new_device("pump-1"), 0).await.unwrap();
+    catalogue.register(&a, &device("pump-1"), [(&names[0], ValueType::Number)].into_iter(), 5_000).await.unwrap();
+    let first = catalogue.list_for_factory(&a, 3, None).await.unwrap();
+    assert_eq!(first.items.len(), 3);
+    let second = catalogue.list_for_factory(&a, 3, first.next_cursor.as_deref()).await.unwrap();
+    assert_eq!(second.items.len(), 1);
+    assert_eq!(second.items[0].device_id.as_str(), "pump-1");
+    assert!(second.next_cursor.is_none());
+    assert!(catalogue.list_for_factory(&b, 10, None).await.unwrap().items.is_empty());
+}
+
+backend_matrix!(devices_crud_filter_and_pages, secrets_issue_rotate_and_verify, catalogue_registers_guards_and_edits);

@@ -1,0 +1,14 @@
+#![no_main]
+
+use factoryops_ingest::payload::{PayloadLimits, parse_payload};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let limits = PayloadLimits { max_depth: 4, max_properties: 16, ..PayloadLimits::default() };
+    if let Ok(parsed) = parse_payload(data, 1_795_000_000_000, &limits) {
+        assert!(parsed.values.len() <= limits.max_properties);
+        for (_, value) in &parsed.values {
+            assert!(value.as_f64().is_finite());
+        }
+    }
+});
