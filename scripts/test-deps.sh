@@ -38,3 +38,18 @@ if port_open 3306; then
 else
   log "WARNING: MariaDB is not reachable on 127.0.0.1:3306; its tests will skip (or fail under CI)"
 fi
+
+# InfluxDB 1.x: the InfluxDB adapter's tests and the side-by-side benchmark start their own
+# `influxd` on free ports with a temporary directory, so only the binary is needed here.
+# The package's system service is not started (and is disabled if the install enabled it).
+if ! command -v influxd >/dev/null; then
+  apt_install influxdb
+  if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    as_root systemctl disable --now influxdb >/dev/null 2>&1 || true
+  fi
+fi
+if command -v influxd >/dev/null; then
+  log "influxd is installed ($(influxd version 2>/dev/null | head -1)); tests start their own instance"
+else
+  log "WARNING: influxd is not installed; the InfluxDB adapter tests will skip (or fail under CI)"
+fi

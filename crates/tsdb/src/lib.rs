@@ -7,10 +7,12 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
+pub mod influx;
 mod port;
 
 pub use embedded::{
     CheckReport, EmbeddedConfig, EmbeddedStore, HeadLimit, RetentionConfig, RetentionPolicy, StoreStats, SyncMode,
     check_dir,
 };
+pub use influx::{InfluxConfig, InfluxStore};
 pub use port::{Agg, Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value};
