@@ -27,6 +27,14 @@ use crate::layers;
 pub struct AppState {
     pub db: Database,
     pub identity: Arc<factoryops_identity::Identity>,
+    pub devices: factoryops_ingest::DeviceRegistry,
+    pub ingestor: factoryops_ingest::Ingestor,
+    pub store: Arc<dyn factoryops_tsdb::TelemetryStore>,
+    pub bus: Arc<dyn factoryops_platform::bus::EventBus>,
+    /// Closes a device's MQTT connections; `None` when this process runs no MQTT endpoint.
+    pub mqtt: Option<factoryops_ingest::mqtt::MqttHandle>,
+    /// The MQTT port devices are told to use.
+    pub mqtt_port: u16,
     /// Whether `GET /api/v1/factories` lists factories for the login dropdown.
     pub public_factory_list: bool,
     pub metrics: Metrics,
@@ -53,6 +61,8 @@ pub struct AppState {
         (name = "users", description = "Factory users, roles and permission flags"),
         (name = "api-keys", description = "Machine credentials"),
         (name = "audit", description = "The append-only audit log"),
+        (name = "devices", description = "Device registry, credentials, auto-discovered properties"),
+        (name = "telemetry", description = "Reads, HTTP ingestion, the live stream"),
     )
 )]
 pub struct ApiDoc;
@@ -81,6 +91,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .merge(crate::routes::identity::routes())
+        .merge(crate::routes::ingest::routes())
 }
 
 /// The OpenAPI document as generated from the code (checked in as `docs/openapi.json`).

@@ -5,6 +5,9 @@ use std::time::Duration;
 use factoryops_api::{AppState, ReadinessCheck, build_router};
 use factoryops_db::Database;
 use factoryops_identity::{Identity, IdentityConfig, ROOT_USERNAME, jwt_secret_from_data_dir};
+use factoryops_ingest::metrics::IngestMetrics;
+use factoryops_ingest::mqtt::{MqttConfig, MqttError, MqttServer, MqttTlsConfig};
+use factoryops_ingest::{DeviceRegistry, IngestConfig, Ingestor, PropertyCatalogue};
 use factoryops_platform::Config;
 use factoryops_platform::bus::{EventBus, MemoryBus};
 use factoryops_platform::metrics::Metrics;
@@ -30,6 +33,8 @@ pub enum StartError {
     Database(#[from] factoryops_db::DbError),
     #[error("identity: {0}")]
     Identity(#[from] factoryops_identity::IdentityError),
+    #[error("mqtt: {0}")]
+    Mqtt(#[from] factoryops_ingest::mqtt::MqttError),
     #[error("tsdb: {0}")]
     Tsdb(#[from] factoryops_tsdb::TsdbError),
     #[error("JWT secret in data_dir: {0}")]
@@ -40,6 +45,7 @@ pub enum StartError {
 /// send SIGTERM and [`Server::wait`].
 pub struct Server {
     http_addr: Option<SocketAddr>,
+    mqtt_addr: Option<SocketAddr>,
     shutdown: Shutdown,
     task: JoinHandle<bool>,
 }
@@ -48,6 +54,11 @@ impl Server {
     /// The bound HTTP address (the real port when configured with port 0).
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The bound MQTT address, when this process runs the ingest component.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
     }
 
     pub fn shutdown_handle(&self) -> Shutdown {
@@ -69,7 +80,7 @@ impl Server {
 /// Opens the database (migrating it) as `migrate` and `serve` both need.
 pub async fn open_database(config: &Config) -> Result<Database, StartError> {
     let db = Database::connect(&config.effective_database_url()).await?;
-    db.migrate(&[&factoryops_db::MIGRATIONS, &factoryops_identity::MIGRATIONS]).await?;
+    db.migrate(&[&factoryops_db::MIGRATIONS, &factoryops_identity::MIGRATIONS, &factoryops_ingest::MIGRATIONS]).await?;
     Ok(db)
 }
 
@@ -88,6 +99,54 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         crate::telemetry::export_stats(&metrics, embedded.clone(), shutdown.clone());
     }
     let store = telemetry.store.clone();
+    if let Some(health) = telemetry.health {
+        crate::telemetry::announce_health(health, bus.clone(), clock.clone());
+    }
+    let ingest_config = IngestConfig::default();
+    let catalogue = Arc::new(PropertyCatalogue::new(db.clone(), ingest_config.max_properties_per_device));
+    let ingestor = Ingestor::start(
+        ingest_config,
+        catalogue,
+        store.clone(),
+        bus.clone(),
+        IngestMetrics::register(&metrics),
+        clock.clone(),
+    );
+    let devices = DeviceRegistry::new(db.clone());
+    let mqtt = if components.contains(Component::Ingest) {
+        let mqtt_config = MqttConfig {
+            addr: config.mqtt_addr.clone(),
+            tls: match (&config.mqtt_tls_addr, &config.mqtt_tls_cert, &config.mqtt_tls_key) {
+                (Some(addr), Some(cert), Some(key)) => {
+                    Some(MqttTlsConfig { addr: addr.clone(), cert_path: cert.clone(), key_path: key.clone() })
+                }
+                _ => None,
+            },
+            ..MqttConfig::default()
+        };
+        let server = MqttServer::bind(mqtt_config, devices.clone(), ingestor.clone(), clock.clone()).await.map_err(
+            |e| match e {
+                MqttError::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => {
+                    let (key, env) = if addr == config.mqtt_addr {
+                        ("mqtt_addr", "FACTORYOPS_MQTT_ADDR")
+                    } else {
+                        ("mqtt_tls_addr", "FACTORYOPS_MQTT_TLS_ADDR")
+                    };
+                    StartError::AddressInUse { key, env, addr }
+                }
+                other => StartError::Mqtt(other),
+            },
+        )?;
+        tracing::info!(addr = %server.local_addr(), tls = ?server.tls_local_addr(), "mqtt listening");
+        Some(server)
+    } else {
+        None
+    };
+    let mqtt_addr = mqtt.as_ref().map(MqttServer::local_addr);
+    let mqtt_port = mqtt_addr
+        .map(|a| a.port())
+        .or_else(|| config.mqtt_addr.parse::<SocketAddr>().ok().map(|a| a.port()))
+        .unwrap_or(1883);
 
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let relay = tokio::spawn(factoryops_db::outbox::run_relay(
@@ -99,7 +158,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     ));
 
     for component in components.iter() {
-        if component != Component::Api {
+        if !matches!(component, Component::Api | Component::Ingest) {
             tracing::info!(component = %component, "component selected; it has no work to run in this build yet");
         }
     }
@@ -112,6 +171,12 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         let state = AppState {
             db: db.clone(),
             identity: identity.clone(),
+            devices: devices.clone(),
+            ingestor: ingestor.clone(),
+            store: store.clone(),
+            bus: bus.clone(),
+            mqtt: mqtt.as_ref().map(MqttServer::handle),
+            mqtt_port,
             public_factory_list: config.auth.public_factory_list,
             metrics: metrics.clone(),
             clock: clock.clone(),
@@ -146,7 +211,11 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             shutdown.triggered().await;
             let deadline = Deadline::after(deadline_total);
             let mut clean = true;
-            // 1. Stop intake and drain: the HTTP server stops accepting and finishes in-flight requests.
+            // 1. Stop intake and drain: MQTT stops accepting and acks what is in flight; the
+            //    HTTP server stops accepting and finishes in-flight requests.
+            if let Some(mqtt) = mqtt {
+                clean &= deadline.run("drain mqtt", mqtt.shutdown()).await;
+            }
             if let Some(task) = http_task {
                 let abort = task.abort_handle();
                 if !deadline.run("drain http", task).await {
@@ -154,6 +223,8 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                     clean = false;
                 }
             }
+            // 2. Drain the ingest queue into the store.
+            clean &= deadline.run("drain ingest", ingestor.shutdown()).await;
             // 2. Flush: points become durable in part files, events committed to the outbox reach the bus.
             clean &= deadline
                 .run("flush tsdb", async {
@@ -170,7 +241,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         })
     };
 
-    Ok(Server { http_addr, shutdown, task })
+    Ok(Server { http_addr, mqtt_addr, shutdown, task })
 }
 
 async fn build_identity(config: &Config, db: &Database, clock: Arc<dyn Clock>) -> Result<Identity, StartError> {

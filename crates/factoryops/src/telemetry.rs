@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use factoryops_api::{DependencyState, ReadinessCheck};
 use factoryops_platform::Config;
 use factoryops_platform::metrics::Metrics;
-use factoryops_tsdb::{EmbeddedConfig, EmbeddedStore, HeadLimit, RetentionPolicy, SyncMode, TelemetryStore, TsdbError};
+use factoryops_tsdb::{
+    EmbeddedConfig, EmbeddedStore, HeadLimit, InfluxConfig, InfluxStore, RetentionPolicy, SyncMode, TelemetryStore,
+    TsdbError,
+};
 use factoryops_types::Clock;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -41,20 +44,50 @@ pub fn embedded_config(config: &Config) -> EmbeddedConfig {
 pub struct OpenedStore {
     pub store: Arc<dyn TelemetryStore>,
     pub embedded: Option<Arc<EmbeddedStore>>,
+    /// Readiness changes of a remote store (InfluxDB), to raise platform health events.
+    pub health: Option<tokio::sync::watch::Receiver<factoryops_tsdb::StoreHealth>>,
+}
+
+/// Publishes a `platform.health` event whenever the remote store goes down or recovers
+/// (the notifications component turns these into operator alerts).
+pub fn announce_health(
+    mut health: tokio::sync::watch::Receiver<factoryops_tsdb::StoreHealth>,
+    bus: Arc<dyn factoryops_platform::bus::EventBus>,
+    clock: Arc<dyn Clock>,
+) {
+    tokio::spawn(async move {
+        while health.changed().await.is_ok() {
+            let state = health.borrow_and_update().clone();
+            let now = clock.now_ms();
+            tracing::warn!(ready = state.ready, detail = %state.detail, "telemetry store health changed");
+            let event = factoryops_platform::bus::Event {
+                topic: factoryops_platform::bus::topics::PLATFORM_HEALTH.into(),
+                factory_id: None,
+                key: format!("tsdb-{now}"),
+                at_ms: now,
+                payload: serde_json::json!({
+                    "component": "tsdb",
+                    "status": if state.ready { "recovered" } else { "degraded" },
+                    "detail": state.detail,
+                }),
+            };
+            let _ = bus.publish(event).await;
+        }
+    });
 }
 
 pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<OpenedStore, TsdbError> {
-    if config.tsdb_url.is_some() {
-        return Err(TsdbError::Unavailable(
-            "tsdb_url: the InfluxDB adapter is not wired into this build yet; unset it to use the embedded engine".into(),
-        ));
+    if let Some(url) = &config.tsdb_url {
+        let influx = InfluxConfig::new(url.expose(), config.data_dir.join("influx-buffer"));
+        let store = InfluxStore::open(influx).await?;
+        return Ok(OpenedStore { health: Some(store.health_watch()), store: Arc::new(store), embedded: None });
     }
     let embedded_config = embedded_config(config);
     let embedded = tokio::task::spawn_blocking(move || EmbeddedStore::open(embedded_config, clock))
         .await
         .map_err(|e| TsdbError::Unavailable(e.to_string()))??;
     let embedded = Arc::new(embedded);
-    Ok(OpenedStore { store: embedded.clone(), embedded: Some(embedded) })
+    Ok(OpenedStore { store: embedded.clone(), embedded: Some(embedded), health: None })
 }
 
 /// `/readyz` asks the store.

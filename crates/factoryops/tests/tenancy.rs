@@ -3,8 +3,9 @@
 //! addressing factory B (in the path, or B's ids under A's path) get 404 — exactly as
 //! for a missing resource — and B's data is unchanged.
 //!
-//! Adding a route = adding one `Case` line to `matrix()`. Placeholders: `{f}` the
-//! addressed factory, `{user}` a user id of B, `{key}` an API key id of B.
+//! Adding a route = adding one `Case` line to `matrix()`. Placeholders (in the path,
+//! the query and the body): `{user}` a user id of B, `{key}` an API key id of B,
+//! `{device}` a device id of B.
 
 mod common;
 
@@ -27,7 +28,13 @@ fn matrix() -> Vec<Case> {
     use Method as M;
     vec![
         case(M::GET, "/users", None),
-        case(M::POST, "/users", Some(json!({"email": "intruder@x.example", "name": "I", "role": "super_admin", "password": "intruder-pw-1"}))),
+        case(
+            M::POST,
+            "/users",
+            Some(
+                json!({"email": "intruder@x.example", "name": "I", "role": "super_admin", "password": "intruder-pw-1"}),
+            ),
+        ),
         case(M::GET, "/users/{user}", None),
         case(M::PATCH, "/users/{user}", Some(json!({"name": "hijacked", "role": "viewer"}))),
         case(M::DELETE, "/users/{user}", None),
@@ -36,11 +43,30 @@ fn matrix() -> Vec<Case> {
         case(M::POST, "/api-keys", Some(json!({"name": "intruder", "permissions": ["data:read"]}))),
         case(M::DELETE, "/api-keys/{key}", None),
         case(M::GET, "/audit", None),
-        case(M::POST, "/auth/password", Some(json!({"current_password": "user-password-123", "new_password": "hijacked-pw-1"}))),
+        case(
+            M::POST,
+            "/auth/password",
+            Some(json!({"current_password": "user-password-123", "new_password": "hijacked-pw-1"})),
+        ),
+        case(M::GET, "/devices", None),
+        case(M::POST, "/devices", Some(json!({"id": "intruder-dev", "name": "I"}))),
+        case(M::GET, "/devices/{device}", None),
+        case(M::PATCH, "/devices/{device}", Some(json!({"name": "hijacked", "status": "disabled"}))),
+        case(M::POST, "/devices/{device}/credentials", Some(json!({}))),
+        case(M::GET, "/devices/{device}/properties", None),
+        case(M::PATCH, "/devices/{device}/properties/power_kw", Some(json!({"unit": "hijacked"}))),
+        case(M::GET, "/devices/{device}/errors", None),
+        case(M::GET, "/properties", None),
+        case(M::GET, "/telemetry/latest?device_id={device}", None),
+        case(M::GET, "/telemetry/series?device_id={device}&property=power_kw", None),
+        case(M::POST, "/telemetry", Some(json!({"device_id": "{device}", "power_kw": -1}))),
+        case(M::GET, "/stream", None),
     ]
 }
 
 struct Tenant {
+    device: String,
+    secret: String,
     admin: String,
     user_id: String,
     key_id: String,
@@ -50,12 +76,36 @@ struct Tenant {
 
 async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
     let admin = app.factory_with_admin(root, factory, &format!("boss@{factory}.example"), "boss-password-1").await;
-    let (user_id, _) = app.user_with(&admin, factory, &format!("worker@{factory}.example"), "admin", &["devices:write"]).await;
+    let (user_id, _) =
+        app.user_with(&admin, factory, &format!("worker@{factory}.example"), "admin", &["devices:write"]).await;
     let (_, viewer) = app.user_with(&admin, factory, &format!("viewer@{factory}.example"), "viewer", &[]).await;
     let all: Vec<&str> = factoryops_identity::Permission::ALL.iter().map(|p| p.as_str()).collect();
-    let (status, key) = app.post(&format!("/api/v1/factories/{factory}/api-keys"), Some(&admin), json!({"name": "machine", "permissions": all})).await;
+    let (status, key) = app
+        .post(
+            &format!("/api/v1/factories/{factory}/api-keys"),
+            Some(&admin),
+            json!({"name": "machine", "permissions": all}),
+        )
+        .await;
     assert_eq!(status, 201);
+    let device = format!("press-{}", &factory[factory.len() - 1..]);
+    let (status, _) = app
+        .post(&format!("/api/v1/factories/{factory}/devices"), Some(&admin), json!({"id": device, "name": "Press"}))
+        .await;
+    assert_eq!(status, 201);
+    let (_, creds) =
+        app.post(&format!("/api/v1/factories/{factory}/devices/{device}/credentials"), Some(&admin), json!({})).await;
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/factories/{factory}/telemetry"),
+            Some(key["key"].as_str().unwrap()),
+            json!({"device_id": device, "power_kw": 42.0}),
+        )
+        .await;
+    assert_eq!(status, 200);
     Tenant {
+        device,
+        secret: creds["secret"].as_str().unwrap().into(),
         admin,
         user_id,
         key_id: key["id"].as_str().unwrap().into(),
@@ -68,8 +118,19 @@ async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
     let users = app.get(&format!("/api/v1/factories/{factory}/users"), Some(&t.admin)).await.1;
     let keys = app.get(&format!("/api/v1/factories/{factory}/api-keys"), Some(&t.admin)).await.1;
     // last_used_at moves whenever a key is used; everything else must stay put.
-    let keys: Vec<Value> = keys["items"].as_array().unwrap().iter().map(|k| json!([k["id"], k["name"], k["permissions"], k["revoked_at"]])).collect();
-    json!({ "users": users["items"], "keys": keys })
+    let keys: Vec<Value> = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| json!([k["id"], k["name"], k["permissions"], k["revoked_at"]]))
+        .collect();
+    let devices = app.get(&format!("/api/v1/factories/{factory}/devices"), Some(&t.admin)).await.1;
+    let props = app.get(&format!("/api/v1/factories/{factory}/properties"), Some(&t.admin)).await.1;
+    let latest = app
+        .get(&format!("/api/v1/factories/{factory}/telemetry/latest?device_id={}", t.device), Some(&t.admin))
+        .await
+        .1;
+    json!({ "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest })
 }
 
 async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
@@ -82,7 +143,10 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
     let principals = [("A super admin", &a.admin), ("A viewer", &a.viewer), ("A API key", &a.key)];
     let mut checked = 0;
     for case in matrix() {
-        let with_b_ids = case.path.replace("{user}", &b.user_id).replace("{key}", &b.key_id);
+        let fill =
+            |text: &str| text.replace("{user}", &b.user_id).replace("{key}", &b.key_id).replace("{device}", &b.device);
+        let with_b_ids = fill(case.path);
+        let body = case.body.as_ref().map(|v| serde_json::from_str::<Value>(&fill(&v.to_string())).unwrap());
         let mut targets = vec![format!("/api/v1/factories/plant-b{with_b_ids}")];
         if case.path.contains('{') {
             // B's ids under A's own factory path.
@@ -91,7 +155,7 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
         for target in &targets {
             for (who, token) in &principals {
                 let expected_own_path = target.starts_with("/api/v1/factories/plant-a");
-                let (status, body) = app.send(case.method.clone(), target, Some(token), case.body.clone()).await;
+                let (status, body) = app.send(case.method.clone(), target, Some(token), body.clone()).await;
                 // Under A's own path a permission failure may answer 403 first; never 2xx.
                 let ok = status == 404 || (expected_own_path && status == 403);
                 assert!(ok, "{who} {} {target} -> {status} {body}", case.method);
@@ -100,23 +164,44 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
             }
         }
     }
-    assert!(checked >= 40, "matrix ran {checked} requests");
+    assert!(checked >= 100, "matrix ran {checked} requests");
 
     // Ids in the query: A's audit filtered by B's user shows nothing of B.
-    let (status, audit) = app.get(&format!("/api/v1/factories/plant-a/audit?target={}", b.user_id), Some(&a.admin)).await;
+    let (status, audit) =
+        app.get(&format!("/api/v1/factories/plant-a/audit?target={}", b.user_id), Some(&a.admin)).await;
     assert_eq!(status, 200);
     assert_eq!(audit["items"], json!([]));
 
-    // B is untouched and still works.
+    // MQTT: A's device cannot log in as B's, nor publish into B's topic.
+    let (_, mut el) = common::mqtt::client(app.mqtt_port, &format!("plant-b/{}", b.device), &a.secret);
+    assert_ne!(common::mqtt::connack(&mut el).await.unwrap(), rumqttc::ConnectReturnCode::Success);
+    let (_, mut el) = common::mqtt::client(app.mqtt_port, &format!("plant-a/{}", b.device), &b.secret);
+    assert_ne!(common::mqtt::connack(&mut el).await.unwrap(), rumqttc::ConnectReturnCode::Success);
+    let (client, mut el) = common::mqtt::client(app.mqtt_port, &format!("plant-a/{}", a.device), &a.secret);
+    assert_eq!(common::mqtt::connack(&mut el).await.unwrap(), rumqttc::ConnectReturnCode::Success);
+    let foreign = format!("factories/plant-b/devices/{}/telemetry", b.device);
+    assert!(common::mqtt::publish_acked(&client, &mut el, &foreign, r#"{"power_kw": -1}"#).await.is_err());
+
+    // B is untouched and still works: its device still connects with its own secret.
+    let (_, mut el) = common::mqtt::client(app.mqtt_port, &format!("plant-b/{}", b.device), &b.secret);
+    assert_eq!(common::mqtt::connack(&mut el).await.unwrap(), rumqttc::ConnectReturnCode::Success);
     assert_eq!(snapshot(&app, "plant-b", &b).await, before);
     app.login("plant-b", "worker@plant-b.example", "user-password-123").await;
     assert_eq!(app.get("/api/v1/me", Some(&b.key)).await.0, 200);
 
     // Credentials never cross: A's users cannot log in to B, A's refresh tokens do not refresh B.
-    let (status, _) = app.post("/api/v1/factories/plant-b/auth/login", None, json!({"email": "boss@plant-a.example", "password": "boss-password-1"})).await;
+    let (status, _) = app
+        .post(
+            "/api/v1/factories/plant-b/auth/login",
+            None,
+            json!({"email": "boss@plant-a.example", "password": "boss-password-1"}),
+        )
+        .await;
     assert_eq!(status, 401);
     let a_login = app.login("plant-a", "boss@plant-a.example", "boss-password-1").await;
-    let (status, _) = app.post("/api/v1/factories/plant-b/auth/refresh", None, json!({"refresh_token": a_login["refresh_token"]})).await;
+    let (status, _) = app
+        .post("/api/v1/factories/plant-b/auth/refresh", None, json!({"refresh_token": a_login["refresh_token"]}))
+        .await;
     assert_eq!(status, 401);
     app.stop().await;
 }

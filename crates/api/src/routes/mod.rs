@@ -1,3 +1,4 @@
 //! Route modules, one per component.
 
 pub mod identity;
+pub mod ingest;

@@ -17,6 +17,8 @@ pub struct TestApp {
     pub base: String,
     /// The server's clock: real time plus an offset the test may advance.
     pub clock: OffsetClock,
+    /// The built-in MQTT endpoint's port.
+    pub mqtt_port: u16,
     pub client: reqwest::Client,
     pub db: TestDatabase,
     server: Option<Server>,
@@ -48,7 +50,15 @@ impl TestApp {
         let clock = OffsetClock::new();
         let server = start(config, Components::all(), Arc::new(clock.clone())).await.expect("server starts");
         let addr = server.http_addr().expect("http is bound");
-        Self { base: format!("http://{addr}"), clock, client: reqwest::Client::new(), db, server: Some(server) }
+        let mqtt_port = server.mqtt_addr().expect("mqtt is bound").port();
+        Self {
+            base: format!("http://{addr}"),
+            clock,
+            mqtt_port,
+            client: reqwest::Client::new(),
+            db,
+            server: Some(server),
+        }
     }
 
     pub fn clock_now(&self) -> i64 {
@@ -231,5 +241,63 @@ impl TestApp {
         let id = body["id"].as_str().unwrap().to_string();
         let token = self.login(factory, email, password).await["access_token"].as_str().unwrap().to_string();
         (id, token)
+    }
+}
+
+/// MQTT helpers with a real client (rumqttc, MQTT 3.1.1).
+pub mod mqtt {
+    use std::time::Duration;
+
+    use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    pub fn client(port: u16, username: &str, secret: &str) -> (AsyncClient, EventLoop) {
+        let mut opts = MqttOptions::new(format!("test-{}", uuid_like()), "127.0.0.1", port);
+        opts.set_credentials(username, secret);
+        opts.set_keep_alive(Duration::from_secs(30));
+        AsyncClient::new(opts, 16)
+    }
+
+    fn uuid_like() -> u64 {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    }
+
+    /// Polls until the CONNACK; its return code.
+    pub async fn connack(el: &mut EventLoop) -> Result<ConnectReturnCode, String> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => return Ok(ack.code),
+                    Ok(_) => {}
+                    Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Ok(code),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await
+        .map_err(|_| "no CONNACK".to_string())?
+    }
+
+    /// Publishes with QoS 1 and waits for the PUBACK; `Err` when the connection ends first.
+    pub async fn publish_acked(
+        client: &AsyncClient,
+        el: &mut EventLoop,
+        topic: &str,
+        payload: &str,
+    ) -> Result<(), String> {
+        client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.map_err(|e| e.to_string())?;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await
+        .map_err(|_| "no PUBACK".to_string())?
     }
 }
