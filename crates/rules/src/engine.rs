@@ -1,0 +1,309 @@
+//! The engine: the evaluator plus the store. It consumes observations, applies the
+//! effects (with outbox events) in order, runs the timers from a task, and keeps the
+//! evaluator in sync with rule changes and manual acknowledge/resolve.
+//!
+//! Evaluation and the application of its effects happen under one async lock, so effects
+//! reach the database in the order they were decided. If the database fails, the effects
+//! stay queued (in order) and are retried before the next ones; nothing is dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use factoryops_db::Database;
+use factoryops_platform::shutdown::Shutdown;
+use factoryops_tsdb::TelemetryStore;
+use factoryops_types::{Clock, FactoryId};
+use serde::Serialize;
+
+use crate::backtest::{BacktestDevice, BacktestRequest, BacktestResult};
+use crate::effects::Effect;
+use crate::eval::{Evaluator, EvaluatorStats, Observation};
+use crate::schedule::parse_tz;
+use crate::store::{Alert, ApplySummary, RulesStore, StoredRule};
+use crate::validate::{Warning, validate_rule};
+use crate::{RulesError, backtest};
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How often the timer task runs `tick`.
+    pub tick_interval: Duration,
+    /// Timers run this long after their due time, so that events delayed in the pipeline
+    /// (stamped before the deadline, arriving after it) are evaluated first, as a backtest would.
+    pub timer_grace_ms: i64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { tick_interval: Duration::from_millis(500), timer_grace_ms: 1_000 }
+    }
+}
+
+/// A rule as returned by create/update, with the validation warnings.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleWithWarnings {
+    #[serde(flatten)]
+    pub rule: StoredRule,
+    pub warnings: Vec<Warning>,
+}
+
+struct Inner {
+    eval: Evaluator,
+    /// Effects decided but not yet committed (the database was unavailable).
+    pending: Vec<Effect>,
+    timezones: HashMap<FactoryId, Tz>,
+}
+
+/// Most effects kept while the database is down before the oldest are dropped (with an error log).
+pub const MAX_PENDING_EFFECTS: usize = 1_000_000;
+
+pub struct RulesEngine {
+    store: RulesStore,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    inner: tokio::sync::Mutex<Inner>,
+    outbox_wake: parking_lot::Mutex<Option<Arc<tokio::sync::Notify>>>,
+}
+
+impl RulesEngine {
+    /// Loads every factory's rules and open alerts (the database must be migrated with
+    /// [`crate::MIGRATIONS`]). Call [`RulesEngine::set_factory_timezone`] for each factory.
+    pub async fn start(db: Database, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Arc<Self>, RulesError> {
+        let store = RulesStore::new(db);
+        let mut eval = Evaluator::new();
+        let now = clock.now_ms();
+        for rule in store.all_rules().await? {
+            if let Err(e) = eval.upsert_rule(&rule.factory_id, &rule.id, &rule.spec, now) {
+                tracing::warn!(factory_id = %rule.factory_id, rule_id = %rule.id, error = %e, "stored rule does not compile; skipped");
+            }
+        }
+        let mut restored = 0usize;
+        for (factory, alert) in store.open_alerts().await? {
+            if eval.restore_alert(&factory, &alert) {
+                restored += 1;
+            }
+        }
+        tracing::info!(rules = eval.stats().rules, open_alerts = restored, "rules engine loaded");
+        Ok(Arc::new(Self {
+            store,
+            clock,
+            config,
+            inner: tokio::sync::Mutex::new(Inner { eval, pending: Vec::new(), timezones: HashMap::new() }),
+            outbox_wake: parking_lot::Mutex::new(None),
+        }))
+    }
+
+    /// Reads (list/get rules and alerts) go straight to the store.
+    pub fn store(&self) -> &RulesStore {
+        &self.store
+    }
+
+    /// Nudged after every commit that wrote outbox events (the relay's `wake`).
+    pub fn set_outbox_wake(&self, wake: Arc<tokio::sync::Notify>) {
+        *self.outbox_wake.lock() = Some(wake);
+    }
+
+    /// The factory's IANA time zone (default UTC) for `"timezone": "factory"` schedules.
+    pub async fn set_factory_timezone(&self, factory: &FactoryId, timezone: &str) -> Result<(), RulesError> {
+        let tz = parse_tz(timezone).ok_or_else(|| RulesError::bad_request("timezone", "unknown IANA time zone"))?;
+        let mut inner = self.inner.lock().await;
+        inner.eval.set_timezone(factory, tz);
+        inner.timezones.insert(factory.clone(), tz);
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> EvaluatorStats {
+        self.inner.lock().await.eval.stats()
+    }
+
+    /// Evaluates one telemetry message and commits what it decided.
+    pub async fn feed(&self, obs: &Observation) -> Result<ApplySummary, RulesError> {
+        let mut inner = self.inner.lock().await;
+        let mut effects = Vec::new();
+        inner.eval.on_observation(obs, &mut effects);
+        self.commit(&mut inner, effects).await
+    }
+
+    /// Runs due timers (up to now − grace) and commits what they decided.
+    pub async fn tick(&self) -> Result<ApplySummary, RulesError> {
+        self.tick_at(self.clock.now_ms().saturating_sub(self.config.timer_grace_ms)).await
+    }
+
+    /// Runs timers due at or before `now_ms` (tests and backfills).
+    pub async fn tick_at(&self, now_ms: i64) -> Result<ApplySummary, RulesError> {
+        let mut inner = self.inner.lock().await;
+        let mut effects = Vec::new();
+        inner.eval.tick(now_ms, &mut effects);
+        self.commit(&mut inner, effects).await
+    }
+
+    async fn commit(&self, inner: &mut Inner, effects: Vec<Effect>) -> Result<ApplySummary, RulesError> {
+        if effects.is_empty() && inner.pending.is_empty() {
+            return Ok(ApplySummary::default());
+        }
+        let mut batch = std::mem::take(&mut inner.pending);
+        batch.extend(effects);
+        match self.store.apply(&batch, self.clock.now_ms()).await {
+            Ok(summary) => {
+                if let Some(wake) = self.outbox_wake.lock().as_ref() {
+                    wake.notify_one();
+                }
+                Ok(summary)
+            }
+            Err(e) => {
+                if batch.len() > MAX_PENDING_EFFECTS {
+                    let drop = batch.len() - MAX_PENDING_EFFECTS;
+                    tracing::error!(
+                        dropped = drop,
+                        "rules: database unavailable too long; dropping the oldest alert effects"
+                    );
+                    batch.drain(..drop);
+                }
+                inner.pending = batch;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `tick` every `tick_interval` until shutdown; a last commit attempt on the way out.
+    pub fn spawn_timer(self: &Arc<Self>, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.triggered() => break,
+                    _ = tokio::time::sleep(engine.config.tick_interval) => {}
+                }
+                if let Err(e) = engine.tick().await {
+                    tracing::warn!(error = %e, "rules timer: could not commit alert changes; will retry");
+                }
+            }
+            let mut inner = engine.inner.lock().await;
+            if let Err(e) = engine.commit(&mut inner, Vec::new()).await {
+                tracing::error!(error = %e, "rules: pending alert changes not committed at shutdown");
+            }
+        })
+    }
+
+    /// Validates and stores a rule, then evaluates it from the next event on.
+    pub async fn create_rule(
+        &self,
+        factory: &FactoryId,
+        body: &serde_json::Value,
+        known_properties: &HashSet<String>,
+    ) -> Result<RuleWithWarnings, RulesError> {
+        let valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
+        let mut inner = self.inner.lock().await;
+        let rule = self.store.create_rule(factory, &valid.spec, self.clock.now_ms()).await?;
+        let effects = inner
+            .eval
+            .upsert_rule(factory, &rule.id, &rule.spec, self.clock.now_ms())
+            .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("", m)]))?;
+        self.commit(&mut inner, effects).await?;
+        Ok(RuleWithWarnings { rule, warnings: valid.warnings })
+    }
+
+    /// Replaces a rule (PUT). Open alerts stay and are judged by the new definition; devices
+    /// no longer in scope, or a disabled rule, resolve theirs.
+    pub async fn update_rule(
+        &self,
+        factory: &FactoryId,
+        id: &str,
+        body: &serde_json::Value,
+        known_properties: &HashSet<String>,
+    ) -> Result<RuleWithWarnings, RulesError> {
+        let valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
+        let mut inner = self.inner.lock().await;
+        let rule = self.store.update_rule(factory, id, &valid.spec, self.clock.now_ms()).await?;
+        let effects = inner
+            .eval
+            .upsert_rule(factory, &rule.id, &rule.spec, self.clock.now_ms())
+            .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("", m)]))?;
+        self.commit(&mut inner, effects).await?;
+        Ok(RuleWithWarnings { rule, warnings: valid.warnings })
+    }
+
+    /// Deletes a rule; its alerts are kept, open ones are resolved ("rule removed").
+    pub async fn delete_rule(&self, factory: &FactoryId, id: &str) -> Result<(), RulesError> {
+        let mut inner = self.inner.lock().await;
+        self.store.delete_rule(factory, id).await?;
+        let effects = inner.eval.remove_rule(factory, id, self.clock.now_ms());
+        self.commit(&mut inner, effects).await?;
+        Ok(())
+    }
+
+    /// open → acknowledged (stops reminders and escalation).
+    pub async fn acknowledge(
+        &self,
+        factory: &FactoryId,
+        alert_id: &str,
+        actor: &str,
+        note: Option<&str>,
+    ) -> Result<Alert, RulesError> {
+        let mut inner = self.inner.lock().await;
+        let alert = self.store.acknowledge(factory, alert_id, actor, note, self.clock.now_ms()).await?;
+        if let Ok(device) = factoryops_types::DeviceId::parse(alert.device_id.as_str()) {
+            inner.eval.alert_acknowledged(factory, &alert.rule_id, &device, &alert.key);
+        }
+        self.wake();
+        Ok(alert)
+    }
+
+    /// → resolved by a person. A new alert opens only after the condition cleared once.
+    pub async fn resolve(
+        &self,
+        factory: &FactoryId,
+        alert_id: &str,
+        actor: &str,
+        note: Option<&str>,
+    ) -> Result<Alert, RulesError> {
+        let mut inner = self.inner.lock().await;
+        let alert = self.store.resolve(factory, alert_id, actor, note, self.clock.now_ms()).await?;
+        if let Ok(device) = factoryops_types::DeviceId::parse(alert.device_id.as_str()) {
+            inner.eval.alert_resolved(factory, &alert.rule_id, &device, &alert.key);
+        }
+        self.wake();
+        Ok(alert)
+    }
+
+    fn wake(&self) {
+        if let Some(wake) = self.outbox_wake.lock().as_ref() {
+            wake.notify_one();
+        }
+    }
+
+    /// The factory's time zone as the engine knows it (UTC if never set).
+    pub async fn factory_timezone(&self, factory: &FactoryId) -> Tz {
+        self.inner.lock().await.timezones.get(factory).copied().unwrap_or(chrono_tz::UTC)
+    }
+
+    /// Backtests a stored rule (`rule_id`) or a draft body over `[from_ms, to_ms)`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn backtest(
+        &self,
+        factory: &FactoryId,
+        rule_id: Option<&str>,
+        draft: Option<&serde_json::Value>,
+        from_ms: i64,
+        to_ms: i64,
+        tsdb: &dyn TelemetryStore,
+        devices: Vec<BacktestDevice>,
+    ) -> Result<BacktestResult, RulesError> {
+        let (id, spec) = match (draft, rule_id) {
+            (Some(body), _) => {
+                let valid = validate_rule(body, &HashSet::new()).map_err(RulesError::Invalid)?;
+                (rule_id.unwrap_or("draft").to_string(), valid.spec)
+            }
+            (None, Some(id)) => {
+                let rule = self.store.get_rule(factory, id).await?;
+                (rule.id, rule.spec)
+            }
+            (None, None) => return Err(RulesError::bad_request("rule", "a rule id or a draft rule is required")),
+        };
+        let timezone = self.factory_timezone(factory).await;
+        let request =
+            BacktestRequest { factory: factory.clone(), rule_id: id, spec, from_ms, to_ms, devices, timezone };
+        backtest(&request, tsdb).await
+    }
+}

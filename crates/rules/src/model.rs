@@ -1,0 +1,669 @@
+//! The rule model: what a rule says, as JSON (see README.md for the reference).
+//!
+//! Everything except the condition tree is plain serde. The condition tree has its own
+//! parser ([`Condition::parse`]) so that a bad leaf is reported with its exact path
+//! (`condition.all[1].any[0].op`) instead of serde's "did not match any variant".
+
+use factoryops_tsdb::Value;
+use factoryops_types::{DeviceId, PropertyName};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, json};
+
+use crate::validate::FieldError;
+
+fn yes() -> bool {
+    true
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A rule as the API receives and returns it (without id and timestamps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub scope: Scope,
+    pub condition: Condition,
+    /// The condition must hold continuously this long before the alert opens.
+    #[serde(default)]
+    pub for_seconds: u64,
+    /// Hysteresis in time: with `auto_resolve`, the condition must stay false this long
+    /// before the alert resolves.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clear_for_seconds: u64,
+    /// Hysteresis in value: while an alert is firing, every numeric threshold is relaxed by
+    /// this amount in the direction that keeps the condition true (`> 80` with deadband 2
+    /// stays firing until the value is ≤ 78).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadband: Option<f64>,
+    /// `null` (or absent) = always active.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    pub severity: Severity,
+    /// Template; placeholders `{device} {property} {value} {threshold} {time} {rule}`.
+    #[serde(default)]
+    pub message: String,
+    /// Minimum time between two notifications of this rule for the same device.
+    #[serde(default)]
+    pub cooldown_seconds: u64,
+    /// Resolve the alert when the condition clears (after `clear_for_seconds`).
+    #[serde(default = "yes")]
+    pub auto_resolve: bool,
+    #[serde(default)]
+    pub notify: Notify,
+}
+
+impl RuleSpec {
+    /// Every property the condition reads, in first-seen order, without duplicates.
+    pub fn properties(&self) -> Vec<PropertyName> {
+        let mut out = Vec::new();
+        self.condition.visit_leaves(&mut |leaf| {
+            if let Some(p) = leaf.property()
+                && !out.contains(p)
+            {
+                out.push(p.clone());
+            }
+        });
+        out
+    }
+}
+
+/// Which devices a rule applies to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Scope {
+    Devices { devices: Vec<DeviceId> },
+    DeviceType { device_type: String },
+    All { all: bool },
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let shape = "must be one of {\"devices\": [...]}, {\"device_type\": \"...\"}, {\"all\": true}";
+        let Some(object) = value.as_object().filter(|o| o.len() == 1) else {
+            return Err(D::Error::custom(shape));
+        };
+        if let Some(devices) = object.get("devices") {
+            let devices =
+                Vec::<DeviceId>::deserialize(devices).map_err(|e| D::Error::custom(format!("devices: {e}")))?;
+            Ok(Scope::Devices { devices })
+        } else if let Some(t) = object.get("device_type") {
+            let device_type = t.as_str().ok_or_else(|| D::Error::custom("device_type: must be a string"))?;
+            Ok(Scope::DeviceType { device_type: device_type.to_string() })
+        } else if let Some(all) = object.get("all") {
+            let all = all.as_bool().ok_or_else(|| D::Error::custom("all: must be true"))?;
+            Ok(Scope::All { all })
+        } else {
+            Err(D::Error::custom(shape))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// Who is told. `users` are user ids of the factory; the notify component resolves them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub emails: Vec<String>,
+    #[serde(default)]
+    pub whatsapp: Vec<String>,
+}
+
+impl Targets {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.emails.is_empty() && self.whatsapp.is_empty()
+    }
+}
+
+/// Notification targets plus reminders and escalation for unacknowledged alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub emails: Vec<String>,
+    #[serde(default)]
+    pub whatsapp: Vec<String>,
+    /// Re-notify an unacknowledged *critical* alert every N minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remind_every_minutes: Option<u64>,
+    /// Notify `escalate_to` once the alert stayed unacknowledged this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_after_minutes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_to: Option<Targets>,
+}
+
+impl Notify {
+    pub fn targets(&self) -> Targets {
+        Targets { users: self.users.clone(), emails: self.emails.clone(), whatsapp: self.whatsapp.clone() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// `"factory"` (the factory's time zone) or an IANA name such as `"Europe/Berlin"`.
+    #[serde(default = "factory_tz")]
+    pub timezone: String,
+    /// Active days (`mon` … `sun`); empty = every day.
+    #[serde(default)]
+    pub days: Vec<Day>,
+    /// Local time windows `{from: "HH:MM", to: "HH:MM"}`; `to` ≤ `from` crosses midnight
+    /// (the part after midnight belongs to the day the window started). Empty = all day.
+    #[serde(default)]
+    pub windows: Vec<TimeWindow>,
+    /// Cron expressions (5 fields, local time); when given, the rule is active only in
+    /// minutes that match at least one of them (in addition to `days`/`windows`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cron: Vec<String>,
+    /// What happens to an open alert when the schedule ends.
+    #[serde(default)]
+    pub outside_schedule: OutsideSchedule,
+}
+
+fn factory_tz() -> String {
+    "factory".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeWindow {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutsideSchedule {
+    /// Leave open alerts as they are (they resolve at the next in-schedule evaluation).
+    #[default]
+    Keep,
+    /// Resolve open alerts when the schedule ends.
+    Resolve,
+}
+
+/// Comparison operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Eq,
+    Ne,
+}
+
+impl CmpOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Eq => "==",
+            CmpOp::Ne => "!=",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            ">" => CmpOp::Gt,
+            ">=" => CmpOp::Ge,
+            "<" => CmpOp::Lt,
+            "<=" => CmpOp::Le,
+            "==" => CmpOp::Eq,
+            "!=" => CmpOp::Ne,
+            _ => return None,
+        })
+    }
+}
+
+/// The unit a rate of change is expressed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RatePer {
+    #[default]
+    Second,
+    Minute,
+    Hour,
+}
+
+impl RatePer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RatePer::Second => "second",
+            RatePer::Minute => "minute",
+            RatePer::Hour => "hour",
+        }
+    }
+
+    pub fn seconds(self) -> f64 {
+        match self {
+            RatePer::Second => 1.0,
+            RatePer::Minute => 60.0,
+            RatePer::Hour => 3600.0,
+        }
+    }
+}
+
+/// A condition tree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    All(Vec<Condition>),
+    Any(Vec<Condition>),
+    Not(Box<Condition>),
+    /// `{"property", "op": ">"|">="|"<"|"<="|"=="|"!=", "value": number|bool}`
+    Compare {
+        property: PropertyName,
+        op: CmpOp,
+        value: Value,
+    },
+    /// `{"property", "op": "between"|"outside", "min", "max"}` (bounds inclusive for between).
+    Range {
+        property: PropertyName,
+        outside: bool,
+        min: f64,
+        max: f64,
+    },
+    /// `{"property", "op": "rate_of_change", "window_seconds", "compare", "value", "per"?}`:
+    /// (newest − oldest sample inside the window) / elapsed time, in units per `per`.
+    RateOfChange {
+        property: PropertyName,
+        window_seconds: u64,
+        compare: CmpOp,
+        value: f64,
+        per: RatePer,
+    },
+    /// `{"op": "stale", "seconds", "property"?}`: no data (of that property, or of the device
+    /// at all) for at least `seconds`.
+    Stale {
+        property: Option<PropertyName>,
+        seconds: u64,
+    },
+}
+
+/// Deepest nesting accepted (the JSON parser itself stops at 128).
+pub const MAX_CONDITION_DEPTH: usize = 16;
+/// Most leaves in one condition.
+pub const MAX_CONDITION_LEAVES: usize = 256;
+
+impl Condition {
+    /// The property of a leaf (`None` for combinators and property-less `stale`).
+    pub fn property(&self) -> Option<&PropertyName> {
+        match self {
+            Condition::Compare { property, .. }
+            | Condition::Range { property, .. }
+            | Condition::RateOfChange { property, .. } => Some(property),
+            Condition::Stale { property, .. } => property.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Calls `f` for every leaf, depth first, left to right.
+    pub fn visit_leaves(&self, f: &mut impl FnMut(&Condition)) {
+        match self {
+            Condition::All(items) | Condition::Any(items) => items.iter().for_each(|c| c.visit_leaves(f)),
+            Condition::Not(inner) => inner.visit_leaves(f),
+            leaf => f(leaf),
+        }
+    }
+
+    /// Parses a condition, collecting every problem with its path (`prefix` is the path of `value`).
+    pub fn parse(value: &serde_json::Value, prefix: &str) -> Result<Condition, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let parsed = parse_node(value, prefix, 0, &mut errors);
+        match parsed {
+            Some(c) if errors.is_empty() => Ok(c),
+            _ => {
+                if errors.is_empty() {
+                    errors.push(FieldError::new(prefix, "is not a valid condition"));
+                }
+                Err(errors)
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Condition::All(items) => json!({ "all": items.iter().map(Condition::to_json).collect::<Vec<_>>() }),
+            Condition::Any(items) => json!({ "any": items.iter().map(Condition::to_json).collect::<Vec<_>>() }),
+            Condition::Not(inner) => json!({ "not": inner.to_json() }),
+            Condition::Compare { property, op, value } => {
+                json!({ "property": property, "op": op.as_str(), "value": literal(value) })
+            }
+            Condition::Range { property, outside, min, max } => json!({
+                "property": property, "op": if *outside { "outside" } else { "between" }, "min": num(*min), "max": num(*max)
+            }),
+            Condition::RateOfChange { property, window_seconds, compare, value, per } => json!({
+                "property": property, "op": "rate_of_change", "window_seconds": window_seconds,
+                "compare": compare.as_str(), "value": num(*value), "per": per.as_str()
+            }),
+            Condition::Stale { property, seconds } => match property {
+                Some(p) => json!({ "property": p, "op": "stale", "seconds": seconds }),
+                None => json!({ "op": "stale", "seconds": seconds }),
+            },
+        }
+    }
+}
+
+impl Serialize for Condition {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Condition::parse(&value, "").map_err(|errors| {
+            let text = errors
+                .iter()
+                .map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) })
+                .collect::<Vec<_>>()
+                .join("; ");
+            serde::de::Error::custom(text)
+        })
+    }
+}
+
+/// A number as JSON: integral values without a fraction (`80`, not `80.0`), as people write them.
+fn num(f: f64) -> serde_json::Value {
+    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 { json!(f as i64) } else { json!(f) }
+}
+
+fn literal(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Float(f) => num(*f),
+        Value::Bool(b) => json!(b),
+    }
+}
+
+fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") }
+}
+
+fn parse_node(value: &serde_json::Value, path: &str, depth: usize, errors: &mut Vec<FieldError>) -> Option<Condition> {
+    if depth > MAX_CONDITION_DEPTH {
+        errors.push(FieldError::new(path, format!("nesting deeper than {MAX_CONDITION_DEPTH} levels")));
+        return None;
+    }
+    let Some(object) = value.as_object() else {
+        errors.push(FieldError::new(path, "must be an object (a leaf or all/any/not)"));
+        return None;
+    };
+    for combinator in ["all", "any"] {
+        if let Some(items) = object.get(combinator) {
+            let here = join(path, combinator);
+            only_keys(object, &[combinator], path, errors);
+            let Some(items) = items.as_array() else {
+                errors.push(FieldError::new(&here, "must be an array of conditions"));
+                return None;
+            };
+            if items.is_empty() {
+                errors.push(FieldError::new(&here, "must contain at least one condition"));
+                return None;
+            }
+            let mut parsed = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                if let Some(c) = parse_node(item, &format!("{here}[{i}]"), depth + 1, errors) {
+                    parsed.push(c);
+                }
+            }
+            if parsed.len() != items.len() {
+                return None;
+            }
+            return Some(if combinator == "all" { Condition::All(parsed) } else { Condition::Any(parsed) });
+        }
+    }
+    if let Some(inner) = object.get("not") {
+        only_keys(object, &["not"], path, errors);
+        return parse_node(inner, &join(path, "not"), depth + 1, errors).map(|c| Condition::Not(Box::new(c)));
+    }
+    parse_leaf(object, path, errors)
+}
+
+fn only_keys(object: &Map<String, serde_json::Value>, allowed: &[&str], path: &str, errors: &mut Vec<FieldError>) {
+    for key in object.keys() {
+        if !allowed.contains(&key.as_str()) {
+            errors.push(FieldError::new(join(path, key), "unknown field"));
+        }
+    }
+}
+
+fn property_field(
+    object: &Map<String, serde_json::Value>,
+    path: &str,
+    required: bool,
+    errors: &mut Vec<FieldError>,
+) -> Option<Option<PropertyName>> {
+    let here = join(path, "property");
+    match object.get("property") {
+        None | Some(serde_json::Value::Null) if !required => Some(None),
+        None | Some(serde_json::Value::Null) => {
+            errors.push(FieldError::new(here, "is required"));
+            None
+        }
+        Some(serde_json::Value::String(s)) => match PropertyName::parse(s.as_str()) {
+            Ok(p) => Some(Some(p)),
+            Err(e) => {
+                errors.push(FieldError::new(here, e.to_string()));
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(FieldError::new(here, "must be a string"));
+            None
+        }
+    }
+}
+
+fn number_field(
+    object: &Map<String, serde_json::Value>,
+    key: &str,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<f64> {
+    let here = join(path, key);
+    match object.get(key) {
+        None => {
+            errors.push(FieldError::new(here, "is required"));
+            None
+        }
+        Some(v) => match v.as_f64().filter(|f| f.is_finite()) {
+            Some(f) => Some(f),
+            None => {
+                errors.push(FieldError::new(here, "must be a finite number"));
+                None
+            }
+        },
+    }
+}
+
+fn seconds_field(
+    object: &Map<String, serde_json::Value>,
+    key: &str,
+    path: &str,
+    max: u64,
+    errors: &mut Vec<FieldError>,
+) -> Option<u64> {
+    let here = join(path, key);
+    match object.get(key).map(|v| v.as_u64()) {
+        None => {
+            errors.push(FieldError::new(here, "is required"));
+            None
+        }
+        Some(Some(s)) if (1..=max).contains(&s) => Some(s),
+        Some(_) => {
+            errors.push(FieldError::new(here, format!("must be an integer from 1 to {max}")));
+            None
+        }
+    }
+}
+
+/// Longest `window_seconds` of a rate of change (1 day).
+pub const MAX_RATE_WINDOW_SECONDS: u64 = 86_400;
+/// Longest `seconds` of a stale condition (30 days).
+pub const MAX_STALE_SECONDS: u64 = 30 * 86_400;
+
+fn parse_leaf(object: &Map<String, serde_json::Value>, path: &str, errors: &mut Vec<FieldError>) -> Option<Condition> {
+    let op_path = join(path, "op");
+    let op = match object.get("op") {
+        Some(serde_json::Value::String(op)) => op.as_str(),
+        Some(_) => {
+            errors.push(FieldError::new(op_path, "must be a string"));
+            return None;
+        }
+        None => {
+            errors.push(FieldError::new(op_path, "is required (or use a combinator: all, any, not)"));
+            return None;
+        }
+    };
+    let before = errors.len();
+    let leaf = if let Some(cmp) = CmpOp::parse(op) {
+        only_keys(object, &["property", "op", "value"], path, errors);
+        let property = property_field(object, path, true, errors).flatten();
+        let value_path = join(path, "value");
+        let value = match object.get("value") {
+            Some(serde_json::Value::Bool(b)) => {
+                if !matches!(cmp, CmpOp::Eq | CmpOp::Ne) {
+                    errors.push(FieldError::new(
+                        &value_path,
+                        format!("a boolean can only be compared with == or != (not {op})"),
+                    ));
+                }
+                Some(Value::Bool(*b))
+            }
+            Some(v) => match v.as_f64().filter(|f| f.is_finite()) {
+                Some(f) => Some(Value::Float(f)),
+                None => {
+                    errors.push(FieldError::new(&value_path, "must be a finite number or a boolean"));
+                    None
+                }
+            },
+            None => {
+                errors.push(FieldError::new(&value_path, "is required"));
+                None
+            }
+        };
+        match (property, value) {
+            (Some(property), Some(value)) => Some(Condition::Compare { property, op: cmp, value }),
+            _ => None,
+        }
+    } else {
+        match op {
+            "between" | "outside" => {
+                only_keys(object, &["property", "op", "min", "max"], path, errors);
+                let property = property_field(object, path, true, errors).flatten();
+                let min = number_field(object, "min", path, errors);
+                let max = number_field(object, "max", path, errors);
+                if let (Some(lo), Some(hi)) = (min, max)
+                    && lo > hi
+                {
+                    errors.push(FieldError::new(join(path, "max"), "must be greater than or equal to min"));
+                }
+                match (property, min, max) {
+                    (Some(property), Some(min), Some(max)) => {
+                        Some(Condition::Range { property, outside: op == "outside", min, max })
+                    }
+                    _ => None,
+                }
+            }
+            "rate_of_change" => {
+                only_keys(object, &["property", "op", "window_seconds", "compare", "value", "per"], path, errors);
+                let property = property_field(object, path, true, errors).flatten();
+                let window = seconds_field(object, "window_seconds", path, MAX_RATE_WINDOW_SECONDS, errors);
+                let compare = match object.get("compare").and_then(|c| c.as_str()).and_then(CmpOp::parse) {
+                    Some(c) => Some(c),
+                    None => {
+                        errors.push(FieldError::new(join(path, "compare"), "must be one of >, >=, <, <=, ==, !="));
+                        None
+                    }
+                };
+                let value = number_field(object, "value", path, errors);
+                let per = match object.get("per") {
+                    None | Some(serde_json::Value::Null) => Some(RatePer::Second),
+                    Some(p) => match p.as_str() {
+                        Some("second") => Some(RatePer::Second),
+                        Some("minute") => Some(RatePer::Minute),
+                        Some("hour") => Some(RatePer::Hour),
+                        _ => {
+                            errors.push(FieldError::new(join(path, "per"), "must be second, minute or hour"));
+                            None
+                        }
+                    },
+                };
+                match (property, window, compare, value, per) {
+                    (Some(property), Some(window_seconds), Some(compare), Some(value), Some(per)) => {
+                        Some(Condition::RateOfChange { property, window_seconds, compare, value, per })
+                    }
+                    _ => None,
+                }
+            }
+            "stale" => {
+                only_keys(object, &["property", "op", "seconds"], path, errors);
+                let property = property_field(object, path, false, errors);
+                let seconds = seconds_field(object, "seconds", path, MAX_STALE_SECONDS, errors);
+                match (property, seconds) {
+                    (Some(property), Some(seconds)) => Some(Condition::Stale { property, seconds }),
+                    _ => None,
+                }
+            }
+            _ => {
+                errors.push(FieldError::new(
+                    op_path,
+                    "must be one of >, >=, <, <=, ==, !=, between, outside, rate_of_change, stale",
+                ));
+                None
+            }
+        }
+    };
+    if errors.len() > before { None } else { leaf }
+}

@@ -1,0 +1,819 @@
+//! The rules component's repository: rule definitions, alerts and their history, on
+//! SQLite or MySQL/MariaDB. Every function takes the factory scope first (except the
+//! start-up loaders, which read all factories for the engine); another factory's rule or
+//! alert is [`RulesError::NotFound`].
+
+use std::collections::HashMap;
+
+use factoryops_db::{Database, DatabaseBackend, DbError, outbox};
+use factoryops_platform::bus::topics;
+use factoryops_tsdb::Value;
+use factoryops_types::{DeviceId, FactoryId, new_id};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::effects::{Effect, NotifyKind};
+use crate::eval::RestoredAlert;
+use crate::model::{RuleSpec, Severity};
+use crate::{Page, RulesError, ser_opt_time, ser_time};
+
+/// The actor recorded for transitions the engine makes.
+pub const ENGINE_ACTOR: &str = "rules-engine";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Acknowledged => "acknowledged",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "open" => Some(AlertStatus::Open),
+            "acknowledged" => Some(AlertStatus::Acknowledged),
+            "resolved" => Some(AlertStatus::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// A stored rule: the API's rule shape plus id and times.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredRule {
+    pub id: String,
+    #[serde(skip)]
+    pub factory_id: FactoryId,
+    #[serde(flatten)]
+    pub spec: RuleSpec,
+    #[serde(serialize_with = "ser_time")]
+    pub created_at: i64,
+    #[serde(serialize_with = "ser_time")]
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertHistoryEntry {
+    #[serde(serialize_with = "ser_time")]
+    pub at: i64,
+    pub status: AlertStatus,
+    pub by: String,
+    pub note: Option<String>,
+    pub value: Option<serde_json::Value>,
+}
+
+/// An alert as the API shows it (times as RFC 3339 in JSON, ms here).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub id: String,
+    pub rule_id: String,
+    pub rule_name: String,
+    pub device_id: String,
+    pub status: AlertStatus,
+    pub severity: Severity,
+    pub message: String,
+    pub property: Option<String>,
+    pub value: Option<serde_json::Value>,
+    pub threshold: Option<String>,
+    pub count: i64,
+    #[serde(serialize_with = "ser_time")]
+    pub opened_at: i64,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub acknowledged_at: Option<i64>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub resolved_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<AlertHistoryEntry>>,
+    /// The idempotency key (internal).
+    #[serde(skip)]
+    pub key: String,
+}
+
+/// Filters of the alert inbox. Times are Unix ms; `from`/`to` bound `opened_at` (`[from, to)`).
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    pub status: Option<AlertStatus>,
+    pub severity: Option<Severity>,
+    pub device_id: Option<String>,
+    pub rule_id: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub cursor: Option<String>,
+    /// 1..=500, default 50.
+    pub limit: Option<u32>,
+}
+
+/// What [`RulesStore::apply`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplySummary {
+    pub opened: usize,
+    /// Opens skipped because the idempotency key already existed (a replayed event).
+    pub duplicates: usize,
+    pub updated: usize,
+    pub resolved: usize,
+    pub notifications: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct RulesStore {
+    db: Database,
+}
+
+const ALERT_COLUMNS: &str = "id, factory_id, rule_id, rule_name, device_id, status, severity, message, property, value, \
+     threshold, count, opened_at, acknowledged_at, resolved_at, idempotency_key";
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+fn value_text(v: Option<Value>) -> Option<String> {
+    v.and_then(|v| serde_json::to_string(&v).ok())
+}
+
+fn value_json(text: Option<String>) -> Option<serde_json::Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn rule_from_row(row: &AnyRow) -> Result<StoredRule, RulesError> {
+    let factory: String = row.try_get("factory_id")?;
+    let definition: String = row.try_get("definition")?;
+    let mut spec: RuleSpec =
+        serde_json::from_str(&definition).map_err(|e| RulesError::Malformed(format!("rule definition: {e}")))?;
+    let enabled: i64 = row.try_get("enabled")?;
+    spec.enabled = enabled != 0;
+    Ok(StoredRule {
+        id: row.try_get("id")?,
+        factory_id: FactoryId::parse(factory).map_err(|e| RulesError::Malformed(format!("rule factory_id: {e}")))?,
+        spec,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn alert_from_row(row: &AnyRow) -> Result<Alert, RulesError> {
+    let status: String = row.try_get("status")?;
+    let severity: String = row.try_get("severity")?;
+    Ok(Alert {
+        id: row.try_get("id")?,
+        rule_id: row.try_get("rule_id")?,
+        rule_name: row.try_get("rule_name")?,
+        device_id: row.try_get("device_id")?,
+        status: AlertStatus::parse(&status).ok_or_else(|| RulesError::Malformed(format!("alert status {status:?}")))?,
+        severity: Severity::parse(&severity)
+            .ok_or_else(|| RulesError::Malformed(format!("alert severity {severity:?}")))?,
+        message: row.try_get("message")?,
+        property: row.try_get("property")?,
+        value: value_json(row.try_get("value")?),
+        threshold: row.try_get("threshold")?,
+        count: row.try_get("count")?,
+        opened_at: row.try_get("opened_at")?,
+        acknowledged_at: row.try_get("acknowledged_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+        history: None,
+        key: row.try_get("idempotency_key")?,
+    })
+}
+
+fn clamp_limit(limit: Option<u32>) -> i64 {
+    i64::from(limit.unwrap_or(50).clamp(1, 500))
+}
+
+fn page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> String) -> Page<T> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(id)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+fn alert_event(
+    kind: &str,
+    alert_id: &str,
+    alert: &crate::effects::AlertRef,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut payload = json!({
+        "type": kind,
+        "alert_id": alert_id,
+        "rule_id": alert.rule_id,
+        "device_id": alert.device_id,
+    });
+    if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    payload
+}
+
+impl RulesStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// A write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`):
+    /// a deferred transaction that reads first fails at once with SQLITE_BUSY when another
+    /// writer commits before its first write, instead of waiting for the lock.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, RulesError> {
+        Ok(match self.db.backend() {
+            DatabaseBackend::Sqlite => self.db.pool().begin_with("BEGIN IMMEDIATE").await?,
+            DatabaseBackend::MySql => self.db.pool().begin().await?,
+        })
+    }
+
+    // ---- rules ----
+
+    pub async fn create_rule(
+        &self,
+        factory: &FactoryId,
+        spec: &RuleSpec,
+        now_ms: i64,
+    ) -> Result<StoredRule, RulesError> {
+        let id = new_id();
+        let definition = serde_json::to_string(spec).map_err(|e| RulesError::Malformed(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO rules (id, factory_id, name, enabled, definition, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(factory.as_str())
+        .bind(&spec.name)
+        .bind(i64::from(spec.enabled))
+        .bind(definition)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(self.db.pool())
+        .await?;
+        Ok(StoredRule { id, factory_id: factory.clone(), spec: spec.clone(), created_at: now_ms, updated_at: now_ms })
+    }
+
+    pub async fn update_rule(
+        &self,
+        factory: &FactoryId,
+        id: &str,
+        spec: &RuleSpec,
+        now_ms: i64,
+    ) -> Result<StoredRule, RulesError> {
+        let definition = serde_json::to_string(spec).map_err(|e| RulesError::Malformed(e.to_string()))?;
+        sqlx::query(
+            "UPDATE rules SET name = ?, enabled = ?, definition = ?, updated_at = ? WHERE factory_id = ? AND id = ?",
+        )
+        .bind(&spec.name)
+        .bind(i64::from(spec.enabled))
+        .bind(definition)
+        .bind(now_ms)
+        .bind(factory.as_str())
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        // MySQL reports 0 rows for an unchanged row, so "missing" is decided by reading it back.
+        self.get_rule(factory, id).await
+    }
+
+    pub async fn get_rule(&self, factory: &FactoryId, id: &str) -> Result<StoredRule, RulesError> {
+        let row = sqlx::query("SELECT * FROM rules WHERE factory_id = ? AND id = ?")
+            .bind(factory.as_str())
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or(RulesError::NotFound)?;
+        rule_from_row(&row)
+    }
+
+    /// A factory's rules ordered by id (creation order), `limit` 1..=500 (default 50).
+    pub async fn list_rules(
+        &self,
+        factory: &FactoryId,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<StoredRule>, RulesError> {
+        let limit = clamp_limit(limit);
+        let rows = sqlx::query("SELECT * FROM rules WHERE factory_id = ? AND id > ? ORDER BY id LIMIT ?")
+            .bind(factory.as_str())
+            .bind(cursor.unwrap_or(""))
+            .bind(limit + 1)
+            .fetch_all(self.db.pool())
+            .await?;
+        let items = rows.iter().map(rule_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(page(items, limit, |r| r.id.clone()))
+    }
+
+    /// Deletes a rule definition; its alerts stay (they keep `rule_id` and `rule_name`).
+    pub async fn delete_rule(&self, factory: &FactoryId, id: &str) -> Result<(), RulesError> {
+        let done = sqlx::query("DELETE FROM rules WHERE factory_id = ? AND id = ?")
+            .bind(factory.as_str())
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        if done.rows_affected() == 0 { Err(RulesError::NotFound) } else { Ok(()) }
+    }
+
+    /// Every rule of every factory, for the engine's start (not for the API).
+    pub async fn all_rules(&self) -> Result<Vec<StoredRule>, RulesError> {
+        let rows = sqlx::query("SELECT * FROM rules ORDER BY factory_id, id").fetch_all(self.db.pool()).await?;
+        rows.iter().map(rule_from_row).collect()
+    }
+
+    // ---- alerts ----
+
+    /// The alert inbox, newest first, with cursor pagination.
+    pub async fn list_alerts(&self, factory: &FactoryId, query: &AlertQuery) -> Result<Page<Alert>, RulesError> {
+        let limit = clamp_limit(query.limit);
+        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE factory_id = ?");
+        let mut binds = vec![Bind::Text(factory.as_str().to_string())];
+        if let Some(s) = query.status {
+            sql.push_str(" AND status = ?");
+            binds.push(Bind::Text(s.as_str().into()));
+        }
+        if let Some(s) = query.severity {
+            sql.push_str(" AND severity = ?");
+            binds.push(Bind::Text(s.as_str().into()));
+        }
+        if let Some(d) = &query.device_id {
+            sql.push_str(" AND device_id = ?");
+            binds.push(Bind::Text(d.clone()));
+        }
+        if let Some(r) = &query.rule_id {
+            sql.push_str(" AND rule_id = ?");
+            binds.push(Bind::Text(r.clone()));
+        }
+        if let Some(f) = query.from {
+            sql.push_str(" AND opened_at >= ?");
+            binds.push(Bind::Int(f));
+        }
+        if let Some(t) = query.to {
+            sql.push_str(" AND opened_at < ?");
+            binds.push(Bind::Int(t));
+        }
+        if let Some(c) = &query.cursor {
+            sql.push_str(" AND id < ?");
+            binds.push(Bind::Text(c.clone()));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        binds.push(Bind::Int(limit + 1));
+        // Only fixed clauses and placeholders were appended; every value is bound.
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for b in binds {
+            q = match b {
+                Bind::Text(t) => q.bind(t),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(self.db.pool()).await?;
+        let items = rows.iter().map(alert_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(page(items, limit, |a| a.id.clone()))
+    }
+
+    /// One alert with its history (oldest first).
+    pub async fn get_alert(&self, factory: &FactoryId, id: &str) -> Result<Alert, RulesError> {
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE factory_id = ? AND id = ?")))
+                .bind(factory.as_str())
+                .bind(id)
+                .fetch_optional(self.db.pool())
+                .await?
+                .ok_or(RulesError::NotFound)?;
+        let mut alert = alert_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT at, status, actor, note, value FROM alert_history WHERE factory_id = ? AND alert_id = ? ORDER BY seq",
+        )
+        .bind(factory.as_str())
+        .bind(id)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut history = Vec::with_capacity(rows.len());
+        for r in rows {
+            let status: String = r.try_get("status")?;
+            history.push(AlertHistoryEntry {
+                at: r.try_get("at")?,
+                status: AlertStatus::parse(&status)
+                    .ok_or_else(|| RulesError::Malformed(format!("history status {status:?}")))?,
+                by: r.try_get("actor")?,
+                note: r.try_get("note")?,
+                value: value_json(r.try_get("value")?),
+            });
+        }
+        alert.history = Some(history);
+        Ok(alert)
+    }
+
+    /// open → acknowledged. `Conflict` when the alert is not open.
+    pub async fn acknowledge(
+        &self,
+        factory: &FactoryId,
+        id: &str,
+        actor: &str,
+        note: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Alert, RulesError> {
+        self.transition(factory, id, AlertStatus::Acknowledged, actor, note, now_ms).await
+    }
+
+    /// open | acknowledged → resolved. `Conflict` when already resolved.
+    pub async fn resolve(
+        &self,
+        factory: &FactoryId,
+        id: &str,
+        actor: &str,
+        note: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Alert, RulesError> {
+        self.transition(factory, id, AlertStatus::Resolved, actor, note, now_ms).await
+    }
+
+    async fn transition(
+        &self,
+        factory: &FactoryId,
+        id: &str,
+        to: AlertStatus,
+        actor: &str,
+        note: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Alert, RulesError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT status, value, rule_id, device_id FROM alerts WHERE factory_id = ? AND id = ?")
+            .bind(factory.as_str())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(RulesError::NotFound);
+        };
+        let status: String = row.try_get("status")?;
+        let value: Option<String> = row.try_get("value")?;
+        let (sql, from) = match to {
+            AlertStatus::Acknowledged => (
+                "UPDATE alerts SET status = 'acknowledged', acknowledged_at = ?, acknowledged_by = ?, updated_at = ? \
+                 WHERE factory_id = ? AND id = ? AND status = 'open'",
+                "open",
+            ),
+            _ => (
+                "UPDATE alerts SET status = 'resolved', resolved_at = ?, resolved_by = ?, updated_at = ? \
+                 WHERE factory_id = ? AND id = ? AND status <> 'resolved'",
+                "open or acknowledged",
+            ),
+        };
+        let done = sqlx::query(sql)
+            .bind(now_ms)
+            .bind(actor)
+            .bind(now_ms)
+            .bind(factory.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(RulesError::Conflict(format!("the alert is {status}, not {from}")));
+        }
+        insert_history(&mut tx, factory, id, now_ms, to, actor, note, value.clone()).await?;
+        let rule_id: String = row.try_get("rule_id")?;
+        let device_id: String = row.try_get("device_id")?;
+        let payload = json!({
+            "type": format!("alert.{}", to.as_str()),
+            "alert_id": id, "rule_id": rule_id, "device_id": device_id,
+            "status": to.as_str(), "by": actor, "note": note, "at": factoryops_types::format_rfc3339_ms(now_ms),
+        });
+        outbox::append(
+            &self.db,
+            &mut tx,
+            Some(factory),
+            topics::ALERTS,
+            &format!("alert:{id}:{}", to.as_str()),
+            &payload,
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        self.get_alert(factory, id).await
+    }
+
+    /// Open and acknowledged alerts of every factory, for rebuilding the evaluator on start.
+    pub async fn open_alerts(&self) -> Result<Vec<(FactoryId, RestoredAlert)>, RulesError> {
+        let rows = sqlx::query(
+            "SELECT factory_id, rule_id, device_id, status, idempotency_key, opened_at, count, escalated_at \
+             FROM alerts WHERE status <> 'resolved' ORDER BY factory_id, id",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let factory: String = r.try_get("factory_id")?;
+            let device: String = r.try_get("device_id")?;
+            let status: String = r.try_get("status")?;
+            let escalated: Option<i64> = r.try_get("escalated_at")?;
+            let (Ok(factory), Ok(device_id)) = (FactoryId::parse(factory), DeviceId::parse(device)) else {
+                continue;
+            };
+            out.push((
+                factory,
+                RestoredAlert {
+                    rule_id: r.try_get("rule_id")?,
+                    device_id,
+                    key: r.try_get("idempotency_key")?,
+                    opened_at: r.try_get("opened_at")?,
+                    count: r.try_get("count")?,
+                    acknowledged: status == "acknowledged",
+                    escalated: escalated.is_some(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Applies evaluator effects in one transaction, each state change with its event on
+    /// the `alerts` topic of the outbox. An open whose key exists already (a replayed
+    /// event) is skipped together with its notification.
+    pub async fn apply(&self, effects: &[Effect], now_ms: i64) -> Result<ApplySummary, RulesError> {
+        let mut summary = ApplySummary::default();
+        if effects.is_empty() {
+            return Ok(summary);
+        }
+        let mut tx = self.begin_write().await?;
+        // (factory, key) → (alert id, inserted by this batch)
+        let mut ids: HashMap<(String, String), Option<String>> = HashMap::new();
+        let insert = format!(
+            "{} INTO alerts (id, factory_id, rule_id, rule_name, device_id, status, severity, message, property, value, \
+             threshold, count, opened_at, updated_at, idempotency_key) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+            self.db.dialect().insert_ignore()
+        );
+        for effect in effects {
+            let alert = effect.alert();
+            let factory = &alert.factory_id;
+            let map_key = (factory.as_str().to_string(), alert.key.clone());
+            match effect {
+                Effect::Open(o) => {
+                    let id = new_id();
+                    let done = sqlx::query(AssertSqlSafe(insert.clone()))
+                        .bind(&id)
+                        .bind(factory.as_str())
+                        .bind(&alert.rule_id)
+                        .bind(&o.rule_name)
+                        .bind(alert.device_id.as_str())
+                        .bind(o.severity.as_str())
+                        .bind(&o.message)
+                        .bind(o.property.clone())
+                        .bind(value_text(o.value))
+                        .bind(o.threshold.clone())
+                        .bind(o.at_ms)
+                        .bind(now_ms)
+                        .bind(&alert.key)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        summary.duplicates += 1;
+                        ids.insert(map_key, None);
+                        continue;
+                    }
+                    summary.opened += 1;
+                    insert_history(
+                        &mut tx,
+                        factory,
+                        &id,
+                        o.at_ms,
+                        AlertStatus::Open,
+                        ENGINE_ACTOR,
+                        None,
+                        value_text(o.value),
+                    )
+                    .await?;
+                    let payload = alert_event(
+                        "alert.opened",
+                        &id,
+                        alert,
+                        json!({
+                            "status": "open", "severity": o.severity, "message": o.message, "property": o.property,
+                            "value": o.value, "threshold": o.threshold, "count": 1,
+                            "opened_at": factoryops_types::format_rfc3339_ms(o.at_ms),
+                        }),
+                    );
+                    outbox::append(
+                        &self.db,
+                        &mut tx,
+                        Some(factory),
+                        topics::ALERTS,
+                        &format!("alert:{id}:opened"),
+                        &payload,
+                        now_ms,
+                    )
+                    .await?;
+                    ids.insert(map_key, Some(id));
+                }
+                Effect::Update { count, value, message, at_ms, .. } => {
+                    let Some(id) = lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
+                    let done = sqlx::query(
+                        "UPDATE alerts SET count = ?, value = ?, message = ?, updated_at = ? \
+                         WHERE factory_id = ? AND id = ? AND status <> 'resolved'",
+                    )
+                    .bind(*count)
+                    .bind(value_text(*value))
+                    .bind(message)
+                    .bind(now_ms)
+                    .bind(factory.as_str())
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        continue;
+                    }
+                    summary.updated += 1;
+                    let status = current_status(&mut tx, factory, &id).await?;
+                    let note = format!("re-triggered (count {count})");
+                    insert_history(
+                        &mut tx,
+                        factory,
+                        &id,
+                        *at_ms,
+                        status,
+                        ENGINE_ACTOR,
+                        Some(&note),
+                        value_text(*value),
+                    )
+                    .await?;
+                    let payload = alert_event(
+                        "alert.updated",
+                        &id,
+                        alert,
+                        json!({ "count": count, "value": value, "message": message,
+                                "at": factoryops_types::format_rfc3339_ms(*at_ms) }),
+                    );
+                    outbox::append(
+                        &self.db,
+                        &mut tx,
+                        Some(factory),
+                        topics::ALERTS,
+                        &format!("alert:{id}:updated:{count}"),
+                        &payload,
+                        now_ms,
+                    )
+                    .await?;
+                }
+                Effect::Resolve { value, reason, at_ms, .. } => {
+                    let Some(id) = lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
+                    let done = sqlx::query(
+                        "UPDATE alerts SET status = 'resolved', resolved_at = ?, resolved_by = ?, value = COALESCE(?, value), \
+                         updated_at = ? WHERE factory_id = ? AND id = ? AND status <> 'resolved'",
+                    )
+                    .bind(*at_ms)
+                    .bind(ENGINE_ACTOR)
+                    .bind(value_text(*value))
+                    .bind(now_ms)
+                    .bind(factory.as_str())
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        continue;
+                    }
+                    summary.resolved += 1;
+                    insert_history(
+                        &mut tx,
+                        factory,
+                        &id,
+                        *at_ms,
+                        AlertStatus::Resolved,
+                        ENGINE_ACTOR,
+                        Some(reason.as_str()),
+                        value_text(*value),
+                    )
+                    .await?;
+                    let payload = alert_event(
+                        "alert.resolved",
+                        &id,
+                        alert,
+                        json!({ "status": "resolved", "reason": reason, "value": value,
+                                "resolved_at": factoryops_types::format_rfc3339_ms(*at_ms) }),
+                    );
+                    outbox::append(
+                        &self.db,
+                        &mut tx,
+                        Some(factory),
+                        topics::ALERTS,
+                        &format!("alert:{id}:resolved"),
+                        &payload,
+                        now_ms,
+                    )
+                    .await?;
+                }
+                Effect::Notify(n) => {
+                    let Some(id) = lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
+                    if n.kind == NotifyKind::Escalation {
+                        sqlx::query("UPDATE alerts SET escalated_at = ? WHERE factory_id = ? AND id = ? AND escalated_at IS NULL")
+                            .bind(n.at_ms)
+                            .bind(factory.as_str())
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    summary.notifications += 1;
+                    let payload = alert_event(
+                        "notification",
+                        &id,
+                        alert,
+                        json!({
+                            "kind": n.kind, "targets": n.targets, "severity": n.severity, "message": n.message,
+                            "at": factoryops_types::format_rfc3339_ms(n.at_ms),
+                        }),
+                    );
+                    outbox::append(
+                        &self.db,
+                        &mut tx,
+                        Some(factory),
+                        topics::ALERTS,
+                        &format!("notify:{id}:{}:{}", n.kind.as_str(), n.at_ms),
+                        &payload,
+                        now_ms,
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+}
+
+/// The alert id for a key; `None` when the key's open was a duplicate in this batch or is unknown.
+async fn lookup(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ids: &mut HashMap<(String, String), Option<String>>,
+    factory: &FactoryId,
+    key: &str,
+) -> Result<Option<String>, RulesError> {
+    let map_key = (factory.as_str().to_string(), key.to_string());
+    if let Some(found) = ids.get(&map_key) {
+        return Ok(found.clone());
+    }
+    let row = sqlx::query("SELECT id FROM alerts WHERE factory_id = ? AND idempotency_key = ?")
+        .bind(factory.as_str())
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let id = row.map(|r| r.try_get::<String, _>("id")).transpose()?;
+    ids.insert(map_key, id.clone());
+    Ok(id)
+}
+
+async fn current_status(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    factory: &FactoryId,
+    id: &str,
+) -> Result<AlertStatus, RulesError> {
+    let row = sqlx::query("SELECT status FROM alerts WHERE factory_id = ? AND id = ?")
+        .bind(factory.as_str())
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let status: String = row.try_get("status")?;
+    AlertStatus::parse(&status).ok_or_else(|| RulesError::Malformed(format!("alert status {status:?}")))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    factory: &FactoryId,
+    alert_id: &str,
+    at: i64,
+    status: AlertStatus,
+    actor: &str,
+    note: Option<&str>,
+    value: Option<String>,
+) -> Result<(), RulesError> {
+    sqlx::query(
+        "INSERT INTO alert_history (factory_id, alert_id, at, status, actor, note, value) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(factory.as_str())
+    .bind(alert_id)
+    .bind(at)
+    .bind(status.as_str())
+    .bind(actor)
+    .bind(note.map(str::to_string))
+    .bind(value)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl From<sqlx::Error> for RulesError {
+    fn from(e: sqlx::Error) -> Self {
+        RulesError::Db(DbError::Sqlx(e))
+    }
+}
