@@ -28,6 +28,7 @@ pub struct AppState {
     pub db: Database,
     pub identity: Arc<factoryops_identity::Identity>,
     pub devices: factoryops_ingest::DeviceRegistry,
+    pub rules: Arc<factoryops_rules::RulesEngine>,
     pub ingestor: factoryops_ingest::Ingestor,
     pub store: Arc<dyn factoryops_tsdb::TelemetryStore>,
     pub bus: Arc<dyn factoryops_platform::bus::EventBus>,
@@ -63,6 +64,8 @@ pub struct AppState {
         (name = "audit", description = "The append-only audit log"),
         (name = "devices", description = "Device registry, credentials, auto-discovered properties"),
         (name = "telemetry", description = "Reads, HTTP ingestion, the live stream"),
+        (name = "rules", description = "Alert rules and backtests"),
+        (name = "alerts", description = "The alert inbox and lifecycle"),
     )
 )]
 pub struct ApiDoc;
@@ -92,6 +95,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::metrics))
         .merge(crate::routes::identity::routes())
         .merge(crate::routes::ingest::routes())
+        .merge(crate::routes::rules::routes())
 }
 
 /// The OpenAPI document as generated from the code (checked in as `docs/openapi.json`).

@@ -12,6 +12,7 @@ use factoryops_platform::Config;
 use factoryops_platform::bus::{EventBus, MemoryBus};
 use factoryops_platform::metrics::Metrics;
 use factoryops_platform::shutdown::{Deadline, Shutdown};
+use factoryops_rules::{EngineConfig, RulesEngine};
 use factoryops_types::Clock;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -35,6 +36,8 @@ pub enum StartError {
     Identity(#[from] factoryops_identity::IdentityError),
     #[error("mqtt: {0}")]
     Mqtt(#[from] factoryops_ingest::mqtt::MqttError),
+    #[error("rules: {0}")]
+    Rules(#[from] factoryops_rules::RulesError),
     #[error("tsdb: {0}")]
     Tsdb(#[from] factoryops_tsdb::TsdbError),
     #[error("JWT secret in data_dir: {0}")]
@@ -80,7 +83,13 @@ impl Server {
 /// Opens the database (migrating it) as `migrate` and `serve` both need.
 pub async fn open_database(config: &Config) -> Result<Database, StartError> {
     let db = Database::connect(&config.effective_database_url()).await?;
-    db.migrate(&[&factoryops_db::MIGRATIONS, &factoryops_identity::MIGRATIONS, &factoryops_ingest::MIGRATIONS]).await?;
+    db.migrate(&[
+        &factoryops_db::MIGRATIONS,
+        &factoryops_identity::MIGRATIONS,
+        &factoryops_ingest::MIGRATIONS,
+        &factoryops_rules::MIGRATIONS,
+    ])
+    .await?;
     Ok(db)
 }
 
@@ -93,6 +102,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let metrics = Metrics::new();
     let db = open_database(&config).await?;
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let identity = Arc::new(build_identity(&config, &db, clock.clone()).await?);
     let telemetry = crate::telemetry::open(&config, clock.clone()).await?;
     if let Some(embedded) = &telemetry.embedded {
@@ -113,6 +123,24 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         clock.clone(),
     );
     let devices = DeviceRegistry::new(db.clone());
+    let rules = RulesEngine::start(db.clone(), clock.clone(), EngineConfig::default()).await?;
+    rules.set_outbox_wake(outbox_wake.clone());
+    for factory in identity.list_factories().await? {
+        if let Ok(id) = factoryops_types::FactoryId::parse(factory.id) {
+            rules.set_factory_timezone(&id, &factory.timezone).await?;
+        }
+    }
+    let mut rule_tasks = Vec::new();
+    if components.contains(Component::Rules) {
+        rule_tasks.push(rules.spawn_timer(shutdown.clone()));
+        rule_tasks.push(crate::rules::spawn_consumer(
+            rules.clone(),
+            bus.clone(),
+            devices.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        ));
+    }
     let mqtt = if components.contains(Component::Ingest) {
         let mqtt_config = MqttConfig {
             addr: config.mqtt_addr.clone(),
@@ -148,17 +176,16 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         .or_else(|| config.mqtt_addr.parse::<SocketAddr>().ok().map(|a| a.port()))
         .unwrap_or(1883);
 
-    let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let relay = tokio::spawn(factoryops_db::outbox::run_relay(
         db.clone(),
         bus.clone(),
         clock.clone(),
-        outbox_wake,
+        outbox_wake.clone(),
         shutdown.clone(),
     ));
 
     for component in components.iter() {
-        if !matches!(component, Component::Api | Component::Ingest) {
+        if !matches!(component, Component::Api | Component::Ingest | Component::Rules) {
             tracing::info!(component = %component, "component selected; it has no work to run in this build yet");
         }
     }
@@ -172,6 +199,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             db: db.clone(),
             identity: identity.clone(),
             devices: devices.clone(),
+            rules: rules.clone(),
             ingestor: ingestor.clone(),
             store: store.clone(),
             bus: bus.clone(),
@@ -223,8 +251,9 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                     clean = false;
                 }
             }
-            // 2. Drain the ingest queue into the store.
+            // 2. Drain the ingest queue into the store; stop rule evaluation.
             clean &= deadline.run("drain ingest", ingestor.shutdown()).await;
+            clean &= deadline.run("stop rules", futures_join(rule_tasks)).await;
             // 2. Flush: points become durable in part files, events committed to the outbox reach the bus.
             clean &= deadline
                 .run("flush tsdb", async {
@@ -263,6 +292,12 @@ async fn build_identity(config: &Config, db: &Database, clock: Arc<dyn Clock>) -
         );
     }
     Ok(identity)
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
 }
 
 async fn bind(key: &'static str, env: &'static str, addr: &str) -> Result<TcpListener, StartError> {

@@ -66,14 +66,50 @@ async fn every_pubacked_point_survives_sigkill() {
     let http = reqwest::Client::new();
 
     let mut server = start(dir.path());
-    let root = post(&http, format!("{}/api/v1/platform/login", server.http), None, json!({"username": "root", "password": common::ROOT_PASSWORD})).await;
+    let root = post(
+        &http,
+        format!("{}/api/v1/platform/login", server.http),
+        None,
+        json!({"username": "root", "password": common::ROOT_PASSWORD}),
+    )
+    .await;
     let root = root["access_token"].as_str().unwrap().to_string();
-    post(&http, format!("{}/api/v1/platform/factories", server.http), Some(&root), json!({"id": "plant-a", "name": "A"})).await;
-    post(&http, format!("{}/api/v1/platform/factories/plant-a/super-admins", server.http), Some(&root), json!({"email": "b@a.example", "name": "B", "password": "boss-password-1"})).await;
-    let login = post(&http, format!("{}/api/v1/factories/plant-a/auth/login", server.http), None, json!({"email": "b@a.example", "password": "boss-password-1"})).await;
+    post(
+        &http,
+        format!("{}/api/v1/platform/factories", server.http),
+        Some(&root),
+        json!({"id": "plant-a", "name": "A"}),
+    )
+    .await;
+    post(
+        &http,
+        format!("{}/api/v1/platform/factories/plant-a/super-admins", server.http),
+        Some(&root),
+        json!({"email": "b@a.example", "name": "B", "password": "boss-password-1"}),
+    )
+    .await;
+    let login = post(
+        &http,
+        format!("{}/api/v1/factories/plant-a/auth/login", server.http),
+        None,
+        json!({"email": "b@a.example", "password": "boss-password-1"}),
+    )
+    .await;
     let admin = login["access_token"].as_str().unwrap().to_string();
-    post(&http, format!("{}/api/v1/factories/plant-a/devices", server.http), Some(&admin), json!({"id": "press-1", "name": "P"})).await;
-    let creds = post(&http, format!("{}/api/v1/factories/plant-a/devices/press-1/credentials", server.http), Some(&admin), json!({})).await;
+    post(
+        &http,
+        format!("{}/api/v1/factories/plant-a/devices", server.http),
+        Some(&admin),
+        json!({"id": "press-1", "name": "P"}),
+    )
+    .await;
+    let creds = post(
+        &http,
+        format!("{}/api/v1/factories/plant-a/devices/press-1/credentials", server.http),
+        Some(&admin),
+        json!({}),
+    )
+    .await;
     let secret = creds["secret"].as_str().unwrap().to_string();
 
     let started_ms = chrono_now_ms();
@@ -95,7 +131,9 @@ async fn every_pubacked_point_survives_sigkill() {
         loop {
             seq += 1;
             let payload = json!({"seq": seq, "ts": started_ms + i64::try_from(seq).unwrap()}).to_string();
-            match common::mqtt::publish_acked(&client, &mut el, "factories/plant-a/devices/press-1/telemetry", &payload).await {
+            match common::mqtt::publish_acked(&client, &mut el, "factories/plant-a/devices/press-1/telemetry", &payload)
+                .await
+            {
                 Ok(()) => acked.push(seq),
                 Err(_) => break,
             }
@@ -106,16 +144,31 @@ async fn every_pubacked_point_survives_sigkill() {
     assert!(acked.len() >= 100, "only {} acknowledged publishes in 20 cycles", acked.len());
 
     let mut server = start(dir.path());
-    let login = post(&http, format!("{}/api/v1/factories/plant-a/auth/login", server.http), None, json!({"email": "b@a.example", "password": "boss-password-1"})).await;
+    let login = post(
+        &http,
+        format!("{}/api/v1/factories/plant-a/auth/login", server.http),
+        None,
+        json!({"email": "b@a.example", "password": "boss-password-1"}),
+    )
+    .await;
     let admin = login["access_token"].as_str().unwrap();
     let from = factoryops_types::format_rfc3339_ms(started_ms);
     let to = factoryops_types::format_rfc3339_ms(started_ms + i64::try_from(seq).unwrap() + 1);
-    let url = format!("{}/api/v1/factories/plant-a/telemetry/series?device_id=press-1&property=seq&from={from}&to={to}&limit=100000", server.http);
+    let url = format!(
+        "{}/api/v1/factories/plant-a/telemetry/series?device_id=press-1&property=seq&from={from}&to={to}&limit=100000",
+        server.http
+    );
     let series: Value = http.get(url).bearer_auth(admin).send().await.unwrap().json().await.unwrap();
     let stored: std::collections::HashSet<u64> =
         series["points"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap() as u64).collect();
     let lost: Vec<u64> = acked.iter().copied().filter(|s| !stored.contains(s)).collect();
-    assert!(lost.is_empty(), "{} of {} PUBACKed points lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(20)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} PUBACKed points lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(20)]
+    );
     let _ = server.child.kill();
     let _ = server.child.wait();
 }

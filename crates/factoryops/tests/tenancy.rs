@@ -5,7 +5,7 @@
 //!
 //! Adding a route = adding one `Case` line to `matrix()`. Placeholders (in the path,
 //! the query and the body): `{user}` a user id of B, `{key}` an API key id of B,
-//! `{device}` a device id of B.
+//! `{device}` a device id of B, `{rule}` a rule id of B, `{alert}` an alert id of B.
 
 mod common;
 
@@ -61,10 +61,45 @@ fn matrix() -> Vec<Case> {
         case(M::GET, "/telemetry/series?device_id={device}&property=power_kw", None),
         case(M::POST, "/telemetry", Some(json!({"device_id": "{device}", "power_kw": -1}))),
         case(M::GET, "/stream", None),
+        case(M::GET, "/rules", None),
+        case(
+            M::POST,
+            "/rules",
+            Some(
+                json!({"name": "intruder", "scope": {"devices": ["{device}"]}, "condition": {"property": "power_kw", "op": ">", "value": 0}, "severity": "info"}),
+            ),
+        ),
+        case(M::GET, "/rules/{rule}", None),
+        case(
+            M::PUT,
+            "/rules/{rule}",
+            Some(
+                json!({"name": "hijacked", "scope": {"all": true}, "condition": {"property": "power_kw", "op": ">", "value": 0}, "severity": "info"}),
+            ),
+        ),
+        case(M::DELETE, "/rules/{rule}", None),
+        case(
+            M::POST,
+            "/rules/{rule}/backtest",
+            Some(json!({"from": "2026-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"})),
+        ),
+        case(
+            M::POST,
+            "/rules/backtest",
+            Some(
+                json!({"rule": {"name": "d", "scope": {"devices": ["{device}"]}, "condition": {"property": "power_kw", "op": ">", "value": 0}, "severity": "info"}, "from": "2026-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}),
+            ),
+        ),
+        case(M::GET, "/alerts", None),
+        case(M::GET, "/alerts/{alert}", None),
+        case(M::POST, "/alerts/{alert}/acknowledge", Some(json!({"note": "hijacked"}))),
+        case(M::POST, "/alerts/{alert}/resolve", Some(json!({"note": "hijacked"}))),
     ]
 }
 
 struct Tenant {
+    rule_id: String,
+    alert_id: String,
     device: String,
     secret: String,
     admin: String,
@@ -95,6 +130,9 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
     assert_eq!(status, 201);
     let (_, creds) =
         app.post(&format!("/api/v1/factories/{factory}/devices/{device}/credentials"), Some(&admin), json!({})).await;
+    let rule = json!({"name": "high power", "scope": {"devices": [device]}, "condition": {"property": "power_kw", "op": ">", "value": 10}, "severity": "warning", "auto_resolve": true});
+    let (status, rule) = app.post(&format!("/api/v1/factories/{factory}/rules"), Some(&admin), rule).await;
+    assert_eq!(status, 201, "{rule}");
     let (status, _) = app
         .post(
             &format!("/api/v1/factories/{factory}/telemetry"),
@@ -103,7 +141,19 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
         )
         .await;
     assert_eq!(status, 200);
+    let mut alert_id = String::new();
+    for _ in 0..200 {
+        let (_, alerts) = app.get(&format!("/api/v1/factories/{factory}/alerts"), Some(&admin)).await;
+        if let Some(id) = alerts["items"][0]["id"].as_str() {
+            alert_id = id.to_string();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!alert_id.is_empty(), "the fixture's alert opened");
     Tenant {
+        rule_id: rule["id"].as_str().unwrap().into(),
+        alert_id,
         device,
         secret: creds["secret"].as_str().unwrap().into(),
         admin,
@@ -130,7 +180,10 @@ async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
         .get(&format!("/api/v1/factories/{factory}/telemetry/latest?device_id={}", t.device), Some(&t.admin))
         .await
         .1;
-    json!({ "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest })
+    let rules = app.get(&format!("/api/v1/factories/{factory}/rules"), Some(&t.admin)).await.1;
+    let alerts = app.get(&format!("/api/v1/factories/{factory}/alerts"), Some(&t.admin)).await.1;
+    json!({ "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
+            "rules": rules["items"], "alerts": alerts["items"] })
 }
 
 async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
@@ -143,8 +196,13 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
     let principals = [("A super admin", &a.admin), ("A viewer", &a.viewer), ("A API key", &a.key)];
     let mut checked = 0;
     for case in matrix() {
-        let fill =
-            |text: &str| text.replace("{user}", &b.user_id).replace("{key}", &b.key_id).replace("{device}", &b.device);
+        let fill = |text: &str| {
+            text.replace("{user}", &b.user_id)
+                .replace("{key}", &b.key_id)
+                .replace("{device}", &b.device)
+                .replace("{rule}", &b.rule_id)
+                .replace("{alert}", &b.alert_id)
+        };
         let with_b_ids = fill(case.path);
         let body = case.body.as_ref().map(|v| serde_json::from_str::<Value>(&fill(&v.to_string())).unwrap());
         let mut targets = vec![format!("/api/v1/factories/plant-b{with_b_ids}")];

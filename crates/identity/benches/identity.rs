@@ -21,14 +21,18 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display())).await.unwrap();
+        let db =
+            Database::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display())).await.unwrap();
         db.migrate(&[&factoryops_db::MIGRATIONS, &factoryops_identity::MIGRATIONS]).await.unwrap();
         let mut config = IdentityConfig::new(b"bench-secret-bench-secret-bench-secret".to_vec(), cost);
         config.login_attempts_per_account = u32::MAX;
         config.login_attempts_per_ip = u32::MAX;
         let identity = Arc::new(Identity::new(db, Arc::new(SystemClock), config).await.unwrap());
         let ctx = RequestContext::default();
-        identity.create_factory(NewFactory { id: "bench".into(), name: "Bench".into(), timezone: None }, &ctx).await.unwrap();
+        identity
+            .create_factory(NewFactory { id: "bench".into(), name: "Bench".into(), timezone: None }, &ctx)
+            .await
+            .unwrap();
         let factory = FactoryId::parse("bench").unwrap();
         for i in 0..2 {
             let user = NewUser {
@@ -52,7 +56,12 @@ fn main() {
                 for _ in 0..logins / 2 {
                     let t = Instant::now();
                     identity
-                        .login("bench", &format!("user{client}@bench.example"), "bench-password-1", &RequestContext::default())
+                        .login(
+                            "bench",
+                            &format!("user{client}@bench.example"),
+                            "bench-password-1",
+                            &RequestContext::default(),
+                        )
                         .await
                         .unwrap();
                     latencies.push(t.elapsed());
@@ -76,12 +85,8 @@ fn main() {
 
         // Token verification: the signature check alone, then the full per-request path
         // (signature + expiry + revocation + cached user/factory state).
-        let token = identity
-            .login("bench", "user0@bench.example", "bench-password-1", &ctx)
-            .await
-            .unwrap()
-            .tokens
-            .access_token;
+        let token =
+            identity.login("bench", "user0@bench.example", "bench-password-1", &ctx).await.unwrap().tokens.access_token;
         let rounds = 200_000;
         let t = Instant::now();
         for _ in 0..rounds {

@@ -166,6 +166,7 @@ async fn create_factory(
     ApiJson(body): ApiJson<NewFactory>,
 ) -> ApiResult<Response> {
     let factory = state.identity.create_factory(body, &root.ctx).await?;
+    sync_timezone(&state, &factory).await?;
     Ok((StatusCode::CREATED, Json(factory)).into_response())
 }
 
@@ -179,7 +180,15 @@ async fn update_factory(
     Path(raw): Path<String>,
     ApiJson(body): ApiJson<FactoryUpdate>,
 ) -> ApiResult<Json<Factory>> {
-    Ok(Json(state.identity.update_factory(&factory_id(&raw)?, body, &root.ctx).await?))
+    let factory = state.identity.update_factory(&factory_id(&raw)?, body, &root.ctx).await?;
+    sync_timezone(&state, &factory).await?;
+    Ok(Json(factory))
+}
+
+/// Rule schedules run in the factory's time zone.
+async fn sync_timezone(state: &AppState, factory: &Factory) -> ApiResult<()> {
+    let id = factory_id(&factory.id)?;
+    state.rules.set_factory_timezone(&id, &factory.timezone).await.map_err(Problem::from)
 }
 
 /// Creates a factory's super admin (platform root).

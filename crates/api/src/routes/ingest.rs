@@ -619,7 +619,10 @@ async fn ingest_http(
         let raw = match message.remove("device_id") {
             Some(serde_json::Value::String(id)) => id,
             _ => {
-                return Err(Problem::invalid_field(&field("device_id"), "is required: the device the values come from"));
+                return Err(Problem::invalid_field(
+                    &field("device_id"),
+                    "is required: the device the values come from",
+                ));
             }
         };
         let device = existing_device(&state, &t.factory, &raw).await?;

@@ -2,3 +2,4 @@
 
 pub mod identity;
 pub mod ingest;
+pub mod rules;

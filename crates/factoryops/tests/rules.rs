@@ -1,0 +1,176 @@
+#![allow(clippy::unwrap_used)]
+//! Rules and alerts end to end: MQTT publish → rule → alert → API and live stream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, mqtt};
+use factoryops_testkit::{TestDatabase, backend_matrix};
+use serde_json::{Value, json};
+
+const TOPIC: &str = "factories/plant-a/devices/press-1/telemetry";
+
+fn overheat_rule() -> Value {
+    json!({
+        "name": "Compressor overheating",
+        "enabled": true,
+        "scope": {"devices": ["press-1"]},
+        "condition": {"property": "temp_c", "op": ">", "value": 80},
+        "severity": "critical",
+        "message": "{device} {property} = {value} (limit {threshold})",
+        "cooldown_seconds": 300,
+        "auto_resolve": true,
+        "notify": {"emails": ["ops@example.com"]}
+    })
+}
+
+async fn alerts(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
+    let (status, body) = app.get(&format!("/api/v1/factories/plant-a/alerts{query}"), Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    body["items"].as_array().unwrap().clone()
+}
+
+/// Rules run asynchronously after the PUBACK: wait until the inbox shows what we expect.
+async fn wait_for(app: &TestApp, token: &str, query: &str, predicate: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let items = alerts(app, token, query).await;
+        if predicate(&items) {
+            return items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for alerts {query}: {items:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn alerts_open_resolve_and_never_duplicate(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", "boss-password-1").await;
+    app.post("/api/v1/factories/plant-a/devices", Some(&admin), json!({"id": "press-1", "name": "P", "type": "press"}))
+        .await;
+    let (_, creds) = app.post("/api/v1/factories/plant-a/devices/press-1/credentials", Some(&admin), json!({})).await;
+
+    let (status, rule) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), overheat_rule()).await;
+    assert_eq!(status, 201, "{rule}");
+    assert!(rule["warnings"].to_string().contains("temp_c"), "unknown property warned: {rule}");
+    let rule_id = rule["id"].as_str().unwrap().to_string();
+
+    let mut stream =
+        app.client.get(app.url("/api/v1/factories/plant-a/stream")).bearer_auth(&admin).send().await.unwrap();
+    let (client, mut el) = mqtt::client(app.mqtt_port, "plant-a/press-1", creds["secret"].as_str().unwrap());
+    mqtt::connack(&mut el).await.unwrap();
+    let t0 = app.clock_now();
+
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 85, "ts": t0}).to_string()).await.unwrap();
+    let open = wait_for(&app, &admin, "?status=open", |a| a.len() == 1).await;
+    assert_eq!(open[0]["severity"], "critical");
+    assert_eq!(open[0]["device_id"], "press-1");
+    assert_eq!(open[0]["rule_id"], rule_id.as_str());
+    assert!(open[0]["message"].as_str().unwrap().contains("press-1 temp_c = 85"), "{}", open[0]);
+
+    // The alert arrives on the live stream.
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !text.contains("event: alert") {
+        let chunk =
+            tokio::time::timeout_at(deadline, stream.chunk()).await.expect("alert on the stream").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    // Still above: the same episode, no second alert. Back to normal: auto-resolved.
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 88, "ts": t0 + 1000}).to_string()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(alerts(&app, &admin, "").await.len(), 1);
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 70, "ts": t0 + 2000}).to_string()).await.unwrap();
+    let resolved = wait_for(&app, &admin, "?status=resolved", |a| a.len() == 1).await;
+    let first_id = resolved[0]["id"].as_str().unwrap().to_string();
+
+    // Replaying the event that opened it opens nothing new.
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 85, "ts": t0}).to_string()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(alerts(&app, &admin, "").await.len(), 1, "a replayed event never duplicates an alert");
+
+    // A new excursion: acknowledge and resolve by hand, with notes in the history.
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 95, "ts": t0 + 3000}).to_string()).await.unwrap();
+    let open = wait_for(&app, &admin, "?status=open", |a| a.len() == 1).await;
+    let id = open[0]["id"].as_str().unwrap();
+    assert_ne!(id, first_id);
+    let (status, acked) = app
+        .post(&format!("/api/v1/factories/plant-a/alerts/{id}/acknowledge"), Some(&admin), json!({"note": "on it"}))
+        .await;
+    assert_eq!(status, 200, "{acked}");
+    assert_eq!(acked["status"], "acknowledged");
+    let (status, done) = app
+        .post(
+            &format!("/api/v1/factories/plant-a/alerts/{id}/resolve"),
+            Some(&admin),
+            json!({"note": "valve replaced"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let (_, full) = app.get(&format!("/api/v1/factories/plant-a/alerts/{id}"), Some(&admin)).await;
+    let notes: Vec<&str> = full["history"].as_array().unwrap().iter().filter_map(|h| h["note"].as_str()).collect();
+    assert!(notes.contains(&"on it") && notes.contains(&"valve replaced"), "{full}");
+    let (status, _) =
+        app.post(&format!("/api/v1/factories/plant-a/alerts/{id}/acknowledge"), Some(&admin), json!({})).await;
+    assert_eq!(status, 409, "a resolved alert cannot be acknowledged");
+
+    // Backtest over the same history reports what the live engine did.
+    let from = factoryops_types::format_rfc3339_ms(t0 - 1000);
+    let to = factoryops_types::format_rfc3339_ms(t0 + 10_000);
+    let (status, backtest) = app
+        .post(
+            &format!("/api/v1/factories/plant-a/rules/{rule_id}/backtest"),
+            Some(&admin),
+            json!({"from": from, "to": to}),
+        )
+        .await;
+    assert_eq!(status, 200, "{backtest}");
+    assert!(backtest.to_string().contains("press-1"), "{backtest}");
+    app.stop().await;
+}
+
+async fn rule_permissions_and_validation(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", "boss-password-1").await;
+    let (_, devices_only) = app.user_with(&admin, "plant-a", "d@a.example", "admin", &["devices:write"]).await;
+    let (_, rules_admin) = app.user_with(&admin, "plant-a", "r@a.example", "admin", &["rules:write"]).await;
+    let (_, viewer) = app.user_with(&admin, "plant-a", "v@a.example", "viewer", &[]).await;
+
+    assert_eq!(app.post("/api/v1/factories/plant-a/rules", Some(&devices_only), overheat_rule()).await.0, 403);
+    assert_eq!(app.post("/api/v1/factories/plant-a/rules", Some(&viewer), overheat_rule()).await.0, 403);
+    let (status, rule) = app.post("/api/v1/factories/plant-a/rules", Some(&rules_admin), overheat_rule()).await;
+    assert_eq!(status, 201);
+    let (status, list) = app.get("/api/v1/factories/plant-a/rules", Some(&viewer)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    let mut bad = overheat_rule();
+    bad["condition"] = json!({"all": [{"property": "temp_c", "op": ">", "value": 80}, {"any": [{"property": "x", "op": "≈", "value": 1}]}]});
+    let (status, problem) = app.post("/api/v1/factories/plant-a/rules", Some(&rules_admin), bad).await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["errors"][0]["field"], "condition.all[1].any[0].op", "{problem}");
+
+    let id = rule["id"].as_str().unwrap();
+    assert_eq!(
+        app.send(reqwest::Method::DELETE, &format!("/api/v1/factories/plant-a/rules/{id}"), Some(&viewer), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        app.send(reqwest::Method::DELETE, &format!("/api/v1/factories/plant-a/rules/{id}"), Some(&rules_admin), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(app.get(&format!("/api/v1/factories/plant-a/rules/{id}"), Some(&viewer)).await.0, 404);
+    let (status, _) = app.get("/api/v1/factories/plant-a/alerts?status=sleeping", Some(&viewer)).await;
+    assert_eq!(status, 422);
+    app.stop().await;
+}
+
+backend_matrix!(alerts_open_resolve_and_never_duplicate, rule_permissions_and_validation);
