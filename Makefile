@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run build test test-deps lint fmt test-rust openapi bench clean-data help
+.PHONY: run build test test-deps lint fmt test-rust fuzz-smoke openapi bench clean-data help
 
 help:
 	@echo "make run    build and start the all-in-one server on embedded defaults"
@@ -19,7 +19,7 @@ build:
 	$(CARGO) build --release -p factoryops
 
 ## Everything CI runs.
-test: test-deps lint test-rust
+test: test-deps lint test-rust fuzz-smoke
 
 test-deps:
 	@scripts/test-deps.sh
@@ -33,6 +33,13 @@ fmt:
 
 test-rust:
 	$(CARGO) nextest run --workspace --profile $(if $(CI),ci,default)
+
+## Each fuzz target for a short while (FUZZ_SECONDS, default 20); findings fail the run.
+FUZZ_SECONDS ?= 20
+fuzz-smoke:
+	cd fuzz && for target in payload_parser mqtt_decoder; do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $$target -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 2>&1 | tail -n 2 || exit 1; \
+	done
 
 openapi:
 	UPDATE_OPENAPI=1 $(CARGO) nextest run -p factoryops -E 'test(openapi_document_is_checked_in)'

@@ -53,3 +53,13 @@ if command -v influxd >/dev/null; then
 else
   log "WARNING: influxd is not installed; the InfluxDB adapter tests will skip (or fail under CI)"
 fi
+
+# mosquitto_pub: a second, independent MQTT client for the ingest end-to-end tests.
+command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
+
+# cargo-fuzz: `make fuzz-smoke` runs each fuzz target briefly (stable toolchain,
+# RUSTC_BOOTSTRAP, no sanitizer: the fuzzed code forbids `unsafe`).
+if ! command -v cargo-fuzz >/dev/null; then
+  log "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+fi
