@@ -37,7 +37,7 @@ test-rust:
 ## Each fuzz target for a short while (FUZZ_SECONDS, default 20); findings fail the run.
 FUZZ_SECONDS ?= 20
 fuzz-smoke:
-	cd fuzz && for target in payload_parser mqtt_decoder; do \
+	set -o pipefail; cd fuzz && for target in payload_parser mqtt_decoder; do \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $$target -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 2>&1 | tail -n 2 || exit 1; \
 	done
 

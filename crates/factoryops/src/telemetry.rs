@@ -35,6 +35,20 @@ pub fn embedded_config(config: &Config) -> EmbeddedConfig {
         minute: days(config.tsdb.retention_minute_days),
         hour: days(config.tsdb.retention_hour_days),
     };
+    for (factory, days_of) in &config.tsdb.retention_factories {
+        if let Ok(id) = factoryops_types::FactoryId::parse(factory.as_str()) {
+            let default = embedded.retention.default;
+            let pick = |set: Option<u64>, fallback: Option<Duration>| set.map_or(fallback, days);
+            embedded.retention.per_factory.insert(
+                id,
+                RetentionPolicy {
+                    raw: pick(days_of.raw_days, default.raw),
+                    minute: pick(days_of.minute_days, default.minute),
+                    hour: pick(days_of.hour_days, default.hour),
+                },
+            );
+        }
+    }
     embedded.head_limit = HeadLimit { points: config.tsdb.head_limit_points, ..HeadLimit::default() };
     embedded
 }

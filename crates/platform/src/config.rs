@@ -76,6 +76,17 @@ pub struct TsdbConfig {
     pub retention_hour_days: u64,
     /// Bound on unflushed points in memory; above it writers wait for the flusher.
     pub head_limit_points: usize,
+    /// Per-factory retention overrides, e.g. `[tsdb.retention_factories.plant-1] raw_days = 90`.
+    pub retention_factories: std::collections::BTreeMap<String, RetentionDays>,
+}
+
+/// Days each resolution is kept for one factory; unset fields use the defaults, 0 = forever.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDays {
+    pub raw_days: Option<u64>,
+    pub minute_days: Option<u64>,
+    pub hour_days: Option<u64>,
 }
 
 impl Default for TsdbConfig {
@@ -87,6 +98,7 @@ impl Default for TsdbConfig {
             retention_minute_days: 365,
             retention_hour_days: 0,
             head_limit_points: 20_000_000,
+            retention_factories: Default::default(),
         }
     }
 }
@@ -261,6 +273,11 @@ impl Config {
         if !["batch", "always", "interval"].contains(&self.tsdb.sync.as_str()) {
             return Err(ConfigError::new("tsdb.sync", "must be batch, always or interval"));
         }
+        if let Some(bad) =
+            self.tsdb.retention_factories.keys().find(|f| factoryops_types::FactoryId::parse(f.as_str()).is_err())
+        {
+            return Err(ConfigError::new("tsdb.retention_factories", format!("`{bad}` is not a factory id")));
+        }
         if self.tsdb.head_limit_points < 10_000 {
             return Err(ConfigError::new("tsdb.head_limit_points", "must be at least 10000"));
         }
@@ -428,6 +445,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.root_password.unwrap().expose(), "1234567890");
         assert!(!c.auth.public_factory_list);
+    }
+
+    #[test]
+    fn per_factory_retention_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fo.toml");
+        std::fs::write(&file, "[tsdb.retention_factories.plant-1]\nraw_days = 90\n").unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.tsdb.retention_factories["plant-1"].raw_days, Some(90));
+        std::fs::write(&file, "[tsdb.retention_factories.\"Not A Slug\"]\nraw_days = 1\n").unwrap();
+        assert!(Config::load_from(Some(&file), env(&[])).unwrap_err().to_string().contains("retention_factories"));
     }
 
     #[test]
