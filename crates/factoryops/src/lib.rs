@@ -4,6 +4,7 @@
 mod components;
 mod rules;
 mod server;
+pub mod simulate;
 pub mod telemetry;
 
 pub use components::{Component, Components};

@@ -35,6 +35,8 @@ enum Command {
     Version,
     /// Prints the OpenAPI document generated from the code.
     Openapi,
+    /// Simulates a fleet of devices publishing over MQTT (provisions them through the API).
+    Simulate(factoryops::simulate::SimulateArgs),
     /// Inspects the embedded time-series store in the data dir.
     Tsdb {
         #[command(subcommand)]
@@ -70,6 +72,22 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    if let Command::Simulate(args) = cli.command {
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match runtime.block_on(factoryops::simulate::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -100,7 +118,9 @@ fn main() -> ExitCode {
                 Ok(true)
             }
             Command::Serve { components } => serve(config, components).await,
-            Command::Config | Command::Version | Command::Openapi | Command::Tsdb { .. } => Ok(true),
+            Command::Config | Command::Version | Command::Openapi | Command::Tsdb { .. } | Command::Simulate(_) => {
+                Ok(true)
+            }
         }
     });
     match result {
