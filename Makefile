@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run build test test-deps lint fmt test-rust fuzz-smoke openapi bench clean-data help
+.PHONY: run build test test-deps lint fmt test-rust fuzz-smoke openapi bench bench-ingest clean-data help
 
 help:
 	@echo "make run    build and start the all-in-one server on embedded defaults"
@@ -10,6 +10,7 @@ help:
 	@echo "make lint   rustfmt --check and clippy -D warnings"
 	@echo "make openapi  regenerate docs/openapi.json from the code"
 	@echo "make bench  run the benchmarks (release builds; slow)"
+	@echo "make bench-ingest  MQTT ingest and alert latency end to end, with the Mosquitto anchor"
 
 ## The all-in-one server: SQLite + embedded time-series store in ./data, nothing to install.
 run:
@@ -46,6 +47,12 @@ openapi:
 
 bench:
 	$(CARGO) bench --workspace
+
+## Issues 6/7 end to end: the simulator against a release server and the machine's Mosquitto
+## (needs ~25 min and ulimit -n ≥ 11000; see BENCHMARKS.md).
+bench-ingest:
+	$(CARGO) build --release -p factoryops
+	bench/ingest.sh all
 
 clean-data:
 	rm -rf ./data

@@ -40,6 +40,12 @@ pub struct IngestConfig {
     pub last_errors_per_device: usize,
     /// How often buffered `last_seen` times are written.
     pub last_seen_flush_ms: u64,
+    /// Bound of the in-memory cache of each device's known properties (total properties
+    /// over all cached devices); least recently used devices are reloaded from the DB.
+    pub max_cached_properties: usize,
+    /// Devices whose "last errors" list is kept in memory; the least recently updated
+    /// lists are dropped beyond it.
+    pub max_error_lists: usize,
 }
 
 impl Default for IngestConfig {
@@ -51,6 +57,8 @@ impl Default for IngestConfig {
             max_batch_points: 50_000,
             last_errors_per_device: 20,
             last_seen_flush_ms: 5_000,
+            max_cached_properties: crate::catalogue::DEFAULT_MAX_CACHED_PROPERTIES,
+            max_error_lists: 10_000,
         }
     }
 }
@@ -149,6 +157,7 @@ impl Ingestor {
         metrics: IngestMetrics,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        catalogue.configure_cache(config.max_cached_properties, metrics.property_cache_evictions.clone());
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let writer = tokio::spawn(writer_loop(rx, store, config.max_batch_points.max(1), metrics.clone()));
         let stop_flusher = CancellationToken::new();
@@ -315,7 +324,20 @@ impl Ingestor {
     ) {
         let cap = self.inner.config.last_errors_per_device.max(1);
         let mut all = self.inner.last_errors.lock();
-        let list = all.entry((factory.clone(), device.clone())).or_default();
+        let key = (factory.clone(), device.clone());
+        let max_lists = self.inner.config.max_error_lists.max(1);
+        if all.len() >= max_lists && !all.contains_key(&key) {
+            // Bounded memory: drop the lists updated longest ago, 10 % at a time.
+            let mut by_age: Vec<(i64, DeviceKey)> =
+                all.iter().map(|(k, list)| (list.back().map_or(i64::MIN, |r| r.at_ms), k.clone())).collect();
+            let excess = all.len() + 1 - (max_lists - max_lists / 10).max(1);
+            let nth = excess.min(by_age.len()) - 1;
+            by_age.select_nth_unstable_by_key(nth, |(at, _)| *at);
+            for (_, old) in by_age.into_iter().take(excess) {
+                all.remove(&old);
+            }
+        }
+        let list = all.entry(key).or_default();
         for record in records {
             if list.len() >= cap {
                 list.pop_front();
