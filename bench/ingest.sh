@@ -35,6 +35,9 @@ rss() { # VmRSS and VmHWM of a pid, in MiB
   awk '/VmRSS|VmHWM/ { printf "%s %.0f MiB  ", $1, $2/1024 }' "/proc/$1/status"; echo
 }
 
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+TIME=""; if [[ -x /usr/bin/time ]]; then TIME="/usr/bin/time -f simulator-cpu:%U-user-%S-sys-%e-wall"; fi
+
 SERVER_PID=""
 stop_server() {
   if [[ -n "$SERVER_PID" ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; fi
@@ -61,17 +64,19 @@ start_server() {
 simulate_server() {
   local name="$1"; shift
   note "server: $name ($*)"
-  "$BIN" simulate --mqtt "127.0.0.1:$MQTT_PORT" --api "http://127.0.0.1:$HTTP_PORT" \
+  local c0; c0="$(cpu_secs "$SERVER_PID")"
+  $TIME "$BIN" simulate --mqtt "127.0.0.1:$MQTT_PORT" --api "http://127.0.0.1:$HTTP_PORT" \
     --devices "$DEVICES" --credentials "$DATA/credentials.jsonl" --json "$@" 2>&1 | tee "$OUT/server-$name.txt"
-  echo "after $name: server $(rss "$SERVER_PID")" | tee -a "$OUT/log.txt"
+  echo "after $name: load $(load) server $(rss "$SERVER_PID") server-cpu $(echo "$(cpu_secs "$SERVER_PID") - $c0" | bc) s" | tee -a "$OUT/log.txt"
 }
 
 simulate_anchor() {
   local name="$1"; shift
   note "mosquitto: $name ($*)"
-  "$BIN" simulate --anchor --subscribe --mqtt "$MOSQUITTO" --prefix "anchor$$" \
+  local pid c0; pid="$(pgrep -o -x mosquitto)"; c0="$(cpu_secs "$pid")"
+  $TIME "$BIN" simulate --anchor --subscribe --mqtt "$MOSQUITTO" --prefix "anchor$$" \
     --devices "$DEVICES" --json "$@" 2>&1 | tee "$OUT/mosquitto-$name.txt"
-  echo "after $name: mosquitto $(rss "$(pgrep -o -x mosquitto)")" | tee -a "$OUT/log.txt"
+  echo "after $name: load $(load) mosquitto $(rss "$pid") mosquitto-cpu $(echo "$(cpu_secs "$pid") - $c0" | bc) s" | tee -a "$OUT/log.txt"
 }
 
 metrics() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | grep -E "^factoryops_(ingest_points|ingest_messages|mqtt_connections|mqtt_connects_refused|rules_[a-z_]*events)" || true; }
@@ -79,18 +84,19 @@ metrics() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | grep -E "^factoryo
 if [[ "$WHAT" == all || "$WHAT" == server ]]; then
   start_server
   # Provisioning (10k devices through the API) and a short warm-up.
-  simulate_server warmup --rate 0.2 --duration 10
-  # 1. Sustained throughput: offer more than the target, measure what is PUBACKed (= durable).
-  simulate_server max --rate "$MAX_RATE" --duration "$DURATION"
-  metrics | tee -a "$OUT/log.txt"
+  simulate_server warmup --rate 0.2 --properties 20 --duration 15
+  # 1. Memory: 10k connected devices × 20 properties, on the fresh server (RSS sampled
+  #    mid-run and after; VmHWM is the peak since the server started).
+  ( sleep $((DURATION / 2 + 25)); echo "mid-run 20 properties: server $(rss "$SERVER_PID")" | tee -a "$OUT/log.txt" ) &
+  SAMPLER=$!
+  simulate_server rss20 --rate "$STEADY_RATE" --properties 20 --duration "$DURATION"
+  wait "$SAMPLER"
   # 2. PUBACK latency at a steady 20k points/s.
   simulate_server steady --rate "$STEADY_RATE" --duration "$DURATION"
   # 3. Alert latency (issue 7) under the same 20k points/s background load.
   simulate_server alerts --rate "$STEADY_RATE" --duration "$DURATION" --probe-alerts 200
-  # 4. Memory: 10k connected devices × 20 properties. RSS sampled during the run.
-  ( sleep $((DURATION / 2 + 20)); echo "mid-run 20 properties: server $(rss "$SERVER_PID")" | tee -a "$OUT/log.txt" ) &
-  simulate_server rss20 --rate "$STEADY_RATE" --properties 20 --duration "$DURATION"
-  wait
+  # 4. Sustained throughput: offer more than the target, count what is PUBACKed (= durable).
+  simulate_server max --rate "$MAX_RATE" --duration "$DURATION"
   metrics | tee -a "$OUT/log.txt"
   stop_server
 fi

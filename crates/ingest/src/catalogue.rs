@@ -86,16 +86,16 @@ const NAMES_PER_STATEMENT: usize = 200;
 
 type DeviceKey = (FactoryId, DeviceId);
 
+/// `last_seen` times not yet written: devices (flushed often, batched many per statement)
+/// and properties (flushed less often: one statement per device and timestamp).
 #[derive(Default)]
 struct SeenBuffer {
-    devices: HashMap<DeviceKey, SeenDevice>,
+    devices: HashMap<DeviceKey, i64>,
+    properties: HashMap<DeviceKey, HashMap<PropertyName, i64>>,
 }
 
-#[derive(Default)]
-struct SeenDevice {
-    max_ts: i64,
-    properties: HashMap<PropertyName, i64>,
-}
+/// Devices per batched `last_seen` UPDATE.
+const DEVICES_PER_STATEMENT: usize = 100;
 
 /// Properties cached in memory by default (≈ 100 bytes each): bounds the catalogue's
 /// memory whatever the number of devices.
@@ -314,35 +314,62 @@ impl PropertyCatalogue {
         names: impl Iterator<Item = &'a PropertyName>,
         ts_ms: i64,
     ) {
-        let mut seen = self.seen.lock();
-        let entry = seen.devices.entry((factory.clone(), device.clone())).or_default();
-        entry.max_ts = entry.max_ts.max(ts_ms);
+        let key = (factory.clone(), device.clone());
+        let mut guard = self.seen.lock();
+        let seen = &mut *guard;
+        let properties = seen.properties.entry(key.clone()).or_default();
         for name in names {
-            match entry.properties.get_mut(name) {
+            match properties.get_mut(name) {
                 Some(ts) => *ts = (*ts).max(ts_ms),
                 None => {
-                    entry.properties.insert(name.clone(), ts_ms);
+                    properties.insert(name.clone(), ts_ms);
                 }
             }
         }
+        let max = seen.devices.entry(key).or_insert(ts_ms);
+        *max = (*max).max(ts_ms);
     }
 
-    /// Writes buffered `last_seen` times (properties and devices) in one transaction.
+    /// Writes every buffered `last_seen` time (devices and properties).
     /// On failure the buffer is kept for the next attempt.
     pub async fn flush_last_seen(&self) -> Result<(), RepoError> {
+        self.flush_devices_last_seen().await?;
+        self.flush_properties_last_seen().await
+    }
+
+    /// Writes the devices' buffered `last_seen`, many devices per statement.
+    pub async fn flush_devices_last_seen(&self) -> Result<(), RepoError> {
         let batch = std::mem::take(&mut self.seen.lock().devices);
         if batch.is_empty() {
             return Ok(());
         }
-        match self.write_seen(&batch).await {
+        match self.write_devices_seen(&batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut seen = self.seen.lock();
+                for (key, ts) in batch {
+                    let slot = seen.devices.entry(key).or_insert(ts);
+                    *slot = (*slot).max(ts);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the properties' buffered `last_seen`.
+    pub async fn flush_properties_last_seen(&self) -> Result<(), RepoError> {
+        let batch = std::mem::take(&mut self.seen.lock().properties);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.write_properties_seen(&batch).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let mut seen = self.seen.lock();
                 for (key, old) in batch {
-                    let entry = seen.devices.entry(key).or_default();
-                    entry.max_ts = entry.max_ts.max(old.max_ts);
-                    for (name, ts) in old.properties {
-                        let slot = entry.properties.entry(name).or_insert(ts);
+                    let entry = seen.properties.entry(key).or_default();
+                    for (name, ts) in old {
+                        let slot = entry.entry(name).or_insert(ts);
                         *slot = (*slot).max(ts);
                     }
                 }
@@ -351,21 +378,50 @@ impl PropertyCatalogue {
         }
     }
 
-    async fn write_seen(&self, batch: &HashMap<DeviceKey, SeenDevice>) -> Result<(), RepoError> {
+    async fn write_devices_seen(&self, batch: &HashMap<DeviceKey, i64>) -> Result<(), RepoError> {
+        // One statement per factory and chunk: `CASE device_id WHEN … THEN … END` is
+        // portable (SQLite, MySQL) and turns 10k single-row UPDATEs into 100.
+        let mut by_factory: HashMap<&FactoryId, Vec<(&DeviceId, i64)>> = HashMap::new();
+        for ((factory, device), ts) in batch {
+            by_factory.entry(factory).or_default().push((device, *ts));
+        }
         let mut tx = self.db.pool().begin().await?;
-        for ((factory, device), seen) in batch {
-            sqlx::query(
-                "UPDATE ingest_devices SET last_seen = ? WHERE factory_id = ? AND device_id = ? AND (last_seen IS NULL OR last_seen < ?)",
-            )
-            .bind(seen.max_ts)
-            .bind(factory.as_str())
-            .bind(device.as_str())
-            .bind(seen.max_ts)
-            .execute(&mut *tx)
-            .await?;
+        for (factory, devices) in by_factory {
+            for chunk in devices.chunks(DEVICES_PER_STATEMENT) {
+                let case = format!("CASE device_id {} END", vec!["WHEN ? THEN ?"; chunk.len()].join(" "));
+                let sql = format!(
+                    "UPDATE ingest_devices SET last_seen = {case} WHERE factory_id = ? AND device_id IN ({}) \
+                     AND (last_seen IS NULL OR last_seen < {case})",
+                    vec!["?"; chunk.len()].join(", ")
+                );
+                // Only placeholders are interpolated; values are bound.
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for (device, ts) in chunk {
+                    query = query.bind(device.as_str()).bind(*ts);
+                }
+                query = query.bind(factory.as_str());
+                for (device, _) in chunk {
+                    query = query.bind(device.as_str());
+                }
+                for (device, ts) in chunk {
+                    query = query.bind(device.as_str()).bind(*ts);
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_properties_seen(
+        &self,
+        batch: &HashMap<DeviceKey, HashMap<PropertyName, i64>>,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.db.pool().begin().await?;
+        for ((factory, device), properties) in batch {
             // Properties of one message share a timestamp: group by it for few statements.
             let mut by_ts: HashMap<i64, Vec<&PropertyName>> = HashMap::new();
-            for (name, ts) in &seen.properties {
+            for (name, ts) in properties {
                 by_ts.entry(*ts).or_default().push(name);
             }
             for (ts, names) in by_ts {

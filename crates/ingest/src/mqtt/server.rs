@@ -42,6 +42,10 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
     /// Unacknowledged PUBLISHes per connection before the socket is no longer read.
     pub receive_maximum: u16,
+    /// Unacknowledged PUBLISHes over all connections before sockets are no longer read:
+    /// bounds the endpoint's memory whatever the number of connections (10k devices ×
+    /// `receive_maximum` would otherwise be 640k parsed messages in memory).
+    pub max_inflight_total: usize,
     /// Time allowed between accepting a socket and its CONNECT (TLS handshake included).
     pub connect_timeout_ms: u64,
     /// Upper bound on an MQTT 5 client's keep-alive (announced as Server Keep Alive).
@@ -76,6 +80,7 @@ impl Default for MqttConfig {
             tls: None,
             max_packet_bytes: 256 * 1024,
             receive_maximum: 64,
+            max_inflight_total: 16_384,
             connect_timeout_ms: 10_000,
             max_keep_alive_secs: 3_600,
             max_session_expiry_secs: 7 * 24 * 3600,
@@ -108,6 +113,8 @@ struct Ctx {
     clock: Arc<dyn Clock>,
     sessions: Sessions,
     limiter: ConnectLimiter,
+    /// The endpoint-wide in-flight window (`max_inflight_total`).
+    inflight_total: Arc<Semaphore>,
     shutdown: CancellationToken,
     next_conn: AtomicU64,
 }
@@ -171,12 +178,14 @@ impl MqttServer {
         tracing::info!(%local_addr, "MQTT endpoint listening");
         let metrics = ingestor.metrics().clone();
         let limiter = ConnectLimiter::new(config.connect_limits.clone(), clock.now_ms());
+        let inflight_total = Arc::new(Semaphore::new(config.max_inflight_total.max(1)));
         let ctx = Arc::new(Ctx {
             config,
             registry,
             ingestor,
             metrics,
             clock,
+            inflight_total,
             sessions: Sessions::default(),
             limiter,
             shutdown: CancellationToken::new(),
@@ -470,7 +479,7 @@ enum Out {
     Ack {
         pkid: Option<u16>,
         submitted: Box<Submitted>,
-        _permit: OwnedSemaphorePermit,
+        _permit: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     },
 }
 
@@ -791,10 +800,17 @@ impl Connection<'_> {
             };
         }
         // Back-pressure: while the in-flight window is full we do not read the socket.
+        // The connection's window first, then the endpoint's: a connection waits for the
+        // shared window holding at most one of its own permits.
         let permit = tokio::select! {
             permit = self.inflight.clone().acquire_owned() => permit.map_err(|_| End::OutboundGone)?,
             _ = stop.cancelled() => return Err(End::Stopped(reason::SERVER_SHUTTING_DOWN)),
         };
+        let total = tokio::select! {
+            permit = self.ctx.inflight_total.clone().acquire_owned() => permit.map_err(|_| End::OutboundGone)?,
+            _ = stop.cancelled() => return Err(End::Stopped(reason::SERVER_SHUTTING_DOWN)),
+        };
+        let permit = (permit, total);
         let received_at = self.ctx.clock.now_ms();
         let submitted = self
             .ctx
