@@ -7,7 +7,8 @@
 #
 # Environment: BIN (release binary), DEVICES (10000), DURATION (60 s per case),
 # MAX_RATE (messages/s per device offered in the throughput case, 5), MOSQUITTO
-# (127.0.0.1:1883), OUT (results directory). Every case prints `uptime` first: the
+# (127.0.0.1:1883), OUT (results directory), SERVER_PRELOAD (e.g. a jemalloc .so, to
+# compare allocators without rebuilding). Every case prints `uptime` first: the
 # machine is shared, so each figure is recorded with the load it was measured under.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,7 @@ start_server() {
   export FACTORYOPS_ROOT_PASSWORD="bench-root-password-1"
   FACTORYOPS_DATA_DIR="$DATA" FACTORYOPS_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
     FACTORYOPS_MQTT_ADDR="127.0.0.1:$MQTT_PORT" FACTORYOPS_LOG_LEVEL="${LOG_LEVEL:-warn}" \
-    "$BIN" serve >"$OUT/server.log" 2>&1 &
+    ${SERVER_PRELOAD:+env LD_PRELOAD="$SERVER_PRELOAD"} "$BIN" serve >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1 && break
