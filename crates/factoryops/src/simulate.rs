@@ -492,15 +492,20 @@ async fn device_loop(
             let Ok(start) = go.wait_for(Option::is_some).await.map(|s| s.unwrap_or_else(Instant::now)) else {
                 return;
             };
-            let deadline = start + duration;
+            let deadline = tokio::time::Instant::from_std(start + duration);
             // Spread the fleet over the first interval instead of bursting together.
-            tokio::time::sleep(interval.mul_f64((index % 1000) as f64 / 1000.0)).await;
+            let spread = tokio::time::Instant::now() + interval.mul_f64((index % 1000) as f64 / 1000.0);
+            tokio::time::sleep_until(spread.min(deadline)).await;
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut step = 0u64;
             loop {
-                ticker.tick().await;
-                if Instant::now() >= deadline {
+                // A slow rate (interval longer than the window) must still end at the deadline.
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+                if tokio::time::Instant::now() >= deadline {
                     break;
                 }
                 step += 1;
