@@ -42,6 +42,8 @@ TIME=""; if [[ -x /usr/bin/time ]]; then TIME="/usr/bin/time -f simulator-cpu:%U
 SERVER_PID=""
 stop_server() {
   if [[ -n "$SERVER_PID" ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; fi
+  # The data dir (tens to hundreds of MB) goes unless KEEP_DATA=1.
+  if [[ -n "${DATA:-}" && -z "${KEEP_DATA:-}" ]]; then rm -rf "$DATA"; DATA=""; fi
 }
 trap stop_server EXIT
 
