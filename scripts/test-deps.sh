@@ -22,6 +22,9 @@ if ! command -v cargo-nextest >/dev/null; then
   cargo install cargo-nextest --locked
 fi
 
+# The in-process SMTP server of the notification tests links the system OpenSSL.
+apt_install libssl-dev pkg-config
+
 # MariaDB: the scaled-out relational backend. Tests create and drop their own databases.
 if ! port_open 3306; then
   if ! command -v mariadbd >/dev/null && ! [[ -x /usr/sbin/mariadbd ]]; then

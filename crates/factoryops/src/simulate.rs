@@ -255,7 +255,7 @@ async fn publish_loop(
 }
 
 async fn provision(args: &SimulateArgs, root_password: &str) -> anyhow::Result<Vec<Device>> {
-    let http = reqwest::Client::new();
+    let http = factoryops_platform::http::client();
     let api = args.api.trim_end_matches('/');
     let post = |url: String, token: Option<String>, body: Value| {
         let http = http.clone();

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use factoryops_db::{Database, DatabaseBackend, DbError, outbox};
+use factoryops_notify::{AlertNotice, Notifier, Recipients};
 use factoryops_platform::bus::topics;
 use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, FactoryId, new_id};
@@ -123,11 +124,14 @@ pub struct ApplySummary {
     pub updated: usize,
     pub resolved: usize,
     pub notifications: usize,
+    /// Notification rows (channel × recipient) written with the alert changes.
+    pub deliveries: usize,
 }
 
 #[derive(Clone, Debug)]
 pub struct RulesStore {
     db: Database,
+    notifier: Option<Notifier>,
 }
 
 const ALERT_COLUMNS: &str = "id, factory_id, rule_id, rule_name, device_id, status, severity, message, property, value, \
@@ -223,7 +227,13 @@ fn alert_event(
 
 impl RulesStore {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self { db, notifier: None }
+    }
+
+    /// Writes notification rows (email, WhatsApp) with each alert change.
+    pub fn with_notifier(mut self, notifier: Option<Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     pub fn database(&self) -> &Database {
@@ -492,18 +502,73 @@ impl RulesStore {
             "alert_id": id, "rule_id": rule_id, "device_id": device_id,
             "status": to.as_str(), "by": actor, "note": note, "at": factoryops_types::format_rfc3339_ms(now_ms),
         });
-        outbox::append(
-            &self.db,
-            &mut tx,
-            Some(factory),
-            topics::ALERTS,
-            &format!("alert:{id}:{}", to.as_str()),
-            &payload,
-            now_ms,
-        )
-        .await?;
+        let event_key = format!("alert:{id}:{}", to.as_str());
+        outbox::append(&self.db, &mut tx, Some(factory), topics::ALERTS, &event_key, &payload, now_ms).await?;
+        self.notify_transition(&mut tx, factory, id, &rule_id, &device_id, to, actor, note, value, &event_key, now_ms)
+            .await?;
         tx.commit().await?;
         self.get_alert(factory, id).await
+    }
+
+    /// People who were told about the alert hear that someone acknowledged or resolved it:
+    /// the rule's targets (not the escalation list), in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn notify_transition(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        factory: &FactoryId,
+        id: &str,
+        rule_id: &str,
+        device_id: &str,
+        to: AlertStatus,
+        actor: &str,
+        note: Option<&str>,
+        value: Option<String>,
+        event_key: &str,
+        now_ms: i64,
+    ) -> Result<(), RulesError> {
+        if self.notifier.is_none() {
+            return Ok(());
+        }
+        let rule = sqlx::query("SELECT definition FROM rules WHERE factory_id = ? AND id = ?")
+            .bind(factory.as_str())
+            .bind(rule_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(rule) = rule else { return Ok(()) };
+        let definition: String = rule.try_get("definition")?;
+        let Ok(spec) = serde_json::from_str::<RuleSpec>(&definition) else { return Ok(()) };
+        let targets = spec.notify.targets();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let alert = sqlx::query("SELECT rule_name, severity, message FROM alerts WHERE factory_id = ? AND id = ?")
+            .bind(factory.as_str())
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let (rule_name, severity, message): (String, String, String) =
+            (alert.try_get("rule_name")?, alert.try_get("severity")?, alert.try_get("message")?);
+        let recipients = Recipients { users: targets.users, emails: targets.emails, whatsapp: targets.whatsapp };
+        let notice = AlertNotice {
+            factory_id: factory,
+            alert_id: id,
+            event_key,
+            kind: to.as_str(),
+            rule_name: &rule_name,
+            device_id,
+            severity: &severity,
+            message: &message,
+            value,
+            at_ms: now_ms,
+            by: Some(actor),
+            note,
+            recipients: &recipients,
+        };
+        if let Some(notifier) = &self.notifier {
+            notifier.enqueue_alert(&self.db, tx, &notice, now_ms).await?;
+        }
+        Ok(())
     }
 
     /// Open and acknowledged alerts of every factory, for rebuilding the evaluator on start.
@@ -733,16 +798,38 @@ impl RulesStore {
                             "at": factoryops_types::format_rfc3339_ms(n.at_ms),
                         }),
                     );
-                    outbox::append(
-                        &self.db,
-                        &mut tx,
-                        Some(factory),
-                        topics::ALERTS,
-                        &format!("notify:{id}:{}:{}", n.kind.as_str(), n.at_ms),
-                        &payload,
-                        now_ms,
-                    )
-                    .await?;
+                    let event_key = format!("notify:{id}:{}:{}", n.kind.as_str(), n.at_ms);
+                    outbox::append(&self.db, &mut tx, Some(factory), topics::ALERTS, &event_key, &payload, now_ms)
+                        .await?;
+                    let row = sqlx::query("SELECT rule_name, value FROM alerts WHERE factory_id = ? AND id = ?")
+                        .bind(factory.as_str())
+                        .bind(&id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let rule_name: String = row.try_get("rule_name")?;
+                    let recipients = Recipients {
+                        users: n.targets.users.clone(),
+                        emails: n.targets.emails.clone(),
+                        whatsapp: n.targets.whatsapp.clone(),
+                    };
+                    let notice = AlertNotice {
+                        factory_id: factory,
+                        alert_id: &id,
+                        event_key: &event_key,
+                        kind: n.kind.as_str(),
+                        rule_name: &rule_name,
+                        device_id: alert.device_id.as_str(),
+                        severity: n.severity.as_str(),
+                        message: &n.message,
+                        value: row.try_get("value")?,
+                        at_ms: n.at_ms,
+                        by: None,
+                        note: None,
+                        recipients: &recipients,
+                    };
+                    if let Some(notifier) = &self.notifier {
+                        summary.deliveries += notifier.enqueue_alert(&self.db, &mut tx, &notice, now_ms).await?;
+                    }
                 }
             }
         }

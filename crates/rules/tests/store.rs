@@ -364,10 +364,14 @@ async fn backtest_equals_live(db: TestDatabase) {
 async fn timer_task_opens_for_duration_and_stale_alerts_until_shutdown(db: TestDatabase) {
     let database = open(&db).await;
     let clock = ManualClock::new(1_000_000);
-    let config = EngineConfig { tick_interval: std::time::Duration::from_millis(20), timer_grace_ms: 0 };
+    let config = EngineConfig {
+        tick_interval: std::time::Duration::from_millis(20),
+        timer_grace_ms: 0,
+        ..EngineConfig::default()
+    };
     let engine = RulesEngine::start(database.clone(), Arc::new(clock.clone()), config).await.unwrap();
     let wake = Arc::new(tokio::sync::Notify::new());
-    engine.set_outbox_wake(wake.clone());
+    engine.add_commit_wake(wake.clone());
     let body = json!({
         "name": "Silent press", "scope": {"all": true}, "condition": {"op": "stale", "seconds": 60},
         "severity": "warning", "notify": {"emails": ["ops@example.com"]}

@@ -2,4 +2,5 @@
 
 pub mod identity;
 pub mod ingest;
+pub mod notifications;
 pub mod rules;

@@ -2,6 +2,8 @@
 //! database per test (SQLite file or a throw-away MariaDB database).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod binary;
+
 use std::sync::Arc;
 
 use factoryops::{Components, Server, start};
@@ -55,7 +57,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             clock,
             mqtt_port,
-            client: reqwest::Client::new(),
+            client: factoryops_platform::http::client(),
             db,
             server: Some(server),
         }
