@@ -117,6 +117,23 @@ async fn alerts_open_resolve_and_never_duplicate(db: TestDatabase) {
         app.post(&format!("/api/v1/factories/plant-a/alerts/{id}/acknowledge"), Some(&admin), json!({})).await;
     assert_eq!(status, 409, "a resolved alert cannot be acknowledged");
 
+    // Every change is in the audit log, with who did it.
+    for (action, target) in [
+        ("rule.created", rule_id.as_str()),
+        ("alert.acknowledged", id),
+        ("alert.resolved", id),
+        ("device.created", "press-1"),
+        ("device.credentials_rotated", "press-1"),
+    ] {
+        let (status, audit) = app.get(&format!("/api/v1/factories/plant-a/audit?action={action}"), Some(&admin)).await;
+        assert_eq!(status, 200);
+        let items = audit["items"].as_array().unwrap();
+        assert!(
+            items.iter().any(|e| e["target"] == target && e["actor"].as_str().unwrap().starts_with("user:")),
+            "{action}: {audit}"
+        );
+    }
+
     // Backtest over the same history reports what the live engine did.
     let from = factoryops_types::format_rfc3339_ms(t0 - 1000);
     let to = factoryops_types::format_rfc3339_ms(t0 + 10_000);

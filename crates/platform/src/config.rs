@@ -552,6 +552,9 @@ mod tests {
                 ("FACTORYOPS_DATABASE_URL", "mysql://root:dbpass@127.0.0.1/test"),
                 ("FACTORYOPS_TWILIO_AUTH_TOKEN", "twiliotoken"),
                 ("FACTORYOPS_SMTP_URL", "smtp://u:smtppass@mail:25?tls=none"),
+                ("FACTORYOPS_SMTP_FROM", "alerts@example.com"),
+                ("FACTORYOPS_TWILIO_ACCOUNT_SID", "AC1"),
+                ("FACTORYOPS_TWILIO_FROM", "whatsapp:+14155238886"),
             ]),
         )
         .unwrap();
@@ -560,5 +563,17 @@ mod tests {
             assert!(!out.contains(secret), "{secret} leaked in:\n{out}");
         }
         assert!(!format!("{c:?}").contains("dbpass"));
+    }
+
+    #[test]
+    fn channel_settings_come_in_complete_sets() {
+        let half_smtp = Config::load_from(None, env(&[("FACTORYOPS_SMTP_URL", "smtp://mail:25")]));
+        assert_eq!(half_smtp.unwrap_err().key, "smtp_from");
+        let half_twilio = Config::load_from(None, env(&[("FACTORYOPS_TWILIO_ACCOUNT_SID", "AC1")]));
+        assert_eq!(half_twilio.unwrap_err().key, "twilio_account_sid");
+        let bad_ops = Config::load_from(None, env(&[("FACTORYOPS_NOTIFY__SYSADMIN_WHATSAPP", "[\"0151\"]")]));
+        assert_eq!(bad_ops.unwrap_err().key, "notify.sysadmin_whatsapp");
+        let ops = Config::load_from(None, env(&[("FACTORYOPS_NOTIFY__SYSADMIN_EMAILS", "[\"oncall@example.com\"]")]));
+        assert_eq!(ops.unwrap().notify.sysadmin_emails, ["oncall@example.com"]);
     }
 }

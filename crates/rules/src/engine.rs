@@ -87,6 +87,10 @@ impl RulesEngine {
                 restored += 1;
             }
         }
+        // Cooldowns are at most days long; older notifications cannot matter.
+        for (factory, rule_id, device, at) in store.last_notifications(now - 30 * 86_400_000).await? {
+            eval.restore_last_notified(&factory, &rule_id, &device, at);
+        }
         tracing::info!(rules = eval.stats().rules, open_alerts = restored, "rules engine loaded");
         Ok(Arc::new(Self {
             store,

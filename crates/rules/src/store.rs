@@ -571,6 +571,29 @@ impl RulesStore {
         Ok(())
     }
 
+    /// The last cooldown-bound notification per (factory, rule, device) since `since_ms`,
+    /// so a restarted engine keeps honouring cooldowns.
+    pub async fn last_notifications(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(FactoryId, String, DeviceId, i64)>, RulesError> {
+        let rows = sqlx::query(
+            "SELECT factory_id, rule_id, device_id, MAX(last_notified_at) AS at FROM alerts \
+             WHERE last_notified_at >= ? GROUP BY factory_id, rule_id, device_id",
+        )
+        .bind(since_ms)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let factory: String = r.try_get("factory_id")?;
+            let device: String = r.try_get("device_id")?;
+            let (Ok(factory), Ok(device)) = (FactoryId::parse(factory), DeviceId::parse(device)) else { continue };
+            out.push((factory, r.try_get("rule_id")?, device, r.try_get("at")?));
+        }
+        Ok(out)
+    }
+
     /// Open and acknowledged alerts of every factory, for rebuilding the evaluator on start.
     pub async fn open_alerts(&self) -> Result<Vec<(FactoryId, RestoredAlert)>, RulesError> {
         let rows = sqlx::query(
@@ -780,6 +803,14 @@ impl RulesStore {
                 }
                 Effect::Notify(n) => {
                     let Some(id) = lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
+                    if matches!(n.kind, NotifyKind::Opened | NotifyKind::Retriggered) {
+                        sqlx::query("UPDATE alerts SET last_notified_at = ? WHERE factory_id = ? AND id = ?")
+                            .bind(n.at_ms)
+                            .bind(factory.as_str())
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     if n.kind == NotifyKind::Escalation {
                         sqlx::query("UPDATE alerts SET escalated_at = ? WHERE factory_id = ? AND id = ? AND escalated_at IS NULL")
                             .bind(n.at_ms)

@@ -16,6 +16,8 @@ use utoipa_axum::routes;
 use crate::auth::{AlertsWrite, CanRead, RulesWrite, Tenant};
 use crate::problem::{ApiJson, FieldError, Problem};
 use crate::router::AppState;
+use crate::routes::audit;
+use serde_json::json;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -133,6 +135,7 @@ async fn create_rule(
 ) -> ApiResult<Response> {
     let known = known_properties(&state, &t.factory).await?;
     let rule = state.rules.create_rule(&t.factory, &body, &known).await?;
+    audit(&state, &t, "rule.created", &rule.rule.id, json!({ "name": rule.rule.spec.name })).await;
     Ok((StatusCode::CREATED, Json(rule)).into_response())
 }
 
@@ -160,7 +163,16 @@ async fn replace_rule(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Response> {
     let known = known_properties(&state, &t.factory).await?;
-    Ok(Json(state.rules.update_rule(&t.factory, &ids.1, &body, &known).await?).into_response())
+    let rule = state.rules.update_rule(&t.factory, &ids.1, &body, &known).await?;
+    audit(
+        &state,
+        &t,
+        "rule.updated",
+        &ids.1,
+        json!({ "name": rule.rule.spec.name, "enabled": rule.rule.spec.enabled }),
+    )
+    .await;
+    Ok(Json(rule).into_response())
 }
 
 /// Deletes a rule (`rules:write`); its alerts are kept.
@@ -173,6 +185,7 @@ async fn delete_rule(
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     state.rules.delete_rule(&t.factory, &ids.1).await?;
+    audit(&state, &t, "rule.deleted", &ids.1, json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -286,6 +299,7 @@ async fn acknowledge_alert(
 ) -> ApiResult<Response> {
     let note = body.note;
     let alert = state.rules.acknowledge(&t.factory, &ids.1, &t.principal.actor(), note.as_deref()).await?;
+    audit(&state, &t, "alert.acknowledged", &ids.1, json!({ "note": note })).await;
     Ok(Json(alert).into_response())
 }
 
@@ -301,5 +315,6 @@ async fn resolve_alert(
 ) -> ApiResult<Response> {
     let note = body.note;
     let alert = state.rules.resolve(&t.factory, &ids.1, &t.principal.actor(), note.as_deref()).await?;
+    audit(&state, &t, "alert.resolved", &ids.1, json!({ "note": note })).await;
     Ok(Json(alert).into_response())
 }
