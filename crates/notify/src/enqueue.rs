@@ -99,16 +99,77 @@ impl Notifier {
         Self { directory, options }
     }
 
-    /// Resolves recipients and inserts one row per (channel, recipient) in `tx`; returns
-    /// how many rows were new.
+    /// Looks up what notices of `factory` need (call *before* opening the transaction).
+    pub async fn audience(
+        &self,
+        factory: &FactoryId,
+        user_ids: &[String],
+        actor: Option<&str>,
+    ) -> Result<Audience, NotifyError> {
+        Audience::resolve(self.directory.as_ref(), factory, user_ids, actor).await
+    }
+
+    /// Inserts one row per (channel, recipient) in `tx`; returns how many rows were new.
     pub async fn enqueue_alert(
         &self,
         db: &Database,
         tx: &mut Transaction<'_, Any>,
+        audience: &Audience,
         notice: &AlertNotice<'_>,
         now_ms: i64,
     ) -> Result<usize, NotifyError> {
-        enqueue_alert(db, tx, self.directory.as_ref(), notice, &self.options, now_ms).await
+        enqueue_alert(db, tx, audience, notice, &self.options, now_ms).await
+    }
+}
+
+/// Everything notices of one factory need from the directory, looked up *before* the
+/// caller's write transaction: the directory reads through the connection pool, and a
+/// transaction waiting for a pooled connection it may itself be holding up is a deadlock.
+#[derive(Debug, Clone)]
+pub struct Audience {
+    factory_name: String,
+    timezone: Tz,
+    contacts: HashMap<String, Contact>,
+    /// `user:<id>` actor → the user's email.
+    actors: HashMap<String, String>,
+}
+
+impl Audience {
+    pub async fn resolve(
+        directory: &dyn Directory,
+        factory: &FactoryId,
+        user_ids: &[String],
+        actor: Option<&str>,
+    ) -> Result<Self, NotifyError> {
+        let profile = directory.factory(factory).await?;
+        let mut audience = Audience {
+            factory_name: profile.as_ref().map_or_else(|| factory.to_string(), |p| p.name.clone()),
+            timezone: profile.and_then(|p| p.timezone.parse().ok()).unwrap_or(chrono_tz::UTC),
+            contacts: HashMap::new(),
+            actors: HashMap::new(),
+        };
+        for user_id in user_ids {
+            if audience.contacts.contains_key(user_id) {
+                continue;
+            }
+            match directory.user(factory, user_id).await? {
+                Some(contact) => {
+                    audience.contacts.insert(user_id.clone(), contact);
+                }
+                None => tracing::warn!(factory_id = %factory, user_id, "rule notifies an unknown user; skipped"),
+            }
+        }
+        if let Some(actor) = actor
+            && let Some(user_id) = actor.strip_prefix("user:")
+            && let Some(contact) = directory.user(factory, user_id).await?
+        {
+            audience.actors.insert(actor.to_string(), contact.email);
+        }
+        Ok(audience)
+    }
+
+    fn actor(&self, actor: &str) -> String {
+        self.actors.get(actor).cloned().unwrap_or_else(|| actor.to_string())
     }
 }
 
@@ -146,12 +207,12 @@ pub struct AlertNotice<'a> {
     pub recipients: &'a Recipients,
 }
 
-/// Resolves recipients and inserts one row per (channel, recipient); returns how many
-/// rows were new.
+/// Inserts one row per (channel, recipient) for the notice, with the audience resolved
+/// beforehand; returns how many rows were new.
 pub async fn enqueue_alert(
     db: &Database,
     tx: &mut Transaction<'_, Any>,
-    directory: &dyn Directory,
+    audience: &Audience,
     notice: &AlertNotice<'_>,
     options: &EnqueueOptions,
     now_ms: i64,
@@ -160,22 +221,11 @@ pub async fn enqueue_alert(
         return Ok(0);
     }
     let factory = notice.factory_id.as_str();
-    let profile = directory.factory(notice.factory_id).await?;
-    let factory_name = profile.as_ref().map_or_else(|| factory.to_string(), |p| p.name.clone());
-    let tz: Tz = profile.and_then(|p| p.timezone.parse().ok()).unwrap_or(chrono_tz::UTC);
+    let factory_name = audience.factory_name.clone();
+    let tz = audience.timezone;
     let link =
         options.public_url.as_ref().map(|base| format!("{}/alerts/{}", base.trim_end_matches('/'), notice.alert_id));
-    // `user:<id>` → the user's email; other actors (`api_key:…`) as they are.
-    let by = match notice.by {
-        Some(actor) => match actor.strip_prefix("user:") {
-            Some(user_id) => Some(match directory.user(notice.factory_id, user_id).await? {
-                Some(contact) => contact.email,
-                None => actor.to_string(),
-            }),
-            None => Some(actor.to_string()),
-        },
-        None => None,
-    };
+    let by = notice.by.map(|actor| audience.actor(actor));
     let rendered = render_alert(&AlertContent {
         kind: notice.kind,
         factory_name: &factory_name,
@@ -209,10 +259,7 @@ pub async fn enqueue_alert(
     };
     let mut rows = Vec::new();
     for user_id in &notice.recipients.users {
-        let Some(contact) = directory.user(notice.factory_id, user_id).await? else {
-            tracing::warn!(factory_id = factory, user_id, "rule notifies an unknown user; skipped");
-            continue;
-        };
+        let Some(contact) = audience.contacts.get(user_id) else { continue };
         if !contact.active {
             continue;
         }
@@ -221,8 +268,8 @@ pub async fn enqueue_alert(
         if prefs.email && crate::is_email(&contact.email) {
             rows.push(row(ChannelKind::Email, &contact.email, Some(user_id), not_before));
         }
-        if let Some(phone) = contact.phone.filter(|p| prefs.whatsapp && crate::is_e164(p)) {
-            rows.push(row(ChannelKind::Whatsapp, &phone, Some(user_id), not_before));
+        if let Some(phone) = contact.phone.as_ref().filter(|p| prefs.whatsapp && crate::is_e164(p)) {
+            rows.push(row(ChannelKind::Whatsapp, phone, Some(user_id), not_before));
         }
     }
     for email in &notice.recipients.emails {

@@ -25,7 +25,7 @@ pub mod worker;
 
 pub use channel::{Channel, ChannelKind, Outgoing, SendError};
 pub use enqueue::{
-    AlertNotice, Contact, Directory, FactoryProfile, Notifier, Recipients, StaticDirectory, enqueue_alert,
+    AlertNotice, Audience, Contact, Directory, FactoryProfile, Notifier, Recipients, StaticDirectory, enqueue_alert,
 };
 pub use store::{Notification, NotificationQuery, NotificationStatus, NotificationStore, Preferences};
 

@@ -13,8 +13,8 @@ use factoryops_notify::metrics::NotifyMetrics;
 use factoryops_notify::whatsapp::{TwilioChannel, TwilioSettings};
 use factoryops_notify::worker::{NotificationWorker, WorkerConfig};
 use factoryops_notify::{
-    AlertNotice, Channel, ChannelKind, Contact, FactoryProfile, Notification, NotificationQuery, NotificationStatus,
-    NotificationStore, Preferences, Recipients, StaticDirectory, enqueue_alert,
+    AlertNotice, Audience, Channel, ChannelKind, Contact, FactoryProfile, Notification, NotificationQuery,
+    NotificationStatus, NotificationStore, Preferences, Recipients, StaticDirectory, enqueue_alert,
 };
 use factoryops_platform::bus::{Event, EventBus, MemoryBus, topics};
 use factoryops_platform::shutdown::Shutdown;
@@ -112,9 +112,9 @@ async fn alert(db: &Database, key: &str, severity: &str, recipients: Recipients)
         note: None,
         recipients: &recipients,
     };
-    let n = enqueue_alert(db, &mut tx, &directory(), &notice, &EnqueueOptions::default(), SystemClock.now_ms())
-        .await
-        .unwrap();
+    let audience = Audience::resolve(&directory(), &f, &recipients.users, None).await.unwrap();
+    let n =
+        enqueue_alert(db, &mut tx, &audience, &notice, &EnqueueOptions::default(), SystemClock.now_ms()).await.unwrap();
     tx.commit().await.unwrap();
     n
 }
@@ -241,7 +241,8 @@ async fn temporary_failures_retry_then_give_up(db: TestDatabase) {
         recipients: &recipients,
     };
     let options = EnqueueOptions { max_attempts: 3, public_url: None };
-    enqueue_alert(&database, &mut tx, &directory(), &notice, &options, SystemClock.now_ms()).await.unwrap();
+    let audience = Audience::resolve(&directory(), &f, &[], None).await.unwrap();
+    enqueue_alert(&database, &mut tx, &audience, &notice, &options, SystemClock.now_ms()).await.unwrap();
     tx.commit().await.unwrap();
     let items = wait_until(&database, "dead after 3 attempts", all(NotificationStatus::Dead)).await;
     assert_eq!(items[0].attempts, 3);

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use factoryops_db::{Database, DatabaseBackend, DbError, outbox};
-use factoryops_notify::{AlertNotice, Notifier, Recipients};
+use factoryops_notify::{AlertNotice, Audience, Notifier, Recipients};
 use factoryops_platform::bus::topics;
 use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, FactoryId, new_id};
@@ -17,8 +17,14 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::effects::{Effect, NotifyKind};
 use crate::eval::RestoredAlert;
-use crate::model::{RuleSpec, Severity};
+use crate::model::{RuleSpec, Severity, Targets};
 use crate::{Page, RulesError, ser_opt_time, ser_time};
+
+/// The alert's rule as a manual transition's notification needs it.
+struct TransitionRule<'a> {
+    device_id: &'a str,
+    targets: &'a Targets,
+}
 
 /// The actor recorded for transitions the engine makes.
 pub const ENGINE_ACTOR: &str = "rules-engine";
@@ -458,6 +464,7 @@ impl RulesStore {
         note: Option<&str>,
         now_ms: i64,
     ) -> Result<Alert, RulesError> {
+        let audience = self.transition_audience(factory, id, actor).await?;
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT status, value, rule_id, device_id FROM alerts WHERE factory_id = ? AND id = ?")
             .bind(factory.as_str())
@@ -504,10 +511,41 @@ impl RulesStore {
         });
         let event_key = format!("alert:{id}:{}", to.as_str());
         outbox::append(&self.db, &mut tx, Some(factory), topics::ALERTS, &event_key, &payload, now_ms).await?;
-        self.notify_transition(&mut tx, factory, id, &rule_id, &device_id, to, actor, note, value, &event_key, now_ms)
-            .await?;
+        if let Some((targets, audience)) = &audience {
+            let rule = TransitionRule { device_id: &device_id, targets };
+            self.notify_transition(&mut tx, factory, id, &rule, audience, to, actor, note, value, &event_key, now_ms)
+                .await?;
+        }
         tx.commit().await?;
         self.get_alert(factory, id).await
+    }
+
+    /// The rule's targets and their directory entries for a manual transition, looked up
+    /// before the transaction (`None`: nobody to tell).
+    async fn transition_audience(
+        &self,
+        factory: &FactoryId,
+        alert_id: &str,
+        actor: &str,
+    ) -> Result<Option<(Targets, Audience)>, RulesError> {
+        let Some(notifier) = &self.notifier else { return Ok(None) };
+        let row = sqlx::query("SELECT rule_id FROM alerts WHERE factory_id = ? AND id = ?")
+            .bind(factory.as_str())
+            .bind(alert_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let rule_id: String = row.try_get("rule_id")?;
+        let targets = match self.get_rule(factory, &rule_id).await {
+            Ok(rule) => rule.spec.notify.targets(),
+            Err(RulesError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let audience = notifier.audience(factory, &targets.users, Some(actor)).await?;
+        Ok(Some((targets, audience)))
     }
 
     /// People who were told about the alert hear that someone acknowledged or resolved it:
@@ -518,8 +556,8 @@ impl RulesStore {
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         factory: &FactoryId,
         id: &str,
-        rule_id: &str,
-        device_id: &str,
+        rule: &TransitionRule<'_>,
+        audience: &Audience,
         to: AlertStatus,
         actor: &str,
         note: Option<&str>,
@@ -527,21 +565,7 @@ impl RulesStore {
         event_key: &str,
         now_ms: i64,
     ) -> Result<(), RulesError> {
-        if self.notifier.is_none() {
-            return Ok(());
-        }
-        let rule = sqlx::query("SELECT definition FROM rules WHERE factory_id = ? AND id = ?")
-            .bind(factory.as_str())
-            .bind(rule_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let Some(rule) = rule else { return Ok(()) };
-        let definition: String = rule.try_get("definition")?;
-        let Ok(spec) = serde_json::from_str::<RuleSpec>(&definition) else { return Ok(()) };
-        let targets = spec.notify.targets();
-        if targets.is_empty() {
-            return Ok(());
-        }
+        let Some(notifier) = &self.notifier else { return Ok(()) };
         let alert = sqlx::query("SELECT rule_name, severity, message FROM alerts WHERE factory_id = ? AND id = ?")
             .bind(factory.as_str())
             .bind(id)
@@ -549,14 +573,18 @@ impl RulesStore {
             .await?;
         let (rule_name, severity, message): (String, String, String) =
             (alert.try_get("rule_name")?, alert.try_get("severity")?, alert.try_get("message")?);
-        let recipients = Recipients { users: targets.users, emails: targets.emails, whatsapp: targets.whatsapp };
+        let recipients = Recipients {
+            users: rule.targets.users.clone(),
+            emails: rule.targets.emails.clone(),
+            whatsapp: rule.targets.whatsapp.clone(),
+        };
         let notice = AlertNotice {
             factory_id: factory,
             alert_id: id,
             event_key,
             kind: to.as_str(),
             rule_name: &rule_name,
-            device_id,
+            device_id: rule.device_id,
             severity: &severity,
             message: &message,
             value,
@@ -565,10 +593,24 @@ impl RulesStore {
             note,
             recipients: &recipients,
         };
-        if let Some(notifier) = &self.notifier {
-            notifier.enqueue_alert(&self.db, tx, &notice, now_ms).await?;
-        }
+        notifier.enqueue_alert(&self.db, tx, audience, &notice, now_ms).await?;
         Ok(())
+    }
+
+    /// The directory lookups the batch's notifications need, done before its transaction.
+    async fn audiences(&self, effects: &[Effect]) -> Result<HashMap<FactoryId, Audience>, RulesError> {
+        let mut audiences = HashMap::new();
+        let Some(notifier) = &self.notifier else { return Ok(audiences) };
+        let mut users: HashMap<&FactoryId, Vec<String>> = HashMap::new();
+        for effect in effects {
+            if let Effect::Notify(n) = effect {
+                users.entry(&n.alert.factory_id).or_default().extend(n.targets.users.iter().cloned());
+            }
+        }
+        for (factory, ids) in users {
+            audiences.insert(factory.clone(), notifier.audience(factory, &ids, None).await?);
+        }
+        Ok(audiences)
     }
 
     /// The last cooldown-bound notification per (factory, rule, device) since `since_ms`,
@@ -635,6 +677,7 @@ impl RulesStore {
         if effects.is_empty() {
             return Ok(summary);
         }
+        let audiences = self.audiences(effects).await?;
         let mut tx = self.begin_write().await?;
         // (factory, key) → (alert id, inserted by this batch)
         let mut ids: HashMap<(String, String), Option<String>> = HashMap::new();
@@ -858,8 +901,9 @@ impl RulesStore {
                         note: None,
                         recipients: &recipients,
                     };
-                    if let Some(notifier) = &self.notifier {
-                        summary.deliveries += notifier.enqueue_alert(&self.db, &mut tx, &notice, now_ms).await?;
+                    if let (Some(notifier), Some(audience)) = (&self.notifier, audiences.get(factory)) {
+                        summary.deliveries +=
+                            notifier.enqueue_alert(&self.db, &mut tx, audience, &notice, now_ms).await?;
                     }
                 }
             }
