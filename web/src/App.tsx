@@ -182,7 +182,7 @@ function Shell({ home, factoryName, children }: { home: string; factoryName: str
                 <>
                   <NavLink to={`${base}/admin/api-keys`}>
                     <span className="nav-icon" aria-hidden="true">
-                      ⚿
+                      ⚷
                     </span>
                     API keys
                   </NavLink>

@@ -269,7 +269,7 @@ function ApiKeys() {
       {keys.loading && !keys.data ? (
         <Loading />
       ) : items.length === 0 ? (
-        <Empty icon="⚿" title="No API keys">
+        <Empty icon="⚷" title="No API keys">
           API keys let machines read data or push telemetry over HTTP.
         </Empty>
       ) : (

@@ -192,7 +192,7 @@ function PinnedValues({ latestLive }: { latestLive: Map<string, { value: unknown
     <div className="card">
       <h2>Pinned values</h2>
       {pins.length === 0 ? (
-        <Empty icon="📌" title="Nothing pinned yet">
+        <Empty icon="★" title="Nothing pinned yet">
           Pin properties from a device's page to watch their latest values here.
         </Empty>
       ) : (

@@ -362,7 +362,7 @@ function PropertiesCard({
                     </td>
                     <td className="right">
                       <button className="ghost small" onClick={() => togglePin(p)} aria-pressed={pinned} title="Pin to dashboard">
-                        {pinned ? "📌 Pinned" : "Pin"}
+                        {pinned ? "★ Pinned" : "Pin"}
                       </button>
                     </td>
                   </tr>

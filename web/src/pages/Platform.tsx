@@ -140,7 +140,7 @@ export function PlatformConsole() {
           {list.loading && !list.data ? (
             <Loading />
           ) : items.length === 0 ? (
-            <Empty icon="🏭" title="No factories yet">
+            <Empty icon="⌂" title="No factories yet">
               <p>Create the first factory, then its super admin.</p>
             </Empty>
           ) : (
@@ -243,7 +243,7 @@ function FactoryForm({ factory, onClose, onSaved }: { factory?: Factory; onClose
   }
   return (
     <Modal title={factory ? `Edit ${factory.name}` : "New factory"} onClose={onClose}>
-      <form className="stack" onSubmit={submit}>
+      <form className="stack" onSubmit={submit} noValidate>
         {!factory && (
           <TextField
             label="Id"
@@ -252,7 +252,7 @@ function FactoryForm({ factory, onClose, onSaved }: { factory?: Factory; onClose
             error={errors.id}
             help="Lower-case slug, e.g. plant-1. Part of URLs and MQTT topics; cannot change."
             required
-            pattern="[a-z0-9][a-z0-9-]{0,62}"
+            pattern="[a-z0-9][a-z0-9\-]{0,62}"
           />
         )}
         <TextField label="Name" value={name} onChange={(e) => setName(e.target.value)} error={errors.name} required />

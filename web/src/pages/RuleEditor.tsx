@@ -127,7 +127,8 @@ export function RuleEditorPage() {
 }
 
 function RuleEditor({ rule }: { rule: Rule | null }) {
-  const { factory, can, timezone } = useFactory();
+  const { factory, can, timezone, isSuperAdmin } = useFactory();
+  const canListUsers = isSuperAdmin || can("users:read");
   const toast = useToast();
   const navigate = useNavigate();
   const readOnly = !can("rules:write");
@@ -144,8 +145,8 @@ function RuleEditor({ rule }: { rule: Rule | null }) {
   );
   const users = useAsync(
     async (signal) =>
-      (await unwrap(api.GET("/api/v1/factories/{factory_id}/users", { params: { path: { factory_id: factory }, query: { limit: 500 } }, signal }))) as Page<User>,
-    [factory],
+      !canListUsers ? undefined : (await unwrap(api.GET("/api/v1/factories/{factory_id}/users", { params: { path: { factory_id: factory }, query: { limit: 500 } }, signal }))) as Page<User>,
+    [factory, canListUsers],
   );
   const propertyNames = useMemo(() => [...new Set((catalogue.data?.items ?? []).map((p) => p.name))].sort(), [catalogue.data]);
   const types = useMemo(() => [...new Set((devices.data ?? []).map((d) => d.type).filter(Boolean))].sort(), [devices.data]);
@@ -465,6 +466,24 @@ const BACKTEST_RANGES = [
   { key: "30d", label: "30 d", ms: 30 * 86_400_000 },
 ];
 
+/** The part of the backtest range that has data or alerts (history is often shorter than the range). */
+function fitRange(result: { from: number; to: number; series: SeriesData[]; r: BacktestResult }): [number, number] {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const s of result.series)
+    for (const [t] of s.points) {
+      lo = Math.min(lo, t);
+      hi = Math.max(hi, t);
+    }
+  for (const a of result.r.alerts) {
+    lo = Math.min(lo, Date.parse(a.opened_at));
+    hi = Math.max(hi, a.resolved_at ? Date.parse(a.resolved_at) : result.to);
+  }
+  if (!Number.isFinite(lo)) return [result.from, result.to];
+  const pad = Math.max(30_000, (hi - lo) * 0.05);
+  return [Math.max(result.from, lo - pad), Math.min(result.to, hi + pad)];
+}
+
 function Backtest({ draft, onErrors, knownDevices }: { draft: Draft; onErrors: (e: Record<string, string>) => void; knownDevices: { id: string; type: string }[] }) {
   const { factory } = useFactory();
   const toast = useToast();
@@ -509,6 +528,7 @@ function Backtest({ draft, onErrors, knownDevices }: { draft: Draft; onErrors: (
     }
   }
 
+  const fitted = useMemo(() => (result ? fitRange(result) : null), [result]);
   const bands: Band[] = useMemo(
     () =>
       (result?.r.alerts ?? [])
@@ -547,7 +567,7 @@ function Backtest({ draft, onErrors, knownDevices }: { draft: Draft; onErrors: (
             </span>
           </div>
           {result.series.length > 0 ? (
-            <TimeChart series={result.series} bands={bands} range={[result.from, result.to]} height={220} testId="backtest-chart" />
+            <TimeChart series={result.series} bands={bands} range={fitted ?? undefined} height={220} testId="backtest-chart" />
           ) : (
             <Empty icon="∿" title="Nothing to draw">
               Choose devices and properties with stored data.

@@ -41,53 +41,56 @@ interface FieldProps {
   className?: string;
 }
 
-export function TextField({ label, error, help, className, ...input }: FieldProps & InputHTMLAttributes<HTMLInputElement>) {
-  const id = useFieldId(input.id);
+function describedBy(id: string, help: unknown, error: unknown): string | undefined {
+  const ids = [help ? `${id}-help` : "", error ? `${id}-err` : ""].filter(Boolean);
+  return ids.length ? ids.join(" ") : undefined;
+}
+
+function FieldFrame({ id, label, error, help, className, children }: FieldProps & { id: string; children: ReactNode }) {
   return (
-    <label className={`field ${className ?? ""}`} htmlFor={id}>
-      {label}
-      <input id={id} aria-invalid={error ? true : undefined} aria-describedby={error ? `${id}-err` : undefined} {...input} />
-      {help && <span className="help">{help}</span>}
+    <div className={`field ${className ?? ""}`}>
+      <label htmlFor={id}>{label}</label>
+      {children}
+      {help && (
+        <span className="help" id={`${id}-help`}>
+          {help}
+        </span>
+      )}
       {error && (
         <span className="field-error" id={`${id}-err`} role="alert">
           {error}
         </span>
       )}
-    </label>
+    </div>
+  );
+}
+
+export function TextField({ label, error, help, className, ...input }: FieldProps & InputHTMLAttributes<HTMLInputElement>) {
+  const id = useFieldId(input.id);
+  return (
+    <FieldFrame id={id} label={label} error={error} help={help} className={className}>
+      <input id={id} aria-invalid={error ? true : undefined} aria-describedby={describedBy(id, help, error)} {...input} />
+    </FieldFrame>
   );
 }
 
 export function SelectField({ label, error, help, className, children, ...select }: FieldProps & SelectHTMLAttributes<HTMLSelectElement>) {
   const id = useFieldId(select.id);
   return (
-    <label className={`field ${className ?? ""}`} htmlFor={id}>
-      {label}
-      <select id={id} aria-invalid={error ? true : undefined} aria-describedby={error ? `${id}-err` : undefined} {...select}>
+    <FieldFrame id={id} label={label} error={error} help={help} className={className}>
+      <select id={id} aria-invalid={error ? true : undefined} aria-describedby={describedBy(id, help, error)} {...select}>
         {children}
       </select>
-      {help && <span className="help">{help}</span>}
-      {error && (
-        <span className="field-error" id={`${id}-err`} role="alert">
-          {error}
-        </span>
-      )}
-    </label>
+    </FieldFrame>
   );
 }
 
 export function TextArea({ label, error, help, className, ...area }: FieldProps & TextareaHTMLAttributes<HTMLTextAreaElement>) {
   const id = useFieldId(area.id);
   return (
-    <label className={`field ${className ?? ""}`} htmlFor={id}>
-      {label}
-      <textarea id={id} aria-invalid={error ? true : undefined} {...area} />
-      {help && <span className="help">{help}</span>}
-      {error && (
-        <span className="field-error" role="alert">
-          {error}
-        </span>
-      )}
-    </label>
+    <FieldFrame id={id} label={label} error={error} help={help} className={className}>
+      <textarea id={id} aria-invalid={error ? true : undefined} aria-describedby={describedBy(id, help, error)} {...area} />
+    </FieldFrame>
   );
 }
 

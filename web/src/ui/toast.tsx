@@ -23,7 +23,7 @@ export function ToastProvider({ children }: { children: ReactNode }) {
   const show = useCallback(
     (kind: ToastKind, title: string, detail?: string) => {
       const id = next.current++;
-      setToasts((t) => [...t.slice(-4), { id, kind, title, ...(detail ? { detail } : {}) }]);
+      setToasts((t) => [...t.slice(-2), { id, kind, title, ...(detail ? { detail } : {}) }]);
       setTimeout(() => dismiss(id), kind === "error" ? 9000 : 5000);
     },
     [dismiss],
