@@ -55,7 +55,7 @@ export function TimeChart({ series, bands = [], height = 300, range, testId }: P
       legend: { show: false },
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
-      axes: [axis, { ...axis, size: 60 }],
+      axes: [{ ...axis, space: 90 }, { ...axis, size: 60 }],
       series: [
         {},
         ...series.map((s, i) => ({
@@ -86,6 +86,7 @@ export function TimeChart({ series, bands = [], height = 300, range, testId }: P
     };
     const u = new uPlot(opts, data as uPlot.AlignedData, el.current);
     plot.current = u;
+    (el.current as HTMLDivElement & { uplot?: uPlot }).uplot = u;
     const resize = new ResizeObserver(() => {
       if (el.current) u.setSize({ width: el.current.clientWidth, height });
     });
@@ -104,7 +105,6 @@ export function TimeChart({ series, bands = [], height = 300, range, testId }: P
     if (!u) return;
     u.setData(data as uPlot.AlignedData, !range);
     if (range) u.setScale("x", { min: range[0] / 1000, max: range[1] / 1000 });
-    else u.redraw();
   }, [data, range, bands]);
 
   return (

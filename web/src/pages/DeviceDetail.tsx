@@ -55,7 +55,14 @@ export function DeviceDetail() {
   if (isNotFound(device.error)) return <NotFound />;
   if (!device.data) return device.error ? <div className="callout danger">{String((device.error as Error).message)}</div> : <Loading />;
   const d = device.data;
-  const on = isOnline(d.last_seen) || liveValues.size > 0;
+  // `last_seen` is flushed every few seconds; the newest telemetry is fresher.
+  const newest = Math.max(
+    d.last_seen ? Date.parse(d.last_seen) : 0,
+    ...(latest.data?.properties ?? []).map((p) => Date.parse(p.ts)),
+    ...[...liveValues.values()].map((v) => (liveValues.size ? Date.now() : v.ts)),
+  );
+  const lastSeen = newest > 0 ? new Date(newest).toISOString() : null;
+  const on = isOnline(lastSeen);
 
   async function rotate() {
     setConfirmRotate(false);
@@ -85,7 +92,7 @@ export function DeviceDetail() {
           <div className="row">
             {d.status === "disabled" ? <Badge>disabled</Badge> : <Badge kind={on ? "online" : ""} dot>{on ? "online" : "offline"}</Badge>}
             {d.type && <Badge>{d.type}</Badge>}
-            <span className="muted small">last seen {fmtAgo(liveValues.size ? new Date().toISOString() : d.last_seen)}</span>
+            <span className="muted small">last seen {fmtAgo(lastSeen)}</span>
             <Badge kind={d.has_secret ? "ok" : "warning"}>{d.has_secret ? "has MQTT secret" : "no MQTT secret yet"}</Badge>
           </div>
         </div>

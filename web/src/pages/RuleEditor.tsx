@@ -9,7 +9,7 @@ import { TimeChart, type Band } from "../chart/TimeChart";
 import { useFactory } from "../factory";
 import { ConditionEditor } from "../rules/ConditionEditor";
 import { fromJson, newGroup, newLeaf, nodePaths, properties as conditionProperties, toJson, type CondNode } from "../rules/condition";
-import { Badge, Empty, FieldErrorText, Loading, SelectField, TextField, fmtTime, isNotFound, useAsync } from "../ui/common";
+import { Badge, Empty, FieldErrorText, Loading, SelectField, TextField, fmtShort, fmtTime, isNotFound, useAsync } from "../ui/common";
 import { Modal } from "../ui/Modal";
 import { useToast } from "../ui/toast";
 import { loadAllDevices } from "./data";
@@ -581,15 +581,15 @@ function Backtest({ draft, onErrors, knownDevices }: { draft: Draft; onErrors: (
                     <th>Device</th>
                     <th>Opened</th>
                     <th>Resolved</th>
-                    <th>Value</th>
+                    <th>Last value</th>
                   </tr>
                 </thead>
                 <tbody>
                   {result.r.alerts.slice(0, 200).map((a, i) => (
                     <tr key={i}>
                       <td className="mono small">{a.device_id}</td>
-                      <td className="small">{fmtTime(a.opened_at)}</td>
-                      <td className="small">{a.resolved_at ? fmtTime(a.resolved_at) : <Badge kind="open">still open</Badge>}</td>
+                      <td className="small">{fmtShort(a.opened_at)}</td>
+                      <td className="small">{a.resolved_at ? fmtShort(a.resolved_at) : <Badge kind="open">still open</Badge>}</td>
                       <td className="small num">{a.value === null ? "—" : String(a.value)}</td>
                     </tr>
                   ))}

@@ -180,6 +180,15 @@ export function fmtTime(iso: string | null | undefined): string {
   const d = new Date(iso);
   return Number.isNaN(d.getTime()) ? iso : dtf.format(d);
 }
+const shortSameDay = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
+const shortOtherDay = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+/** Compact: the time for today, else day and time. */
+export function fmtShort(iso: string | null | undefined): string {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return d.toDateString() === new Date().toDateString() ? shortSameDay.format(d) : shortOtherDay.format(d);
+}
 export function fmtAgo(iso: string | null | undefined, now = Date.now()): string {
   if (!iso) return "never";
   const s = Math.round((now - new Date(iso).getTime()) / 1000);
