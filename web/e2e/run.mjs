@@ -163,6 +163,7 @@ async function main() {
 
   await step("root signs in and creates a factory with its super admin", async () => {
     await page.goto(`${server.url}/platform/login`);
+    await page.getByLabel("Password").waitFor();
     await shot("platform-login");
     await page.getByLabel("Password").fill(ROOT_PASSWORD);
     await page.getByRole("button", { name: "Sign in" }).click();

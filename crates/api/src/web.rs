@@ -69,8 +69,8 @@ fn index(headers: &HeaderMap) -> Response {
             response
         }
         None => {
-            let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], NOT_BUILT)
-                .into_response();
+            let mut response =
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], NOT_BUILT).into_response();
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
@@ -132,8 +132,7 @@ mod tests {
     #[tokio::test]
     async fn api_paths_and_other_methods_stay_problems() {
         for (method, path) in [(Method::GET, "/api/v1/nope"), (Method::GET, "/api"), (Method::POST, "/devices")] {
-            let response =
-                fallback(method, path.parse().unwrap(), headers(&[(header::ACCEPT, "text/html")])).await;
+            let response = fallback(method, path.parse().unwrap(), headers(&[(header::ACCEPT, "text/html")])).await;
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
             assert_eq!(response.headers()[header::CONTENT_TYPE], crate::problem::CONTENT_TYPE);
         }
