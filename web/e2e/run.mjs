@@ -429,6 +429,33 @@ async function main() {
     await signOut();
   });
 
+  await step("silent token refresh (serialised) and session-expired handling", async () => {
+    await signInFactory(A.id, SUPER_A);
+    const before = await page.evaluate(() => JSON.parse(localStorage.getItem("factoryops.session")));
+    // Pretend the access token is about to expire: the dashboard's parallel requests must
+    // share one refresh (a second use of the rotated token would revoke the session).
+    await page.evaluate(() => {
+      const s = JSON.parse(localStorage.getItem("factoryops.session"));
+      localStorage.setItem("factoryops.session", JSON.stringify({ ...s, expiresAt: Date.now() - 1000 }));
+    });
+    await page.reload();
+    await tid("devices-online").getByText("1").waitFor();
+    await nav("Devices").click();
+    await tid("device-row").first().waitFor();
+    const after = await page.evaluate(() => JSON.parse(localStorage.getItem("factoryops.session")));
+    assert(after.refresh !== before.refresh && after.expiresAt > Date.now() + 60_000, "the tokens were refreshed");
+    const me = await page.evaluate(async (t) => (await fetch("/api/v1/me", { headers: { authorization: `Bearer ${t}` } })).status, after.access);
+    assert(me === 200, "the refreshed session is valid (no reuse detected)");
+    // A revoked refresh token: the next refresh fails and the user is sent to sign in again.
+    await page.evaluate(() => {
+      const s = JSON.parse(localStorage.getItem("factoryops.session"));
+      localStorage.setItem("factoryops.session", JSON.stringify({ ...s, access: "expired", refresh: "revoked", expiresAt: Date.now() - 1000 }));
+    });
+    await page.reload();
+    await page.getByText("Your session has expired").waitFor();
+    await shot("session-expired");
+  });
+
   await step("factory B's user cannot see A's device by URL manipulation (404 page)", async () => {
     await signInFactory(B.id, SUPER_B);
     await page.goto(`${server.url}/f/${A.id}/devices/press-1`);
@@ -444,6 +471,10 @@ async function main() {
   });
 
   await step("a viewer sees no write buttons", async () => {
+    // An open alert, so the inbox would offer acknowledge/resolve to a writer.
+    const topic = `factories/${A.id}/devices/press-1/telemetry`;
+    await publish(`${A.id}/press-1`, secret, topic, { temp_c: 50 });
+    await publish(`${A.id}/press-1`, secret, topic, { temp_c: 95.5 });
     await signInFactory(A.id, VIEWER_A);
     const none = async (what) => assert((await page.locator(what).count()) === 0, `viewer sees no ${what}`);
     await nav("Devices").click();
@@ -462,7 +493,7 @@ async function main() {
     await none('[data-testid="save-rule"]');
     await none('button:has-text("Delete")');
     await nav("Alerts").click();
-    await tid("alert-row").first().waitFor();
+    await page.locator('[data-testid="alert-row"][data-status="open"]').first().waitFor();
     await none('button:has-text("Acknowledge")');
     await none('button:has-text("Resolve")');
     await none('a:has-text("Users")');

@@ -1,7 +1,7 @@
 import { lazy, Suspense, useEffect, useMemo, useState, type ReactNode } from "react";
 import { BrowserRouter, Navigate, NavLink, Outlet, Route, Routes, useLocation, useNavigate, useParams } from "react-router-dom";
 import { api, unwrap } from "./api/client";
-import { logout, onSessionChange } from "./api/session";
+import { logout, onSessionChange, sessionEndReason } from "./api/session";
 import { useSession } from "./ui/useSession";
 import { FactoryContext, permissionsOf, useFactory, type FactoryCtx } from "./factory";
 import { StreamProvider, useStreamStatus } from "./stream";
@@ -80,7 +80,10 @@ function FactoryLayout() {
   const session = useSession();
   const location = useLocation();
   const me = useAsync((signal) => unwrap(api.GET("/api/v1/me", { signal })), [session?.access === undefined, session?.factory]);
-  if (!session) return <Navigate to={`/?factory=${encodeURIComponent(factory)}&next=${encodeURIComponent(location.pathname)}`} replace />;
+  if (!session) {
+    const expired = sessionEndReason() === "expired" ? "expired=1&" : "";
+    return <Navigate to={`/?${expired}factory=${encodeURIComponent(factory)}&next=${encodeURIComponent(location.pathname)}`} replace />;
+  }
   if (session.kind === "root") return <Navigate to="/platform" replace />;
   if (!me.data) return me.error ? <NotFound standalone /> : <Loading label="Loading your factory…" />;
   const ownFactory = me.data.factory?.id ?? session.factory ?? "";

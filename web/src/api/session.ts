@@ -52,7 +52,14 @@ export function onSessionChange(listener: Listener): () => void {
   return () => listeners.delete(listener);
 }
 
+let endReason: "expired" | "logout" | undefined;
+/** Why the last session ended (for the sign-in page's "session expired" note). */
+export function sessionEndReason(): "expired" | "logout" | undefined {
+  return endReason;
+}
+
 export function setSession(session: Session | null, reason?: "expired" | "logout") {
+  endReason = session ? undefined : reason;
   current = session;
   store(session);
   schedule();
