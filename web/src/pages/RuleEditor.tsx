@@ -36,6 +36,10 @@ interface Draft {
   users: string[];
   emails: string;
   whatsapp: string;
+  remindMinutes: string;
+  escalateMinutes: string;
+  escalateEmails: string;
+  escalateWhatsapp: string;
 }
 
 function emptyDraft(): Draft {
@@ -58,6 +62,10 @@ function emptyDraft(): Draft {
     users: [],
     emails: "",
     whatsapp: "",
+    remindMinutes: "",
+    escalateMinutes: "",
+    escalateEmails: "",
+    escalateWhatsapp: "",
   };
 }
 
@@ -82,6 +90,10 @@ function fromRule(r: Rule): Draft {
     users: r.notify?.users ?? [],
     emails: (r.notify?.emails ?? []).join(", "),
     whatsapp: (r.notify?.whatsapp ?? []).join(", "),
+    remindMinutes: r.notify?.remind_every_minutes != null ? String(r.notify.remind_every_minutes) : "",
+    escalateMinutes: r.notify?.escalate_after_minutes != null ? String(r.notify.escalate_after_minutes) : "",
+    escalateEmails: (r.notify?.escalate_to?.emails ?? []).join(", "),
+    escalateWhatsapp: (r.notify?.escalate_to?.whatsapp ?? []).join(", "),
   };
 }
 
@@ -106,6 +118,11 @@ export function toBody(d: Draft): RuleBody {
     auto_resolve: d.autoResolve,
     notify: { users: d.users, emails: list(d.emails), whatsapp: list(d.whatsapp) },
   };
+  if (d.remindMinutes.trim()) body.notify.remind_every_minutes = int(d.remindMinutes);
+  if (d.escalateMinutes.trim()) {
+    body.notify.escalate_after_minutes = int(d.escalateMinutes);
+    body.notify.escalate_to = { users: [], emails: list(d.escalateEmails), whatsapp: list(d.escalateWhatsapp) };
+  }
   if (int(d.clearForSeconds)) body.clear_for_seconds = int(d.clearForSeconds);
   if (d.deadband.trim() !== "") body.deadband = int(d.deadband);
   return body;
@@ -371,6 +388,28 @@ function RuleEditor({ rule }: { rule: Rule | null }) {
               )}
               <TextField className="wide" label="Emails" value={draft.emails} onChange={(e) => set({ emails: e.target.value })} error={err("notify.emails")} placeholder="ops@example.com, …" />
               <TextField className="wide" label="WhatsApp numbers" value={draft.whatsapp} onChange={(e) => set({ whatsapp: e.target.value })} error={err("notify.whatsapp")} placeholder="+4915112345678, …" />
+              <TextField
+                label="Remind every (min)"
+                inputMode="numeric"
+                value={draft.remindMinutes}
+                onChange={(e) => set({ remindMinutes: e.target.value })}
+                error={err("notify.remind_every_minutes")}
+                help="Critical alerts, until acknowledged"
+              />
+              <TextField
+                label="Escalate after (min)"
+                inputMode="numeric"
+                value={draft.escalateMinutes}
+                onChange={(e) => set({ escalateMinutes: e.target.value })}
+                error={err("notify.escalate_after_minutes")}
+                help="Unacknowledged this long → notify below"
+              />
+              {draft.escalateMinutes.trim() !== "" && (
+                <>
+                  <TextField className="wide" label="Escalate to emails" value={draft.escalateEmails} onChange={(e) => set({ escalateEmails: e.target.value })} error={err("notify.escalate_to")} />
+                  <TextField className="wide" label="Escalate to WhatsApp" value={draft.escalateWhatsapp} onChange={(e) => set({ escalateWhatsapp: e.target.value })} />
+                </>
+              )}
             </div>
           </fieldset>
 
