@@ -10,13 +10,16 @@ export type StreamStatus = "connecting" | "live" | "offline";
 interface StreamApi {
   status: StreamStatus;
   subscribe: (event: string, handler: Handler) => () => void;
+  /** Telemetry points received per second (epoch second → points), the last 5 minutes. */
+  pointsPerSecond: Map<number, number>;
 }
 
-const StreamContext = createContext<StreamApi>({ status: "offline", subscribe: () => () => undefined });
+const StreamContext = createContext<StreamApi>({ status: "offline", subscribe: () => () => undefined, pointsPerSecond: new Map() });
 
 export function StreamProvider({ factory, children }: { factory: string; children: ReactNode }) {
   const [status, setStatus] = useState<StreamStatus>("connecting");
   const handlers = useRef(new Map<string, Set<Handler>>());
+  const rate = useRef(new Map<number, number>());
   useEffect(() => {
     let stopped = false;
     let controller: AbortController | null = null;
@@ -27,6 +30,11 @@ export function StreamProvider({ factory, children }: { factory: string; childre
         data = JSON.parse(message.data);
       } catch {
         /* plain text (e.g. the `error` event's reason) */
+      }
+      if (message.event === "telemetry" && data && typeof data === "object" && Array.isArray((data as { points?: unknown[] }).points)) {
+        const sec = Math.floor(Date.now() / 1000);
+        rate.current.set(sec, (rate.current.get(sec) ?? 0) + (data as { points: unknown[] }).points.length);
+        if (rate.current.size > 400) for (const k of rate.current.keys()) if (k < sec - 300) rate.current.delete(k);
       }
       for (const h of handlers.current.get(message.event) ?? []) h(data, message);
       for (const h of handlers.current.get("*") ?? []) h(data, message);
@@ -71,6 +79,7 @@ export function StreamProvider({ factory, children }: { factory: string; childre
   }, [factory]);
   const api = useRef<StreamApi>({
     status,
+    pointsPerSecond: rate.current,
     subscribe: (event, handler) => {
       const set = handlers.current.get(event) ?? new Set();
       set.add(handler);
@@ -80,6 +89,11 @@ export function StreamProvider({ factory, children }: { factory: string; childre
   });
   api.current = { ...api.current, status };
   return <StreamContext.Provider value={api.current}>{children}</StreamContext.Provider>;
+}
+
+/** Points per second seen on the live stream (kept while the factory's pages are open). */
+export function useStreamRate(): Map<number, number> {
+  return useContext(StreamContext).pointsPerSecond;
 }
 
 export function useStreamStatus(): StreamStatus {

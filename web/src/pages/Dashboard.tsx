@@ -4,7 +4,7 @@ import { api, unwrap } from "../api/client";
 import type { Alert, AlertEvent, TelemetryEvent } from "../api/types";
 import { TimeChart } from "../chart/TimeChart";
 import { useFactory } from "../factory";
-import { useStreamEvent } from "../stream";
+import { useStreamEvent, useStreamRate } from "../stream";
 import { Badge, Empty, Loading, fmtAgo, fmtValue, isOnline, useAsync } from "../ui/common";
 import { listAlerts, loadAllDevices, loadPins, savePins, type Pin } from "./data";
 
@@ -32,12 +32,10 @@ export function Dashboard() {
 
   // Live: device last-seen, ingestion rate, alerts.
   const lastSeen = useRef(new Map<string, number>());
-  const buckets = useRef(new Map<number, number>());
+  const buckets = { current: useStreamRate() };
   const [rateTick, setRateTick] = useState(0);
   const [latest, setLatest] = useState(new Map<string, { value: unknown; ts: number }>());
   useStreamEvent<TelemetryEvent>("telemetry", (e) => {
-    const sec = Math.floor(Date.now() / 1000);
-    buckets.current.set(sec, (buckets.current.get(sec) ?? 0) + e.points.length);
     lastSeen.current.set(e.device_id, Date.now());
     setLatest((old) => {
       const next = new Map(old);
@@ -53,7 +51,6 @@ export function Dashboard() {
 
   const rate = useMemo(() => {
     const nowSec = Math.floor(Date.now() / 1000);
-    for (const k of buckets.current.keys()) if (k < nowSec - 300) buckets.current.delete(k);
     const points: [number, number][] = [];
     let lastMinute = 0;
     for (let s = nowSec - 120; s < nowSec; s += 5) {
