@@ -8,6 +8,7 @@ import { StreamProvider, useStreamStatus } from "./stream";
 import { Loading, useAsync } from "./ui/common";
 import { ToastProvider } from "./ui/toast";
 import { ThemeToggle } from "./ui/ThemeToggle";
+import { PasswordDialog } from "./ui/PasswordDialog";
 import { EntryPage } from "./pages/Entry";
 import { ComingSoon, NotFound } from "./pages/NotFound";
 
@@ -120,6 +121,7 @@ function LiveIndicator() {
 function Shell({ home, factoryName, children }: { home: string; factoryName: string; children: ReactNode }) {
   const { me, isSuperAdmin, can, timezone } = useFactory();
   const [open, setOpen] = useState(false);
+  const [changingPassword, setChangingPassword] = useState(false);
   const location = useLocation();
   const navigate = useNavigate();
   useEffect(() => setOpen(false), [location.pathname]);
@@ -205,6 +207,9 @@ function Shell({ home, factoryName, children }: { home: string; factoryName: str
             <strong data-testid="user-name">{me.user?.name ?? me.user?.email}</strong>
             <div className="muted small">{me.role.replace("_", " ")}</div>
           </div>
+          <button className="small" style={{ alignSelf: "flex-start" }} onClick={() => setChangingPassword(true)}>
+            Change password
+          </button>
         </div>
       </aside>
       <div className="main">
@@ -228,6 +233,7 @@ function Shell({ home, factoryName, children }: { home: string; factoryName: str
         <main className="content" id="main">
           <Suspense fallback={<Loading />}>{children}</Suspense>
         </main>
+        {changingPassword && <PasswordDialog factory={home} onClose={() => setChangingPassword(false)} />}
       </div>
     </div>
   );

@@ -165,6 +165,14 @@ function UserForm({ user, onClose, onSaved }: { user: User | null; onClose: () =
     setErrors({});
     const perms = role === "admin" ? permissions : [];
     try {
+      if (user && password) {
+        await unwrap(
+          api.POST("/api/v1/factories/{factory_id}/users/{user_id}/password", {
+            params: { path: { factory_id: factory, user_id: user.id } },
+            body: { password },
+          }),
+        );
+      }
       const saved = user
         ? await unwrap(
             api.PATCH("/api/v1/factories/{factory_id}/users/{user_id}", {
@@ -195,7 +203,16 @@ function UserForm({ user, onClose, onSaved }: { user: User | null; onClose: () =
           <option value="super_admin">super admin (everything)</option>
         </SelectField>
         <TextField label="Phone (WhatsApp)" value={phone} onChange={(e) => setPhone(e.target.value)} error={errors.phone} placeholder="+4915112345678" />
-        {!user && <TextField label="Initial password" type="password" autoComplete="new-password" value={password} onChange={(e) => setPassword(e.target.value)} error={errors.password} required />}
+        <TextField
+          label={user ? "New password (optional)" : "Initial password"}
+          type="password"
+          autoComplete="new-password"
+          value={password}
+          onChange={(e) => setPassword(e.target.value)}
+          error={errors.password}
+          required={!user}
+          help={user ? "Sets a new password and signs the user out everywhere." : undefined}
+        />
         {role === "admin" && (
           <div className="wide">
             <div className="small" style={{ fontWeight: 550, marginBottom: "0.3rem" }}>

@@ -74,7 +74,7 @@ export function EntryPage() {
           </div>
         )}
         <form className="stack" onSubmit={submit} noValidate>
-          {listDisabled || (factories.data && items.length === 0 && factory) ? (
+          {listDisabled || (factories.data && items.length === 0) ? (
             <TextField label="Factory id" value={factory} onChange={(e) => setFactory(e.target.value.trim())} required autoComplete="organization" />
           ) : (
             <SelectField
