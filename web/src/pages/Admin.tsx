@@ -414,6 +414,15 @@ function Audit() {
     }
   }
   const items = [...(log.data ?? []), ...extra];
+  const users = useAsync((signal) => unwrap(api.GET("/api/v1/factories/{factory_id}/users", { params: { path: { factory_id: factory }, query: { limit: 500 } }, signal })), [factory]);
+  const names = new Map((users.data?.items ?? []).map((u) => [u.id, u.name] as const));
+  /** `user:<id>` → the user's name; ids as targets too. */
+  const who = (text: string | null | undefined) => {
+    if (!text) return "—";
+    const id = text.startsWith("user:") ? text.slice(5) : text;
+    const name = names.get(id);
+    return name ? <span title={text}>{name}</span> : text;
+  };
   return (
     <div className="card">
       <form
@@ -453,8 +462,8 @@ function Audit() {
                   <td>
                     <Badge kind={a.action.includes("failed") || a.action.includes("reuse") ? "warning" : ""}>{a.action}</Badge>
                   </td>
-                  <td className="mono small">{a.actor}</td>
-                  <td className="mono small">{a.target ?? "—"}</td>
+                  <td className="small">{who(a.actor)}</td>
+                  <td className="small">{who(a.target)}</td>
                   <td className="mono small" style={{ maxWidth: 360, overflow: "hidden", textOverflow: "ellipsis", whiteSpace: "nowrap" }} title={JSON.stringify(a.detail)}>
                     {JSON.stringify(a.detail)}
                     {a.source_ip ? ` · ${a.source_ip}` : ""}
