@@ -115,7 +115,7 @@ pub fn build_router(state: AppState) -> Router {
     let timeout = state.request_timeout;
     routes
         .merge(docs)
-        .fallback(layers::not_found)
+        .fallback(crate::web::fallback)
         .method_not_allowed_fallback(layers::method_not_allowed)
         .layer(
             ServiceBuilder::new()
