@@ -155,9 +155,11 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         );
         notify_tasks.push(health.spawn(&bus, shutdown.clone()));
     }
+    let mut factories = Vec::new();
     for factory in identity.list_factories().await? {
         if let Ok(id) = factoryops_types::FactoryId::parse(factory.id) {
             rules.set_factory_timezone(&id, &factory.timezone).await?;
+            factories.push(id);
         }
     }
     let mut rule_tasks = Vec::new();
@@ -169,6 +171,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             devices.clone(),
             clock.clone(),
             shutdown.clone(),
+            crate::rules::Replay { factories, store: store.clone() },
         ));
     }
     let mqtt = if components.contains(Component::Ingest) {

@@ -190,4 +190,46 @@ async fn rule_permissions_and_validation(db: TestDatabase) {
     app.stop().await;
 }
 
-backend_matrix!(alerts_open_resolve_and_never_duplicate, rule_permissions_and_validation);
+/// Events the engine never saw (here: the rules component was not running, as after a
+/// crash between the durable write and the evaluation) are caught up from the latest
+/// stored values at start; silent devices get their staleness timers back.
+async fn a_restart_catches_up_missed_evaluations_and_stale_devices(db: TestDatabase) {
+    let config = common::test_config(&db);
+    let no_rules: factoryops::Components = "api,ingest".parse().unwrap();
+    let app = TestApp::spawn_components(db, config.clone(), no_rules).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", "boss-password-1").await;
+    app.post("/api/v1/factories/plant-a/devices", Some(&admin), json!({"id": "press-1", "name": "P"})).await;
+    app.post("/api/v1/factories/plant-a/devices", Some(&admin), json!({"id": "press-2", "name": "Q"})).await;
+    let (_, creds) = app.post("/api/v1/factories/plant-a/devices/press-1/credentials", Some(&admin), json!({})).await;
+    let (status, _) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), overheat_rule()).await;
+    assert_eq!(status, 201);
+    let stale = json!({"name": "Silent", "scope": {"devices": ["press-1"]}, "condition": {"op": "stale", "seconds": 2},
+                       "severity": "warning"});
+    let (status, body) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), stale).await;
+    assert_eq!(status, 201, "{body}");
+    let (client, mut el) = mqtt::client(app.mqtt_port, "plant-a/press-1", creds["secret"].as_str().unwrap());
+    mqtt::connack(&mut el).await.unwrap();
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 91, "ts": app.clock_now()}).to_string())
+        .await
+        .unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alerts(&app, &admin, "").await.is_empty(), "no rules ran");
+    let db = app.stop().await;
+
+    let app = TestApp::spawn_with(db, config).await;
+    let admin =
+        app.login("plant-a", "boss@a.example", "boss-password-1").await["access_token"].as_str().unwrap().to_string();
+    let items = wait_for(&app, &admin, "", |a| a.len() == 2).await;
+    let mut names: Vec<&str> = items.iter().map(|a| a["rule_name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["Compressor overheating", "Silent"], "the missed excursion and the silent device");
+    let _ = app.stop().await;
+}
+
+backend_matrix!(
+    a_restart_catches_up_missed_evaluations_and_stale_devices,
+    alerts_open_resolve_and_never_duplicate,
+    rule_permissions_and_validation
+);

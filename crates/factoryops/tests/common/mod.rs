@@ -49,8 +49,12 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: TestDatabase, config: Config) -> Self {
+        Self::spawn_components(db, config, Components::all()).await
+    }
+
+    pub async fn spawn_components(db: TestDatabase, config: Config, components: Components) -> Self {
         let clock = OffsetClock::new();
-        let server = start(config, Components::all(), Arc::new(clock.clone())).await.expect("server starts");
+        let server = start(config, components, Arc::new(clock.clone())).await.expect("server starts");
         let addr = server.http_addr().expect("http is bound");
         let mqtt_port = server.mqtt_addr().expect("mqtt is bound").port();
         Self {
