@@ -78,6 +78,8 @@ function useNotificationLog(factory: string, filter: LogFilter) {
   keyRef.current = key;
   const filterRef = useRef(filter);
   filterRef.current = filter;
+  const itemsRef = useRef(items);
+  itemsRef.current = items;
 
   useEffect(() => {
     const controller = new AbortController();
@@ -100,7 +102,18 @@ function useNotificationLog(factory: string, filter: LogFilter) {
     try {
       const page = await fetchPage(factory, filterRef.current, undefined);
       if (keyRef.current !== at) return;
-      setItems((shown) => (shown ? mergeFresh(shown, page.items) : page.items));
+      // Rows on their way that the first page no longer has (further down, or they left
+      // the status filter, e.g. a retried dead letter): ask for each.
+      const inPage = new Set(page.items.map((n) => n.id));
+      const stragglers = (itemsRef.current ?? []).filter((n) => isLive(n) && !inPage.has(n.id)).slice(0, 20);
+      const updated = await Promise.all(
+        stragglers.map((n) =>
+          unwrap(api.GET("/api/v1/factories/{factory_id}/notifications/{notification_id}", { params: { path: { factory_id: factory, notification_id: n.id } } })).catch(() => n),
+        ),
+      );
+      if (keyRef.current !== at) return;
+      const byId = new Map(updated.map((n) => [n.id, n]));
+      setItems((shown) => (shown ? mergeFresh(shown.map((n) => byId.get(n.id) ?? n), page.items) : page.items));
       setCursor((c) => c ?? page.next_cursor ?? null);
       setError(null);
     } catch (e) {
