@@ -372,10 +372,12 @@ async function main() {
     // The API's 422 lands next to the condition's field, and next to the number.
     await tid("save-rule").click();
     await page.locator("fieldset", { hasText: "Condition" }).locator(".field-error").first().waitFor();
+    await leaf.getByLabel("Value").fill("80");
+    await tid("save-rule").click();
     const whatsappError = await page.locator(".field", { has: tid("notify-whatsapp") }).locator(".field-error").innerText();
     assert(whatsappError.includes("0151 1234") && whatsappError.includes("E.164"), `WhatsApp error names the number: ${whatsappError}`);
+    await shot("rule-editor-target-error");
     await tid("notify-whatsapp").fill("");
-    await leaf.getByLabel("Value").fill("80");
     await page.getByLabel("Only on certain days and times").check();
     await tid("schedule-timezone").getByText(A.tz).waitFor();
     await page.getByLabel("Only on certain days and times").uncheck();
@@ -435,6 +437,8 @@ async function main() {
 
   await step("notifications: delivered email, dead letter, retry, test messages, provider banner, preferences", async () => {
     await nav("Notifications").click();
+    await page.waitForURL(`**/f/${A.id}/notifications`);
+    await tid("filter-status").waitFor();
     const rows = page.locator('[data-testid="notification-row"]');
     const opened = page.locator('[data-testid="notification-row"][data-kind="opened"]', { hasText: OPS_EMAIL }).first();
     await page.locator('[data-testid="notification-row"][data-kind="opened"][data-status="delivered"]', { hasText: OPS_EMAIL }).first().waitFor();
@@ -443,8 +447,13 @@ async function main() {
     await page.waitForTimeout(200);
     await shot("notifications");
     // Filters.
+    // WhatsApp: the rule's user has a phone, but this run configures no Twilio, so those are dead letters naming the settings.
     await tid("filter-channel").selectOption("whatsapp");
-    await page.getByText("No notifications yet").waitFor();
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('[data-testid="notification-row"]')];
+      return rows.length > 0 && rows.every((r) => r.getAttribute("data-channel") === "whatsapp");
+    });
+    assert((await rows.first().getByTestId("notification-error").innerText()).includes("TWILIO"), "an unconfigured channel's dead letter names the settings");
     await tid("filter-channel").selectOption("");
     await rows.first().waitFor();
 
