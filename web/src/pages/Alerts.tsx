@@ -333,16 +333,6 @@ export function AlertDetail() {
         </div>
         <NotificationLog filter={{ alertId: a.id }} compact refreshKey={`${a.status}|${a.count}`} />
       </div>
-      <div className="card" style={{ marginTop: "1rem" }}>
-        <div className="row" style={{ marginBottom: "0.5rem" }}>
-          <h2 style={{ margin: 0 }}>Notifications</h2>
-          <span style={{ flex: 1 }} />
-          <Link className="small" to={`/f/${factory}/notifications?alert_id=${encodeURIComponent(a.id)}`}>
-            In the delivery log
-          </Link>
-        </div>
-        <NotificationLog filter={{ alertId: a.id }} compact refreshKey={`${a.status}|${a.count}`} />
-      </div>
       {acting && (
         <ActionDialog
           alert={a}

@@ -4,7 +4,7 @@ import { api, unwrap } from "../api/client";
 import { ApiError } from "../api/problem";
 import type { ChannelKind, Notification, NotificationStatus } from "../api/types";
 import { useFactory } from "../factory";
-import { Badge, Empty, Loading, fmtAgo, fmtTime } from "../ui/common";
+import { Badge, Empty, Loading, fmtAgo, fmtShort, fmtTime } from "../ui/common";
 import { useToast } from "../ui/toast";
 import { ProviderHealthBanner } from "../ui/ProviderHealth";
 
@@ -224,7 +224,7 @@ export function NotificationLog({ filter, compact = false, refreshKey }: { filte
                   </Badge>
                   {n.status === "pending" && (
                     <div className="small muted" title={fmtTime(n.next_attempt_at)}>
-                      {new Date(n.next_attempt_at).getTime() > Date.now() + 1000 ? `next try ${fmtTime(n.next_attempt_at)}` : "due now"}
+                      {new Date(n.next_attempt_at).getTime() > Date.now() + 1000 ? `next try ${fmtShort(n.next_attempt_at)}` : "due now"}
                     </div>
                   )}
                 </td>
@@ -232,7 +232,7 @@ export function NotificationLog({ filter, compact = false, refreshKey }: { filte
                   <div className="small" style={{ fontWeight: 550 }}>
                     {channelLabel(n.channel)}
                   </div>
-                  <div className="mono small" data-testid="notification-recipient">
+                  <div className="mono small nowrap" data-testid="notification-recipient">
                     {n.recipient}
                   </div>
                 </td>
@@ -263,7 +263,7 @@ export function NotificationLog({ filter, compact = false, refreshKey }: { filte
                   {fmtAgo(n.created_at)}
                   {n.delivered_at && (
                     <div className="muted" title={fmtTime(n.delivered_at)}>
-                      delivered {fmtTime(n.delivered_at)}
+                      delivered {fmtShort(n.delivered_at)}
                     </div>
                   )}
                 </td>
