@@ -262,7 +262,7 @@ export function NotificationLog({ filter, compact = false, refreshKey }: { filte
                 <td className="small" title={fmtTime(n.created_at)}>
                   {fmtAgo(n.created_at)}
                   {n.delivered_at && (
-                    <div className="muted" title={fmtTime(n.delivered_at)}>
+                    <div className="muted nowrap" title={fmtTime(n.delivered_at)}>
                       delivered {fmtShort(n.delivered_at)}
                     </div>
                   )}
