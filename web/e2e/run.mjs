@@ -2,6 +2,7 @@
 //
 //   npm run e2e            (after `npm run build` and `cargo build -p factoryops`)
 //
+// The server sends email to a tiny SMTP server started here (e2e/smtp.mjs).
 // Env: FACTORYOPS_BIN (binary), CHROMIUM_PATH (default /usr/bin/chromium),
 // E2E_DEVICES (devices for the list benchmark, default 10000), E2E_HEADFUL=1.
 // Screenshots of every page go to e2e/screenshots/ (the CI artifact folder).
@@ -10,6 +11,7 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 import mqtt from "mqtt";
 import { startServer } from "./server.mjs";
+import { startSmtp } from "./smtp.mjs";
 
 const here = new URL(".", import.meta.url).pathname;
 const shots = join(here, "screenshots");
@@ -23,12 +25,15 @@ const BENCH = { id: "bench", name: "Benchmark plant", tz: "UTC" };
 const SUPER_A = { email: "boss@plant-a.example", name: "Bea Boss", password: "boss-password-123" };
 const SUPER_B = { email: "boss@plant-b.example", name: "Ben Other", password: "boss-password-456" };
 const ADMIN_A = { email: "devices@plant-a.example", name: "Dev Admin", password: "admin-password-123" };
+const OPS_EMAIL = "ops@plant-a.example";
+const BOSS_PHONE = "+4915199998888";
 const VIEWER_A = { email: "viewer@plant-a.example", name: "Vic Viewer", password: "viewer-password-123" };
 const DEVICES = Number(process.env.E2E_DEVICES ?? 10000);
 
 const results = [];
 const bench = {};
 let server;
+let smtp;
 let browser;
 let page;
 let shotNo = 0;
@@ -114,8 +119,20 @@ async function signOut() {
 
 async function main() {
   console.log("e2e: starting the server");
-  server = await startServer({ rootPassword: ROOT_PASSWORD });
-  console.log(`e2e: server at ${server.url}, MQTT at ${server.mqtt.host}:${server.mqtt.port}`);
+  smtp = await startSmtp();
+  server = await startServer({
+    rootPassword: ROOT_PASSWORD,
+    env: {
+      FACTORYOPS_SMTP_URL: smtp.url,
+      FACTORYOPS_SMTP_FROM: "alerts@factoryops.test",
+      // One transient failure opens the email circuit, which is probed again after 2 s:
+      // the provider-failing banner and the recovery fit in a test.
+      FACTORYOPS_NOTIFY__BREAKER_FAILURES: "1",
+      FACTORYOPS_NOTIFY__BREAKER_OPEN_SECS: "2",
+      FACTORYOPS_NOTIFY__BACKOFF_BASE_SECS: "1",
+    },
+  });
+  console.log(`e2e: server at ${server.url}, MQTT at ${server.mqtt.host}:${server.mqtt.port}, SMTP at ${smtp.url}`);
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
     headless: process.env.E2E_HEADFUL !== "1",
@@ -243,6 +260,24 @@ async function main() {
     await tid("save-user").click();
     await d.waitFor({ state: "detached" });
     await tid("users-table").getByText(VIEWER_A.email).waitFor();
+    // Phone numbers (WhatsApp): the API's E.164 check shows next to the field.
+    const adminRow = tid("users-table").locator("tr", { hasText: ADMIN_A.email });
+    await adminRow.getByRole("button", { name: `Edit ${ADMIN_A.name}` }).click();
+    await d.getByLabel("Phone (WhatsApp)").fill("0151 1234567");
+    await tid("save-user").click();
+    await d.locator(".field-error", { hasText: "E.164" }).waitFor();
+    await shot("admin-user-phone-error");
+    await d.getByLabel("Phone (WhatsApp)").fill("+4915112345678");
+    await tid("save-user").click();
+    await d.waitFor({ state: "detached" });
+    await adminRow.getByText("+4915112345678").waitFor();
+    // Their own number, for "send me a test WhatsApp".
+    const ownRow = tid("users-table").locator("tr", { hasText: SUPER_A.email });
+    await ownRow.getByRole("button", { name: `Edit ${SUPER_A.name}` }).click();
+    await d.getByLabel("Phone (WhatsApp)").fill(BOSS_PHONE);
+    await tid("save-user").click();
+    await d.waitFor({ state: "detached" });
+    await ownRow.getByText(BOSS_PHONE).waitFor();
     await shot("admin-users");
     await signOut();
   });
@@ -330,10 +365,19 @@ async function main() {
     await leaf.getByLabel("Property").fill("temp_c");
     await leaf.getByLabel("Operator").selectOption(">");
     await leaf.getByLabel("Value").fill("hot");
-    // The API's 422 lands next to the condition's field.
+    // Targets: a user from the picker, an email, and a bad WhatsApp number.
+    await page.getByRole("group", { name: "Users", exact: true }).getByLabel(SUPER_A.name).check();
+    await tid("notify-emails").fill(OPS_EMAIL);
+    await tid("notify-whatsapp").fill("0151 1234");
+    // The API's 422 lands next to the condition's field, and next to the number.
     await tid("save-rule").click();
     await page.locator("fieldset", { hasText: "Condition" }).locator(".field-error").first().waitFor();
     await leaf.getByLabel("Value").fill("80");
+    await tid("save-rule").click();
+    const whatsappError = await page.locator(".field", { has: tid("notify-whatsapp") }).locator(".field-error").innerText();
+    assert(whatsappError.includes("0151 1234") && whatsappError.includes("E.164"), `WhatsApp error names the number: ${whatsappError}`);
+    await shot("rule-editor-target-error");
+    await tid("notify-whatsapp").fill("");
     await page.getByLabel("Only on certain days and times").check();
     await tid("schedule-timezone").getByText(A.tz).waitFor();
     await page.getByLabel("Only on certain days and times").uncheck();
@@ -347,14 +391,21 @@ async function main() {
     await shot("rule-editor-backtest");
     await tid("save-rule").click();
     await page.waitForURL(/\/rules\/[0-9a-f-]{36}$/);
+    // The targets round-trip.
+    await page.reload();
+    await tid("notify-emails").waitFor();
+    assert((await tid("notify-emails").inputValue()) === OPS_EMAIL, "the rule's email target is saved");
+    assert(await page.getByRole("group", { name: "Users", exact: true }).getByLabel(SUPER_A.name).isChecked(), "the rule's user target is saved");
     await nav("Rules").click();
     await tid("rules-table").getByText("Press overheating").waitFor();
     await shot("rules");
   });
 
-  await step("a publish opens an alert that appears live; acknowledge; resolve", async () => {
+  await step("a publish opens an alert that appears live and emails; acknowledge; resolve", async () => {
     await nav("Alerts").click();
     await page.getByText("No alerts").waitFor();
+    const mailsBefore = smtp.messages.length;
+    const published = Date.now();
     await publish(`${A.id}/press-1`, secret, `factories/${A.id}/devices/press-1/telemetry`, { temp_c: 91.2, power_kw: 35 });
     // No reload: the stream brings it.
     const row = tid("alert-row").first();
@@ -362,6 +413,13 @@ async function main() {
     assert((await row.getAttribute("data-status")) === "open", "the new alert is open");
     await page.getByText("New critical alert").waitFor();
     await shot("alerts-live", { keepToasts: true });
+    // The rule's email target gets the alert through the real SMTP path.
+    const mail = await smtp.waitFor((m) => m.to.includes(OPS_EMAIL), { since: mailsBefore });
+    bench.alertToEmailMs = mail.at - published;
+    assert(mail.from === "alerts@factoryops.test", `envelope sender: ${mail.from}`);
+    assert(mail.headers.to?.includes(OPS_EMAIL), `To: ${mail.headers.to}`);
+    assert(/Press overheating|press-1|91\.2/.test(mail.headers.subject ?? ""), `Subject: ${mail.headers.subject}`);
+    assert(/^<[^@]+@factoryops\.test>$/.test(mail.headers["message-id"] ?? ""), `Message-ID: ${mail.headers["message-id"]}`);
     await row.getByRole("link").first().click();
     await tid("acknowledge").click();
     await page.getByLabel("Note (optional)").fill("Checking the cooling circuit");
@@ -372,10 +430,96 @@ async function main() {
     await tid("confirm-alert-action").click();
     await page.locator('[data-testid="alert-status"]', { hasText: "resolved" }).waitFor();
     await tid("alert-history").getByText("Coolant topped up").waitFor();
+    // The alert's own notifications, delivered.
+    await tid("notifications-table").locator('[data-testid="notification-row"][data-status="delivered"]', { hasText: OPS_EMAIL }).first().waitFor();
     await shot("alert-detail");
   });
 
-  await step("dashboard, explorer with CSV, notifications, API keys, audit", async () => {
+  await step("notifications: delivered email, dead letter, retry, test messages, provider banner, preferences", async () => {
+    await nav("Notifications").click();
+    await page.waitForURL(`**/f/${A.id}/notifications`);
+    await tid("filter-status").waitFor();
+    const rows = page.locator('[data-testid="notification-row"]');
+    const opened = page.locator('[data-testid="notification-row"][data-kind="opened"]', { hasText: OPS_EMAIL }).first();
+    await page.locator('[data-testid="notification-row"][data-kind="opened"][data-status="delivered"]', { hasText: OPS_EMAIL }).first().waitFor();
+    assert((await opened.getByTestId("notification-alert-link").count()) === 1, "an alert's notification links to the alert");
+    assert((await opened.innerText()).includes("1/"), "attempts are shown as n/max");
+    await page.waitForTimeout(200);
+    await shot("notifications");
+    // Filters.
+    // WhatsApp: the rule's user has a phone, but this run configures no Twilio, so those are dead letters naming the settings.
+    await tid("filter-channel").selectOption("whatsapp");
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('[data-testid="notification-row"]')];
+      return rows.length > 0 && rows.every((r) => r.getAttribute("data-channel") === "whatsapp");
+    });
+    assert((await rows.first().getByTestId("notification-error").innerText()).includes("TWILIO"), "an unconfigured channel's dead letter names the settings");
+    await tid("filter-channel").selectOption("");
+    await rows.first().waitFor();
+
+    // The SMTP server refuses the next message for good: a dead letter.
+    smtp.accepting = false;
+    const mailsBefore = smtp.messages.length;
+    await tid("my-notifications").click();
+    await page.getByRole("heading", { name: "My notifications" }).waitFor();
+    await tid("test-email").click();
+    await tid("toast-success").getByText("Test email queued").waitFor();
+    await page.locator('[data-testid="test-result"][data-status="dead"]').waitFor();
+    await page.getByRole("link", { name: "Open the delivery log" }).click();
+    await page.waitForURL(`**/f/${A.id}/notifications`);
+    await tid("filter-status").selectOption("dead");
+    const dead = page.locator('[data-testid="notification-row"][data-kind="test"][data-status="dead"]').first();
+    await dead.waitFor();
+    assert((await dead.getByTestId("notification-error").innerText()).includes("550"), "the dead letter shows the SMTP refusal");
+    await page.waitForTimeout(200);
+    await shot("notifications-dead-letter");
+    // Accepting again: Retry delivers it (the row follows live, though it left the filter).
+    smtp.accepting = true;
+    await dead.getByTestId("retry-notification").click();
+    await page.locator('[data-testid="notification-row"][data-kind="test"][data-status="delivered"]').first().waitFor({ timeout: 20_000 });
+    const retried = await smtp.waitFor((m) => m.to.includes(SUPER_A.email) && /test notification/.test(m.headers.subject ?? ""), { since: mailsBefore });
+    assert(retried, "the retried test email arrived");
+
+    // WhatsApp is not configured in this run: the test message is a dead letter at once, naming the settings.
+    await tid("my-notifications").click();
+    await tid("test-whatsapp").click();
+    await page.locator('[data-testid="test-result"][data-status="dead"]', { hasText: BOSS_PHONE }).waitFor();
+    assert((await page.locator('[data-testid="test-result"]', { hasText: BOSS_PHONE }).innerText()).includes("TWILIO"), "the reason names the Twilio settings");
+
+    // A failing provider (451: transient): the circuit opens, super admins see a banner, and the message is delivered when it recovers.
+    smtp.tempfail = true;
+    const beforeOutage = smtp.messages.length;
+    await tid("test-email").click();
+    await waitForReadiness((r) => r.checks?.some((c) => c.name === "notifications" && c.status === "degraded"));
+    await nav("Dashboard").click();
+    await tid("provider-banner").getByText("Email provider failing — messages are queued").waitFor();
+    await page.waitForTimeout(200);
+    await shot("dashboard-provider-failing");
+    smtp.tempfail = false;
+    await smtp.waitFor((m) => m.to.includes(SUPER_A.email) && /test notification/.test(m.headers.subject ?? ""), { since: beforeOutage, timeout: 30_000 });
+    await waitForReadiness((r) => r.status === "ready");
+
+    // Preferences: a bad time is refused next to its field; a good one is saved and reloads.
+    await tid("my-notifications").click();
+    await tid("preferences-form").waitFor();
+    assert((await tid("prefs-timezone").innerText()) === A.tz, "quiet hours are in the factory's time zone");
+    await tid("pref-whatsapp").uncheck();
+    await tid("pref-quiet").check();
+    await tid("quiet-from").fill("");
+    await tid("save-preferences").click();
+    await page.locator(".field", { has: tid("quiet-from") }).locator(".field-error").waitFor();
+    await tid("quiet-from").fill("22:00");
+    await tid("quiet-to").fill("06:30");
+    await tid("save-preferences").click();
+    await page.getByText("Notification preferences saved").waitFor();
+    await page.reload();
+    await tid("preferences-form").waitFor();
+    assert(!(await tid("pref-whatsapp").isChecked()) && (await tid("pref-email").isChecked()), "channels are saved");
+    assert((await tid("quiet-from").inputValue()) === "22:00" && (await tid("quiet-to").inputValue()) === "06:30", "quiet hours are saved");
+    await shot("my-notifications");
+  });
+
+  await step("dashboard, explorer with CSV, API keys, audit", async () => {
     await nav("Dashboard").click();
     await tid("devices-online").getByText("1").waitFor();
     // Live traffic while the dashboard is open: the ingestion rate and pinned values follow.
@@ -401,9 +545,6 @@ async function main() {
     assert(csv.trim().split("\n").length >= 6, "CSV has the points");
     await page.waitForTimeout(300);
     await shot("explorer");
-    await nav("Notifications").click();
-    await page.locator('[data-testid="notifications-unavailable"], [data-testid="notifications-table"], .empty').first().waitFor();
-    await shot("notifications");
     await nav("API keys").click();
     await page.getByRole("button", { name: "+ New API key" }).click();
     await page.getByRole("dialog").getByLabel("Name").fill("SCADA gateway");
@@ -498,6 +639,10 @@ async function main() {
     await none('button:has-text("Resolve")');
     await none('a:has-text("Users")');
     await shot("viewer-alerts");
+    // Dead letters are visible, but only alerts:write may retry them.
+    await page.goto(`${server.url}/f/${A.id}/notifications?status=dead`);
+    await page.locator('[data-testid="notification-row"][data-status="dead"]').first().waitFor();
+    await none('[data-testid="retry-notification"]');
     await signOut();
   });
 
@@ -552,10 +697,23 @@ async function main() {
 
   await step("no errors in the browser console", async () => {
     // Expected network errors: the wrong password (401), the validation tests (422) and
-    // the notifications log (404 until the notify component serves it).
+    // the tenant-isolation checks (404).
     const unexpected = consoleErrors.filter((e) => !/status of (401|404|422)/.test(e));
     assert(unexpected.length === 0, `console errors:\n${unexpected.join("\n")}`);
   });
+}
+
+/** Polls `/readyz` until `predicate` holds for its body (200 or the 503 problem). */
+async function waitForReadiness(predicate, timeout = 20_000) {
+  const started = Date.now();
+  let last = null;
+  while (Date.now() - started < timeout) {
+    const response = await fetch(`${server.url}/readyz`);
+    last = await response.json();
+    if (predicate(last)) return last;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`readiness did not reach the expected state: ${JSON.stringify(last)}`);
 }
 
 async function signOutRoot() {
@@ -574,6 +732,7 @@ try {
   await browser?.close().catch(() => {});
   if (failed && server) writeFileSync(join(shots, "server.log"), server.log.join("\n"));
   await server?.stop().catch(() => {});
+  await smtp?.stop().catch(() => {});
 }
 writeFileSync(join(shots, "bench.json"), JSON.stringify({ ...bench, at: new Date().toISOString() }, null, 2));
 const passed = results.filter((r) => r.ok).length;

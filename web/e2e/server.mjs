@@ -18,7 +18,7 @@ export function binaryPath() {
   return found;
 }
 
-export async function startServer({ rootPassword }) {
+export async function startServer({ rootPassword, env = {} }) {
   const dataDir = mkdtempSync(join(tmpdir(), "factoryops-e2e-"));
   const child = spawn(binaryPath(), ["serve"], {
     env: {
@@ -31,6 +31,8 @@ export async function startServer({ rootPassword }) {
       FACTORYOPS_LOG_LEVEL: "info",
       // Fast password hashing for tests only.
       FACTORYOPS_AUTH__BCRYPT_COST: "4",
+      // Extra settings of the run (e.g. the SMTP server it started).
+      ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -23,12 +23,13 @@ const RuleEditorPage = lazy(() => import("./pages/RuleEditor").then((m) => ({ de
 const Alerts = lazy(() => import("./pages/Alerts").then((m) => ({ default: m.Alerts })));
 const AlertDetail = lazy(() => import("./pages/Alerts").then((m) => ({ default: m.AlertDetail })));
 const Notifications = lazy(() => import("./pages/Notifications").then((m) => ({ default: m.Notifications })));
+const MyNotifications = lazy(() => import("./pages/MyNotifications").then((m) => ({ default: m.MyNotifications })));
 const Admin = lazy(() => import("./pages/Admin").then((m) => ({ default: m.Admin })));
 
 export function App() {
   return (
-    <ToastProvider>
-      <BrowserRouter>
+    <BrowserRouter>
+      <ToastProvider>
         <SessionWatcher />
         <Suspense fallback={<Loading />}>
           <Routes>
@@ -46,6 +47,7 @@ export function App() {
               <Route path="alerts" element={<Alerts />} />
               <Route path="alerts/:alertId" element={<AlertDetail />} />
               <Route path="notifications" element={<Notifications />} />
+              <Route path="settings/notifications" element={<MyNotifications />} />
               <Route path="admin/*" element={<Admin />} />
               <Route path="analytics" element={<ComingSoon what="Analytics" />} />
               <Route path="reports" element={<ComingSoon what="Reports" />} />
@@ -54,8 +56,8 @@ export function App() {
             <Route path="*" element={<NotFound standalone />} />
           </Routes>
         </Suspense>
-      </BrowserRouter>
-    </ToastProvider>
+      </ToastProvider>
+    </BrowserRouter>
   );
 }
 
@@ -207,9 +209,16 @@ function Shell({ home, factoryName, children }: { home: string; factoryName: str
             <strong data-testid="user-name">{me.user?.name ?? me.user?.email}</strong>
             <div className="muted small">{me.role.replace("_", " ")}</div>
           </div>
-          <button className="small" style={{ alignSelf: "flex-start" }} onClick={() => setChangingPassword(true)}>
-            Change password
-          </button>
+          <div className="row" style={{ gap: "0.4rem" }}>
+            {me.kind === "user" && (
+              <NavLink className="button small" to={`${base}/settings/notifications`} data-testid="my-notifications">
+                My notifications
+              </NavLink>
+            )}
+            <button className="small" onClick={() => setChangingPassword(true)}>
+              Change password
+            </button>
+          </div>
         </div>
       </aside>
       <div className="main">

@@ -39,8 +39,8 @@ export async function unwrap<T>(promise: Promise<Result<T>>): Promise<T> {
 }
 
 /**
- * Routes that the OpenAPI document does not describe yet (the notifications log is
- * being built alongside the portal). Same auth, refresh and problem handling.
+ * For routes the OpenAPI document does not describe (none today: every page uses the
+ * typed `api`). Same auth, refresh and problem handling.
  */
 export async function rawJson<T>(method: string, path: string, body?: unknown): Promise<T> {
   let response: Response;

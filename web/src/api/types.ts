@@ -1,5 +1,5 @@
 // Shapes the OpenAPI document does not describe yet (rules and alerts are documented as
-// JSON objects; notifications are being added). The rest comes from schema.d.ts.
+// JSON objects). The rest, notifications included, comes from schema.d.ts.
 import type { components } from "./schema";
 
 export type Schemas = components["schemas"];
@@ -18,6 +18,14 @@ export type PayloadError = Schemas["PayloadError"];
 export type Series = Schemas["Series"];
 export type LoginResult = Schemas["LoginResult"];
 export type TokenPair = Schemas["TokenPair"];
+export type Notification = Schemas["Notification"];
+export type NotificationPage = Schemas["NotificationPage"];
+export type NotificationStatus = Schemas["NotificationStatus"];
+export type ChannelKind = Schemas["ChannelKind"];
+export type Preferences = Schemas["Preferences"];
+export type QuietHours = Schemas["QuietHours"];
+export type Readiness = Schemas["Readiness"];
+export type DependencyState = Schemas["DependencyState"];
 
 export const PERMISSIONS: Permission[] = [
   "data:read",
@@ -133,21 +141,6 @@ export interface Alert {
   acknowledged_at: string | null;
   resolved_at: string | null;
   history?: AlertHistoryEntry[];
-}
-
-export interface Notification {
-  id: string;
-  alert_id: string | null;
-  channel: "email" | "whatsapp" | string;
-  recipient: string;
-  kind: string;
-  subject: string | null;
-  status: "pending" | "delivered" | "dead" | string;
-  attempts: number;
-  last_error: string | null;
-  created_at: string;
-  updated_at: string;
-  delivered_at: string | null;
 }
 
 /** A `telemetry` event of the live stream. */

@@ -107,6 +107,11 @@ function Users() {
                   <td>
                     <strong>{u.name}</strong>
                     <div className="small muted">{u.email}</div>
+                    {u.phone && (
+                      <div className="small muted mono" title="WhatsApp">
+                        {u.phone}
+                      </div>
+                    )}
                   </td>
                   <td>
                     <Badge kind={u.role === "super_admin" ? "info" : ""}>{u.role.replace("_", " ")}</Badge>
@@ -118,14 +123,16 @@ function Users() {
                     </Badge>
                   </td>
                   <td className="right">
-                    {isSuperAdmin && u.id !== me.user?.id && (
+                    {isSuperAdmin && (
                       <div className="row end">
-                        <button className="small" onClick={() => setEditing(u)}>
+                        <button className="small" onClick={() => setEditing(u)} aria-label={`Edit ${u.name}`}>
                           Edit
                         </button>
-                        <button className={`small ${u.status === "active" ? "danger" : ""}`} onClick={() => void toggle(u)}>
-                          {u.status === "active" ? "Disable" : "Enable"}
-                        </button>
+                        {u.id !== me.user?.id && (
+                          <button className={`small ${u.status === "active" ? "danger" : ""}`} onClick={() => void toggle(u)}>
+                            {u.status === "active" ? "Disable" : "Enable"}
+                          </button>
+                        )}
                       </div>
                     )}
                   </td>
@@ -151,7 +158,8 @@ function Users() {
 }
 
 function UserForm({ user, onClose, onSaved }: { user: User | null; onClose: () => void; onSaved: (u: User) => void }) {
-  const { factory } = useFactory();
+  const { factory, me } = useFactory();
+  const self = !!user && user.id === me.user?.id;
   const toast = useToast();
   const [email, setEmail] = useState(user?.email ?? "");
   const [name, setName] = useState(user?.name ?? "");
@@ -177,18 +185,20 @@ function UserForm({ user, onClose, onSaved }: { user: User | null; onClose: () =
         ? await unwrap(
             api.PATCH("/api/v1/factories/{factory_id}/users/{user_id}", {
               params: { path: { factory_id: factory, user_id: user.id } },
-              body: { name, role, permissions: perms, phone },
+              // Own account: name and phone only (a super admin does not demote themself by accident).
+              // An empty phone removes the number.
+              body: self ? { name, phone: phone.trim() } : { name, role, permissions: perms, phone: phone.trim() },
             }),
           )
         : await unwrap(
             api.POST("/api/v1/factories/{factory_id}/users", {
               params: { path: { factory_id: factory } },
-              body: { email, name, role, permissions: perms, password, ...(phone ? { phone } : {}) },
+              body: { email, name, role, permissions: perms, password, ...(phone.trim() ? { phone: phone.trim() } : {}) },
             }),
           );
       onSaved(saved);
     } catch (err) {
-      if (err instanceof ApiError && err.status === 422) setErrors(err.fieldErrors());
+      if (err instanceof ApiError && err.status === 422 && (err.problem.errors?.length ?? 0) > 0) setErrors(err.fieldErrors());
       else toast.error(err);
     }
   }
@@ -197,12 +207,21 @@ function UserForm({ user, onClose, onSaved }: { user: User | null; onClose: () =
       <form className="form-grid" onSubmit={submit} noValidate>
         {!user && <TextField label="Email" type="email" value={email} onChange={(e) => setEmail(e.target.value)} error={errors.email} required />}
         <TextField label="Name" value={name} onChange={(e) => setName(e.target.value)} error={errors.name} required />
-        <SelectField label="Role" value={role} onChange={(e) => setRole(e.target.value)} error={errors.role}>
+        <SelectField label="Role" value={role} onChange={(e) => setRole(e.target.value)} error={errors.role} disabled={self} help={self ? "Your own role is changed by another super admin." : undefined}>
           <option value="viewer">viewer (read only)</option>
           <option value="admin">admin (with permissions)</option>
           <option value="super_admin">super admin (everything)</option>
         </SelectField>
-        <TextField label="Phone (WhatsApp)" value={phone} onChange={(e) => setPhone(e.target.value)} error={errors.phone} placeholder="+4915112345678" />
+        <TextField
+          label="Phone (WhatsApp)"
+          type="tel"
+          autoComplete="tel"
+          value={phone}
+          onChange={(e) => setPhone(e.target.value)}
+          error={errors.phone}
+          placeholder="+4915112345678"
+          help="E.164: + country code and number, no spaces or leading 0. Empty: no WhatsApp."
+        />
         <TextField
           label={user ? "New password (optional)" : "Initial password"}
           type="password"
@@ -213,7 +232,7 @@ function UserForm({ user, onClose, onSaved }: { user: User | null; onClose: () =
           required={!user}
           help={user ? "Sets a new password and signs the user out everywhere." : undefined}
         />
-        {role === "admin" && (
+        {role === "admin" && !self && (
           <div className="wide">
             <div className="small" style={{ fontWeight: 550, marginBottom: "0.3rem" }}>
               Permissions
@@ -260,7 +279,7 @@ function ApiKeys() {
       setName("");
       keys.reload();
     } catch (err) {
-      if (err instanceof ApiError && err.status === 422) setErrors(err.fieldErrors());
+      if (err instanceof ApiError && err.status === 422 && (err.problem.errors?.length ?? 0) > 0) setErrors(err.fieldErrors());
       else toast.error(err);
     }
   }

@@ -8,6 +8,7 @@ import { Modal } from "../ui/Modal";
 import { useToast } from "../ui/toast";
 import { alertAction, getAlert, listAlerts } from "./data";
 import { NotFound } from "./NotFound";
+import { NotificationLog } from "./Notifications";
 
 export function Alerts() {
   const { factory, can } = useFactory();
@@ -321,6 +322,16 @@ export function AlertDetail() {
             </div>
           </dl>
         </div>
+      </div>
+      <div className="card" style={{ marginTop: "1rem" }}>
+        <div className="row" style={{ marginBottom: "0.5rem" }}>
+          <h2 style={{ margin: 0 }}>Notifications</h2>
+          <span style={{ flex: 1 }} />
+          <Link className="small" to={`/f/${factory}/notifications?alert_id=${encodeURIComponent(a.id)}`}>
+            In the delivery log
+          </Link>
+        </div>
+        <NotificationLog filter={{ alertId: a.id }} compact refreshKey={`${a.status}|${a.count}`} />
       </div>
       {acting && (
         <ActionDialog

@@ -6,6 +6,7 @@ import { TimeChart } from "../chart/TimeChart";
 import { useFactory } from "../factory";
 import { useStreamEvent, useStreamRate } from "../stream";
 import { Badge, Empty, Loading, fmtAgo, fmtValue, isOnline, useAsync } from "../ui/common";
+import { ProviderHealthBanner } from "../ui/ProviderHealth";
 import { listAlerts, loadAllDevices, loadPins, savePins, type Pin } from "./data";
 
 const SEVERITIES = ["critical", "warning", "info"] as const;
@@ -88,6 +89,7 @@ export function Dashboard() {
           <div className="sub">Welcome back, {me.user?.name ?? me.user?.email}. Live overview of your factory.</div>
         </div>
       </div>
+      <ProviderHealthBanner />
       <div className="grid cols-4" data-testid="dashboard-stats">
         <div className="card stat">
           <span className="label">Devices online</span>

@@ -38,6 +38,7 @@ interface Draft {
   whatsapp: string;
   remindMinutes: string;
   escalateMinutes: string;
+  escalateUsers: string[];
   escalateEmails: string;
   escalateWhatsapp: string;
 }
@@ -64,6 +65,7 @@ function emptyDraft(): Draft {
     whatsapp: "",
     remindMinutes: "",
     escalateMinutes: "",
+    escalateUsers: [],
     escalateEmails: "",
     escalateWhatsapp: "",
   };
@@ -92,6 +94,7 @@ function fromRule(r: Rule): Draft {
     whatsapp: (r.notify?.whatsapp ?? []).join(", "),
     remindMinutes: r.notify?.remind_every_minutes != null ? String(r.notify.remind_every_minutes) : "",
     escalateMinutes: r.notify?.escalate_after_minutes != null ? String(r.notify.escalate_after_minutes) : "",
+    escalateUsers: r.notify?.escalate_to?.users ?? [],
     escalateEmails: (r.notify?.escalate_to?.emails ?? []).join(", "),
     escalateWhatsapp: (r.notify?.escalate_to?.whatsapp ?? []).join(", "),
   };
@@ -100,6 +103,12 @@ function fromRule(r: Rule): Draft {
 const list = (text: string) =>
   text
     .split(/[,\s]+/)
+    .map((x) => x.trim())
+    .filter(Boolean);
+/** Phone numbers may be typed with spaces inside (the API then names the bad one), so only commas, semicolons and new lines separate them. */
+const numbers = (text: string) =>
+  text
+    .split(/[,;\n]+/)
     .map((x) => x.trim())
     .filter(Boolean);
 const int = (text: string) => (text.trim() === "" ? 0 : Number.isFinite(Number(text)) ? Number(text) : (text as unknown as number));
@@ -116,12 +125,12 @@ export function toBody(d: Draft): RuleBody {
     message: d.message,
     cooldown_seconds: int(d.cooldownSeconds),
     auto_resolve: d.autoResolve,
-    notify: { users: d.users, emails: list(d.emails), whatsapp: list(d.whatsapp) },
+    notify: { users: d.users, emails: list(d.emails), whatsapp: numbers(d.whatsapp) },
   };
   if (d.remindMinutes.trim()) body.notify.remind_every_minutes = int(d.remindMinutes);
   if (d.escalateMinutes.trim()) {
     body.notify.escalate_after_minutes = int(d.escalateMinutes);
-    body.notify.escalate_to = { users: [], emails: list(d.escalateEmails), whatsapp: list(d.escalateWhatsapp) };
+    body.notify.escalate_to = { users: d.escalateUsers, emails: list(d.escalateEmails), whatsapp: numbers(d.escalateWhatsapp) };
   }
   if (int(d.clearForSeconds)) body.clear_for_seconds = int(d.clearForSeconds);
   if (d.deadband.trim() !== "") body.deadband = int(d.deadband);
@@ -365,29 +374,32 @@ function RuleEditor({ rule }: { rule: Rule | null }) {
           <fieldset disabled={readOnly}>
             <legend>Notify</legend>
             <div className="form-grid">
-              {users.data ? (
-                <div className="wide">
-                  <div className="small" style={{ fontWeight: 550, marginBottom: "0.25rem" }}>
-                    Users
-                  </div>
-                  <div className="row">
-                    {users.data.items.map((u) => (
-                      <label key={u.id} className="check">
-                        <input
-                          type="checkbox"
-                          checked={draft.users.includes(u.id)}
-                          onChange={(e) => set({ users: e.target.checked ? [...draft.users, u.id] : draft.users.filter((x) => x !== u.id) })}
-                        />
-                        {u.name}
-                      </label>
-                    ))}
-                  </div>
-                </div>
-              ) : (
-                <TextField className="wide" label="User ids" value={draft.users.join(", ")} onChange={(e) => set({ users: list(e.target.value) })} error={err("notify.users")} />
-              )}
-              <TextField className="wide" label="Emails" value={draft.emails} onChange={(e) => set({ emails: e.target.value })} error={err("notify.emails")} placeholder="ops@example.com, …" />
-              <TextField className="wide" label="WhatsApp numbers" value={draft.whatsapp} onChange={(e) => set({ whatsapp: e.target.value })} error={err("notify.whatsapp")} placeholder="+4915112345678, …" />
+              <UserTargets
+                label="Users"
+                users={users.data?.items}
+                value={draft.users}
+                onChange={(v) => set({ users: v })}
+                error={targetError(errors, "notify.users", draft.users)}
+              />
+              <TextField
+                className="wide"
+                label="Emails"
+                value={draft.emails}
+                onChange={(e) => set({ emails: e.target.value })}
+                error={targetError(errors, "notify.emails", list(draft.emails))}
+                placeholder="ops@example.com, …"
+                data-testid="notify-emails"
+              />
+              <TextField
+                className="wide"
+                label="WhatsApp numbers"
+                value={draft.whatsapp}
+                onChange={(e) => set({ whatsapp: e.target.value })}
+                error={targetError(errors, "notify.whatsapp", numbers(draft.whatsapp))}
+                placeholder="+4915112345678, …"
+                help="E.164: + country code and number, no spaces; separate several with commas"
+                data-testid="notify-whatsapp"
+              />
               <TextField
                 label="Remind every (min)"
                 inputMode="numeric"
@@ -406,8 +418,32 @@ function RuleEditor({ rule }: { rule: Rule | null }) {
               />
               {draft.escalateMinutes.trim() !== "" && (
                 <>
-                  <TextField className="wide" label="Escalate to emails" value={draft.escalateEmails} onChange={(e) => set({ escalateEmails: e.target.value })} error={err("notify.escalate_to")} />
-                  <TextField className="wide" label="Escalate to WhatsApp" value={draft.escalateWhatsapp} onChange={(e) => set({ escalateWhatsapp: e.target.value })} />
+                  {errors["notify.escalate_to"] && (
+                    <div className="wide">
+                      <FieldErrorText error={errors["notify.escalate_to"]} />
+                    </div>
+                  )}
+                  <UserTargets
+                    label="Escalate to users"
+                    users={users.data?.items}
+                    value={draft.escalateUsers}
+                    onChange={(v) => set({ escalateUsers: v })}
+                    error={targetError(errors, "notify.escalate_to.users", draft.escalateUsers)}
+                  />
+                  <TextField
+                    className="wide"
+                    label="Escalate to emails"
+                    value={draft.escalateEmails}
+                    onChange={(e) => set({ escalateEmails: e.target.value })}
+                    error={targetError(errors, "notify.escalate_to.emails", list(draft.escalateEmails))}
+                  />
+                  <TextField
+                    className="wide"
+                    label="Escalate to WhatsApp"
+                    value={draft.escalateWhatsapp}
+                    onChange={(e) => set({ escalateWhatsapp: e.target.value })}
+                    error={targetError(errors, "notify.escalate_to.whatsapp", numbers(draft.escalateWhatsapp))}
+                  />
                 </>
               )}
             </div>
@@ -638,6 +674,63 @@ function Backtest({ draft, onErrors, knownDevices }: { draft: Draft; onErrors: (
           )}
         </div>
       )}
+    </div>
+  );
+}
+
+/**
+ * The API names bad targets by index (`notify.emails[1]`); show which entry it was.
+ * Errors on the list itself (`notify.emails`: too many) come first.
+ */
+export function targetError(errors: Record<string, string>, field: string, values: string[]): string | undefined {
+  const out: string[] = [];
+  if (errors[field]) out.push(errors[field]);
+  for (const [k, v] of Object.entries(errors)) {
+    const m = k.startsWith(field) ? /^\[(\d+)\]$/.exec(k.slice(field.length)) : null;
+    if (!m) continue;
+    const value = values[Number(m[1])];
+    out.push(value !== undefined ? `“${value}” ${v}` : `entry ${Number(m[1]) + 1}: ${v}`);
+  }
+  return out.length ? out.join("; ") : undefined;
+}
+
+/** Users as checkboxes when the caller may list them (ids the list does not know stay, marked); else free ids. */
+function UserTargets({ label, users, value, onChange, error }: { label: string; users: User[] | undefined; value: string[]; onChange: (v: string[]) => void; error?: string | undefined }) {
+  if (!users) {
+    return (
+      <TextField
+        className="wide"
+        label={`${label} (ids)`}
+        value={value.join(", ")}
+        onChange={(e) => onChange(list(e.target.value))}
+        error={error}
+        help="You cannot list users; ask an administrator for their ids."
+      />
+    );
+  }
+  const known = new Set(users.map((u) => u.id));
+  const unknown = value.filter((id) => !known.has(id));
+  return (
+    <div className="wide" role="group" aria-label={label}>
+      <div className="small" style={{ fontWeight: 550, marginBottom: "0.25rem" }}>
+        {label}
+      </div>
+      <div className="row">
+        {users.map((u) => (
+          <label key={u.id} className="check" title={[u.email, u.phone].filter(Boolean).join(" · ")}>
+            <input type="checkbox" checked={value.includes(u.id)} onChange={(e) => onChange(e.target.checked ? [...value, u.id] : value.filter((x) => x !== u.id))} />
+            {u.name}
+            {u.status !== "active" && <span className="muted small"> (disabled)</span>}
+          </label>
+        ))}
+        {unknown.map((id) => (
+          <label key={id} className="check" title="Not a user of this factory (any more)">
+            <input type="checkbox" checked onChange={() => onChange(value.filter((x) => x !== id))} />
+            <span className="mono small">{id}</span> <span className="muted small">(unknown)</span>
+          </label>
+        ))}
+      </div>
+      <FieldErrorText error={error} />
     </div>
   );
 }

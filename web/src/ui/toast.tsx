@@ -1,4 +1,5 @@
 import { createContext, useCallback, useContext, useMemo, useRef, useState, type ReactNode } from "react";
+import { Link } from "react-router-dom";
 import { ApiError, describe } from "../api/problem";
 
 export type ToastKind = "info" | "success" | "error" | "alert";
@@ -7,9 +8,14 @@ interface Toast {
   kind: ToastKind;
   title: string;
   detail?: string;
+  link?: ToastLink;
+}
+export interface ToastLink {
+  to: string;
+  label: string;
 }
 interface ToastApi {
-  show: (kind: ToastKind, title: string, detail?: string) => void;
+  show: (kind: ToastKind, title: string, detail?: string, link?: ToastLink) => void;
   /** An error toast with the problem's `detail`. */
   error: (error: unknown, title?: string) => void;
 }
@@ -21,10 +27,10 @@ export function ToastProvider({ children }: { children: ReactNode }) {
   const next = useRef(1);
   const dismiss = useCallback((id: number) => setToasts((t) => t.filter((x) => x.id !== id)), []);
   const show = useCallback(
-    (kind: ToastKind, title: string, detail?: string) => {
+    (kind: ToastKind, title: string, detail?: string, link?: ToastLink) => {
       const id = next.current++;
-      setToasts((t) => [...t.slice(-2), { id, kind, title, ...(detail ? { detail } : {}) }]);
-      setTimeout(() => dismiss(id), kind === "error" ? 9000 : 5000);
+      setToasts((t) => [...t.slice(-2), { id, kind, title, ...(detail ? { detail } : {}), ...(link ? { link } : {}) }]);
+      setTimeout(() => dismiss(id), kind === "error" || link ? 9000 : 5000);
     },
     [dismiss],
   );
@@ -46,6 +52,11 @@ export function ToastProvider({ children }: { children: ReactNode }) {
             <div className="body">
               <div className="title">{t.title}</div>
               {t.detail && <div className="detail">{t.detail}</div>}
+              {t.link && (
+                <Link className="detail" to={t.link.to} onClick={() => dismiss(t.id)}>
+                  {t.link.label}
+                </Link>
+              )}
             </div>
             <button className="ghost small" aria-label="Dismiss" onClick={() => dismiss(t.id)}>
               ✕
