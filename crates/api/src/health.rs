@@ -89,7 +89,7 @@ pub async fn healthz() -> Json<Health> {
 
 /// Every dependency is usable; 503 names the degraded ones.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "ready", body = Readiness),
+    responses((status = 200, description = "ready, or degraded (`status`: a dependency works around a failure, e.g. a notification provider is failing and messages wait)", body = Readiness),
               (status = 503, description = "degraded: a problem whose `degraded` member names the dependencies that are down and whose `checks` member lists every check", body = Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = futures::future::join_all(state.readiness.iter().map(|c| c.check())).await;

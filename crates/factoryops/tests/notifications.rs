@@ -238,10 +238,23 @@ async fn admins_send_test_messages_and_users_keep_preferences(db: TestDatabase) 
             reqwest::Method::PUT,
             "/api/v1/factories/plant-a/notification-preferences",
             Some(&viewer),
-            Some(json!({"quiet_hours": {"from": "7", "to": "06:00"}})),
+            Some(json!({"email": true, "whatsapp": true, "quiet_hours": {"from": "7", "to": "6"}})),
         )
         .await;
     assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem.to_string().contains("quiet_hours.from") && problem.to_string().contains("quiet_hours.to"),
+        "{problem}"
+    );
+    let (status, problem) = app
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/factories/plant-a/notification-preferences",
+            Some(&viewer),
+            Some(json!({"email": false})),
+        )
+        .await;
+    assert_eq!(status, 422, "a PUT replaces everything: missing fields are an error, not a default: {problem}");
     let (_, admin_prefs) = app.get("/api/v1/factories/plant-a/notification-preferences", Some(&p.admin)).await;
     assert_eq!(admin_prefs["whatsapp"], true, "preferences are per user");
     let _ = app.stop().await;

@@ -52,6 +52,9 @@ pub enum NotifyError {
     /// A bad field: 422 naming it.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// Several bad fields at once: 422 naming each.
+    #[error("invalid fields: {}", .0.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))]
+    InvalidFields(Vec<(String, String)>),
     #[error("database: {0}")]
     Database(#[from] factoryops_db::DbError),
     #[error("stored data is malformed: {0}")]
@@ -81,46 +84,4 @@ pub(crate) fn ser_opt_time<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Resu
     }
 }
 
-/// An E.164 number: `+` then 8 to 15 digits, the first not 0.
-pub fn is_e164(text: &str) -> bool {
-    let Some(digits) = text.strip_prefix('+') else { return false };
-    (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
-}
-
-/// A deliberately plain address check: one `@`, a dot in the domain, no spaces or
-/// control characters, at most 254 bytes. The SMTP server has the last word.
-pub fn is_email(text: &str) -> bool {
-    let Some((local, domain)) = text.split_once('@') else { return false };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains('@')
-        && text.len() <= 254
-        && !text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phone_numbers_are_e164() {
-        assert!(is_e164("+4915112345678"));
-        assert!(is_e164("+12025550123"));
-        assert!(!is_e164("4915112345678"));
-        assert!(!is_e164("+0151"));
-        assert!(!is_e164("+49 151 12345678"));
-        assert!(!is_e164("+1234567890123456"));
-    }
-
-    #[test]
-    fn email_addresses_are_plain() {
-        assert!(is_email("ops@example.com"));
-        assert!(!is_email("ops@localhost"));
-        assert!(!is_email("a b@example.com"));
-        assert!(!is_email("a@b@example.com"));
-        assert!(!is_email("<x>@example.com"));
-        assert!(!is_email("Ops <ops@example.com>"));
-    }
-}
+pub use factoryops_types::{is_e164, is_email};

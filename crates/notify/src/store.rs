@@ -118,11 +118,9 @@ pub struct NotificationQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Preferences {
-    #[serde(default = "yes")]
     pub email: bool,
-    #[serde(default = "yes")]
     pub whatsapp: bool,
-    #[serde(default)]
+    /// `null`: no quiet hours.
     pub quiet_hours: Option<QuietHours>,
 }
 
@@ -132,10 +130,6 @@ pub struct QuietHours {
     /// `HH:MM`, 24 h, factory time zone.
     pub from: String,
     pub to: String,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for Preferences {
@@ -526,8 +520,14 @@ impl NotificationStore {
         now_ms: i64,
     ) -> Result<Preferences, NotifyError> {
         if let Some(q) = &prefs.quiet_hours {
-            parse_hhmm(&q.from).ok_or_else(|| NotifyError::invalid("quiet_hours.from", "expected HH:MM (24 h)"))?;
-            parse_hhmm(&q.to).ok_or_else(|| NotifyError::invalid("quiet_hours.to", "expected HH:MM (24 h)"))?;
+            let bad: Vec<(String, String)> = [("quiet_hours.from", &q.from), ("quiet_hours.to", &q.to)]
+                .into_iter()
+                .filter(|(_, value)| parse_hhmm(value).is_none())
+                .map(|(field, _)| (field.to_string(), "expected HH:MM (24 h)".to_string()))
+                .collect();
+            if !bad.is_empty() {
+                return Err(NotifyError::InvalidFields(bad));
+            }
         }
         let mut tx = self.db.pool().begin().await?;
         sqlx::query("DELETE FROM notification_preferences WHERE factory_id = ? AND user_id = ?")

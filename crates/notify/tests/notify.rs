@@ -278,9 +278,17 @@ async fn preferences_and_quiet_hours_shape_the_rows(db: TestDatabase) {
     let now = SystemClock.now_ms();
     let saved = store.set_preferences(&f, USER, &prefs, now).await.unwrap();
     assert_eq!(saved, prefs);
-    let bad: Preferences =
-        serde_json::from_value(serde_json::json!({"quiet_hours": {"from": "25:00", "to": "06:00"}})).unwrap();
-    assert!(store.set_preferences(&f, USER, &bad, now).await.is_err());
+    let bad: Preferences = serde_json::from_value(
+        serde_json::json!({"email": true, "whatsapp": true, "quiet_hours": {"from": "25:00", "to": "6"}}),
+    )
+    .unwrap();
+    match store.set_preferences(&f, USER, &bad, now).await {
+        Err(factoryops_notify::NotifyError::InvalidFields(fields)) => {
+            let names: Vec<&str> = fields.iter().map(|(f, _)| f.as_str()).collect();
+            assert_eq!(names, ["quiet_hours.from", "quiet_hours.to"], "both bad times are named");
+        }
+        other => panic!("expected a 422 naming both times: {other:?}"),
+    }
     let users = Recipients { users: vec![USER.into()], ..Recipients::default() };
     assert_eq!(alert(&database, "notify:a6:opened:1", "warning", users.clone()).await, 1, "email only");
     assert_eq!(alert(&database, "notify:a7:opened:1", "critical", users).await, 1);

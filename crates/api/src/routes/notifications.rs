@@ -35,6 +35,9 @@ impl From<NotifyError> for Problem {
             NotifyError::NotFound => Problem::not_found("no such notification"),
             NotifyError::Conflict(message) => Problem::conflict(message),
             NotifyError::Invalid { field, message } => Problem::invalid_field(&field, message),
+            NotifyError::InvalidFields(fields) => Problem::validation(
+                fields.into_iter().map(|(field, message)| crate::problem::FieldError { field, message }).collect(),
+            ),
             other => Problem::internal(&other),
         }
     }
