@@ -14,6 +14,9 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::effects::{Effect, NotifyKind};
 use crate::eval::RestoredAlert;
@@ -29,7 +32,7 @@ struct TransitionRule<'a> {
 /// The actor recorded for transitions the engine makes.
 pub const ENGINE_ACTOR: &str = "rules-engine";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
     Open,
@@ -70,18 +73,25 @@ pub struct StoredRule {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One status change of an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AlertHistoryEntry {
     #[serde(serialize_with = "ser_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub status: AlertStatus,
+    /// `user:{id}`, `key:{id}` or `rules-engine`.
     pub by: String,
+    #[schema(required = true)]
     pub note: Option<String>,
+    /// The alert's value at that moment.
+    #[schema(schema_with = crate::model::nullable_value_schema, required = true)]
     pub value: Option<serde_json::Value>,
 }
 
 /// An alert as the API shows it (times as RFC 3339 in JSON, ms here).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(description = "An alert as the API shows it.")]
 pub struct Alert {
     pub id: String,
     pub rule_id: String,
@@ -90,21 +100,77 @@ pub struct Alert {
     pub status: AlertStatus,
     pub severity: Severity,
     pub message: String,
+    /// The property of the leaf that made the condition true.
+    #[schema(required = true)]
     pub property: Option<String>,
+    /// The latest value of `property`.
+    #[schema(schema_with = crate::model::nullable_value_schema, required = true)]
     pub value: Option<serde_json::Value>,
+    /// The threshold as text (`80`, `5..50`, `outside 5..50`, `2/min`, `300s`).
+    #[schema(required = true)]
     pub threshold: Option<String>,
+    /// How often it was triggered (re-triggers while open count up).
     pub count: i64,
     #[serde(serialize_with = "ser_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub opened_at: i64,
     #[serde(serialize_with = "ser_opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub acknowledged_at: Option<i64>,
     #[serde(serialize_with = "ser_opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub resolved_at: Option<i64>,
+    /// Oldest first; only in `GET /alerts/{alert_id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<AlertHistoryEntry>>,
     /// The idempotency key (internal).
     #[serde(skip)]
     pub key: String,
+}
+
+/// Rule fields a response leaves out when they are unset (`skip_serializing_if` in [`RuleSpec`]).
+const RULE_FIELDS_OMITTED_WHEN_UNSET: [&str; 2] = ["clear_for_seconds", "deadband"];
+
+/// `StoredRule` serialises as the flattened [`RuleSpec`] plus `id`, `created_at` and
+/// `updated_at`, with every default spelled out. Its schema is the rule body's, with those
+/// three added, every always-present field required, and open to additions (a response may
+/// gain fields; the request body stays closed).
+impl PartialSchema for StoredRule {
+    fn schema() -> RefOr<Schema> {
+        let RefOr::T(Schema::Object(mut object)) = RuleSpec::schema() else {
+            unreachable!("RuleSpec derives an object schema")
+        };
+        let time = || -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .into()
+        };
+        object.properties.insert("id".into(), ObjectBuilder::new().schema_type(Type::String).into());
+        object.properties.insert("created_at".into(), time());
+        object.properties.insert("updated_at".into(), time());
+        object.required = std::iter::once("id".to_string())
+            .chain(
+                object
+                    .properties
+                    .keys()
+                    .filter(|k| !matches!(k.as_str(), "id" | "created_at" | "updated_at"))
+                    .filter(|k| !RULE_FIELDS_OMITTED_WHEN_UNSET.contains(&k.as_str()))
+                    .cloned(),
+            )
+            .chain(["created_at".to_string(), "updated_at".to_string()])
+            .collect();
+        object.additional_properties = None;
+        object.description =
+            Some("A stored rule: the rule body with every default spelled out, plus `id` and times.".into());
+        object.into()
+    }
+}
+
+impl ToSchema for StoredRule {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <RuleSpec as ToSchema>::schemas(schemas);
+    }
 }
 
 /// Filters of the alert inbox. Times are Unix ms; `from`/`to` bound `opened_at` (`[from, to)`).
