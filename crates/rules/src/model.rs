@@ -9,7 +9,8 @@ use factoryops_types::{DeviceId, PropertyName};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, json};
 use utoipa::openapi::schema::{
-    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
+    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType,
+    Type,
 };
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -695,8 +696,9 @@ fn parse_leaf(object: &Map<String, serde_json::Value>, path: &str, errors: &mut 
 
 /// A closed object: exactly these properties, `required` of them mandatory.
 fn closed_object(properties: Vec<(&str, RefOr<Schema>)>, required: &[&str]) -> ObjectBuilder {
-    let mut object =
-        ObjectBuilder::new().schema_type(Type::Object).additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
     for (name, schema) in properties {
         object = object.property(name, schema);
     }
@@ -789,18 +791,9 @@ impl ToSchema for Scope {}
 fn condition_parts() -> Vec<(&'static str, RefOr<Schema>)> {
     let condition = || RefOr::Ref(Ref::from_schema_name("Condition"));
     let list = |name: &str, what: &str| -> RefOr<Schema> {
-        closed_object(
-            vec![(
-                name,
-                ArrayBuilder::new()
-                    .items(condition())
-                    .min_items(Some(1))
-                    .into(),
-            )],
-            &[name],
-        )
-        .description(Some(what))
-        .into()
+        closed_object(vec![(name, ArrayBuilder::new().items(condition()).min_items(Some(1)).into())], &[name])
+            .description(Some(what))
+            .into()
     };
     vec![
         (
@@ -883,10 +876,7 @@ fn condition_parts() -> Vec<(&'static str, RefOr<Schema>)> {
         ),
         ("AllCondition", list("all", "True when every condition is true.")),
         ("AnyCondition", list("any", "True when at least one condition is true.")),
-        (
-            "NotCondition",
-            closed_object(vec![("not", condition())], &["not"]).description(Some("The negation.")).into(),
-        ),
+        ("NotCondition", closed_object(vec![("not", condition())], &["not"]).description(Some("The negation.")).into()),
     ]
 }
 
