@@ -33,9 +33,8 @@ fn is_zero(v: &u64) -> bool {
 pub struct RuleSpec {
     /// 1–200 characters.
     pub name: String,
-    /// `false` = not evaluated; its open alerts resolve.
+    /// Default `true`; `false` = not evaluated, its open alerts resolve.
     #[serde(default = "yes")]
-    #[schema(default = true)]
     pub enabled: bool,
     pub scope: Scope,
     pub condition: Condition,
@@ -61,9 +60,8 @@ pub struct RuleSpec {
     /// Minimum time between two notifications of this rule for the same device.
     #[serde(default)]
     pub cooldown_seconds: u64,
-    /// Resolve the alert when the condition clears (after `clear_for_seconds`).
+    /// Resolve the alert when the condition clears (after `clear_for_seconds`). Default `true`.
     #[serde(default = "yes")]
-    #[schema(default = true)]
     pub auto_resolve: bool,
     #[serde(default)]
     pub notify: Notify,
@@ -193,9 +191,8 @@ impl Notify {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
-    /// `"factory"` (the factory's time zone) or an IANA name such as `"Europe/Berlin"`.
+    /// `"factory"` (the factory's time zone, the default) or an IANA name such as `"Europe/Berlin"`.
     #[serde(default = "factory_tz")]
-    #[schema(default = "factory")]
     pub timezone: String,
     /// Active days (`mon` … `sun`); empty = every day.
     #[serde(default)]
@@ -843,7 +840,7 @@ fn condition_parts() -> Vec<(&'static str, RefOr<Schema>)> {
                         ObjectBuilder::new()
                             .schema_type(Type::String)
                             .enum_values(Some(["second", "minute", "hour"]))
-                            .default(Some(json!("second")))
+                            .description(Some("Default `second`."))
                             .into(),
                     ),
                 ],
