@@ -577,7 +577,7 @@ function Backtest({ draft, onErrors, knownDevices }: { draft: Draft; onErrors: (
       const r = (await unwrap(
         api.POST("/api/v1/factories/{factory_id}/rules/backtest", {
           params: { path: { factory_id: factory } },
-          body: { rule: body as unknown as Record<string, unknown>, from: new Date(from).toISOString(), to: new Date(to).toISOString() },
+          body: { rule: body as never, from: new Date(from).toISOString(), to: new Date(to).toISOString() },
         }),
       )) as unknown as BacktestResult;
       onErrors({});
