@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run build web test test-deps lint fmt test-rust test-web fuzz-smoke openapi bench clean-data help
+.PHONY: run build web test test-deps lint fmt test-rust test-web fuzz-smoke openapi bench bench-ingest clean-data help
 
 help:
 	@echo "make run    build and start the all-in-one server on embedded defaults"
@@ -12,6 +12,7 @@ help:
 	@echo "make bench  run the benchmarks (release builds; slow)"
 	@echo "make web    build the web portal (web/dist, embedded in the binary)"
 	@echo "make test-web  Vitest unit tests + the Playwright e2e against the real binary"
+	@echo "make bench-ingest  MQTT ingest and alert latency end to end, with the Mosquitto anchor"
 
 ## The all-in-one server: SQLite + embedded time-series store in ./data, nothing to install.
 run:
@@ -58,6 +59,12 @@ openapi:
 
 bench:
 	$(CARGO) bench --workspace
+
+## Issues 6/7 end to end: the simulator against a release server and the machine's Mosquitto
+## (needs ~25 min and ulimit -n ≥ 11000; see BENCHMARKS.md).
+bench-ingest:
+	$(CARGO) build --release -p factoryops
+	bench/ingest.sh all
 
 clean-data:
 	rm -rf ./data

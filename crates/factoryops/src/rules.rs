@@ -23,6 +23,27 @@ pub struct Replay {
     pub store: Arc<dyn TelemetryStore>,
 }
 
+struct CachedType {
+    device_type: Option<String>,
+    read_at: i64,
+    refreshing: bool,
+}
+
+/// The device's type; `Err` when it could not be read (a cached value is then kept).
+async fn device_type_of(
+    devices: &DeviceRegistry,
+    (factory, device): &(FactoryId, DeviceId),
+) -> Result<Option<String>, ()> {
+    match devices.get(factory, device).await {
+        Ok(Some(d)) if !d.device_type.is_empty() => Ok(Some(d.device_type)),
+        Ok(_) => Ok(None),
+        Err(e) => {
+            tracing::warn!(error = %e, factory_id = %factory, device_id = %device, "cannot read the device type");
+            Err(())
+        }
+    }
+}
+
 /// A durable subscriber: a slow evaluator slows ingestion's publishing, it never loses events.
 /// It subscribes first, then replays, so nothing published meanwhile is missed.
 pub fn spawn_consumer(
@@ -37,7 +58,10 @@ pub fn spawn_consumer(
     tokio::spawn(async move {
         let replayed = replay_latest(&engine, &devices, &replay, clock.now_ms()).await;
         tracing::info!(observations = replayed, "rules: latest values re-evaluated after start");
-        let mut types: HashMap<(FactoryId, DeviceId), (Option<String>, i64)> = HashMap::new();
+        // Device types are read once per device, then refreshed in the background when
+        // stale: with 10k devices first seen together, refreshing inline made the consumer
+        // stall for seconds every TTL (10k sequential queries), and ingestion with it.
+        let types: Arc<parking_lot::Mutex<HashMap<(FactoryId, DeviceId), CachedType>>> = Arc::default();
         loop {
             let delivery = tokio::select! {
                 d = subscription.next() => d,
@@ -50,17 +74,37 @@ pub fn spawn_consumer(
                 (Some(factory), Some(device)) => {
                     let now = clock.now_ms();
                     let key = (factory.clone(), device);
-                    match types.get(&key) {
-                        Some((t, at)) if now - at < DEVICE_TYPE_TTL_MS => t.clone(),
-                        _ => {
-                            let t = match devices.get(&key.0, &key.1).await {
-                                Ok(Some(d)) if !d.device_type.is_empty() => Some(d.device_type),
-                                _ => None,
-                            };
+                    let cached = types.lock().get_mut(&key).map(|c| {
+                        let stale = now - c.read_at >= DEVICE_TYPE_TTL_MS && !c.refreshing;
+                        c.refreshing |= stale;
+                        (c.device_type.clone(), stale)
+                    });
+                    match cached {
+                        Some((t, stale)) => {
+                            if stale {
+                                let (types, devices, clock) = (types.clone(), devices.clone(), clock.clone());
+                                tokio::spawn(async move {
+                                    let read = device_type_of(&devices, &key).await;
+                                    let mut types = types.lock();
+                                    if let Some(cached) = types.get_mut(&key) {
+                                        // On a failed read keep the old type and retry after the TTL.
+                                        if let Ok(t) = read {
+                                            cached.device_type = t;
+                                        }
+                                        cached.read_at = clock.now_ms();
+                                        cached.refreshing = false;
+                                    }
+                                });
+                            }
+                            t
+                        }
+                        None => {
+                            let t = device_type_of(&devices, &key).await.unwrap_or(None);
+                            let mut types = types.lock();
                             if types.len() > 100_000 {
                                 types.clear();
                             }
-                            types.insert(key, (t.clone(), now));
+                            types.insert(key, CachedType { device_type: t.clone(), read_at: now, refreshing: false });
                             t
                         }
                     }

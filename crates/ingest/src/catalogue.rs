@@ -2,17 +2,22 @@
 //! first point of it is acknowledged, never deleted.
 //!
 //! The hot path is in memory: each device's known properties are cached after one DB
-//! read, so a message with no new property costs a hash lookup. `last_seen` is kept in
+//! read, so a message with no new property costs a hash lookup. The cache is bounded
+//! (`max_cached_properties`): past it, the least recently used devices are dropped and
+//! reloaded from the database when they next send. `last_seen` is kept in
 //! a buffer and flushed in one transaction every few seconds (and on shutdown).
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use factoryops_db::Database;
 use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Row};
 
@@ -81,21 +86,85 @@ const NAMES_PER_STATEMENT: usize = 200;
 
 type DeviceKey = (FactoryId, DeviceId);
 
+/// `last_seen` times not yet written: devices (flushed often, batched many per statement)
+/// and properties (flushed less often: one statement per device and timestamp).
 #[derive(Default)]
 struct SeenBuffer {
-    devices: HashMap<DeviceKey, SeenDevice>,
+    devices: HashMap<DeviceKey, i64>,
+    properties: HashMap<DeviceKey, HashMap<PropertyName, i64>>,
 }
 
+/// Devices per batched `last_seen` UPDATE.
+const DEVICES_PER_STATEMENT: usize = 100;
+
+/// Properties cached in memory by default (≈ 100 bytes each): bounds the catalogue's
+/// memory whatever the number of devices.
+pub const DEFAULT_MAX_CACHED_PROPERTIES: usize = 1_000_000;
+
+/// Each device's known properties, least recently used devices evicted past a bound.
 #[derive(Default)]
-struct SeenDevice {
-    max_ts: i64,
-    properties: HashMap<PropertyName, i64>,
+struct KnownCache {
+    devices: HashMap<DeviceKey, CachedDevice>,
+    /// Properties over all cached devices.
+    properties: usize,
+    tick: u64,
+}
+
+struct CachedDevice {
+    properties: HashMap<PropertyName, ValueType>,
+    last_used: u64,
+}
+
+impl KnownCache {
+    fn get(&mut self, key: &DeviceKey) -> Option<&HashMap<PropertyName, ValueType>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.devices.get_mut(key).map(|d| {
+            d.last_used = tick;
+            &d.properties
+        })
+    }
+
+    /// Replaces a device's entry; returns how many devices were evicted to stay within `max`.
+    fn put(&mut self, key: DeviceKey, properties: HashMap<PropertyName, ValueType>, max: usize) -> usize {
+        self.tick += 1;
+        self.properties += properties.len();
+        if let Some(old) = self.devices.insert(key, CachedDevice { properties, last_used: self.tick }) {
+            self.properties -= old.properties.len();
+        }
+        self.evict_over(max)
+    }
+
+    /// Over the bound: drops the least recently used devices down to 90 % of it (in one
+    /// pass, so a cache at its bound does not scan on every miss). The newest entry stays.
+    fn evict_over(&mut self, max: usize) -> usize {
+        if self.properties <= max || self.devices.len() <= 1 {
+            return 0;
+        }
+        let target = max - max / 10;
+        let mut by_age: Vec<(u64, usize, DeviceKey)> =
+            self.devices.iter().map(|(k, d)| (d.last_used, d.properties.len(), k.clone())).collect();
+        by_age.sort_unstable_by_key(|(used, _, _)| *used);
+        let newest = by_age.len() - 1;
+        let mut evicted = 0;
+        for (_, len, key) in by_age.into_iter().take(newest) {
+            if self.properties <= target {
+                break;
+            }
+            self.devices.remove(&key);
+            self.properties -= len;
+            evicted += 1;
+        }
+        evicted
+    }
 }
 
 pub struct PropertyCatalogue {
     db: Database,
     max_per_device: usize,
-    known: Mutex<HashMap<DeviceKey, HashMap<PropertyName, ValueType>>>,
+    max_cached_properties: AtomicUsize,
+    known: Mutex<KnownCache>,
+    evictions: Mutex<Counter>,
     /// Serialises registration per device (striped), so the cardinality guard is exact
     /// without making unrelated devices wait for each other.
     stripes: Vec<tokio::sync::Mutex<()>>,
@@ -107,7 +176,9 @@ impl PropertyCatalogue {
         Self {
             db,
             max_per_device: max_properties_per_device.max(1),
-            known: Mutex::new(HashMap::new()),
+            max_cached_properties: AtomicUsize::new(DEFAULT_MAX_CACHED_PROPERTIES),
+            known: Mutex::new(KnownCache::default()),
+            evictions: Mutex::new(Counter::default()),
             stripes: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             seen: Mutex::new(SeenBuffer::default()),
         }
@@ -129,38 +200,49 @@ impl PropertyCatalogue {
         }
         let stripe = &self.stripes[stripe_of(&key)];
         let _guard = stripe.lock().await;
-        if !self.known.lock().contains_key(&key) {
-            let loaded = self.load(factory, device).await?;
-            self.known.lock().entry(key.clone()).or_insert(loaded);
-        }
-        let (to_insert, refused) = {
-            let known = self.known.lock();
-            let existing = known.get(&key).map(HashMap::len).unwrap_or(0);
-            let room = self.max_per_device.saturating_sub(existing);
-            let mut to_insert: Vec<(PropertyName, ValueType)> = Vec::new();
-            let mut refused = Vec::new();
-            for (name, value_type) in properties {
-                let is_known = known.get(&key).is_some_and(|m| m.contains_key(name));
-                if is_known || to_insert.iter().any(|(n, _)| n == name) {
-                    continue;
-                }
-                if to_insert.len() < room {
-                    to_insert.push((name.clone(), value_type));
-                } else {
-                    refused.push(name.clone());
-                }
-            }
-            (to_insert, refused)
+        // Under the device's stripe lock only eviction can change its cache entry, so
+        // work on a copy (or a fresh load) and write the result back whole.
+        let cached = self.known.lock().get(&key).cloned();
+        let mut current = match cached {
+            Some(current) => current,
+            None => self.load(factory, device).await?,
         };
+        let room = self.max_per_device.saturating_sub(current.len());
+        let mut to_insert: Vec<(PropertyName, ValueType)> = Vec::new();
+        let mut refused = Vec::new();
+        for (name, value_type) in properties {
+            if current.contains_key(name) || to_insert.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if to_insert.len() < room {
+                to_insert.push((name.clone(), value_type));
+            } else {
+                refused.push(name.clone());
+            }
+        }
         for chunk in to_insert.chunks(NAMES_PER_STATEMENT) {
             self.insert(factory, device, chunk, now_ms).await?;
         }
-        if !to_insert.is_empty() {
-            let mut known = self.known.lock();
-            let entry = known.entry(key).or_default();
-            entry.extend(to_insert);
+        current.extend(to_insert);
+        let max = self.max_cached_properties.load(Ordering::Relaxed);
+        let evicted = self.known.lock().put(key, current, max);
+        if evicted > 0 {
+            self.evictions.lock().inc_by(evicted as u64);
         }
         Ok(refused)
+    }
+
+    /// Bounds the in-memory cache of known properties (default
+    /// [`DEFAULT_MAX_CACHED_PROPERTIES`]); `evictions` counts the devices dropped from it.
+    pub fn configure_cache(&self, max_cached_properties: usize, evictions: Counter) {
+        self.max_cached_properties.store(max_cached_properties.max(1), Ordering::Relaxed);
+        *self.evictions.lock() = evictions;
+    }
+
+    /// Devices and properties currently cached.
+    pub fn cached(&self) -> (usize, usize) {
+        let known = self.known.lock();
+        (known.devices.len(), known.properties)
     }
 
     fn all_known<'a>(
@@ -168,7 +250,7 @@ impl PropertyCatalogue {
         key: &DeviceKey,
         mut properties: impl Iterator<Item = (&'a PropertyName, ValueType)>,
     ) -> bool {
-        let known = self.known.lock();
+        let mut known = self.known.lock();
         match known.get(key) {
             Some(names) => properties.all(|(name, _)| names.contains_key(name)),
             None => false,
@@ -232,35 +314,62 @@ impl PropertyCatalogue {
         names: impl Iterator<Item = &'a PropertyName>,
         ts_ms: i64,
     ) {
-        let mut seen = self.seen.lock();
-        let entry = seen.devices.entry((factory.clone(), device.clone())).or_default();
-        entry.max_ts = entry.max_ts.max(ts_ms);
+        let key = (factory.clone(), device.clone());
+        let mut guard = self.seen.lock();
+        let seen = &mut *guard;
+        let properties = seen.properties.entry(key.clone()).or_default();
         for name in names {
-            match entry.properties.get_mut(name) {
+            match properties.get_mut(name) {
                 Some(ts) => *ts = (*ts).max(ts_ms),
                 None => {
-                    entry.properties.insert(name.clone(), ts_ms);
+                    properties.insert(name.clone(), ts_ms);
                 }
             }
         }
+        let max = seen.devices.entry(key).or_insert(ts_ms);
+        *max = (*max).max(ts_ms);
     }
 
-    /// Writes buffered `last_seen` times (properties and devices) in one transaction.
+    /// Writes every buffered `last_seen` time (devices and properties).
     /// On failure the buffer is kept for the next attempt.
     pub async fn flush_last_seen(&self) -> Result<(), RepoError> {
+        self.flush_devices_last_seen().await?;
+        self.flush_properties_last_seen().await
+    }
+
+    /// Writes the devices' buffered `last_seen`, many devices per statement.
+    pub async fn flush_devices_last_seen(&self) -> Result<(), RepoError> {
         let batch = std::mem::take(&mut self.seen.lock().devices);
         if batch.is_empty() {
             return Ok(());
         }
-        match self.write_seen(&batch).await {
+        match self.write_devices_seen(&batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut seen = self.seen.lock();
+                for (key, ts) in batch {
+                    let slot = seen.devices.entry(key).or_insert(ts);
+                    *slot = (*slot).max(ts);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the properties' buffered `last_seen`.
+    pub async fn flush_properties_last_seen(&self) -> Result<(), RepoError> {
+        let batch = std::mem::take(&mut self.seen.lock().properties);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.write_properties_seen(&batch).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let mut seen = self.seen.lock();
                 for (key, old) in batch {
-                    let entry = seen.devices.entry(key).or_default();
-                    entry.max_ts = entry.max_ts.max(old.max_ts);
-                    for (name, ts) in old.properties {
-                        let slot = entry.properties.entry(name).or_insert(ts);
+                    let entry = seen.properties.entry(key).or_default();
+                    for (name, ts) in old {
+                        let slot = entry.entry(name).or_insert(ts);
                         *slot = (*slot).max(ts);
                     }
                 }
@@ -269,21 +378,50 @@ impl PropertyCatalogue {
         }
     }
 
-    async fn write_seen(&self, batch: &HashMap<DeviceKey, SeenDevice>) -> Result<(), RepoError> {
+    async fn write_devices_seen(&self, batch: &HashMap<DeviceKey, i64>) -> Result<(), RepoError> {
+        // One statement per factory and chunk: `CASE device_id WHEN … THEN … END` is
+        // portable (SQLite, MySQL) and turns 10k single-row UPDATEs into 100.
+        let mut by_factory: HashMap<&FactoryId, Vec<(&DeviceId, i64)>> = HashMap::new();
+        for ((factory, device), ts) in batch {
+            by_factory.entry(factory).or_default().push((device, *ts));
+        }
         let mut tx = self.db.pool().begin().await?;
-        for ((factory, device), seen) in batch {
-            sqlx::query(
-                "UPDATE ingest_devices SET last_seen = ? WHERE factory_id = ? AND device_id = ? AND (last_seen IS NULL OR last_seen < ?)",
-            )
-            .bind(seen.max_ts)
-            .bind(factory.as_str())
-            .bind(device.as_str())
-            .bind(seen.max_ts)
-            .execute(&mut *tx)
-            .await?;
+        for (factory, devices) in by_factory {
+            for chunk in devices.chunks(DEVICES_PER_STATEMENT) {
+                let case = format!("CASE device_id {} END", vec!["WHEN ? THEN ?"; chunk.len()].join(" "));
+                let sql = format!(
+                    "UPDATE ingest_devices SET last_seen = {case} WHERE factory_id = ? AND device_id IN ({}) \
+                     AND (last_seen IS NULL OR last_seen < {case})",
+                    vec!["?"; chunk.len()].join(", ")
+                );
+                // Only placeholders are interpolated; values are bound.
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for (device, ts) in chunk {
+                    query = query.bind(device.as_str()).bind(*ts);
+                }
+                query = query.bind(factory.as_str());
+                for (device, _) in chunk {
+                    query = query.bind(device.as_str());
+                }
+                for (device, ts) in chunk {
+                    query = query.bind(device.as_str()).bind(*ts);
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_properties_seen(
+        &self,
+        batch: &HashMap<DeviceKey, HashMap<PropertyName, i64>>,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.db.pool().begin().await?;
+        for ((factory, device), properties) in batch {
             // Properties of one message share a timestamp: group by it for few statements.
             let mut by_ts: HashMap<i64, Vec<&PropertyName>> = HashMap::new();
-            for (name, ts) in &seen.properties {
+            for (name, ts) in properties {
                 by_ts.entry(*ts).or_default().push(name);
             }
             for (ts, names) in by_ts {

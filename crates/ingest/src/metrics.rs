@@ -25,6 +25,8 @@ pub struct IngestMetrics {
     pub mqtt_connects_refused: Family<ReasonLabels, Counter>,
     pub mqtt_acl_denied: Counter,
     pub mqtt_protocol_errors: Counter,
+    pub mqtt_sessions_evicted: Family<ReasonLabels, Counter>,
+    pub property_cache_evictions: Counter,
 }
 
 impl IngestMetrics {
@@ -52,6 +54,16 @@ impl IngestMetrics {
             "Connections closed for a protocol violation",
             m.mqtt_protocol_errors.clone(),
         );
+        metrics.register(
+            "mqtt_sessions_evicted",
+            "Sessions of disconnected clients removed, by reason (expired, capacity)",
+            m.mqtt_sessions_evicted.clone(),
+        );
+        metrics.register(
+            "ingest_property_cache_evictions",
+            "Devices whose known properties were dropped from the in-memory cache (reloaded on demand)",
+            m.property_cache_evictions.clone(),
+        );
         m
     }
 
@@ -68,6 +80,8 @@ impl IngestMetrics {
             mqtt_connects_refused: Family::default(),
             mqtt_acl_denied: Counter::default(),
             mqtt_protocol_errors: Counter::default(),
+            mqtt_sessions_evicted: Family::default(),
+            property_cache_evictions: Counter::default(),
         }
     }
 

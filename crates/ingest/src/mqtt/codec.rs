@@ -443,6 +443,7 @@ pub mod reason {
     pub const PACKET_TOO_LARGE: u8 = 0x95;
     pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
     pub const QOS_NOT_SUPPORTED: u8 = 0x9b;
+    pub const CONNECTION_RATE_EXCEEDED: u8 = 0x9f;
 }
 
 /// What the server announces in a 5.0 CONNACK.

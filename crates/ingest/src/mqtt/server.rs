@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::codec::{self, CodecError, ConnAckProperties, Connect, Packet, Protocol, Publish, connack_v3, reason};
+use super::limits::{ConnectLimiter, ConnectLimits};
 use crate::devices::{DeviceRegistry, Verification};
 use crate::metrics::IngestMetrics;
 use crate::pipeline::{IngestOutcome, Ingestor, Submitted};
@@ -41,12 +42,25 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
     /// Unacknowledged PUBLISHes per connection before the socket is no longer read.
     pub receive_maximum: u16,
+    /// Unacknowledged PUBLISHes over all connections before sockets are no longer read:
+    /// bounds the endpoint's memory whatever the number of connections (10k devices ×
+    /// `receive_maximum` would otherwise be 640k parsed messages in memory).
+    pub max_inflight_total: usize,
     /// Time allowed between accepting a socket and its CONNECT (TLS handshake included).
     pub connect_timeout_ms: u64,
     /// Upper bound on an MQTT 5 client's keep-alive (announced as Server Keep Alive).
     pub max_keep_alive_secs: u16,
     /// Upper bound on an MQTT 5 session expiry interval.
     pub max_session_expiry_secs: u32,
+    /// How long a 3.1.1 persistent session (clean session = 0) is kept after its
+    /// connection ends; 3.1.1 has no expiry of its own. Capped by `max_session_expiry_secs`.
+    pub v311_session_expiry_secs: u32,
+    /// Sessions kept for disconnected clients; beyond it those expiring soonest are evicted.
+    pub max_offline_sessions: usize,
+    /// How often expired sessions are removed.
+    pub session_sweep_secs: u64,
+    /// CONNECT rate limits per source IP and for the whole endpoint.
+    pub connect_limits: ConnectLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,9 +80,14 @@ impl Default for MqttConfig {
             tls: None,
             max_packet_bytes: 256 * 1024,
             receive_maximum: 64,
+            max_inflight_total: 16_384,
             connect_timeout_ms: 10_000,
             max_keep_alive_secs: 3_600,
             max_session_expiry_secs: 7 * 24 * 3600,
+            v311_session_expiry_secs: 24 * 3600,
+            max_offline_sessions: 100_000,
+            session_sweep_secs: 60,
+            connect_limits: ConnectLimits::default(),
         }
     }
 }
@@ -93,6 +112,9 @@ struct Ctx {
     metrics: IngestMetrics,
     clock: Arc<dyn Clock>,
     sessions: Sessions,
+    limiter: ConnectLimiter,
+    /// The endpoint-wide in-flight window (`max_inflight_total`).
+    inflight_total: Arc<Semaphore>,
     shutdown: CancellationToken,
     next_conn: AtomicU64,
 }
@@ -155,18 +177,25 @@ impl MqttServer {
         let (listener, local_addr) = listen(&config.addr).await?;
         tracing::info!(%local_addr, "MQTT endpoint listening");
         let metrics = ingestor.metrics().clone();
+        let limiter = ConnectLimiter::new(config.connect_limits.clone(), clock.now_ms());
+        let inflight_total = Arc::new(Semaphore::new(config.max_inflight_total.max(1)));
         let ctx = Arc::new(Ctx {
             config,
             registry,
             ingestor,
             metrics,
             clock,
+            inflight_total,
             sessions: Sessions::default(),
+            limiter,
             shutdown: CancellationToken::new(),
             next_conn: AtomicU64::new(1),
         });
         let tracker = TaskTracker::new();
-        let mut accept = vec![tokio::spawn(accept_loop(listener, None, ctx.clone(), tracker.clone()))];
+        let mut accept = vec![
+            tokio::spawn(accept_loop(listener, None, ctx.clone(), tracker.clone())),
+            tokio::spawn(sweep_loop(ctx.clone())),
+        ];
         let mut tls_local_addr = None;
         if let Some((listener, local, acceptor)) = tls {
             tls_local_addr = Some(local);
@@ -214,9 +243,9 @@ impl MqttHandle {
     /// rotated), after the acks already due; MQTT 5 clients get DISCONNECT 0x87. Returns
     /// how many connections were told to close.
     pub fn disconnect_device(&self, factory: &FactoryId, device: &DeviceId) -> usize {
-        let map = self.ctx.sessions.map.lock();
+        let table = self.ctx.sessions.map.lock();
         let mut closed = 0;
-        for ((f, d, _), entry) in map.iter() {
+        for ((f, d, _), entry) in table.entries.iter() {
             if f == factory
                 && d == device
                 && let Some(live) = &entry.live
@@ -279,14 +308,23 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<C
 
 type SessionKey = (FactoryId, DeviceId, String);
 
+/// Session state of this endpoint: it never publishes to clients, so a session is its
+/// identity and expiry only; still, the table is bounded (expiry, sweep, capacity).
 #[derive(Default)]
 struct Sessions {
-    map: Mutex<HashMap<SessionKey, SessionEntry>>,
+    map: Mutex<SessionTable>,
     attaches: AtomicU64,
 }
 
-/// Expired sessions are swept every this many CONNECTs, so a reconnect storm does not
-/// scan the whole table once per connection.
+#[derive(Default)]
+struct SessionTable {
+    entries: HashMap<SessionKey, SessionEntry>,
+    /// Entries without a live connection (kept until their expiry).
+    offline: usize,
+}
+
+/// Expired sessions are also swept every this many CONNECTs, so a reconnect storm
+/// does not let them pile up between two periodic sweeps.
 const SWEEP_EVERY: u64 = 1024;
 
 struct SessionEntry {
@@ -298,48 +336,137 @@ struct SessionEntry {
     keep_until_ms: Option<i64>,
 }
 
+impl SessionEntry {
+    fn is_alive(&self, now_ms: i64) -> bool {
+        self.live.is_some() || self.keep_until_ms.is_some_and(|t| t > now_ms)
+    }
+}
+
 struct LiveConnection {
     conn_id: u64,
     stop: CancellationToken,
     stop_reason: Arc<AtomicU8>,
 }
 
+impl SessionTable {
+    /// Drops expired offline sessions; returns how many.
+    fn sweep(&mut self, now_ms: i64) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.is_alive(now_ms));
+        let removed = before - self.entries.len();
+        self.offline -= removed;
+        removed
+    }
+
+    /// Over capacity: evicts the offline sessions expiring soonest, down to 90 % of it,
+    /// so a table at its bound does not scan on every disconnect.
+    fn evict_over(&mut self, max_offline: usize) -> usize {
+        if self.offline <= max_offline {
+            return 0;
+        }
+        let target = max_offline - max_offline / 10;
+        let mut offline: Vec<(i64, SessionKey)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.live.is_none())
+            .map(|(k, e)| (e.keep_until_ms.unwrap_or(i64::MIN), k.clone()))
+            .collect();
+        let excess = offline.len().saturating_sub(target);
+        if excess == 0 {
+            return 0;
+        }
+        offline.select_nth_unstable_by_key(excess - 1, |(until, _)| *until);
+        for (_, key) in offline.iter().take(excess) {
+            self.entries.remove(key);
+        }
+        self.offline -= excess;
+        excess
+    }
+}
+
 impl Sessions {
     /// Registers a connection; returns whether a previous session is resumed. An older
     /// connection with the same key is taken over (closed).
-    fn attach(&self, key: SessionKey, clean_start: bool, persistent: bool, live: LiveConnection, now_ms: i64) -> bool {
-        let mut map = self.map.lock();
+    fn attach(
+        &self,
+        key: SessionKey,
+        clean_start: bool,
+        persistent: bool,
+        live: LiveConnection,
+        now_ms: i64,
+    ) -> (bool, usize) {
+        let mut table = self.map.lock();
+        let mut expired = 0;
         if self.attaches.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) {
-            map.retain(|_, e| e.live.is_some() || e.keep_until_ms.is_some_and(|t| t > now_ms));
+            expired = table.sweep(now_ms);
         }
-        let previous = map.remove(&key).filter(|e| e.live.is_some() || e.keep_until_ms.is_some_and(|t| t > now_ms));
+        let previous = table.entries.remove(&key);
+        if previous.as_ref().is_some_and(|e| e.live.is_none()) {
+            table.offline -= 1;
+        }
         let mut present = false;
-        if let Some(previous) = previous {
+        if let Some(previous) = previous.filter(|e| e.is_alive(now_ms)) {
             if let Some(old) = previous.live {
                 old.stop_reason.store(reason::SESSION_TAKEN_OVER, Ordering::SeqCst);
                 old.stop.cancel();
             }
             present = !clean_start && previous.persistent;
         }
-        map.insert(key, SessionEntry { live: Some(live), persistent, keep_until_ms: None });
-        present
+        table.entries.insert(key, SessionEntry { live: Some(live), persistent, keep_until_ms: None });
+        (present, expired)
     }
 
-    /// The connection ended; keep the session for `expiry_secs` (0 = drop it).
-    fn detach(&self, key: &SessionKey, conn_id: u64, expiry_secs: u32, now_ms: i64) {
-        let mut map = self.map.lock();
-        let Some(entry) = map.get_mut(key) else { return };
+    /// The connection ended; keep the session for `expiry_secs` (0 = drop it). Returns
+    /// how many other sessions were evicted to stay within `max_offline`.
+    fn detach(&self, key: &SessionKey, conn_id: u64, expiry_secs: u32, now_ms: i64, max_offline: usize) -> usize {
+        let mut table = self.map.lock();
+        let Some(entry) = table.entries.get_mut(key) else { return 0 };
         if entry.live.as_ref().is_none_or(|l| l.conn_id != conn_id) {
-            return;
+            return 0;
         }
         if expiry_secs == 0 {
-            map.remove(key);
+            table.entries.remove(key);
+            0
         } else {
             entry.live = None;
             entry.persistent = true;
             entry.keep_until_ms = Some(now_ms.saturating_add(i64::from(expiry_secs) * 1000));
+            table.offline += 1;
+            table.evict_over(max_offline)
         }
     }
+
+    fn sweep(&self, now_ms: i64) -> usize {
+        self.map.lock().sweep(now_ms)
+    }
+
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        let table = self.map.lock();
+        (table.entries.len(), table.offline)
+    }
+}
+
+/// Removes expired sessions periodically, so an idle endpoint frees them too.
+async fn sweep_loop(ctx: Arc<Ctx>) {
+    let every = Duration::from_secs(ctx.config.session_sweep_secs.max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = ctx.shutdown.cancelled() => return,
+        }
+        let expired = ctx.sessions.sweep(ctx.clock.now_ms());
+        if expired > 0 {
+            ctx.metrics.mqtt_sessions_evicted.get_or_create(&reason_label("expired")).inc_by(expired as u64);
+        }
+    }
+}
+
+fn reason_label(reason: &str) -> crate::metrics::ReasonLabels {
+    crate::metrics::ReasonLabels { reason: reason.to_string() }
 }
 
 // ---- one connection ----
@@ -347,7 +474,13 @@ impl Sessions {
 /// What the outbound task writes, in order.
 enum Out {
     Frame(Bytes),
-    Ack { pkid: Option<u16>, submitted: Submitted, _permit: OwnedSemaphorePermit },
+    /// Boxed: the channel's slots are sized by the largest variant, and 10k connections
+    /// each keep a block of them.
+    Ack {
+        pkid: Option<u16>,
+        submitted: Box<Submitted>,
+        _permit: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    },
 }
 
 struct Authenticated {
@@ -361,7 +494,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Small to start: 10k mostly idle connections must stay cheap; it grows with the traffic.
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let max_packet = ctx.config.max_packet_bytes;
 
     let first = tokio::select! {
@@ -390,6 +524,18 @@ where
         _ => return,
     };
     let protocol = connect.protocol;
+
+    // Rate limits come before any verification work.
+    if let Err(refused) = ctx.limiter.check(peer.ip(), ctx.clock.now_ms()) {
+        tracing::debug!(%peer, limit = refused.as_str(), "CONNECT refused by the rate limit");
+        IngestMetrics::reason(&ctx.metrics.mqtt_connects_refused, refused.as_str());
+        let code = match protocol {
+            Protocol::V5 => reason::CONNECTION_RATE_EXCEEDED,
+            Protocol::V311 => connack_v3::SERVER_UNAVAILABLE,
+        };
+        let _ = write.write_all(&codec::connack(protocol, false, code, &ConnAckProperties::default())).await;
+        return;
+    }
 
     let auth = match authenticate(ctx, &connect).await {
         Ok(auth) => auth,
@@ -422,8 +568,10 @@ where
     }
     let mut keep_alive = connect.keep_alive_secs;
     let mut session_expiry = match protocol {
-        // 3.1.1 persistent sessions have no expiry of their own; a week bounds the memory.
-        Protocol::V311 if !connect.clean_start => ctx.config.max_session_expiry_secs,
+        // 3.1.1 persistent sessions have no expiry of their own: the configured one bounds the memory.
+        Protocol::V311 if !connect.clean_start => {
+            ctx.config.v311_session_expiry_secs.min(ctx.config.max_session_expiry_secs)
+        }
         Protocol::V311 => 0,
         Protocol::V5 => connect.session_expiry_secs.unwrap_or(0),
     };
@@ -443,11 +591,14 @@ where
     let stop_reason = Arc::new(AtomicU8::new(reason::SERVER_SHUTTING_DOWN));
     let key: SessionKey = (auth.factory.clone(), auth.device.clone(), client_id);
     let live = LiveConnection { conn_id, stop: stop.clone(), stop_reason: stop_reason.clone() };
-    let session_present =
+    let (session_present, expired) =
         ctx.sessions.attach(key.clone(), connect.clean_start, session_expiry > 0, live, ctx.clock.now_ms());
+    if expired > 0 {
+        ctx.metrics.mqtt_sessions_evicted.get_or_create(&reason_label("expired")).inc_by(expired as u64);
+    }
     let success = if protocol == Protocol::V5 { reason::SUCCESS } else { connack_v3::ACCEPTED };
     if write.write_all(&codec::connack(protocol, session_present, success, &props)).await.is_err() {
-        ctx.sessions.detach(&key, conn_id, session_expiry, ctx.clock.now_ms());
+        detach(ctx, &key, conn_id, session_expiry);
         return;
     }
     tracing::debug!(%peer, factory_id = %auth.factory, device_id = %auth.device, ?protocol, "MQTT client connected");
@@ -468,8 +619,16 @@ where
     drop(conn);
     // The outbound task finishes the acks already submitted, then closes the socket.
     let _ = outbound.await;
-    ctx.sessions.detach(&key, conn_id, session_expiry, ctx.clock.now_ms());
+    detach(ctx, &key, conn_id, session_expiry);
     tracing::debug!(%peer, factory_id = %auth.factory, device_id = %auth.device, ?end, "MQTT connection closed");
+}
+
+fn detach(ctx: &Ctx, key: &SessionKey, conn_id: u64, session_expiry: u32) {
+    let evicted =
+        ctx.sessions.detach(key, conn_id, session_expiry, ctx.clock.now_ms(), ctx.config.max_offline_sessions.max(1));
+    if evicted > 0 {
+        ctx.metrics.mqtt_sessions_evicted.get_or_create(&reason_label("capacity")).inc_by(evicted as u64);
+    }
 }
 
 type Refusal = (&'static str, u8, u8);
@@ -641,10 +800,17 @@ impl Connection<'_> {
             };
         }
         // Back-pressure: while the in-flight window is full we do not read the socket.
+        // The connection's window first, then the endpoint's: a connection waits for the
+        // shared window holding at most one of its own permits.
         let permit = tokio::select! {
             permit = self.inflight.clone().acquire_owned() => permit.map_err(|_| End::OutboundGone)?,
             _ = stop.cancelled() => return Err(End::Stopped(reason::SERVER_SHUTTING_DOWN)),
         };
+        let total = tokio::select! {
+            permit = self.ctx.inflight_total.clone().acquire_owned() => permit.map_err(|_| End::OutboundGone)?,
+            _ = stop.cancelled() => return Err(End::Stopped(reason::SERVER_SHUTTING_DOWN)),
+        };
+        let permit = (permit, total);
         let received_at = self.ctx.clock.now_ms();
         let submitted = self
             .ctx
@@ -655,7 +821,7 @@ impl Connection<'_> {
                 tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, error = %e, "message not ingested; closing so the device redelivers");
                 End::Internal
             })?;
-        if self.send(Out::Ack { pkid: publish.pkid, submitted, _permit: permit }).await {
+        if self.send(Out::Ack { pkid: publish.pkid, submitted: Box::new(submitted), _permit: permit }).await {
             Ok(())
         } else {
             Err(End::OutboundGone)
@@ -672,7 +838,8 @@ async fn outbound_loop<W: AsyncWrite + Unpin>(
     protocol: Protocol,
     stop: CancellationToken,
 ) {
-    let mut write = tokio::io::BufWriter::with_capacity(8 * 1024, write);
+    // PUBACKs are 4–5 bytes: even a full window of them fits in 1 KiB.
+    let mut write = tokio::io::BufWriter::with_capacity(1024, write);
     while let Some(out) = rx.recv().await {
         let frame = match out {
             Out::Frame(frame) => Some(frame),
@@ -722,6 +889,9 @@ async fn outbound_loop<W: AsyncWrite + Unpin>(
     let _ = write.shutdown().await;
 }
 
+/// Initial read buffer of a connection, and how much it grows by when nearly full.
+const READ_BUFFER: usize = 2048;
+
 #[derive(Debug)]
 enum ReadError {
     Io(std::io::Error),
@@ -741,12 +911,87 @@ async fn read_packet<R: AsyncRead + Unpin>(
         if let Some(packet) = codec::decode(buf, protocol, max_packet).map_err(ReadError::Codec)? {
             return Ok(Some(packet));
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
+        if buf.capacity() - buf.len() < READ_BUFFER / 2 {
+            buf.reserve(READ_BUFFER);
         }
         let n = read.read_buf(buf).await.map_err(ReadError::Io)?;
         if n == 0 {
             return Ok(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn key(client: &str) -> SessionKey {
+        (FactoryId::parse("plant-a").unwrap(), DeviceId::parse("press-1").unwrap(), client.to_string())
+    }
+
+    fn live(conn_id: u64) -> LiveConnection {
+        LiveConnection { conn_id, stop: CancellationToken::new(), stop_reason: Arc::new(AtomicU8::new(0)) }
+    }
+
+    #[test]
+    fn a_persistent_session_is_resumed_until_it_expires() {
+        let sessions = Sessions::default();
+        assert_eq!(sessions.attach(key("c"), false, true, live(1), 0), (false, 0));
+        assert_eq!(sessions.detach(&key("c"), 1, 10, 1_000, 100), 0);
+        assert_eq!(sessions.counts(), (1, 1));
+        // Within the expiry (10 s after the disconnect at 1 s): resumed.
+        assert!(sessions.attach(key("c"), false, true, live(2), 10_999).0);
+        assert_eq!(sessions.counts(), (1, 0));
+        sessions.detach(&key("c"), 2, 10, 11_000, 100);
+        // After it: a new session.
+        assert!(!sessions.attach(key("c"), false, true, live(3), 21_001).0);
+        // A clean start never resumes.
+        sessions.detach(&key("c"), 3, 10, 21_001, 100);
+        assert!(!sessions.attach(key("c"), true, true, live(4), 21_002).0);
+    }
+
+    #[test]
+    fn expired_sessions_are_swept_and_clean_ones_not_kept() {
+        let sessions = Sessions::default();
+        for (i, expiry) in [(1, 5), (2, 50), (3, 0)] {
+            let k = key(&format!("c{i}"));
+            sessions.attach(k.clone(), false, expiry > 0, live(i), 0);
+            sessions.detach(&k, i, expiry, 0, 100);
+        }
+        assert_eq!(sessions.counts(), (2, 2), "expiry 0 is not kept");
+        assert_eq!(sessions.sweep(5_000), 1);
+        assert_eq!(sessions.counts(), (1, 1));
+        assert_eq!(sessions.sweep(50_000), 1);
+        assert_eq!(sessions.counts(), (0, 0));
+    }
+
+    #[test]
+    fn offline_sessions_are_bounded_evicting_those_expiring_first() {
+        let sessions = Sessions::default();
+        let mut evicted = 0;
+        for i in 0..25u64 {
+            let k = key(&format!("c{i}"));
+            sessions.attach(k.clone(), false, true, live(i), 0);
+            // Later clients get longer expiries.
+            evicted += sessions.detach(&k, i, 100 + i as u32, 0, 20);
+        }
+        let (entries, offline) = sessions.counts();
+        assert!(offline <= 20 && entries == offline, "{entries} {offline}");
+        assert_eq!(evicted, 25 - offline);
+        // The survivors are the ones expiring last.
+        assert!(sessions.attach(key("c24"), false, true, live(100), 1).0);
+        assert!(!sessions.attach(key("c0"), false, true, live(101), 1).0);
+        // Live connections are never evicted.
+        assert_eq!(sessions.counts().0 - sessions.counts().1, 2);
+    }
+
+    #[test]
+    fn a_stale_detach_does_not_touch_the_new_connection() {
+        let sessions = Sessions::default();
+        sessions.attach(key("c"), false, true, live(1), 0);
+        sessions.attach(key("c"), false, true, live(2), 0);
+        assert_eq!(sessions.detach(&key("c"), 1, 10, 0, 100), 0);
+        assert_eq!(sessions.counts(), (1, 0));
     }
 }

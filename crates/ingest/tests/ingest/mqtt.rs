@@ -608,7 +608,110 @@ async fn keep_alive_and_ping(db: TestDatabase) {
     server.shutdown().await;
 }
 
+/// CONNECT rate limits refuse before verifying anything, with 5.0's "connection rate
+/// exceeded" / 3.1.1's "server unavailable", count it, and let the client in later.
+async fn connect_rate_limits_refuse_and_recover(db: TestDatabase) {
+    use factoryops_ingest::mqtt::ConnectLimits;
+    let env = env(&db, StoreKind::Test(Arc::new(TestStore::default())), IngestConfig::default()).await;
+    let f = factory("plant-a");
+    let secret = provision(&env, &f, "press-1").await;
+    let limits = ConnectLimits { per_ip_per_sec: 1, per_ip_burst: 2, global_per_sec: 0, ..ConnectLimits::default() };
+    let server = server(&env, MqttConfig { connect_limits: limits, ..MqttConfig::default() }).await;
+    let port = server.local_addr().port();
+
+    for id in ["a", "b"] {
+        let (_c, mut el) = v4_client(port, id, "plant-a/press-1", &secret);
+        next_v4(&mut el, |p| matches!(p, Packet::ConnAck(_))).await.unwrap();
+    }
+    let (_c, mut el) = v4_client(port, "c", "plant-a/press-1", &secret);
+    match next_v4(&mut el, |_| true).await {
+        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+            assert_eq!(code, ConnectReturnCode::ServiceUnavailable)
+        }
+        other => panic!("expected refusal, got {other:?}"),
+    }
+    let (_c, mut el) = v5_client(port, "d", "plant-a/press-1", &secret);
+    match next_v5(&mut el, |_| true).await {
+        Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => {
+            assert_eq!(code, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::ConnectionRateExceeded)
+        }
+        other => panic!("expected refusal, got {other:?}"),
+    }
+    let text = env.metrics.render();
+    assert!(text.contains(r#"factoryops_mqtt_connects_refused_total{reason="rate_limited_ip"} 2"#), "{text}");
+    // One token per second: a second later the device gets in.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_c, mut el) = v5_client(port, "e", "plant-a/press-1", &secret);
+    next_v5(&mut el, |p| matches!(p, Packet5::ConnAck(_))).await.unwrap();
+
+    // The global limit spans every source.
+    let limits = ConnectLimits { per_ip_per_sec: 0, global_per_sec: 1, global_burst: 1, ..ConnectLimits::default() };
+    let global = self::server(&env, MqttConfig { connect_limits: limits, ..MqttConfig::default() }).await;
+    let port = global.local_addr().port();
+    let (_c, mut el) = v4_client(port, "g1", "plant-a/press-1", &secret);
+    next_v4(&mut el, |p| matches!(p, Packet::ConnAck(_))).await.unwrap();
+    let (_c, mut el) = v4_client(port, "g2", "plant-a/press-1", &secret);
+    assert!(matches!(next_v4(&mut el, |_| true).await, Err(rumqttc::ConnectionError::ConnectionRefused(_))));
+    let text = env.metrics.render();
+    assert!(text.contains(r#"factoryops_mqtt_connects_refused_total{reason="rate_limited_global"} 1"#), "{text}");
+    global.shutdown().await;
+    server.shutdown().await;
+}
+
+/// MQTT 5 session expiry is honoured and the offline session table is bounded.
+async fn session_expiry_and_offline_bound(db: TestDatabase) {
+    let env = env(&db, StoreKind::Test(Arc::new(TestStore::default())), IngestConfig::default()).await;
+    let f = factory("plant-a");
+    let secret = provision(&env, &f, "press-1").await;
+    let server =
+        server(&env, MqttConfig { max_offline_sessions: 2, session_sweep_secs: 1, ..MqttConfig::default() }).await;
+    let port = server.local_addr().port();
+    let connect = |id: &str, expiry: u32, clean: bool| {
+        let mut opts = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_credentials("plant-a/press-1", secret.clone());
+        opts.set_clean_start(clean);
+        opts.set_session_expiry_interval(Some(expiry));
+        rumqttc::v5::AsyncClient::new(opts, 16)
+    };
+    let session_present = |p: Packet5| match p {
+        Packet5::ConnAck(ack) => ack.session_present,
+        other => panic!("{other:?}"),
+    };
+    // Sessions with an expiry of 1 s (short) and 60 s (long).
+    for (id, expiry) in [("short", 1), ("long", 60)] {
+        let (c, mut el) = connect(id, expiry, false);
+        next_v5(&mut el, |p| matches!(p, Packet5::ConnAck(_))).await.unwrap();
+        c.disconnect().await.unwrap();
+        while el.poll().await.is_ok() {}
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_c, mut el) = connect("long", 60, false);
+    assert!(session_present(next_v5(&mut el, |p| matches!(p, Packet5::ConnAck(_))).await.unwrap()), "resumed");
+    drop(el);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_c, mut el) = connect("short", 1, false);
+    assert!(!session_present(next_v5(&mut el, |p| matches!(p, Packet5::ConnAck(_))).await.unwrap()), "expired");
+    drop(el);
+    // Three more offline sessions than the bound of two: the earliest-expiring go.
+    for (id, expiry) in [("s1", 100), ("s2", 200), ("s3", 300)] {
+        let (c, mut el) = connect(id, expiry, false);
+        next_v5(&mut el, |p| matches!(p, Packet5::ConnAck(_))).await.unwrap();
+        c.disconnect().await.unwrap();
+        while el.poll().await.is_ok() {}
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let text = env.metrics.render();
+    assert!(text.contains(r#"factoryops_mqtt_sessions_evicted_total{reason="capacity"}"#), "{text}");
+    let (_c, mut el) = connect("s3", 300, false);
+    assert!(session_present(next_v5(&mut el, |p| matches!(p, Packet5::ConnAck(_))).await.unwrap()), "kept");
+    let (_c, mut el2) = connect("s1", 100, false);
+    assert!(!session_present(next_v5(&mut el2, |p| matches!(p, Packet5::ConnAck(_))).await.unwrap()), "evicted");
+    server.shutdown().await;
+}
+
 backend_matrix!(
+    connect_rate_limits_refuse_and_recover,
+    session_expiry_and_offline_bound,
     v311_publish_acl_and_sessions,
     v5_publish_acl_and_reasons,
     bad_credentials_are_refused,

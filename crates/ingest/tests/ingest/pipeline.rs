@@ -174,7 +174,53 @@ async fn concurrent_messages_share_writes(db: TestDatabase) {
     assert_eq!(total, 110);
 }
 
+/// The property cache is bounded; an evicted device is reloaded from the database, so
+/// the cardinality guard stays exact across evictions.
+async fn the_property_cache_is_bounded_and_the_guard_survives_eviction(db: TestDatabase) {
+    let store = Arc::new(TestStore::default());
+    let config = IngestConfig { max_properties_per_device: 3, max_cached_properties: 10, ..IngestConfig::default() };
+    let env = env(&db, StoreKind::Test(store.clone()), config).await;
+    let f = factory("plant-a");
+    for i in 0..8 {
+        provision(&env, &f, &format!("dev-{i}")).await;
+    }
+    env.ingestor.ingest(&f, &device("dev-0"), br#"{"a": 1, "b": 2}"#, 1).await.unwrap();
+    for i in 1..8 {
+        env.ingestor.ingest(&f, &device(&format!("dev-{i}")), br#"{"a": 1, "b": 2}"#, 1).await.unwrap();
+    }
+    let (devices, properties) = env.ingestor.catalogue().cached();
+    assert!(properties <= 10 && devices <= 5, "{devices} devices, {properties} properties cached");
+    let evictions = env.metrics.render();
+    assert!(!evictions.contains("factoryops_ingest_property_cache_evictions_total 0"), "{evictions}");
+    // dev-0 was evicted: it has two properties in the DB, so one more fits, two do not.
+    let IngestOutcome::Stored(s) = env.ingestor.ingest(&f, &device("dev-0"), br#"{"c": 3, "d": 4}"#, 2).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(s.points, 1);
+    assert_eq!(s.rejected.len(), 1);
+    assert_eq!(s.rejected[0].reason, RejectReason::CardinalityLimit);
+    let names = env.ingestor.catalogue().list_for_device(&f, &device("dev-0")).await.unwrap();
+    assert_eq!(names.len(), 3);
+}
+
+async fn error_lists_are_bounded_over_devices(db: TestDatabase) {
+    let config = IngestConfig { max_error_lists: 10, ..IngestConfig::default() };
+    let env = env(&db, StoreKind::Test(Arc::new(TestStore::default())), config).await;
+    let f = factory("plant-a");
+    for i in 0..25 {
+        provision(&env, &f, &format!("dev-{i}")).await;
+        env.ingestor.ingest(&f, &device(&format!("dev-{i}")), br#"{"ok": 1, "bad": null}"#, i).await.unwrap();
+    }
+    let kept = (0..25).filter(|i| !env.ingestor.last_errors(&f, &device(&format!("dev-{i}"))).is_empty()).count();
+    assert!((1..=10).contains(&kept), "{kept} lists kept");
+    assert!(!env.ingestor.last_errors(&f, &device("dev-24")).is_empty(), "the newest list is kept");
+    assert!(env.ingestor.last_errors(&f, &device("dev-0")).is_empty(), "the oldest list is dropped");
+}
+
 backend_matrix!(
+    the_property_cache_is_bounded_and_the_guard_survives_eviction,
+    error_lists_are_bounded_over_devices,
     stores_points_registers_properties_and_publishes,
     rejected_messages_are_recorded_not_errors,
     last_errors_are_bounded,

@@ -197,4 +197,35 @@ async fn catalogue_registers_guards_and_edits(db: TestDatabase) {
     assert!(catalogue.list_for_factory(&b, 10, None).await.unwrap().items.is_empty());
 }
 
-backend_matrix!(devices_crud_filter_and_pages, secrets_issue_rotate_and_verify, catalogue_registers_guards_and_edits);
+/// Device `last_seen` is written many devices per statement: each device gets its own
+/// time, across factories and chunks, and never moves backwards.
+async fn device_last_seen_is_batched_and_monotonic(db: TestDatabase) {
+    let database = open_db(&db).await;
+    let registry = factoryops_ingest::DeviceRegistry::new(database.clone());
+    let catalogue = PropertyCatalogue::new(database.clone(), 10);
+    let (a, b) = (factory("plant-a"), factory("plant-b"));
+    let p = prop("power_kw");
+    for i in 0..230 {
+        let f = if i % 2 == 0 { &a } else { &b };
+        registry.create(f, new_device(&format!("m-{i}")), 0).await.unwrap();
+        catalogue.touch(f, &device(&format!("m-{i}")), [&p].into_iter(), 10_000 + i);
+    }
+    catalogue.flush_devices_last_seen().await.unwrap();
+    for i in [0, 1, 99, 100, 101, 229] {
+        let f = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(registry.get(f, &device(&format!("m-{i}"))).await.unwrap().unwrap().last_seen, Some(10_000 + i));
+    }
+    // An older time does not overwrite a newer one.
+    catalogue.touch(&a, &device("m-0"), [&p].into_iter(), 5);
+    catalogue.touch(&a, &device("m-2"), [&p].into_iter(), 50_000);
+    catalogue.flush_last_seen().await.unwrap();
+    assert_eq!(registry.get(&a, &device("m-0")).await.unwrap().unwrap().last_seen, Some(10_000));
+    assert_eq!(registry.get(&a, &device("m-2")).await.unwrap().unwrap().last_seen, Some(50_000));
+}
+
+backend_matrix!(
+    devices_crud_filter_and_pages,
+    secrets_issue_rotate_and_verify,
+    catalogue_registers_guards_and_edits,
+    device_last_seen_is_batched_and_monotonic
+);
