@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run build test test-deps lint fmt test-rust fuzz-smoke openapi bench bench-ingest clean-data help
+.PHONY: run build web test test-deps lint fmt test-rust test-web fuzz-smoke openapi bench bench-ingest clean-data help
 
 help:
 	@echo "make run    build and start the all-in-one server on embedded defaults"
@@ -10,6 +10,8 @@ help:
 	@echo "make lint   rustfmt --check and clippy -D warnings"
 	@echo "make openapi  regenerate docs/openapi.json from the code"
 	@echo "make bench  run the benchmarks (release builds; slow)"
+	@echo "make web    build the web portal (web/dist, embedded in the binary)"
+	@echo "make test-web  Vitest unit tests + the Playwright e2e against the real binary"
 	@echo "make bench-ingest  MQTT ingest and alert latency end to end, with the Mosquitto anchor"
 
 ## The all-in-one server: SQLite + embedded time-series store in ./data, nothing to install.
@@ -20,7 +22,7 @@ build:
 	$(CARGO) build --release -p factoryops
 
 ## Everything CI runs.
-test: test-deps lint test-rust fuzz-smoke
+test: test-deps lint test-rust test-web fuzz-smoke
 
 test-deps:
 	@scripts/test-deps.sh
@@ -41,6 +43,16 @@ fuzz-smoke:
 	set -o pipefail; cd fuzz && for target in payload_parser mqtt_decoder; do \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $$target -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 2>&1 | tail -n 2 || exit 1; \
 	done
+
+## The web portal (React + TypeScript, web/): npm ci, typed client from docs/openapi.json, build.
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+## Vitest unit tests, then Playwright (Debian's /usr/bin/chromium) against the debug binary.
+test-web: web
+	cd web && npm test
+	$(CARGO) build -p factoryops
+	cd web && npm run e2e
 
 openapi:
 	UPDATE_OPENAPI=1 $(CARGO) nextest run -p factoryops -E 'test(openapi_document_is_checked_in)'

@@ -3,6 +3,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if command -v npm >/dev/null; then
+  echo "==> building the web portal (web/dist)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+  # A release binary built before web/dist existed embeds nothing: make cargo re-embed.
+  if [[ -f target/release/factoryops && web/dist/index.html -nt target/release/factoryops ]]; then
+    touch crates/api/src/web.rs
+  fi
+else
+  echo "==> npm not found: the portal is not built (the server says so at /); install Node.js 20+"
+fi
+
 echo "==> building factoryops (release; the first build takes several minutes)"
 cargo build --release -p factoryops
 

@@ -22,6 +22,9 @@ if ! command -v cargo-nextest >/dev/null; then
   cargo install cargo-nextest --locked
 fi
 
+# The in-process SMTP server of the notification tests links the system OpenSSL.
+apt_install libssl-dev pkg-config
+
 # MariaDB: the scaled-out relational backend. Tests create and drop their own databases.
 if ! port_open 3306; then
   if ! command -v mariadbd >/dev/null && ! [[ -x /usr/sbin/mariadbd ]]; then
@@ -56,6 +59,12 @@ fi
 
 # mosquitto_pub: a second, independent MQTT client for the ingest end-to-end tests.
 command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
+
+# The web portal: Node.js 20+ with npm builds it; its e2e test drives Debian's Chromium
+# through playwright-core (a Playwright browser download would fail offline).
+command -v npm >/dev/null || apt_install nodejs npm
+command -v chromium >/dev/null || apt_install chromium
+log "node $(node --version 2>/dev/null || echo missing), $(chromium --version 2>/dev/null || echo 'chromium missing')"
 
 # cargo-fuzz: `make fuzz-smoke` runs each fuzz target briefly (stable toolchain,
 # RUSTC_BOOTSTRAP, no sanitizer: the fuzzed code forbids `unsafe`).

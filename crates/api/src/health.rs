@@ -18,7 +18,8 @@ use crate::router::AppState;
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
 pub struct DependencyState {
     pub name: String,
-    /// `up` or `down`.
+    /// `up`, `degraded` (working around a failing dependency: `/readyz` stays 200) or
+    /// `down` (`/readyz` answers 503).
     pub status: String,
     pub detail: String,
 }
@@ -32,8 +33,18 @@ impl DependencyState {
         Self { name: name.into(), status: "down".into(), detail: detail.into() }
     }
 
+    /// Usable, though it may be working around a failure (e.g. a notification provider is down
+    /// and messages wait in the outbox).
+    pub fn degraded(name: &str, detail: impl Into<String>) -> Self {
+        Self { name: name.into(), status: "degraded".into(), detail: detail.into() }
+    }
+
     pub fn is_up(&self) -> bool {
         self.status == "up"
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.status == "down"
     }
 }
 
@@ -63,7 +74,8 @@ pub struct Health {
 
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
-    /// Always `ready` here; a degraded server answers 503 with a problem.
+    /// `ready`, or `degraded` when a dependency is degraded but none is down (a server
+    /// with a dependency down answers 503 with a problem).
     pub status: String,
     pub checks: Vec<DependencyState>,
 }
@@ -77,7 +89,7 @@ pub async fn healthz() -> Json<Health> {
 
 /// Every dependency is usable; 503 names the degraded ones.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "ready", body = Readiness),
+    responses((status = 200, description = "ready, or degraded (`status`: a dependency works around a failure, e.g. a notification provider is failing and messages wait)", body = Readiness),
               (status = 503, description = "degraded: a problem whose `degraded` member names the dependencies that are down and whose `checks` member lists every check", body = Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut checks = futures::future::join_all(state.readiness.iter().map(|c| c.check())).await;
@@ -91,9 +103,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             .get_or_create(&factoryops_platform::metrics::DependencyLabels { dependency: check.name.clone() })
             .set(i64::from(check.is_up()));
     }
-    let degraded: Vec<String> = checks.iter().filter(|c| !c.is_up()).map(|c| c.name.clone()).collect();
+    let degraded: Vec<String> = checks.iter().filter(|c| c.is_down()).map(|c| c.name.clone()).collect();
     if degraded.is_empty() {
-        return (StatusCode::OK, Json(Readiness { status: "ready".into(), checks })).into_response();
+        let status = if checks.iter().all(DependencyState::is_up) { "ready" } else { "degraded" };
+        return (StatusCode::OK, Json(Readiness { status: status.into(), checks })).into_response();
     }
     Problem::new(StatusCode::SERVICE_UNAVAILABLE, "degraded", format!("degraded: {}", degraded.join(", ")))
         .with("degraded", &degraded)

@@ -9,6 +9,7 @@ mod layers;
 pub mod problem;
 mod router;
 pub mod routes;
+pub mod web;
 
 pub use health::{DependencyState, ReadinessCheck};
 pub use problem::{ApiJson, FieldError, Problem};

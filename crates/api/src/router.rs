@@ -29,6 +29,10 @@ pub struct AppState {
     pub identity: Arc<factoryops_identity::Identity>,
     pub devices: factoryops_ingest::DeviceRegistry,
     pub rules: Arc<factoryops_rules::RulesEngine>,
+    /// The delivery log and outbox of notifications.
+    pub notifications: factoryops_notify::NotificationStore,
+    /// Wakes the notification worker (when this process runs one) after new rows.
+    pub notify_wake: Arc<tokio::sync::Notify>,
     pub ingestor: factoryops_ingest::Ingestor,
     pub store: Arc<dyn factoryops_tsdb::TelemetryStore>,
     pub bus: Arc<dyn factoryops_platform::bus::EventBus>,
@@ -66,6 +70,7 @@ pub struct AppState {
         (name = "telemetry", description = "Reads, HTTP ingestion, the live stream"),
         (name = "rules", description = "Alert rules and backtests"),
         (name = "alerts", description = "The alert inbox and lifecycle"),
+        (name = "notifications", description = "Email and WhatsApp deliveries, dead letters, preferences"),
     )
 )]
 pub struct ApiDoc;
@@ -96,6 +101,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::routes::identity::routes())
         .merge(crate::routes::ingest::routes())
         .merge(crate::routes::rules::routes())
+        .merge(crate::routes::notifications::routes())
 }
 
 /// The OpenAPI document as generated from the code (checked in as `docs/openapi.json`).
@@ -109,7 +115,7 @@ pub fn build_router(state: AppState) -> Router {
     let timeout = state.request_timeout;
     routes
         .merge(docs)
-        .fallback(layers::not_found)
+        .fallback(crate::web::fallback)
         .method_not_allowed_fallback(layers::method_not_allowed)
         .layer(
             ServiceBuilder::new()

@@ -1,16 +1,27 @@
-//! Feeds telemetry events from the bus into the rules engine.
+//! Feeds telemetry events from the bus into the rules engine, after re-evaluating the
+//! latest stored values once at start.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use factoryops_ingest::DeviceRegistry;
+use factoryops_ingest::{DeviceFilter, DeviceRegistry};
 use factoryops_platform::bus::{EventBus, topics};
 use factoryops_platform::shutdown::Shutdown;
 use factoryops_rules::{Observation, RulesEngine};
-use factoryops_types::{Clock, DeviceId, FactoryId};
+use factoryops_tsdb::TelemetryStore;
+use factoryops_types::{Clock, DeviceId, FactoryId, PropertyName};
 
 /// How long a device's type is trusted before it is read again (scopes by device type).
 const DEVICE_TYPE_TTL_MS: i64 = 30_000;
+
+/// Devices seen within this window get their latest values re-evaluated after a restart.
+const REPLAY_WINDOW_MS: i64 = 7 * 86_400_000;
+
+/// What the consumer evaluates once before the live events: the latest stored values.
+pub struct Replay {
+    pub factories: Vec<FactoryId>,
+    pub store: Arc<dyn TelemetryStore>,
+}
 
 struct CachedType {
     device_type: Option<String>,
@@ -34,15 +45,19 @@ async fn device_type_of(
 }
 
 /// A durable subscriber: a slow evaluator slows ingestion's publishing, it never loses events.
+/// It subscribes first, then replays, so nothing published meanwhile is missed.
 pub fn spawn_consumer(
     engine: Arc<RulesEngine>,
     bus: Arc<dyn EventBus>,
     devices: DeviceRegistry,
     clock: Arc<dyn Clock>,
     shutdown: Shutdown,
+    replay: Replay,
 ) -> tokio::task::JoinHandle<()> {
     let mut subscription = bus.subscribe(topics::TELEMETRY, 4096);
     tokio::spawn(async move {
+        let replayed = replay_latest(&engine, &devices, &replay, clock.now_ms()).await;
+        tracing::info!(observations = replayed, "rules: latest values re-evaluated after start");
         // Device types are read once per device, then refreshed in the background when
         // stale: with 10k devices first seen together, refreshing inline made the consumer
         // stall for seconds every TTL (10k sequential queries), and ingestion with it.
@@ -104,4 +119,66 @@ pub fn spawn_consumer(
             delivery.ack().await;
         }
     })
+}
+
+/// The in-process bus is not durable: an event between a point's durable write and its
+/// evaluation is lost when the process dies, and a restarted engine has no timers for
+/// silent devices. So on start every device seen within [`REPLAY_WINDOW_MS`] has its latest
+/// stored values evaluated once, oldest timestamp first. Alert keys derive from
+/// (rule, device, timestamp), so re-evaluating a point that was already evaluated opens
+/// nothing new; a missed "back to normal" resolves the alert; silent devices get their
+/// staleness timers back.
+async fn replay_latest(engine: &RulesEngine, devices: &DeviceRegistry, replay: &Replay, now_ms: i64) -> usize {
+    let mut fed = 0;
+    for factory in &replay.factories {
+        let mut cursor: Option<String> = None;
+        loop {
+            let filter = DeviceFilter { limit: Some(500), cursor: cursor.clone(), ..DeviceFilter::default() };
+            let page = match devices.list(factory, &filter).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(factory_id = %factory, error = %e, "rules replay: cannot list devices");
+                    break;
+                }
+            };
+            for device in &page.items {
+                // `last_seen` lags by a few seconds (and is lost on a crash), so only a
+                // known-old device is skipped.
+                if device.last_seen.is_some_and(|seen| now_ms - seen > REPLAY_WINDOW_MS) {
+                    continue;
+                }
+                let latest = match replay.store.latest(factory, &device.id).await {
+                    Ok(latest) => latest,
+                    Err(e) => {
+                        tracing::warn!(factory_id = %factory, device_id = %device.id, error = %e, "rules replay: no latest values");
+                        continue;
+                    }
+                };
+                let mut by_ts: BTreeMap<i64, Vec<(PropertyName, factoryops_tsdb::Value)>> = BTreeMap::new();
+                for (name, sample) in latest {
+                    by_ts.entry(sample.ts_ms).or_default().push((name, sample.value));
+                }
+                let device_type = (!device.device_type.is_empty()).then(|| device.device_type.clone());
+                for (ts_ms, values) in by_ts {
+                    let observation = Observation {
+                        factory_id: factory.clone(),
+                        device_id: device.id.clone(),
+                        device_type: device_type.clone(),
+                        ts_ms,
+                        values,
+                        event_key: format!("replay:{}:{ts_ms}", device.id),
+                    };
+                    match engine.feed(&observation).await {
+                        Ok(_) => fed += 1,
+                        Err(e) => tracing::error!(factory_id = %factory, error = %e, "rules replay: evaluation failed"),
+                    }
+                }
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    fed
 }

@@ -8,6 +8,10 @@ use factoryops_identity::{Identity, IdentityConfig, ROOT_USERNAME, jwt_secret_fr
 use factoryops_ingest::metrics::IngestMetrics;
 use factoryops_ingest::mqtt::{MqttConfig, MqttError, MqttServer, MqttTlsConfig};
 use factoryops_ingest::{DeviceRegistry, IngestConfig, Ingestor, PropertyCatalogue};
+use factoryops_notify::NotificationStore;
+use factoryops_notify::health::HealthNotifier;
+use factoryops_notify::metrics::NotifyMetrics;
+use factoryops_notify::worker::NotificationWorker;
 use factoryops_platform::Config;
 use factoryops_platform::bus::{EventBus, MemoryBus};
 use factoryops_platform::metrics::Metrics;
@@ -40,6 +44,8 @@ pub enum StartError {
     Rules(#[from] factoryops_rules::RulesError),
     #[error("tsdb: {0}")]
     Tsdb(#[from] factoryops_tsdb::TsdbError),
+    #[error("notifications: {0}")]
+    Notify(#[from] crate::notify::NotifySetupError),
     #[error("JWT secret in data_dir: {0}")]
     JwtSecret(std::io::Error),
 }
@@ -88,6 +94,7 @@ pub async fn open_database(config: &Config) -> Result<Database, StartError> {
         &factoryops_identity::MIGRATIONS,
         &factoryops_ingest::MIGRATIONS,
         &factoryops_rules::MIGRATIONS,
+        &factoryops_notify::MIGRATIONS,
     ])
     .await?;
     Ok(db)
@@ -123,11 +130,36 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         clock.clone(),
     );
     let devices = DeviceRegistry::new(db.clone());
-    let rules = RulesEngine::start(db.clone(), clock.clone(), EngineConfig::default()).await?;
-    rules.set_outbox_wake(outbox_wake.clone());
+    let notification_store = NotificationStore::new(db.clone());
+    let worker = NotificationWorker::new(
+        notification_store.clone(),
+        crate::notify::channels(&config)?,
+        crate::notify::worker_config(&config),
+        clock.clone(),
+        NotifyMetrics::register(&metrics),
+        bus.clone(),
+    );
+    let engine_config =
+        EngineConfig { notifier: Some(crate::notify::notifier(&config, identity.clone())), ..EngineConfig::default() };
+    let rules = RulesEngine::start(db.clone(), clock.clone(), engine_config).await?;
+    rules.add_commit_wake(outbox_wake.clone());
+    rules.add_commit_wake(worker.wake());
+    let mut notify_tasks = Vec::new();
+    if components.contains(Component::Notify) {
+        notify_tasks.push(worker.spawn(shutdown.clone()));
+        let health = HealthNotifier::new(
+            notification_store.clone(),
+            crate::notify::health_config(&config),
+            clock.clone(),
+            worker.wake(),
+        );
+        notify_tasks.push(health.spawn(&bus, shutdown.clone()));
+    }
+    let mut factories = Vec::new();
     for factory in identity.list_factories().await? {
         if let Ok(id) = factoryops_types::FactoryId::parse(factory.id) {
             rules.set_factory_timezone(&id, &factory.timezone).await?;
+            factories.push(id);
         }
     }
     let mut rule_tasks = Vec::new();
@@ -139,6 +171,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             devices.clone(),
             clock.clone(),
             shutdown.clone(),
+            crate::rules::Replay { factories, store: store.clone() },
         ));
     }
     let mqtt = if components.contains(Component::Ingest) {
@@ -185,7 +218,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     ));
 
     for component in components.iter() {
-        if !matches!(component, Component::Api | Component::Ingest | Component::Rules) {
+        if !matches!(component, Component::Api | Component::Ingest | Component::Rules | Component::Notify) {
             tracing::info!(component = %component, "component selected; it has no work to run in this build yet");
         }
     }
@@ -193,13 +226,18 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let mut http_addr = None;
     let mut http_task = None;
     if components.contains(Component::Api) {
-        let readiness: Vec<Arc<dyn ReadinessCheck>> =
+        let mut readiness: Vec<Arc<dyn ReadinessCheck>> =
             vec![Arc::new(db.clone()), Arc::new(crate::telemetry::TelemetryReadiness(store.clone()))];
+        if components.contains(Component::Notify) {
+            readiness.push(Arc::new(crate::notify::NotifyReadiness(worker.clone())));
+        }
         let state = AppState {
             db: db.clone(),
             identity: identity.clone(),
             devices: devices.clone(),
             rules: rules.clone(),
+            notifications: notification_store.clone(),
+            notify_wake: worker.wake(),
             ingestor: ingestor.clone(),
             store: store.clone(),
             bus: bus.clone(),
@@ -254,6 +292,8 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             // 2. Drain the ingest queue into the store; stop rule evaluation.
             clean &= deadline.run("drain ingest", ingestor.shutdown()).await;
             clean &= deadline.run("stop rules", futures_join(rule_tasks)).await;
+            // Sends in flight finish (each bounded by its timeout); queued ones wait in the outbox.
+            clean &= deadline.run("stop notifications", futures_join(notify_tasks)).await;
             // 2. Flush: points become durable in part files, events committed to the outbox reach the bus.
             clean &= deadline
                 .run("flush tsdb", async {

@@ -616,7 +616,7 @@ const ADMIN_PASSWORD: &str = "simulator-password-1";
 
 impl Api {
     fn new(base: &str) -> Self {
-        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_string() }
+        Self { http: factoryops_platform::http::client(), base: base.trim_end_matches('/').to_string() }
     }
 
     fn url(&self, path: &str) -> String {

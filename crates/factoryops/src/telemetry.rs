@@ -83,6 +83,7 @@ pub fn announce_health(
                     "component": "tsdb",
                     "status": if state.ready { "recovered" } else { "degraded" },
                     "detail": state.detail,
+                    "stateful": true,
                 }),
             };
             let _ = bus.publish(event).await;

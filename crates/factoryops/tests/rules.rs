@@ -25,6 +25,29 @@ fn overheat_rule() -> Value {
     })
 }
 
+/// Validates `instance` against `#/components/schemas/{name}` of the generated OpenAPI
+/// document (JSON Schema 2020-12, formats checked), so the documented shapes stay the real ones.
+fn assert_schema(name: &str, instance: &Value) {
+    let document = serde_json::to_value(factoryops_api::openapi_document()).unwrap();
+    assert!(document["components"]["schemas"].get(name).is_some(), "no schema {name}");
+    let schema = json!({"$ref": format!("#/components/schemas/{name}"), "components": document["components"]});
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> =
+        validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{name} does not match its schema: {errors:#?}\n{instance:#}");
+}
+
+fn assert_not_schema(name: &str, instance: &Value) {
+    let document = serde_json::to_value(factoryops_api::openapi_document()).unwrap();
+    let schema = json!({"$ref": format!("#/components/schemas/{name}"), "components": document["components"]});
+    let validator = jsonschema::options().with_draft(jsonschema::Draft::Draft202012).build(&schema).unwrap();
+    assert!(!validator.is_valid(instance), "{name} should reject {instance:#}");
+}
+
 async fn alerts(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
     let (status, body) = app.get(&format!("/api/v1/factories/plant-a/alerts{query}"), Some(token)).await;
     assert_eq!(status, 200, "{body}");
@@ -52,9 +75,11 @@ async fn alerts_open_resolve_and_never_duplicate(db: TestDatabase) {
         .await;
     let (_, creds) = app.post("/api/v1/factories/plant-a/devices/press-1/credentials", Some(&admin), json!({})).await;
 
+    assert_schema("RuleSpec", &overheat_rule());
     let (status, rule) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), overheat_rule()).await;
     assert_eq!(status, 201, "{rule}");
     assert!(rule["warnings"].to_string().contains("temp_c"), "unknown property warned: {rule}");
+    assert_schema("RuleWithWarnings", &rule);
     let rule_id = rule["id"].as_str().unwrap().to_string();
 
     let mut stream =
@@ -102,6 +127,7 @@ async fn alerts_open_resolve_and_never_duplicate(db: TestDatabase) {
         .await;
     assert_eq!(status, 200, "{acked}");
     assert_eq!(acked["status"], "acknowledged");
+    assert_schema("Alert", &acked);
     let (status, done) = app
         .post(
             &format!("/api/v1/factories/plant-a/alerts/{id}/resolve"),
@@ -113,9 +139,30 @@ async fn alerts_open_resolve_and_never_duplicate(db: TestDatabase) {
     let (_, full) = app.get(&format!("/api/v1/factories/plant-a/alerts/{id}"), Some(&admin)).await;
     let notes: Vec<&str> = full["history"].as_array().unwrap().iter().filter_map(|h| h["note"].as_str()).collect();
     assert!(notes.contains(&"on it") && notes.contains(&"valve replaced"), "{full}");
+    assert_schema("Alert", &full);
+    let (status, inbox) = app.get("/api/v1/factories/plant-a/alerts", Some(&admin)).await;
+    assert_eq!(status, 200, "{inbox}");
+    assert_schema("AlertPage", &inbox);
     let (status, _) =
         app.post(&format!("/api/v1/factories/plant-a/alerts/{id}/acknowledge"), Some(&admin), json!({})).await;
     assert_eq!(status, 409, "a resolved alert cannot be acknowledged");
+
+    // Every change is in the audit log, with who did it.
+    for (action, target) in [
+        ("rule.created", rule_id.as_str()),
+        ("alert.acknowledged", id),
+        ("alert.resolved", id),
+        ("device.created", "press-1"),
+        ("device.credentials_rotated", "press-1"),
+    ] {
+        let (status, audit) = app.get(&format!("/api/v1/factories/plant-a/audit?action={action}"), Some(&admin)).await;
+        assert_eq!(status, 200);
+        let items = audit["items"].as_array().unwrap();
+        assert!(
+            items.iter().any(|e| e["target"] == target && e["actor"].as_str().unwrap().starts_with("user:")),
+            "{action}: {audit}"
+        );
+    }
 
     // Backtest over the same history reports what the live engine did.
     let from = factoryops_types::format_rfc3339_ms(t0 - 1000);
@@ -129,6 +176,8 @@ async fn alerts_open_resolve_and_never_duplicate(db: TestDatabase) {
         .await;
     assert_eq!(status, 200, "{backtest}");
     assert!(backtest.to_string().contains("press-1"), "{backtest}");
+    assert!(backtest["resolved"].as_u64().unwrap() >= 1, "{backtest}");
+    assert_schema("BacktestResult", &backtest);
     app.stop().await;
 }
 
@@ -173,4 +222,132 @@ async fn rule_permissions_and_validation(db: TestDatabase) {
     app.stop().await;
 }
 
-backend_matrix!(alerts_open_resolve_and_never_duplicate, rule_permissions_and_validation);
+/// Events the engine never saw (here: the rules component was not running, as after a
+/// crash between the durable write and the evaluation) are caught up from the latest
+/// stored values at start; silent devices get their staleness timers back.
+async fn a_restart_catches_up_missed_evaluations_and_stale_devices(db: TestDatabase) {
+    let config = common::test_config(&db);
+    let no_rules: factoryops::Components = "api,ingest".parse().unwrap();
+    let app = TestApp::spawn_components(db, config.clone(), no_rules).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", "boss-password-1").await;
+    app.post("/api/v1/factories/plant-a/devices", Some(&admin), json!({"id": "press-1", "name": "P"})).await;
+    app.post("/api/v1/factories/plant-a/devices", Some(&admin), json!({"id": "press-2", "name": "Q"})).await;
+    let (_, creds) = app.post("/api/v1/factories/plant-a/devices/press-1/credentials", Some(&admin), json!({})).await;
+    let (status, _) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), overheat_rule()).await;
+    assert_eq!(status, 201);
+    let stale = json!({"name": "Silent", "scope": {"devices": ["press-1"]}, "condition": {"op": "stale", "seconds": 2},
+                       "severity": "warning"});
+    let (status, body) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), stale).await;
+    assert_eq!(status, 201, "{body}");
+    let (client, mut el) = mqtt::client(app.mqtt_port, "plant-a/press-1", creds["secret"].as_str().unwrap());
+    mqtt::connack(&mut el).await.unwrap();
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 91, "ts": app.clock_now()}).to_string())
+        .await
+        .unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alerts(&app, &admin, "").await.is_empty(), "no rules ran");
+    let db = app.stop().await;
+
+    let app = TestApp::spawn_with(db, config).await;
+    let admin =
+        app.login("plant-a", "boss@a.example", "boss-password-1").await["access_token"].as_str().unwrap().to_string();
+    let items = wait_for(&app, &admin, "", |a| a.len() == 2).await;
+    let mut names: Vec<&str> = items.iter().map(|a| a["rule_name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["Compressor overheating", "Silent"], "the missed excursion and the silent device");
+    let _ = app.stop().await;
+}
+
+/// Every rule shape (all leaf kinds, combinators, schedule, escalation) matches the documented
+/// schemas, as a request and as returned; shapes the API rejects are rejected by the schema too.
+async fn rule_shapes_match_the_openapi_document(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", "boss-password-1").await;
+    let rich = json!({
+        "name": "Everything",
+        "scope": {"device_type": "press"},
+        "condition": {"all": [
+            {"property": "temp_c", "op": ">=", "value": 80.5},
+            {"any": [
+                {"property": "running", "op": "==", "value": true},
+                {"property": "power_kw", "op": "outside", "min": 5, "max": 50},
+                {"not": {"property": "temp_c", "op": "rate_of_change", "window_seconds": 60, "compare": ">", "value": 2, "per": "minute"}}
+            ]},
+            {"property": "temp_c", "op": "rate_of_change", "window_seconds": 30, "compare": "<", "value": 1},
+            {"any": [{"property": "temp_c", "op": "stale", "seconds": 300}, {"op": "stale", "seconds": 600}]}
+        ]},
+        "for_seconds": 10,
+        "clear_for_seconds": 5,
+        "deadband": 1.5,
+        "schedule": {"timezone": "Europe/Berlin", "days": ["mon", "fri"],
+                     "windows": [{"from": "22:00", "to": "06:00"}], "cron": ["* 6-21 * * 1-5"], "outside_schedule": "resolve"},
+        "severity": "warning",
+        "cooldown_seconds": 60,
+        "notify": {"users": [], "emails": ["ops@example.com"], "remind_every_minutes": 15,
+                   "escalate_after_minutes": 30, "escalate_to": {"emails": ["boss@example.com"]}}
+    });
+    assert_schema("RuleSpec", &rich);
+    let (status, created) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), rich.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_schema("RuleWithWarnings", &created);
+    let id = created["id"].as_str().unwrap();
+    let (status, stored) = app.get(&format!("/api/v1/factories/plant-a/rules/{id}"), Some(&admin)).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_schema("StoredRule", &stored);
+    let mut minimal = json!({"name": "Minimal", "scope": {"all": true}, "severity": "info",
+                             "condition": {"property": "temp_c", "op": "between", "min": 1, "max": 2}});
+    assert_schema("RuleSpec", &minimal);
+    let (status, replaced) = app
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/factories/plant-a/rules/{id}"),
+            Some(&admin),
+            Some(minimal.clone()),
+        )
+        .await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_schema("RuleWithWarnings", &replaced);
+    let (status, list) = app.get("/api/v1/factories/plant-a/rules", Some(&admin)).await;
+    assert_eq!(status, 200, "{list}");
+    assert_schema("RulePage", &list);
+
+    let draft = json!({"rule": rich, "from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"});
+    assert_schema("DraftBacktest", &draft);
+    let (status, result) = app.post("/api/v1/factories/plant-a/rules/backtest", Some(&admin), draft).await;
+    assert_eq!(status, 200, "{result}");
+    assert_schema("BacktestResult", &result);
+    assert_schema("BacktestRange", &json!({"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"}));
+    assert_schema("AlertNote", &json!({"note": "on it"}));
+    assert_schema("AlertNote", &json!({}));
+
+    // What the API rejects, the schema rejects.
+    for (field, bad) in [
+        ("condition", json!({"property": "x", "op": "≈", "value": 1})),
+        ("condition", json!({"property": "x", "op": "between", "min": 1})),
+        ("condition", json!({"all": []})),
+        ("condition", json!({"property": "x", "op": ">", "value": 1, "extra": 1})),
+        ("scope", json!({"all": false})),
+        ("scope", json!({"devices": ["a"], "all": true})),
+        ("severity", json!("fatal")),
+        ("surprise", json!(1)),
+    ] {
+        let mut body = minimal.clone();
+        body[field] = bad;
+        assert_not_schema("RuleSpec", &body);
+        let (status, problem) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), body.clone()).await;
+        assert_eq!(status, 422, "the API rejects {body}: {problem}");
+    }
+    minimal["schedule"] = json!(null);
+    assert_schema("RuleSpec", &minimal);
+    app.stop().await;
+}
+
+backend_matrix!(
+    a_restart_catches_up_missed_evaluations_and_stale_devices,
+    alerts_open_resolve_and_never_duplicate,
+    rule_permissions_and_validation,
+    rule_shapes_match_the_openapi_document
+);

@@ -1,39 +1,14 @@
 #![allow(clippy::unwrap_used)]
 //! The real binary: SIGTERM during a request lets the request finish and exits 0.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_factoryops"))
-        .arg("serve")
-        .env("FACTORYOPS_DATA_DIR", data_dir)
-        .env("FACTORYOPS_HTTP_ADDR", "127.0.0.1:0")
-        .env("FACTORYOPS_MQTT_ADDR", "127.0.0.1:0")
-        .env("FACTORYOPS_LOG_FORMAT", "json")
-        .env("FACTORYOPS_ROOT_PASSWORD", "root-password-for-tests")
-        .env("FACTORYOPS_AUTH__BCRYPT_COST", "4")
-        .env("FACTORYOPS_SHUTDOWN_TIMEOUT_SECS", "10")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                && event["message"] == "http listening"
-            {
-                let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_string());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server logs its address");
-    (child, addr)
-}
+use common::binary::Running;
 
 fn terminate(child: &Child) {
     let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
@@ -57,7 +32,8 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 #[test]
 fn sigterm_during_a_request_completes_it_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_server(dir.path());
+    let server = Running::start(dir.path(), &[]);
+    let (mut child, addr) = (server.child, server.http_addr);
 
     let body = br#"{"username": "root", "password": "root-password-for-tests"}"#;
     let (first, rest) = body.split_at(10);

@@ -5,7 +5,8 @@
 //!
 //! Adding a route = adding one `Case` line to `matrix()`. Placeholders (in the path,
 //! the query and the body): `{user}` a user id of B, `{key}` an API key id of B,
-//! `{device}` a device id of B, `{rule}` a rule id of B, `{alert}` an alert id of B.
+//! `{device}` a device id of B, `{rule}` a rule id of B, `{alert}` an alert id of B,
+//! `{notification}` a notification id of B.
 
 mod common;
 
@@ -94,12 +95,19 @@ fn matrix() -> Vec<Case> {
         case(M::GET, "/alerts/{alert}", None),
         case(M::POST, "/alerts/{alert}/acknowledge", Some(json!({"note": "hijacked"}))),
         case(M::POST, "/alerts/{alert}/resolve", Some(json!({"note": "hijacked"}))),
+        case(M::GET, "/notifications", None),
+        case(M::GET, "/notifications/{notification}", None),
+        case(M::POST, "/notifications/{notification}/retry", Some(json!({}))),
+        case(M::POST, "/notifications/test", Some(json!({"channel": "email", "to": "intruder@evil.example"}))),
+        case(M::GET, "/notification-preferences", None),
+        case(M::PUT, "/notification-preferences", Some(json!({"email": false, "whatsapp": false}))),
     ]
 }
 
 struct Tenant {
     rule_id: String,
     alert_id: String,
+    notification_id: String,
     device: String,
     secret: String,
     admin: String,
@@ -130,7 +138,7 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
     assert_eq!(status, 201);
     let (_, creds) =
         app.post(&format!("/api/v1/factories/{factory}/devices/{device}/credentials"), Some(&admin), json!({})).await;
-    let rule = json!({"name": "high power", "scope": {"devices": [device]}, "condition": {"property": "power_kw", "op": ">", "value": 10}, "severity": "warning", "auto_resolve": true});
+    let rule = json!({"name": "high power", "scope": {"devices": [device]}, "condition": {"property": "power_kw", "op": ">", "value": 10}, "severity": "warning", "auto_resolve": true, "notify": {"emails": [format!("ops@{factory}.example")]}});
     let (status, rule) = app.post(&format!("/api/v1/factories/{factory}/rules"), Some(&admin), rule).await;
     assert_eq!(status, 201, "{rule}");
     let (status, _) = app
@@ -151,9 +159,21 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(!alert_id.is_empty(), "the fixture's alert opened");
+    // No SMTP server is configured here: the alert's email becomes a dead letter.
+    let mut notification_id = String::new();
+    for _ in 0..200 {
+        let (_, log) = app.get(&format!("/api/v1/factories/{factory}/notifications?status=dead"), Some(&admin)).await;
+        if let Some(id) = log["items"][0]["id"].as_str() {
+            notification_id = id.to_string();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!notification_id.is_empty(), "the fixture's notification was dead-lettered");
     Tenant {
         rule_id: rule["id"].as_str().unwrap().into(),
         alert_id,
+        notification_id,
         device,
         secret: creds["secret"].as_str().unwrap().into(),
         admin,
@@ -182,8 +202,10 @@ async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
         .1;
     let rules = app.get(&format!("/api/v1/factories/{factory}/rules"), Some(&t.admin)).await.1;
     let alerts = app.get(&format!("/api/v1/factories/{factory}/alerts"), Some(&t.admin)).await.1;
+    let notifications = app.get(&format!("/api/v1/factories/{factory}/notifications"), Some(&t.admin)).await.1;
+    let prefs = app.get(&format!("/api/v1/factories/{factory}/notification-preferences"), Some(&t.admin)).await.1;
     json!({ "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
-            "rules": rules["items"], "alerts": alerts["items"] })
+            "rules": rules["items"], "alerts": alerts["items"], "notifications": notifications["items"], "prefs": prefs })
 }
 
 async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
@@ -202,6 +224,7 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
                 .replace("{device}", &b.device)
                 .replace("{rule}", &b.rule_id)
                 .replace("{alert}", &b.alert_id)
+                .replace("{notification}", &b.notification_id)
         };
         let with_b_ids = fill(case.path);
         let body = case.body.as_ref().map(|v| serde_json::from_str::<Value>(&fill(&v.to_string())).unwrap());
@@ -229,6 +252,10 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
         app.get(&format!("/api/v1/factories/plant-a/audit?target={}", b.user_id), Some(&a.admin)).await;
     assert_eq!(status, 200);
     assert_eq!(audit["items"], json!([]));
+    let (status, log) =
+        app.get(&format!("/api/v1/factories/plant-a/notifications?alert_id={}", b.alert_id), Some(&a.admin)).await;
+    assert_eq!(status, 200);
+    assert_eq!(log["items"], json!([]));
 
     // MQTT: A's device cannot log in as B's, nor publish into B's topic.
     let (_, mut el) = common::mqtt::client(app.mqtt_port, &format!("plant-b/{}", b.device), &a.secret);

@@ -41,6 +41,36 @@ pub struct AuditQuery {
     pub cursor: Option<String>,
 }
 
+/// What another component (rules, devices, notifications) writes to the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditRecord<'a> {
+    pub factory: &'a FactoryId,
+    /// The principal's actor string (`user:<id>`, `api_key:<id>`).
+    pub actor: String,
+    /// e.g. `rule.created`, `device.updated`, `notification.retry`.
+    pub action: &'a str,
+    pub target: Option<&'a str>,
+    pub source_ip: Option<&'a str>,
+    pub detail: serde_json::Value,
+}
+
+impl Identity {
+    /// Appends an entry on behalf of another component.
+    pub async fn record_audit(&self, entry: AuditRecord<'_>) -> Result<(), IdentityError> {
+        record(
+            &self.db,
+            Some(entry.factory),
+            &entry.actor,
+            entry.action,
+            entry.target,
+            entry.source_ip,
+            entry.detail,
+            self.now(),
+        )
+        .await
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn record(
     db: &Database,

@@ -19,7 +19,7 @@ mod tokens;
 mod users;
 
 pub use api_keys::{ApiKeyInfo, CreatedApiKey, NewApiKey};
-pub use audit::{AuditEntry, AuditQuery};
+pub use audit::{AuditEntry, AuditQuery, AuditRecord};
 pub use error::{FieldIssue, IdentityError};
 pub use factories::{Factory, FactoryStatus, FactoryUpdate, NewFactory, PublicFactory};
 pub use model::{Email, Permission, Principal, Role, parse_timezone};

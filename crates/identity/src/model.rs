@@ -199,9 +199,7 @@ pub(crate) fn check_name(field: &str, text: &str) -> Result<String, IdentityErro
 
 /// An E.164 phone number such as `+4915112345678` (WhatsApp recipients).
 pub(crate) fn check_phone(field: &str, text: &str) -> Result<String, IdentityError> {
-    let digits = text.strip_prefix('+').unwrap_or("");
-    let ok = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
-    if ok {
+    if factoryops_types::is_e164(text) {
         Ok(text.to_string())
     } else {
         Err(IdentityError::invalid(field, "must be an E.164 number such as +4915112345678"))

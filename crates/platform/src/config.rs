@@ -60,6 +60,56 @@ pub struct Config {
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub tsdb: TsdbConfig,
+    pub notify: NotifyConfig,
+}
+
+/// Notification delivery (the channels themselves are the top-level `smtp_*`/`twilio_*` keys).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Platform operators who receive platform-health messages (TSDB down, dead letters…).
+    pub sysadmin_emails: Vec<String>,
+    /// Operators' WhatsApp numbers (E.164) for the same messages.
+    pub sysadmin_whatsapp: Vec<String>,
+    /// The portal's public base URL, for links in emails (e.g. `https://ops.example.com`).
+    pub public_url: Option<String>,
+    /// Attempts before a message becomes a dead letter.
+    pub max_attempts: i64,
+    /// Messages in flight per channel.
+    pub concurrency: usize,
+    pub send_timeout_secs: u64,
+    /// First retry delay; doubles per attempt (with jitter) up to `backoff_max_secs`.
+    pub backoff_base_secs: u64,
+    pub backoff_max_secs: u64,
+    /// Consecutive failures that open a channel's circuit, and how long it stays open at first.
+    pub breaker_failures: u32,
+    pub breaker_open_secs: u64,
+    /// How often operators are reminded of a health problem that lasts.
+    pub health_repeat_minutes: u64,
+    /// A problem that is only reported while it happens (ingestion) ends after this quiet time.
+    pub health_clear_after_minutes: u64,
+    /// Dead letters per hour that raise a platform-health message.
+    pub dead_letter_alarm_per_hour: i64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            sysadmin_emails: Vec::new(),
+            sysadmin_whatsapp: Vec::new(),
+            public_url: None,
+            max_attempts: 8,
+            concurrency: 4,
+            send_timeout_secs: 30,
+            backoff_base_secs: 5,
+            backoff_max_secs: 3600,
+            breaker_failures: 5,
+            breaker_open_secs: 30,
+            health_repeat_minutes: 60,
+            health_clear_after_minutes: 15,
+            dead_letter_alarm_per_hour: 10,
+        }
+    }
 }
 
 /// The embedded time-series engine (used when `tsdb_url` is unset).
@@ -149,6 +199,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             tsdb: TsdbConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -184,6 +235,10 @@ impl ConfigError {
     pub fn new(key: &str, message: impl Into<String>) -> Self {
         Self { key: key.to_string(), env: env_name(key), message: message.into() }
     }
+}
+
+fn is_e164(text: &str) -> bool {
+    text.strip_prefix('+').is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The env var that sets a config key: `auth.bcrypt_cost` → `FACTORYOPS_AUTH__BCRYPT_COST`.
@@ -259,6 +314,31 @@ impl Config {
         }
         url::Url::parse(&self.twilio_base_url)
             .map_err(|e| ConfigError::new("twilio_base_url", format!("not a URL: {e}")))?;
+        if self.smtp_url.is_some() && self.smtp_from.is_none() {
+            return Err(ConfigError::new("smtp_from", "is required with smtp_url (the sender address)"));
+        }
+        let twilio = [self.twilio_account_sid.is_some(), self.twilio_auth_token.is_some(), self.twilio_from.is_some()];
+        if twilio.contains(&true) && twilio.contains(&false) {
+            return Err(ConfigError::new(
+                "twilio_account_sid",
+                "WhatsApp needs twilio_account_sid, twilio_auth_token and twilio_from together",
+            ));
+        }
+        if self.notify.max_attempts < 1 {
+            return Err(ConfigError::new("notify.max_attempts", "must be at least 1"));
+        }
+        if self.notify.concurrency == 0 {
+            return Err(ConfigError::new("notify.concurrency", "must be at least 1"));
+        }
+        if self.notify.send_timeout_secs == 0 {
+            return Err(ConfigError::new("notify.send_timeout_secs", "must be at least 1"));
+        }
+        if let Some(bad) = self.notify.sysadmin_emails.iter().find(|e| !e.contains('@')) {
+            return Err(ConfigError::new("notify.sysadmin_emails", format!("{bad:?} is not an email address")));
+        }
+        if let Some(bad) = self.notify.sysadmin_whatsapp.iter().find(|n| !is_e164(n)) {
+            return Err(ConfigError::new("notify.sysadmin_whatsapp", format!("{bad:?} is not an E.164 number")));
+        }
         if !(4..=31).contains(&self.auth.bcrypt_cost) {
             return Err(ConfigError::new("auth.bcrypt_cost", "must be between 4 and 31 (production: at least 10)"));
         }
@@ -472,6 +552,9 @@ mod tests {
                 ("FACTORYOPS_DATABASE_URL", "mysql://root:dbpass@127.0.0.1/test"),
                 ("FACTORYOPS_TWILIO_AUTH_TOKEN", "twiliotoken"),
                 ("FACTORYOPS_SMTP_URL", "smtp://u:smtppass@mail:25?tls=none"),
+                ("FACTORYOPS_SMTP_FROM", "alerts@example.com"),
+                ("FACTORYOPS_TWILIO_ACCOUNT_SID", "AC1"),
+                ("FACTORYOPS_TWILIO_FROM", "whatsapp:+14155238886"),
             ]),
         )
         .unwrap();
@@ -480,5 +563,17 @@ mod tests {
             assert!(!out.contains(secret), "{secret} leaked in:\n{out}");
         }
         assert!(!format!("{c:?}").contains("dbpass"));
+    }
+
+    #[test]
+    fn channel_settings_come_in_complete_sets() {
+        let half_smtp = Config::load_from(None, env(&[("FACTORYOPS_SMTP_URL", "smtp://mail:25")]));
+        assert_eq!(half_smtp.unwrap_err().key, "smtp_from");
+        let half_twilio = Config::load_from(None, env(&[("FACTORYOPS_TWILIO_ACCOUNT_SID", "AC1")]));
+        assert_eq!(half_twilio.unwrap_err().key, "twilio_account_sid");
+        let bad_ops = Config::load_from(None, env(&[("FACTORYOPS_NOTIFY__SYSADMIN_WHATSAPP", "[\"0151\"]")]));
+        assert_eq!(bad_ops.unwrap_err().key, "notify.sysadmin_whatsapp");
+        let ops = Config::load_from(None, env(&[("FACTORYOPS_NOTIFY__SYSADMIN_EMAILS", "[\"oncall@example.com\"]")]));
+        assert_eq!(ops.unwrap().notify.sysadmin_emails, ["oncall@example.com"]);
     }
 }

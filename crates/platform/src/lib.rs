@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod secret;

@@ -42,10 +42,14 @@ pub struct BacktestRequest {
     pub timezone: Tz,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What a rule would have done over a time range.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BacktestResult {
+    /// The alerts it would have opened, in order.
     pub alerts: Vec<AlertRecord>,
+    /// How many alerts it would have opened.
     pub opened: usize,
+    /// How many of them would have resolved within the range.
     pub resolved: usize,
     /// Raw points read.
     pub points: usize,

@@ -17,7 +17,8 @@ pub struct AlertRef {
     pub key: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Why an alert resolved by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResolveReason {
     /// The condition cleared (auto-resolve).
@@ -38,7 +39,8 @@ impl ResolveReason {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The occasion of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifyKind {
     Opened,
@@ -124,19 +126,25 @@ impl Effect {
 }
 
 /// One alert as the backtest (or any in-memory consumer of effects) sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AlertRecord {
     pub rule_id: String,
+    #[schema(value_type = String)]
     pub device_id: DeviceId,
+    /// `{rule_id}:{device_id}:{ts_ms}` of the evaluation that opened the alert.
     pub key: String,
     pub severity: Severity,
     pub message: String,
+    #[schema(schema_with = crate::model::nullable_value_schema, required = true)]
     pub value: Option<Value>,
     pub count: i64,
     #[serde(serialize_with = "crate::ser_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub opened_at: i64,
     #[serde(serialize_with = "crate::ser_opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub resolved_at: Option<i64>,
+    #[schema(required = true)]
     pub resolve_reason: Option<ResolveReason>,
     /// Notifications that would have been sent for this alert, by kind.
     pub notifications: Vec<NotifyKind>,

@@ -32,11 +32,14 @@ pub struct EngineConfig {
     /// Timers run this long after their due time, so that events delayed in the pipeline
     /// (stamped before the deadline, arriving after it) are evaluated first, as a backtest would.
     pub timer_grace_ms: i64,
+    /// Writes notification rows with each alert change; `None` writes none (the outbox
+    /// events still carry every `notification`).
+    pub notifier: Option<factoryops_notify::Notifier>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { tick_interval: Duration::from_millis(500), timer_grace_ms: 1_000 }
+        Self { tick_interval: Duration::from_millis(500), timer_grace_ms: 1_000, notifier: None }
     }
 }
 
@@ -63,14 +66,14 @@ pub struct RulesEngine {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     inner: tokio::sync::Mutex<Inner>,
-    outbox_wake: parking_lot::Mutex<Option<Arc<tokio::sync::Notify>>>,
+    commit_wakes: parking_lot::Mutex<Vec<Arc<tokio::sync::Notify>>>,
 }
 
 impl RulesEngine {
     /// Loads every factory's rules and open alerts (the database must be migrated with
     /// [`crate::MIGRATIONS`]). Call [`RulesEngine::set_factory_timezone`] for each factory.
     pub async fn start(db: Database, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Arc<Self>, RulesError> {
-        let store = RulesStore::new(db);
+        let store = RulesStore::new(db).with_notifier(config.notifier.clone());
         let mut eval = Evaluator::new();
         let now = clock.now_ms();
         for rule in store.all_rules().await? {
@@ -84,13 +87,17 @@ impl RulesEngine {
                 restored += 1;
             }
         }
+        // Cooldowns are at most days long; older notifications cannot matter.
+        for (factory, rule_id, device, at) in store.last_notifications(now - 30 * 86_400_000).await? {
+            eval.restore_last_notified(&factory, &rule_id, &device, at);
+        }
         tracing::info!(rules = eval.stats().rules, open_alerts = restored, "rules engine loaded");
         Ok(Arc::new(Self {
             store,
             clock,
             config,
             inner: tokio::sync::Mutex::new(Inner { eval, pending: Vec::new(), timezones: HashMap::new() }),
-            outbox_wake: parking_lot::Mutex::new(None),
+            commit_wakes: parking_lot::Mutex::new(Vec::new()),
         }))
     }
 
@@ -99,9 +106,10 @@ impl RulesEngine {
         &self.store
     }
 
-    /// Nudged after every commit that wrote outbox events (the relay's `wake`).
-    pub fn set_outbox_wake(&self, wake: Arc<tokio::sync::Notify>) {
-        *self.outbox_wake.lock() = Some(wake);
+    /// Nudged after every commit that wrote outbox events or notifications (the outbox
+    /// relay's and the notification worker's wake-ups).
+    pub fn add_commit_wake(&self, wake: Arc<tokio::sync::Notify>) {
+        self.commit_wakes.lock().push(wake);
     }
 
     /// The factory's IANA time zone (default UTC) for `"timezone": "factory"` schedules.
@@ -146,9 +154,7 @@ impl RulesEngine {
         batch.extend(effects);
         match self.store.apply(&batch, self.clock.now_ms()).await {
             Ok(summary) => {
-                if let Some(wake) = self.outbox_wake.lock().as_ref() {
-                    wake.notify_one();
-                }
+                self.wake();
                 Ok(summary)
             }
             Err(e) => {
@@ -268,7 +274,7 @@ impl RulesEngine {
     }
 
     fn wake(&self) {
-        if let Some(wake) = self.outbox_wake.lock().as_ref() {
+        for wake in self.commit_wakes.lock().iter() {
             wake.notify_one();
         }
     }

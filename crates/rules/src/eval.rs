@@ -460,6 +460,16 @@ impl Evaluator {
         true
     }
 
+    /// The (rule, device) last notified at `at_ms` (before a restart): its cooldown holds.
+    pub fn restore_last_notified(&mut self, factory: &FactoryId, rule_id: &str, device: &DeviceId, at_ms: i64) {
+        let Some(&i) = self.by_id.get(factory) else { return };
+        let fs = &mut self.factories[i];
+        let Some(&slot) = fs.rule_slots.get(rule_id) else { return };
+        let dev = fs.intern_device(device);
+        let state = fs.states.entry((slot, dev)).or_default();
+        state.last_notified = Some(state.last_notified.map_or(at_ms, |t| t.max(at_ms)));
+    }
+
     /// An alert was acknowledged through the API: reminders and escalation stop.
     pub fn alert_acknowledged(&mut self, factory: &FactoryId, rule_id: &str, device: &DeviceId, key: &str) {
         if let Some(state) = self.state_mut(factory, rule_id, device)

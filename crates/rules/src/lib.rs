@@ -62,6 +62,15 @@ pub enum RulesError {
     Malformed(String),
 }
 
+impl From<factoryops_notify::NotifyError> for RulesError {
+    fn from(e: factoryops_notify::NotifyError) -> Self {
+        match e {
+            factoryops_notify::NotifyError::Database(db) => RulesError::Db(db),
+            other => RulesError::Malformed(format!("notification: {other}")),
+        }
+    }
+}
+
 impl RulesError {
     pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> Self {
         RulesError::BadRequest { field: field.into(), message: message.into() }

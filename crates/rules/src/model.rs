@@ -8,6 +8,12 @@ use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, PropertyName};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, json};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType,
+    Type,
+};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::validate::FieldError;
 
@@ -20,10 +26,14 @@ fn is_zero(v: &u64) -> bool {
 }
 
 /// A rule as the API receives and returns it (without id and timestamps).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Unknown fields are errors. See crates/rules/README.md for the reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// 1–200 characters.
     pub name: String,
+    /// Default `true`; `false` = not evaluated, its open alerts resolve.
     #[serde(default = "yes")]
     pub enabled: bool,
     pub scope: Scope,
@@ -50,7 +60,7 @@ pub struct RuleSpec {
     /// Minimum time between two notifications of this rule for the same device.
     #[serde(default)]
     pub cooldown_seconds: u64,
-    /// Resolve the alert when the condition clears (after `clear_for_seconds`).
+    /// Resolve the alert when the condition clears (after `clear_for_seconds`). Default `true`.
     #[serde(default = "yes")]
     pub auto_resolve: bool,
     #[serde(default)]
@@ -105,7 +115,7 @@ impl<'de> Deserialize<'de> for Scope {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -133,7 +143,7 @@ impl Severity {
 }
 
 /// Who is told. `users` are user ids of the factory; the notify component resolves them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Targets {
     #[serde(default)]
@@ -151,7 +161,8 @@ impl Targets {
 }
 
 /// Notification targets plus reminders and escalation for unacknowledged alerts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Responses always carry `users`, `emails` and `whatsapp`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
     #[serde(default)]
@@ -176,10 +187,11 @@ impl Notify {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// When a rule is active. Responses spell out every field except an empty `cron`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
-    /// `"factory"` (the factory's time zone) or an IANA name such as `"Europe/Berlin"`.
+    /// `"factory"` (the factory's time zone, the default) or an IANA name such as `"Europe/Berlin"`.
     #[serde(default = "factory_tz")]
     pub timezone: String,
     /// Active days (`mon` … `sun`); empty = every day.
@@ -202,14 +214,19 @@ fn factory_tz() -> String {
     "factory".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A local wall-clock window; `to` ≤ `from` crosses midnight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeWindow {
+    /// `HH:MM`.
+    #[schema(example = "06:00")]
     pub from: String,
+    /// `HH:MM` (`24:00` allowed).
+    #[schema(example = "22:00")]
     pub to: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Day {
     Mon,
@@ -221,7 +238,8 @@ pub enum Day {
     Sun,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What happens to an open alert when the schedule ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutsideSchedule {
     /// Leave open alerts as they are (they resolve at the next in-schedule evaluation).
@@ -666,4 +684,214 @@ fn parse_leaf(object: &Map<String, serde_json::Value>, path: &str, errors: &mut 
         }
     };
     if errors.len() > before { None } else { leaf }
+}
+
+// ---- OpenAPI schemas of the hand-parsed shapes (scope, condition, telemetry values) ----
+//
+// `Scope` and `Condition` have their own deserializers, so their schemas are written here
+// to match them (and `Condition::to_json`) exactly.
+
+/// A closed object: exactly these properties, `required` of them mandatory.
+fn closed_object(properties: Vec<(&str, RefOr<Schema>)>, required: &[&str]) -> ObjectBuilder {
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    for (name, schema) in properties {
+        object = object.property(name, schema);
+    }
+    for name in required {
+        object = object.required(*name);
+    }
+    object
+}
+
+fn string_enum(values: &[&str]) -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values.iter().copied())).into()
+}
+
+fn integer(min: u64, max: u64) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(min))
+        .maximum(Some(max))
+        .into()
+}
+
+fn number() -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::Number).format(Some(SchemaFormat::KnownFormat(KnownFormat::Double))).into()
+}
+
+fn property_name() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("A property name as the device sends it (e.g. `temp_c`)."))
+        .into()
+}
+
+const COMPARE_OPS: [&str; 6] = [">", ">=", "<", "<=", "==", "!="];
+
+/// A telemetry value (`number | boolean`), for `#[schema(schema_with = ...)]`.
+pub fn value_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::Number, Type::Boolean]))
+        .description(Some("A telemetry value: a finite number or a boolean."))
+        .into()
+}
+
+/// A telemetry value or `null`, for `#[schema(schema_with = ...)]`.
+pub fn nullable_value_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::Number, Type::Boolean, Type::Null]))
+        .description(Some("A telemetry value (a finite number or a boolean), or null."))
+        .into()
+}
+
+impl PartialSchema for Scope {
+    fn schema() -> RefOr<Schema> {
+        let devices = closed_object(
+            vec![(
+                "devices",
+                ArrayBuilder::new()
+                    .items(ObjectBuilder::new().schema_type(Type::String))
+                    .min_items(Some(1))
+                    .description(Some("Device ids (at most 10 000)."))
+                    .into(),
+            )],
+            &["devices"],
+        )
+        .title(Some("devices"));
+        let device_type = closed_object(
+            vec![("device_type", ObjectBuilder::new().schema_type(Type::String).into())],
+            &["device_type"],
+        )
+        .title(Some("device_type"));
+        let all = closed_object(
+            vec![("all", ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([true])).into())],
+            &["all"],
+        )
+        .title(Some("all"));
+        OneOfBuilder::new()
+            .description(Some(
+                "Which devices a rule applies to: `{\"devices\": [...]}`, `{\"device_type\": \"...\"}` or `{\"all\": true}`.",
+            ))
+            .item(devices)
+            .item(device_type)
+            .item(all)
+            .into()
+    }
+}
+
+impl ToSchema for Scope {}
+
+/// The named parts of the condition tree: (schema name, schema).
+fn condition_parts() -> Vec<(&'static str, RefOr<Schema>)> {
+    let condition = || RefOr::Ref(Ref::from_schema_name("Condition"));
+    let list = |name: &str, what: &str| -> RefOr<Schema> {
+        closed_object(vec![(name, ArrayBuilder::new().items(condition()).min_items(Some(1)).into())], &[name])
+            .description(Some(what))
+            .into()
+    };
+    vec![
+        (
+            "CompareCondition",
+            closed_object(
+                vec![
+                    ("property", property_name()),
+                    ("op", string_enum(&COMPARE_OPS)),
+                    (
+                        "value",
+                        ObjectBuilder::new()
+                            .schema_type(SchemaType::Array(vec![Type::Number, Type::Boolean]))
+                            .description(Some("A number, or a boolean (only with `==` / `!=`)."))
+                            .into(),
+                    ),
+                ],
+                &["property", "op", "value"],
+            )
+            .description(Some("The latest value of `property` compared with `value`."))
+            .into(),
+        ),
+        (
+            "RangeCondition",
+            closed_object(
+                vec![
+                    ("property", property_name()),
+                    ("op", string_enum(&["between", "outside"])),
+                    ("min", number()),
+                    ("max", number()),
+                ],
+                &["property", "op", "min", "max"],
+            )
+            .description(Some("`between`: min ≤ value ≤ max; `outside`: value < min or value > max (min ≤ max)."))
+            .into(),
+        ),
+        (
+            "RateOfChangeCondition",
+            closed_object(
+                vec![
+                    ("property", property_name()),
+                    ("op", string_enum(&["rate_of_change"])),
+                    ("window_seconds", integer(1, MAX_RATE_WINDOW_SECONDS)),
+                    ("compare", string_enum(&COMPARE_OPS)),
+                    ("value", number()),
+                    (
+                        "per",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(["second", "minute", "hour"]))
+                            .description(Some("Default `second`."))
+                            .into(),
+                    ),
+                ],
+                &["property", "op", "window_seconds", "compare", "value"],
+            )
+            .description(Some(
+                "(newest − oldest sample within the last `window_seconds`) / elapsed time, in units per `per`, \
+                 compared with `compare` / `value`. Responses always carry `per`.",
+            ))
+            .into(),
+        ),
+        (
+            "StaleCondition",
+            closed_object(
+                vec![
+                    (
+                        "property",
+                        ObjectBuilder::new()
+                            .schema_type(SchemaType::Array(vec![Type::String, Type::Null]))
+                            .description(Some("Absent or null: no message at all from the device."))
+                            .into(),
+                    ),
+                    ("op", string_enum(&["stale"])),
+                    ("seconds", integer(1, MAX_STALE_SECONDS)),
+                ],
+                &["op", "seconds"],
+            )
+            .description(Some("No data (of `property`, or of the device at all) for at least `seconds`."))
+            .into(),
+        ),
+        ("AllCondition", list("all", "True when every condition is true.")),
+        ("AnyCondition", list("any", "True when at least one condition is true.")),
+        ("NotCondition", closed_object(vec![("not", condition())], &["not"]).description(Some("The negation.")).into()),
+    ]
+}
+
+impl PartialSchema for Condition {
+    fn schema() -> RefOr<Schema> {
+        let mut one_of = OneOfBuilder::new().description(Some(
+            "A condition: a leaf (compare, range, rate of change, stale) or a combinator (`all`, `any`, `not`); \
+             non-empty lists, nesting depth ≤ 16, ≤ 256 leaves.",
+        ));
+        for (name, _) in condition_parts() {
+            one_of = one_of.item(Ref::from_schema_name(name));
+        }
+        one_of.into()
+    }
+}
+
+impl ToSchema for Condition {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.extend(condition_parts().into_iter().map(|(name, schema)| (name.to_string(), schema)));
+    }
 }

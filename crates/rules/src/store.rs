@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use factoryops_db::{Database, DatabaseBackend, DbError, outbox};
+use factoryops_notify::{AlertNotice, Audience, Notifier, Recipients};
 use factoryops_platform::bus::topics;
 use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, FactoryId, new_id};
@@ -13,16 +14,25 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::effects::{Effect, NotifyKind};
 use crate::eval::RestoredAlert;
-use crate::model::{RuleSpec, Severity};
+use crate::model::{RuleSpec, Severity, Targets};
 use crate::{Page, RulesError, ser_opt_time, ser_time};
+
+/// The alert's rule as a manual transition's notification needs it.
+struct TransitionRule<'a> {
+    device_id: &'a str,
+    targets: &'a Targets,
+}
 
 /// The actor recorded for transitions the engine makes.
 pub const ENGINE_ACTOR: &str = "rules-engine";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
     Open,
@@ -63,18 +73,25 @@ pub struct StoredRule {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One status change of an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AlertHistoryEntry {
     #[serde(serialize_with = "ser_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub status: AlertStatus,
+    /// `user:{id}`, `key:{id}` or `rules-engine`.
     pub by: String,
+    #[schema(required = true)]
     pub note: Option<String>,
+    /// The alert's value at that moment.
+    #[schema(schema_with = crate::model::nullable_value_schema, required = true)]
     pub value: Option<serde_json::Value>,
 }
 
 /// An alert as the API shows it (times as RFC 3339 in JSON, ms here).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(description = "An alert as the API shows it.")]
 pub struct Alert {
     pub id: String,
     pub rule_id: String,
@@ -83,21 +100,77 @@ pub struct Alert {
     pub status: AlertStatus,
     pub severity: Severity,
     pub message: String,
+    /// The property of the leaf that made the condition true.
+    #[schema(required = true)]
     pub property: Option<String>,
+    /// The latest value of `property`.
+    #[schema(schema_with = crate::model::nullable_value_schema, required = true)]
     pub value: Option<serde_json::Value>,
+    /// The threshold as text (`80`, `5..50`, `outside 5..50`, `2/min`, `300s`).
+    #[schema(required = true)]
     pub threshold: Option<String>,
+    /// How often it was triggered (re-triggers while open count up).
     pub count: i64,
     #[serde(serialize_with = "ser_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub opened_at: i64,
     #[serde(serialize_with = "ser_opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub acknowledged_at: Option<i64>,
     #[serde(serialize_with = "ser_opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub resolved_at: Option<i64>,
+    /// Oldest first; only in `GET /alerts/{alert_id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<AlertHistoryEntry>>,
     /// The idempotency key (internal).
     #[serde(skip)]
     pub key: String,
+}
+
+/// Rule fields a response leaves out when they are unset (`skip_serializing_if` in [`RuleSpec`]).
+const RULE_FIELDS_OMITTED_WHEN_UNSET: [&str; 2] = ["clear_for_seconds", "deadband"];
+
+/// `StoredRule` serialises as the flattened [`RuleSpec`] plus `id`, `created_at` and
+/// `updated_at`, with every default spelled out. Its schema is the rule body's, with those
+/// three added, every always-present field required, and open to additions (a response may
+/// gain fields; the request body stays closed).
+impl PartialSchema for StoredRule {
+    fn schema() -> RefOr<Schema> {
+        let RefOr::T(Schema::Object(mut object)) = RuleSpec::schema() else {
+            unreachable!("RuleSpec derives an object schema")
+        };
+        let time = || -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .into()
+        };
+        object.properties.insert("id".into(), ObjectBuilder::new().schema_type(Type::String).into());
+        object.properties.insert("created_at".into(), time());
+        object.properties.insert("updated_at".into(), time());
+        object.required = std::iter::once("id".to_string())
+            .chain(
+                object
+                    .properties
+                    .keys()
+                    .filter(|k| !matches!(k.as_str(), "id" | "created_at" | "updated_at"))
+                    .filter(|k| !RULE_FIELDS_OMITTED_WHEN_UNSET.contains(&k.as_str()))
+                    .cloned(),
+            )
+            .chain(["created_at".to_string(), "updated_at".to_string()])
+            .collect();
+        object.additional_properties = None;
+        object.description =
+            Some("A stored rule: the rule body with every default spelled out, plus `id` and times.".into());
+        object.into()
+    }
+}
+
+impl ToSchema for StoredRule {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <RuleSpec as ToSchema>::schemas(schemas);
+    }
 }
 
 /// Filters of the alert inbox. Times are Unix ms; `from`/`to` bound `opened_at` (`[from, to)`).
@@ -123,11 +196,14 @@ pub struct ApplySummary {
     pub updated: usize,
     pub resolved: usize,
     pub notifications: usize,
+    /// Notification rows (channel × recipient) written with the alert changes.
+    pub deliveries: usize,
 }
 
 #[derive(Clone, Debug)]
 pub struct RulesStore {
     db: Database,
+    notifier: Option<Notifier>,
 }
 
 const ALERT_COLUMNS: &str = "id, factory_id, rule_id, rule_name, device_id, status, severity, message, property, value, \
@@ -223,7 +299,13 @@ fn alert_event(
 
 impl RulesStore {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self { db, notifier: None }
+    }
+
+    /// Writes notification rows (email, WhatsApp) with each alert change.
+    pub fn with_notifier(mut self, notifier: Option<Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     pub fn database(&self) -> &Database {
@@ -448,6 +530,7 @@ impl RulesStore {
         note: Option<&str>,
         now_ms: i64,
     ) -> Result<Alert, RulesError> {
+        let audience = self.transition_audience(factory, id, actor).await?;
         let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT status, value, rule_id, device_id FROM alerts WHERE factory_id = ? AND id = ?")
             .bind(factory.as_str())
@@ -492,18 +575,131 @@ impl RulesStore {
             "alert_id": id, "rule_id": rule_id, "device_id": device_id,
             "status": to.as_str(), "by": actor, "note": note, "at": factoryops_types::format_rfc3339_ms(now_ms),
         });
-        outbox::append(
-            &self.db,
-            &mut tx,
-            Some(factory),
-            topics::ALERTS,
-            &format!("alert:{id}:{}", to.as_str()),
-            &payload,
-            now_ms,
-        )
-        .await?;
+        let event_key = format!("alert:{id}:{}", to.as_str());
+        outbox::append(&self.db, &mut tx, Some(factory), topics::ALERTS, &event_key, &payload, now_ms).await?;
+        if let Some((targets, audience)) = &audience {
+            let rule = TransitionRule { device_id: &device_id, targets };
+            self.notify_transition(&mut tx, factory, id, &rule, audience, to, actor, note, value, &event_key, now_ms)
+                .await?;
+        }
         tx.commit().await?;
         self.get_alert(factory, id).await
+    }
+
+    /// The rule's targets and their directory entries for a manual transition, looked up
+    /// before the transaction (`None`: nobody to tell).
+    async fn transition_audience(
+        &self,
+        factory: &FactoryId,
+        alert_id: &str,
+        actor: &str,
+    ) -> Result<Option<(Targets, Audience)>, RulesError> {
+        let Some(notifier) = &self.notifier else { return Ok(None) };
+        let row = sqlx::query("SELECT rule_id FROM alerts WHERE factory_id = ? AND id = ?")
+            .bind(factory.as_str())
+            .bind(alert_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let rule_id: String = row.try_get("rule_id")?;
+        let targets = match self.get_rule(factory, &rule_id).await {
+            Ok(rule) => rule.spec.notify.targets(),
+            Err(RulesError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let audience = notifier.audience(factory, &targets.users, Some(actor)).await?;
+        Ok(Some((targets, audience)))
+    }
+
+    /// People who were told about the alert hear that someone acknowledged or resolved it:
+    /// the rule's targets (not the escalation list), in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn notify_transition(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        factory: &FactoryId,
+        id: &str,
+        rule: &TransitionRule<'_>,
+        audience: &Audience,
+        to: AlertStatus,
+        actor: &str,
+        note: Option<&str>,
+        value: Option<String>,
+        event_key: &str,
+        now_ms: i64,
+    ) -> Result<(), RulesError> {
+        let Some(notifier) = &self.notifier else { return Ok(()) };
+        let alert = sqlx::query("SELECT rule_name, severity, message FROM alerts WHERE factory_id = ? AND id = ?")
+            .bind(factory.as_str())
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let (rule_name, severity, message): (String, String, String) =
+            (alert.try_get("rule_name")?, alert.try_get("severity")?, alert.try_get("message")?);
+        let recipients = Recipients {
+            users: rule.targets.users.clone(),
+            emails: rule.targets.emails.clone(),
+            whatsapp: rule.targets.whatsapp.clone(),
+        };
+        let notice = AlertNotice {
+            factory_id: factory,
+            alert_id: id,
+            event_key,
+            kind: to.as_str(),
+            rule_name: &rule_name,
+            device_id: rule.device_id,
+            severity: &severity,
+            message: &message,
+            value,
+            at_ms: now_ms,
+            by: Some(actor),
+            note,
+            recipients: &recipients,
+        };
+        notifier.enqueue_alert(&self.db, tx, audience, &notice, now_ms).await?;
+        Ok(())
+    }
+
+    /// The directory lookups the batch's notifications need, done before its transaction.
+    async fn audiences(&self, effects: &[Effect]) -> Result<HashMap<FactoryId, Audience>, RulesError> {
+        let mut audiences = HashMap::new();
+        let Some(notifier) = &self.notifier else { return Ok(audiences) };
+        let mut users: HashMap<&FactoryId, Vec<String>> = HashMap::new();
+        for effect in effects {
+            if let Effect::Notify(n) = effect {
+                users.entry(&n.alert.factory_id).or_default().extend(n.targets.users.iter().cloned());
+            }
+        }
+        for (factory, ids) in users {
+            audiences.insert(factory.clone(), notifier.audience(factory, &ids, None).await?);
+        }
+        Ok(audiences)
+    }
+
+    /// The last cooldown-bound notification per (factory, rule, device) since `since_ms`,
+    /// so a restarted engine keeps honouring cooldowns.
+    pub async fn last_notifications(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(FactoryId, String, DeviceId, i64)>, RulesError> {
+        let rows = sqlx::query(
+            "SELECT factory_id, rule_id, device_id, MAX(last_notified_at) AS at FROM alerts \
+             WHERE last_notified_at >= ? GROUP BY factory_id, rule_id, device_id",
+        )
+        .bind(since_ms)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let factory: String = r.try_get("factory_id")?;
+            let device: String = r.try_get("device_id")?;
+            let (Ok(factory), Ok(device)) = (FactoryId::parse(factory), DeviceId::parse(device)) else { continue };
+            out.push((factory, r.try_get("rule_id")?, device, r.try_get("at")?));
+        }
+        Ok(out)
     }
 
     /// Open and acknowledged alerts of every factory, for rebuilding the evaluator on start.
@@ -547,6 +743,7 @@ impl RulesStore {
         if effects.is_empty() {
             return Ok(summary);
         }
+        let audiences = self.audiences(effects).await?;
         let mut tx = self.begin_write().await?;
         // (factory, key) → (alert id, inserted by this batch)
         let mut ids: HashMap<(String, String), Option<String>> = HashMap::new();
@@ -715,6 +912,14 @@ impl RulesStore {
                 }
                 Effect::Notify(n) => {
                     let Some(id) = lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
+                    if matches!(n.kind, NotifyKind::Opened | NotifyKind::Retriggered) {
+                        sqlx::query("UPDATE alerts SET last_notified_at = ? WHERE factory_id = ? AND id = ?")
+                            .bind(n.at_ms)
+                            .bind(factory.as_str())
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     if n.kind == NotifyKind::Escalation {
                         sqlx::query("UPDATE alerts SET escalated_at = ? WHERE factory_id = ? AND id = ? AND escalated_at IS NULL")
                             .bind(n.at_ms)
@@ -733,16 +938,39 @@ impl RulesStore {
                             "at": factoryops_types::format_rfc3339_ms(n.at_ms),
                         }),
                     );
-                    outbox::append(
-                        &self.db,
-                        &mut tx,
-                        Some(factory),
-                        topics::ALERTS,
-                        &format!("notify:{id}:{}:{}", n.kind.as_str(), n.at_ms),
-                        &payload,
-                        now_ms,
-                    )
-                    .await?;
+                    let event_key = format!("notify:{id}:{}:{}", n.kind.as_str(), n.at_ms);
+                    outbox::append(&self.db, &mut tx, Some(factory), topics::ALERTS, &event_key, &payload, now_ms)
+                        .await?;
+                    let row = sqlx::query("SELECT rule_name, value FROM alerts WHERE factory_id = ? AND id = ?")
+                        .bind(factory.as_str())
+                        .bind(&id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let rule_name: String = row.try_get("rule_name")?;
+                    let recipients = Recipients {
+                        users: n.targets.users.clone(),
+                        emails: n.targets.emails.clone(),
+                        whatsapp: n.targets.whatsapp.clone(),
+                    };
+                    let notice = AlertNotice {
+                        factory_id: factory,
+                        alert_id: &id,
+                        event_key: &event_key,
+                        kind: n.kind.as_str(),
+                        rule_name: &rule_name,
+                        device_id: alert.device_id.as_str(),
+                        severity: n.severity.as_str(),
+                        message: &n.message,
+                        value: row.try_get("value")?,
+                        at_ms: n.at_ms,
+                        by: None,
+                        note: None,
+                        recipients: &recipients,
+                    };
+                    if let (Some(notifier), Some(audience)) = (&self.notifier, audiences.get(factory)) {
+                        summary.deliveries +=
+                            notifier.enqueue_alert(&self.db, &mut tx, audience, &notice, now_ms).await?;
+                    }
                 }
             }
         }

@@ -269,21 +269,15 @@ fn check_targets(prefix: &str, users: &[String], emails: &[String], whatsapp: &[
         }
     }
     for (i, e) in emails.iter().enumerate() {
-        let ok = e.len() <= 254
-            && e.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
-            })
-            && !e.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !ok {
+        if !factoryops_types::is_email(e) {
             errors.push(FieldError::new(format!("{prefix}.emails[{i}]"), "must be an email address"));
         }
     }
     for (i, w) in whatsapp.iter().enumerate() {
-        let digits = w.strip_prefix('+').unwrap_or("");
-        if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if !factoryops_types::is_e164(w) {
             errors.push(FieldError::new(
                 format!("{prefix}.whatsapp[{i}]"),
-                "must be a phone number in E.164 form (+ and 8–15 digits)",
+                "must be a phone number in E.164 form (+, then 7–15 digits, no leading 0)",
             ));
         }
     }

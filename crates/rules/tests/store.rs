@@ -224,6 +224,30 @@ async fn restart_restores_open_alerts_and_replays_are_harmless(db: TestDatabase)
     assert_eq!(alerts.items[0].status, AlertStatus::Resolved);
 }
 
+async fn cooldown_survives_a_restart(db: TestDatabase) {
+    let database = open(&db).await;
+    let clock = ManualClock::new(0);
+    let mut body = rule_body(80.0);
+    body["cooldown_seconds"] = json!(600);
+    body["auto_resolve"] = json!(true);
+    {
+        let engine = engine(&database, &clock).await;
+        engine.create_rule(&fa(), &body, &HashSet::new()).await.unwrap();
+        let s = engine.feed(&obs(&fa(), "press-1", 1_000, 90.0)).await.unwrap();
+        assert_eq!((s.opened, s.notifications), (1, 1));
+        let s = engine.feed(&obs(&fa(), "press-1", 2_000, 10.0)).await.unwrap();
+        assert_eq!(s.resolved, 1);
+    }
+    // A new process, still inside the 10-minute cooldown: a new alert, but no new notification.
+    let engine = engine(&database, &clock).await;
+    let s = engine.feed(&obs(&fa(), "press-1", 60_000, 95.0)).await.unwrap();
+    assert_eq!((s.opened, s.notifications), (1, 0), "the cooldown held across the restart");
+    engine.feed(&obs(&fa(), "press-1", 61_000, 10.0)).await.unwrap();
+    // After the cooldown, notifications resume.
+    let s = engine.feed(&obs(&fa(), "press-1", 700_000, 95.0)).await.unwrap();
+    assert_eq!((s.opened, s.notifications), (1, 1));
+}
+
 async fn backtest_equals_live(db: TestDatabase) {
     let database = open(&db).await;
     let clock = ManualClock::new(0);
@@ -364,10 +388,14 @@ async fn backtest_equals_live(db: TestDatabase) {
 async fn timer_task_opens_for_duration_and_stale_alerts_until_shutdown(db: TestDatabase) {
     let database = open(&db).await;
     let clock = ManualClock::new(1_000_000);
-    let config = EngineConfig { tick_interval: std::time::Duration::from_millis(20), timer_grace_ms: 0 };
+    let config = EngineConfig {
+        tick_interval: std::time::Duration::from_millis(20),
+        timer_grace_ms: 0,
+        ..EngineConfig::default()
+    };
     let engine = RulesEngine::start(database.clone(), Arc::new(clock.clone()), config).await.unwrap();
     let wake = Arc::new(tokio::sync::Notify::new());
-    engine.set_outbox_wake(wake.clone());
+    engine.add_commit_wake(wake.clone());
     let body = json!({
         "name": "Silent press", "scope": {"all": true}, "condition": {"op": "stale", "seconds": 60},
         "severity": "warning", "notify": {"emails": ["ops@example.com"]}
@@ -392,5 +420,6 @@ backend_matrix!(
     rule_crud_is_tenant_scoped,
     engine_lifecycle_with_history_and_outbox,
     restart_restores_open_alerts_and_replays_are_harmless,
+    cooldown_survives_a_restart,
     backtest_equals_live,
 );

@@ -5,6 +5,9 @@
 //! skips the test with a loud message on a developer machine, and fails it in CI
 //! (`CI=true`), so CI never silently skips a backend.
 
+pub mod smtp;
+pub mod twilio;
+
 use std::path::Path;
 
 use sqlx::Connection;

@@ -71,7 +71,7 @@ async fn paging_latest_and_escaping() {
     for (i, n) in nasty.iter().enumerate() {
         protocol::push_line(&mut lines, "nasty", n, n, T0 + i as i64, Value::Float(i as f64));
     }
-    let client = reqwest::Client::new();
+    let client = factoryops_platform::http::client();
     let r = client
         .post(format!("http://127.0.0.1:{}/write?db=paging&precision=ms", server.http_port))
         .body(lines)
@@ -120,7 +120,7 @@ async fn field_type_conflict_is_not_retried() {
     let buf = tempfile::tempdir().unwrap();
     let store = InfluxStore::open(config(&server.url("conflict"), buf.path())).await.unwrap();
     // Someone else wrote `value` as a string into this shard.
-    let r = reqwest::Client::new()
+    let r = factoryops_platform::http::client()
         .post(format!("http://127.0.0.1:{}/write?db=conflict&precision=ms", server.http_port))
         .body(format!("device_metrics,device_id=m1,factory_id=f,property_name=p value=\"text\" {T0}"))
         .send()

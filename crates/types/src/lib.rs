@@ -2,9 +2,11 @@
 //! once a `FactoryId` exists, the rest of the code trusts it.
 
 mod clock;
+mod contact;
 mod ids;
 mod time;
 
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
+pub use contact::{is_e164, is_email};
 pub use ids::{DeviceId, FactoryId, IdError, PropertyName, new_id};
 pub use time::{format_rfc3339_ms, parse_rfc3339_ms};

@@ -24,6 +24,7 @@ use utoipa_axum::routes;
 use crate::auth::{CanRead, DevicesWrite, TelemetryWrite, Tenant};
 use crate::problem::{ApiJson, FieldError, Problem};
 use crate::router::AppState;
+use crate::routes::audit;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -318,6 +319,7 @@ async fn create_device(
     ApiJson(body): ApiJson<NewDevice>,
 ) -> ApiResult<Response> {
     let device = state.devices.create(&t.factory, body, now(&state)).await?;
+    audit(&state, &t, "device.created", device.id.as_str(), serde_json::json!({ "name": device.name })).await;
     Ok((StatusCode::CREATED, Json(DeviceView::from(device))).into_response())
 }
 
@@ -355,6 +357,8 @@ async fn update_device(
     if disabling && let Some(mqtt) = &state.mqtt {
         mqtt.disconnect_device(&t.factory, &id);
     }
+    audit(&state, &t, "device.updated", id.as_str(), serde_json::json!({ "name": device.name, "disabled": disabling }))
+        .await;
     Ok(Json(device.into()))
 }
 
@@ -377,6 +381,7 @@ async fn issue_credentials(
     if let Some(mqtt) = &state.mqtt {
         mqtt.disconnect_device(&t.factory, &id);
     }
+    audit(&state, &t, "device.credentials_rotated", id.as_str(), serde_json::json!({})).await;
     let body = DeviceCredentials {
         device_id: issued.device_id.to_string(),
         username: issued.username,
@@ -419,6 +424,7 @@ async fn update_property(
         .update(&t.factory, &device.id, &name, body)
         .await?
         .ok_or_else(|| Problem::not_found("no such property"))?;
+    audit(&state, &t, "property.updated", &format!("{}/{}", device.id, name), serde_json::json!({})).await;
     Ok(Json(property.into()))
 }
 

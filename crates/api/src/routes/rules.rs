@@ -6,9 +6,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use factoryops_rules::{AlertQuery, AlertStatus, BacktestDevice, RulesError, Severity};
+use factoryops_rules::{
+    Alert, AlertQuery, AlertStatus, BacktestDevice, BacktestResult, RuleSpec, RulesError, Severity, StoredRule,
+};
 use factoryops_types::{FactoryId, parse_rfc3339_ms};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,6 +18,8 @@ use utoipa_axum::routes;
 use crate::auth::{AlertsWrite, CanRead, RulesWrite, Tenant};
 use crate::problem::{ApiJson, FieldError, Problem};
 use crate::router::AppState;
+use crate::routes::audit;
+use serde_json::json;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,21 +56,68 @@ pub struct PageQuery {
     pub cursor: Option<String>,
 }
 
+/// The time range of a backtest (at most 366 days).
 #[derive(Deserialize, ToSchema)]
 pub struct BacktestRange {
     /// RFC 3339, inclusive.
+    #[schema(format = DateTime)]
     pub from: String,
     /// RFC 3339, exclusive.
+    #[schema(format = DateTime)]
     pub to: String,
 }
 
+/// A draft rule and the time range to backtest it over.
 #[derive(Deserialize, ToSchema)]
 pub struct DraftBacktest {
-    /// A rule body as for `POST /rules`, not saved.
-    #[schema(value_type = Object)]
+    /// A rule body as for `POST /rules`, not saved. Kept as JSON here so that the rule
+    /// parser reports bad fields by path (`rule.condition.all[1].op`).
+    #[schema(value_type = RuleSpec)]
     pub rule: serde_json::Value,
+    /// RFC 3339, inclusive.
+    #[schema(format = DateTime)]
     pub from: String,
+    /// RFC 3339, exclusive.
+    #[schema(format = DateTime)]
     pub to: String,
+}
+
+/// A page of rules: `next_cursor` is set when more follow.
+#[derive(Serialize, ToSchema)]
+pub struct RulePage {
+    pub items: Vec<StoredRule>,
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// A page of the alert inbox (without `history`): `next_cursor` is set when more follow.
+#[derive(Serialize, ToSchema)]
+pub struct AlertPage {
+    pub items: Vec<Alert>,
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Something worth telling the author that does not make the rule invalid (e.g. a property
+/// the factory has never seen). Documents `factoryops_rules::Warning`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RuleWarning)]
+#[allow(dead_code)] // schema only: the response serialises `factoryops_rules::Warning`
+struct RuleWarningDoc {
+    /// The path of the field, as in validation errors (`condition.all[0].property`).
+    field: String,
+    message: String,
+}
+
+/// A rule as created or replaced: the stored rule plus the validation warnings.
+/// Documents `factoryops_rules::RuleWithWarnings`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RuleWithWarnings)]
+#[allow(dead_code)] // schema only: the response serialises `factoryops_rules::RuleWithWarnings`
+struct RuleWithWarningsDoc {
+    #[serde(flatten)]
+    rule: StoredRule,
+    warnings: Vec<RuleWarningDoc>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -85,6 +136,7 @@ pub struct AlertParams {
     pub cursor: Option<String>,
 }
 
+/// An optional note, kept in the alert's history.
 #[derive(Deserialize, ToSchema, Default)]
 pub struct AlertNote {
     #[serde(default)]
@@ -112,20 +164,22 @@ fn time(field: &str, text: &str) -> ApiResult<i64> {
 /// The rules of this factory.
 #[utoipa::path(get, path = "/api/v1/factories/{factory_id}/rules", tag = "rules",
     params(("factory_id" = String, Path), PageQuery), security(("bearer" = [])),
-    responses((status = 200, description = "`{items: [rule], next_cursor}`")))]
+    responses((status = 200, body = RulePage)))]
 async fn list_rules(
     State(state): State<AppState>,
     t: Tenant<CanRead>,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Response> {
-    Ok(Json(state.rules.store().list_rules(&t.factory, q.limit, q.cursor.as_deref()).await?).into_response())
+    let page = state.rules.store().list_rules(&t.factory, q.limit, q.cursor.as_deref()).await?;
+    Ok(Json(RulePage { items: page.items, next_cursor: page.next_cursor }).into_response())
 }
 
 /// Creates a rule (`rules:write`). Unknown properties are allowed and reported in `warnings`.
 #[utoipa::path(post, path = "/api/v1/factories/{factory_id}/rules", tag = "rules",
     params(("factory_id" = String, Path)), security(("bearer" = [])),
-    request_body(content = Object, description = "a rule, see API.md and crates/rules/README.md"),
-    responses((status = 201, description = "the rule with `id`, `created_at`, `updated_at`, `warnings`"), (status = 422, body = Problem)))]
+    request_body(content = RuleSpec, description = "a rule, see crates/rules/README.md"),
+    responses((status = 201, body = RuleWithWarningsDoc, description = "the rule with `id`, `created_at`, `updated_at`, `warnings`"),
+        (status = 422, body = Problem)))]
 async fn create_rule(
     State(state): State<AppState>,
     t: Tenant<RulesWrite>,
@@ -133,13 +187,14 @@ async fn create_rule(
 ) -> ApiResult<Response> {
     let known = known_properties(&state, &t.factory).await?;
     let rule = state.rules.create_rule(&t.factory, &body, &known).await?;
+    audit(&state, &t, "rule.created", &rule.rule.id, json!({ "name": rule.rule.spec.name })).await;
     Ok((StatusCode::CREATED, Json(rule)).into_response())
 }
 
 /// One rule.
 #[utoipa::path(get, path = "/api/v1/factories/{factory_id}/rules/{rule_id}", tag = "rules",
     params(("factory_id" = String, Path), ("rule_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "the rule"), (status = 404, body = Problem)))]
+    responses((status = 200, body = StoredRule), (status = 404, body = Problem)))]
 async fn get_rule(
     State(state): State<AppState>,
     t: Tenant<CanRead>,
@@ -151,8 +206,9 @@ async fn get_rule(
 /// Replaces a rule (`rules:write`); its evaluation state restarts.
 #[utoipa::path(put, path = "/api/v1/factories/{factory_id}/rules/{rule_id}", tag = "rules",
     params(("factory_id" = String, Path), ("rule_id" = String, Path)), security(("bearer" = [])),
-    request_body(content = Object, description = "a rule"),
-    responses((status = 200, description = "the rule with `warnings`"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    request_body(content = RuleSpec, description = "a rule"),
+    responses((status = 200, body = RuleWithWarningsDoc, description = "the rule with `warnings`"), (status = 404, body = Problem),
+        (status = 422, body = Problem)))]
 async fn replace_rule(
     State(state): State<AppState>,
     t: Tenant<RulesWrite>,
@@ -160,7 +216,16 @@ async fn replace_rule(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Response> {
     let known = known_properties(&state, &t.factory).await?;
-    Ok(Json(state.rules.update_rule(&t.factory, &ids.1, &body, &known).await?).into_response())
+    let rule = state.rules.update_rule(&t.factory, &ids.1, &body, &known).await?;
+    audit(
+        &state,
+        &t,
+        "rule.updated",
+        &ids.1,
+        json!({ "name": rule.rule.spec.name, "enabled": rule.rule.spec.enabled }),
+    )
+    .await;
+    Ok(Json(rule).into_response())
 }
 
 /// Deletes a rule (`rules:write`); its alerts are kept.
@@ -173,6 +238,7 @@ async fn delete_rule(
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     state.rules.delete_rule(&t.factory, &ids.1).await?;
+    audit(&state, &t, "rule.deleted", &ids.1, json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -197,7 +263,8 @@ async fn backtest_devices(state: &AppState, factory: &FactoryId) -> ApiResult<Ve
 /// resolved. No side effects; same input, same output.
 #[utoipa::path(post, path = "/api/v1/factories/{factory_id}/rules/{rule_id}/backtest", tag = "rules",
     params(("factory_id" = String, Path), ("rule_id" = String, Path)), request_body = BacktestRange, security(("bearer" = [])),
-    responses((status = 200, description = "the would-be alerts"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = BacktestResult, description = "the would-be alerts"), (status = 404, body = Problem),
+        (status = 422, body = Problem)))]
 async fn backtest_rule(
     State(state): State<AppState>,
     t: Tenant<CanRead>,
@@ -213,7 +280,7 @@ async fn backtest_rule(
 /// Backtests a draft rule before saving it.
 #[utoipa::path(post, path = "/api/v1/factories/{factory_id}/rules/backtest", tag = "rules",
     params(("factory_id" = String, Path)), request_body = DraftBacktest, security(("bearer" = [])),
-    responses((status = 200, description = "the would-be alerts"), (status = 422, body = Problem)))]
+    responses((status = 200, body = BacktestResult, description = "the would-be alerts"), (status = 422, body = Problem)))]
 async fn backtest_draft(
     State(state): State<AppState>,
     t: Tenant<CanRead>,
@@ -229,7 +296,7 @@ async fn backtest_draft(
 /// The alert inbox, newest first.
 #[utoipa::path(get, path = "/api/v1/factories/{factory_id}/alerts", tag = "alerts",
     params(("factory_id" = String, Path), AlertParams), security(("bearer" = [])),
-    responses((status = 200, description = "`{items: [alert], next_cursor}`"), (status = 422, body = Problem)))]
+    responses((status = 200, body = AlertPage), (status = 422, body = Problem)))]
 async fn list_alerts(
     State(state): State<AppState>,
     t: Tenant<CanRead>,
@@ -259,13 +326,14 @@ async fn list_alerts(
         cursor: q.cursor,
         limit: q.limit,
     };
-    Ok(Json(state.rules.store().list_alerts(&t.factory, &query).await?).into_response())
+    let page = state.rules.store().list_alerts(&t.factory, &query).await?;
+    Ok(Json(AlertPage { items: page.items, next_cursor: page.next_cursor }).into_response())
 }
 
 /// One alert with its history.
 #[utoipa::path(get, path = "/api/v1/factories/{factory_id}/alerts/{alert_id}", tag = "alerts",
     params(("factory_id" = String, Path), ("alert_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "the alert with `history`"), (status = 404, body = Problem)))]
+    responses((status = 200, body = Alert, description = "the alert with `history`"), (status = 404, body = Problem)))]
 async fn get_alert(
     State(state): State<AppState>,
     t: Tenant<CanRead>,
@@ -277,7 +345,7 @@ async fn get_alert(
 /// open → acknowledged (`alerts:write`).
 #[utoipa::path(post, path = "/api/v1/factories/{factory_id}/alerts/{alert_id}/acknowledge", tag = "alerts",
     params(("factory_id" = String, Path), ("alert_id" = String, Path)), request_body = AlertNote, security(("bearer" = [])),
-    responses((status = 200, description = "the alert"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = Alert, description = "the alert"), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn acknowledge_alert(
     State(state): State<AppState>,
     t: Tenant<AlertsWrite>,
@@ -286,13 +354,14 @@ async fn acknowledge_alert(
 ) -> ApiResult<Response> {
     let note = body.note;
     let alert = state.rules.acknowledge(&t.factory, &ids.1, &t.principal.actor(), note.as_deref()).await?;
+    audit(&state, &t, "alert.acknowledged", &ids.1, json!({ "note": note })).await;
     Ok(Json(alert).into_response())
 }
 
 /// → resolved (`alerts:write`).
 #[utoipa::path(post, path = "/api/v1/factories/{factory_id}/alerts/{alert_id}/resolve", tag = "alerts",
     params(("factory_id" = String, Path), ("alert_id" = String, Path)), request_body = AlertNote, security(("bearer" = [])),
-    responses((status = 200, description = "the alert"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = Alert, description = "the alert"), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn resolve_alert(
     State(state): State<AppState>,
     t: Tenant<AlertsWrite>,
@@ -301,5 +370,6 @@ async fn resolve_alert(
 ) -> ApiResult<Response> {
     let note = body.note;
     let alert = state.rules.resolve(&t.factory, &ids.1, &t.principal.actor(), note.as_deref()).await?;
+    audit(&state, &t, "alert.resolved", &ids.1, json!({ "note": note })).await;
     Ok(Json(alert).into_response())
 }

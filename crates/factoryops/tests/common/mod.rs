@@ -2,6 +2,8 @@
 //! database per test (SQLite file or a throw-away MariaDB database).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod binary;
+
 use std::sync::Arc;
 
 use factoryops::{Components, Server, start};
@@ -47,15 +49,19 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: TestDatabase, config: Config) -> Self {
+        Self::spawn_components(db, config, Components::all()).await
+    }
+
+    pub async fn spawn_components(db: TestDatabase, config: Config, components: Components) -> Self {
         let clock = OffsetClock::new();
-        let server = start(config, Components::all(), Arc::new(clock.clone())).await.expect("server starts");
+        let server = start(config, components, Arc::new(clock.clone())).await.expect("server starts");
         let addr = server.http_addr().expect("http is bound");
         let mqtt_port = server.mqtt_addr().expect("mqtt is bound").port();
         Self {
             base: format!("http://{addr}"),
             clock,
             mqtt_port,
-            client: reqwest::Client::new(),
+            client: factoryops_platform::http::client(),
             db,
             server: Some(server),
         }

@@ -115,15 +115,8 @@ struct Endpoint {
 fn parse_endpoint(raw: &str) -> Result<Endpoint, TsdbError> {
     let bad = |why: &str| TsdbError::Unavailable(format!("invalid influxdb url {}: {why}", redact(raw)));
     let mut u = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
-    if u.scheme() == "https" {
-        // The workspace builds reqwest without a TLS backend; fail loudly at start rather
-        // than buffering forever on a connector error.
-        return Err(bad(
-            "https is not supported yet (no TLS backend is compiled in); use http or a TLS-terminating proxy",
-        ));
-    }
-    if u.scheme() != "http" || u.host_str().is_none() {
-        return Err(bad("expected http://host:port/?db=…"));
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(bad("expected http(s)://host:port/?db=…"));
     }
     let (mut db, mut rp, mut token, mut user, mut pass) = (None, None, None, None, None);
     for (k, v) in u.query_pairs() {
@@ -239,7 +232,7 @@ impl InfluxStore {
     /// logged) and starts the background replay of buffered batches. Needs a tokio runtime.
     pub async fn open(config: InfluxConfig) -> Result<Self, TsdbError> {
         let ep = parse_endpoint(&config.url)?;
-        let http = reqwest::Client::builder()
+        let http = factoryops_platform::http::client_builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .build()
@@ -741,7 +734,7 @@ mod tests {
         let e = parse_endpoint("http://us%40er:p%3Ass%2Bw+d@h:8086/influx?db=x").unwrap();
         assert_eq!(e.query_url.as_str(), "http://h:8086/influx/query");
         assert!(matches!(e.auth, Auth::Basic(ref u, ref p) if u == "us@er" && p == "p:ss+w+d"), "{}", e.shown);
-        assert!(parse_endpoint("https://h/?db=x").is_err(), "no TLS backend yet");
+        assert!(parse_endpoint("https://h/?db=x").is_ok(), "https via rustls");
         let e = parse_endpoint("http://h/?u=a&p=b&rp=raw").unwrap();
         assert!(matches!(e.auth, Auth::Basic(ref u, ref p) if u == "a" && p == "b"));
         assert_eq!((e.db.as_str(), e.rp.as_deref()), ("factoryops", Some("raw")));
