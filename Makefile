@@ -49,9 +49,12 @@ web:
 	cd web && npm ci --no-audit --no-fund && npm run build
 
 ## Vitest unit tests, then Playwright (Debian's /usr/bin/chromium) against the debug binary.
+# The e2e needs target/debug/factoryops. `cargo test --no-run` builds it with the same
+# features as `make test-rust` (a no-op right after it); `cargo build -p factoryops`
+# would compile a second variant of half the workspace.
 test-web: web
 	cd web && npm test
-	$(CARGO) build -p factoryops
+	$(CARGO) test --workspace --no-run --quiet
 	cd web && npm run e2e
 
 openapi:

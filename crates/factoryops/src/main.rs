@@ -8,6 +8,13 @@ use factoryops_platform::Config;
 use factoryops_platform::config::CONFIG_FILE_ENV;
 use factoryops_types::SystemClock;
 
+// The process-wide allocator is the one unavoidable global: under MQTT load glibc malloc
+// took ~35 % of the server's CPU and jemalloc halved the CPU per message
+// (crates/ingest/BENCHMARKS.md, runs with LD_PRELOAD).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// FactoryOps: industrial energy intelligence, one binary.
 #[derive(Parser)]
 #[command(name = "factoryops", version, about)]
