@@ -22,7 +22,8 @@ build:
 	$(CARGO) build --release -p factoryops
 
 ## Everything CI runs.
-test: test-deps lint test-rust test-web fuzz-smoke
+# The portal is built before the Rust tests so the binary they build embeds it (test-web reuses that binary).
+test: test-deps lint web test-rust test-web fuzz-smoke
 
 test-deps:
 	@scripts/test-deps.sh
@@ -51,9 +52,12 @@ web:
 ## Vitest unit tests, then Playwright (Debian's /usr/bin/chromium) against the debug binary.
 # The e2e needs target/debug/factoryops. `cargo test --no-run` builds it with the same
 # features as `make test-rust` (a no-op right after it); `cargo build -p factoryops`
-# would compile a second variant of half the workspace.
+# would compile a second variant of half the workspace. A binary built before web/dist
+# existed embeds nothing: touching web.rs makes cargo embed the portal again.
 test-web: web
 	cd web && npm test
+	bin="$${CARGO_TARGET_DIR:-target}/debug/factoryops"; \
+	  if [[ -f "$$bin" && web/dist/index.html -nt "$$bin" ]]; then touch crates/api/src/web.rs; fi
 	$(CARGO) test --workspace --no-run --quiet
 	cd web && npm run e2e
 
