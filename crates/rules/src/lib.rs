@@ -77,13 +77,4 @@ impl RulesError {
     }
 }
 
-pub(crate) fn ser_time<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&factoryops_types::format_rfc3339_ms(*ms))
-}
-
-pub(crate) fn ser_opt_time<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&factoryops_types::format_rfc3339_ms(*ms)),
-        None => s.serialize_none(),
-    }
-}
+pub(crate) use factoryops_types::{ser_opt_time, ser_time};

@@ -9,4 +9,4 @@ mod time;
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use contact::{is_e164, is_email};
 pub use ids::{DeviceId, FactoryId, IdError, PropertyName, new_id};
-pub use time::{format_rfc3339_ms, parse_rfc3339_ms};
+pub use time::{format_rfc3339_ms, parse_rfc3339_ms, ser_opt_time, ser_time};

@@ -12,6 +12,19 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
 }
 
+/// `#[serde(serialize_with = "…")]` for Unix-ms fields shown as RFC 3339 in JSON.
+pub fn ser_time<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_rfc3339_ms(*ms))
+}
+
+/// [`ser_time`] for optional times (`null` when unset).
+pub fn ser_opt_time<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&format_rfc3339_ms(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
