@@ -941,33 +941,34 @@ impl RulesStore {
                     let event_key = format!("notify:{id}:{}:{}", n.kind.as_str(), n.at_ms);
                     outbox::append(&self.db, &mut tx, Some(factory), topics::ALERTS, &event_key, &payload, now_ms)
                         .await?;
-                    let row = sqlx::query("SELECT rule_name, value FROM alerts WHERE factory_id = ? AND id = ?")
-                        .bind(factory.as_str())
-                        .bind(&id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let rule_name: String = row.try_get("rule_name")?;
-                    let recipients = Recipients {
-                        users: n.targets.users.clone(),
-                        emails: n.targets.emails.clone(),
-                        whatsapp: n.targets.whatsapp.clone(),
-                    };
-                    let notice = AlertNotice {
-                        factory_id: factory,
-                        alert_id: &id,
-                        event_key: &event_key,
-                        kind: n.kind.as_str(),
-                        rule_name: &rule_name,
-                        device_id: alert.device_id.as_str(),
-                        severity: n.severity.as_str(),
-                        message: &n.message,
-                        value: row.try_get("value")?,
-                        at_ms: n.at_ms,
-                        by: None,
-                        note: None,
-                        recipients: &recipients,
-                    };
+                    // Notification rows need the alert's name and value; without a notifier, skip the read.
                     if let (Some(notifier), Some(audience)) = (&self.notifier, audiences.get(factory)) {
+                        let row = sqlx::query("SELECT rule_name, value FROM alerts WHERE factory_id = ? AND id = ?")
+                            .bind(factory.as_str())
+                            .bind(&id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        let rule_name: String = row.try_get("rule_name")?;
+                        let recipients = Recipients {
+                            users: n.targets.users.clone(),
+                            emails: n.targets.emails.clone(),
+                            whatsapp: n.targets.whatsapp.clone(),
+                        };
+                        let notice = AlertNotice {
+                            factory_id: factory,
+                            alert_id: &id,
+                            event_key: &event_key,
+                            kind: n.kind.as_str(),
+                            rule_name: &rule_name,
+                            device_id: alert.device_id.as_str(),
+                            severity: n.severity.as_str(),
+                            message: &n.message,
+                            value: row.try_get("value")?,
+                            at_ms: n.at_ms,
+                            by: None,
+                            note: None,
+                            recipients: &recipients,
+                        };
                         summary.deliveries +=
                             notifier.enqueue_alert(&self.db, &mut tx, audience, &notice, now_ms).await?;
                     }
