@@ -47,7 +47,7 @@ pub async fn relay_once(db: &Database, bus: &dyn EventBus, limit: i64, now_ms: i
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
-    let mut published = 0;
+    let mut published_seqs = Vec::new();
     for row in rows {
         let seq: i64 = row.try_get("seq")?;
         let factory: Option<String> = row.try_get("factory_id")?;
@@ -66,14 +66,23 @@ pub async fn relay_once(db: &Database, bus: &dyn EventBus, limit: i64, now_ms: i
             tracing::warn!(error = %e, "outbox relay: bus unavailable, will retry");
             break;
         }
-        sqlx::query("UPDATE outbox SET published_at = ? WHERE seq = ?")
-            .bind(now_ms)
-            .bind(seq)
-            .execute(db.pool())
-            .await?;
-        published += 1;
+        published_seqs.push(seq);
     }
-    Ok(published)
+    // One UPDATE for the whole run: an UPDATE per row took SQLite's single write lock once
+    // per event, competing with alert commits. The ids are listed, not a `seq <=` range:
+    // on MySQL a lower seq may commit after a higher one was read.
+    if !published_seqs.is_empty() {
+        let sql =
+            format!("UPDATE outbox SET published_at = ? WHERE seq IN ({})", vec!["?"; published_seqs.len()].join(", "));
+        // Only placeholders are interpolated; values are bound.
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_ms);
+        for seq in &published_seqs {
+            query = query.bind(*seq);
+        }
+        let _turn = db.write_turn().await;
+        query.execute(db.pool()).await?;
+    }
+    Ok(published_seqs.len())
 }
 
 /// Runs the relay until shutdown; `wake` lets writers nudge it instead of waiting for the poll.

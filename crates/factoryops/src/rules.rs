@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use factoryops_ingest::{DeviceFilter, DeviceRegistry};
-use factoryops_platform::bus::{EventBus, topics};
+use factoryops_platform::bus::EventBus;
 use factoryops_platform::shutdown::Shutdown;
 use factoryops_rules::{Observation, RulesEngine};
 use factoryops_tsdb::TelemetryStore;
@@ -44,6 +44,60 @@ async fn device_type_of(
     }
 }
 
+/// Device types by device, read once and refreshed in the background when stale: with
+/// 10k devices first seen together, refreshing inline made the consumer stall for seconds
+/// every TTL (10k sequential queries), and ingestion with it.
+#[derive(Clone)]
+struct DeviceTypes {
+    devices: DeviceRegistry,
+    clock: Arc<dyn Clock>,
+    cache: Arc<parking_lot::Mutex<HashMap<(FactoryId, DeviceId), CachedType>>>,
+}
+
+impl DeviceTypes {
+    async fn get(&self, factory: &FactoryId, device: &DeviceId) -> Option<String> {
+        let now = self.clock.now_ms();
+        let key = (factory.clone(), device.clone());
+        let cached = self.cache.lock().get_mut(&key).map(|c| {
+            let stale = now - c.read_at >= DEVICE_TYPE_TTL_MS && !c.refreshing;
+            c.refreshing |= stale;
+            (c.device_type.clone(), stale)
+        });
+        match cached {
+            Some((device_type, stale)) => {
+                if stale {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let read = device_type_of(&this.devices, &key).await;
+                        let mut cache = this.cache.lock();
+                        if let Some(cached) = cache.get_mut(&key) {
+                            // On a failed read keep the old type and retry after the TTL.
+                            if let Ok(t) = read {
+                                cached.device_type = t;
+                            }
+                            cached.read_at = this.clock.now_ms();
+                            cached.refreshing = false;
+                        }
+                    });
+                }
+                device_type
+            }
+            None => {
+                let device_type = device_type_of(&self.devices, &key).await.unwrap_or(None);
+                let mut cache = self.cache.lock();
+                if cache.len() > 100_000 {
+                    cache.clear();
+                }
+                cache.insert(key, CachedType { device_type: device_type.clone(), read_at: now, refreshing: false });
+                device_type
+            }
+        }
+    }
+}
+
+/// Telemetry batches waiting for the evaluator (each holds one group commit's messages).
+const QUEUED_BATCHES: usize = 256;
+
 /// A durable subscriber: a slow evaluator slows ingestion's publishing, it never loses events.
 /// It subscribes first, then replays, so nothing published meanwhile is missed.
 pub fn spawn_consumer(
@@ -54,68 +108,27 @@ pub fn spawn_consumer(
     shutdown: Shutdown,
     replay: Replay,
 ) -> tokio::task::JoinHandle<()> {
-    let mut subscription = bus.subscribe(topics::TELEMETRY, 4096);
+    let mut subscription = bus.subscribe_telemetry(QUEUED_BATCHES);
     tokio::spawn(async move {
         let replayed = replay_latest(&engine, &devices, &replay, clock.now_ms()).await;
         tracing::info!(observations = replayed, "rules: latest values re-evaluated after start");
-        // Device types are read once per device, then refreshed in the background when
-        // stale: with 10k devices first seen together, refreshing inline made the consumer
-        // stall for seconds every TTL (10k sequential queries), and ingestion with it.
-        let types: Arc<parking_lot::Mutex<HashMap<(FactoryId, DeviceId), CachedType>>> = Arc::default();
+        let types = DeviceTypes { devices, clock, cache: Arc::default() };
+        let mut observations = Vec::new();
         loop {
             let delivery = tokio::select! {
                 d = subscription.next() => d,
                 _ = shutdown.triggered() => return,
             };
             let Some(delivery) = delivery else { return };
-            let event = &delivery.event;
-            let device = event.payload["device_id"].as_str().and_then(|d| DeviceId::parse(d).ok());
-            let device_type = match (&event.factory_id, device) {
-                (Some(factory), Some(device)) => {
-                    let now = clock.now_ms();
-                    let key = (factory.clone(), device);
-                    let cached = types.lock().get_mut(&key).map(|c| {
-                        let stale = now - c.read_at >= DEVICE_TYPE_TTL_MS && !c.refreshing;
-                        c.refreshing |= stale;
-                        (c.device_type.clone(), stale)
-                    });
-                    match cached {
-                        Some((t, stale)) => {
-                            if stale {
-                                let (types, devices, clock) = (types.clone(), devices.clone(), clock.clone());
-                                tokio::spawn(async move {
-                                    let read = device_type_of(&devices, &key).await;
-                                    let mut types = types.lock();
-                                    if let Some(cached) = types.get_mut(&key) {
-                                        // On a failed read keep the old type and retry after the TTL.
-                                        if let Ok(t) = read {
-                                            cached.device_type = t;
-                                        }
-                                        cached.read_at = clock.now_ms();
-                                        cached.refreshing = false;
-                                    }
-                                });
-                            }
-                            t
-                        }
-                        None => {
-                            let t = device_type_of(&devices, &key).await.unwrap_or(None);
-                            let mut types = types.lock();
-                            if types.len() > 100_000 {
-                                types.clear();
-                            }
-                            types.insert(key, CachedType { device_type: t.clone(), read_at: now, refreshing: false });
-                            t
-                        }
-                    }
-                }
-                _ => None,
-            };
-            for observation in Observation::from_telemetry_event(event, device_type) {
-                if let Err(e) = engine.feed(&observation).await {
-                    tracing::error!(error = %e, factory_id = %observation.factory_id, "rule evaluation failed");
-                }
+            let batch = &delivery.event;
+            for message in &batch.messages {
+                let device_type = types.get(&batch.factory_id, &message.device_id).await;
+                observations.push(Observation::from_message(&batch.factory_id, message, device_type));
             }
+            if let Err(e) = engine.feed_all(&observations).await {
+                tracing::error!(error = %e, factory_id = %batch.factory_id, "rule evaluation failed");
+            }
+            observations.clear();
             delivery.ack().await;
         }
     })

@@ -18,9 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::BytesMut;
 use parking_lot::Mutex;
-use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::mqttbytes::Error as MqttError;
+use rumqttc::mqttbytes::v4 as mqtt;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -438,6 +442,53 @@ fn payload(count: usize, step: u64, phase: f64, bad: bool) -> String {
     out
 }
 
+/// Why a device's CONNECT failed.
+enum ConnectFailure {
+    /// CONNACK with a refusal (e.g. the server's CONNECT rate limit): retry later.
+    Refused(mqtt::ConnectReturnCode),
+    Other(anyhow::Error),
+}
+
+/// TCP connect, CONNECT, CONNACK.
+async fn connect(
+    host: &str,
+    port: u16,
+    device: &Device,
+    keep_alive_secs: u16,
+) -> Result<(tokio::net::TcpStream, BytesMut), ConnectFailure> {
+    let other = |e: anyhow::Error| ConnectFailure::Other(e);
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await.context("TCP connect").map_err(other)?;
+    stream.set_nodelay(true).context("TCP_NODELAY").map_err(other)?;
+    let mut connect = mqtt::Connect::new(device.client_id.as_str());
+    connect.keep_alive = keep_alive_secs;
+    if let Some((username, secret)) = &device.credentials {
+        connect.set_login(username.as_str(), secret.as_str());
+    }
+    let mut out = BytesMut::new();
+    mqtt::Packet::Connect(connect).write(&mut out, MAX_PACKET).context("encode CONNECT").map_err(other)?;
+    stream.write_all(&out).await.context("send CONNECT").map_err(other)?;
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        match mqtt::Packet::read(&mut buf, MAX_PACKET) {
+            Ok(mqtt::Packet::ConnAck(ack)) if ack.code == mqtt::ConnectReturnCode::Success => return Ok((stream, buf)),
+            Ok(mqtt::Packet::ConnAck(ack)) => return Err(ConnectFailure::Refused(ack.code)),
+            Ok(packet) => return Err(other(anyhow::anyhow!("expected CONNACK, got {packet:?}"))),
+            Err(MqttError::InsufficientBytes(_)) => {}
+            Err(e) => return Err(other(anyhow::anyhow!("bad CONNACK: {e}"))),
+        }
+        if stream.read_buf(&mut buf).await.context("read CONNACK").map_err(other)? == 0 {
+            return Err(other(anyhow::anyhow!("connection closed before CONNACK")));
+        }
+    }
+}
+
+const MAX_PACKET: usize = 1 << 20;
+const KEEP_ALIVE_SECS: u16 = 60;
+
+/// One simulated device: its own MQTT connection, driven directly with rumqttc's MQTT 3.1.1
+/// codec (no client event loop per device: at 10k devices and tens of thousands of
+/// messages per second the simulator shares the machine with the server it measures).
+/// Publishes every `1/rate` s while fewer than `--inflight` QoS 1 messages are unacknowledged.
 async fn device_loop(
     index: usize,
     device: Device,
@@ -447,27 +498,20 @@ async fn device_loop(
     mut go: Go,
     totals: &Totals,
 ) -> anyhow::Result<()> {
-    let mut options = MqttOptions::new(device.client_id, host, port);
-    if let Some((username, secret)) = device.credentials {
-        options.set_credentials(username, secret);
-    }
-    options.set_keep_alive(Duration::from_secs(60));
-    options.set_inflight(args.inflight.max(1));
-    let (client, mut events) = AsyncClient::new(options, 128);
     let qos = if args.qos == 1 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     let phase = index as f64 * 0.37;
     let bad_every = if args.bad_ratio > 0.0 { (1.0 / args.bad_ratio).round().max(1.0) as u64 } else { 0 };
     let duration = Duration::from_secs(args.duration);
+    let max_inflight = usize::from(args.inflight.max(1));
 
     // Pace the fleet's CONNECTs.
     tokio::time::sleep(Duration::from_secs_f64(index as f64 / args.connect_rate)).await;
     let mut backoff = Duration::from_millis(250);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
-            Ok(Ok(_)) => {}
-            Ok(Err(ConnectionError::ConnectionRefused(code))) => {
+    let (stream, mut buf) = loop {
+        match tokio::time::timeout(Duration::from_secs(30), connect(host, port, &device, KEEP_ALIVE_SECS)).await {
+            Ok(Ok(connected)) => break connected,
+            Ok(Err(ConnectFailure::Refused(code))) => {
                 // E.g. the server's CONNECT rate limit: come back later, like a real device.
                 totals.connect_retries.fetch_add(1, Ordering::Relaxed);
                 if backoff > Duration::from_secs(20) {
@@ -477,99 +521,119 @@ async fn device_loop(
                 tokio::time::sleep(backoff.mul_f64(1.0 + jitter)).await;
                 backoff *= 2;
             }
-            Ok(Err(e)) => return Err(e).context("mqtt connect"),
+            Ok(Err(ConnectFailure::Other(e))) => return Err(e).context("mqtt connect"),
             Err(_) => bail!("no CONNACK within 30 s"),
         }
-    }
-    totals.connected.fetch_add(1, Ordering::Relaxed);
-
-    let publisher = {
-        let client = client.clone();
-        let count = args.properties;
-        let topic = device.topic.clone();
-        let mut go = go.clone();
-        tokio::spawn(async move {
-            let Ok(start) = go.wait_for(Option::is_some).await.map(|s| s.unwrap_or_else(Instant::now)) else {
-                return;
-            };
-            let deadline = tokio::time::Instant::from_std(start + duration);
-            // Spread the fleet over the first interval instead of bursting together.
-            let spread = tokio::time::Instant::now() + interval.mul_f64((index % 1000) as f64 / 1000.0);
-            tokio::time::sleep_until(spread.min(deadline)).await;
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut step = 0u64;
-            loop {
-                // A slow rate (interval longer than the window) must still end at the deadline.
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                step += 1;
-                let bad = bad_every > 0 && step.is_multiple_of(bad_every);
-                if client.publish(&topic, qos, false, payload(count, step, phase, bad)).await.is_err() {
-                    break;
-                }
-            }
-        })
     };
-    let mut sent_at = std::collections::HashMap::new();
-    let mut local = Vec::new();
-    let mut disconnecting = false;
-    loop {
-        let deadline = (*go.borrow_and_update()).map(|start| start + duration);
-        // After the deadline: wait for the outstanding PUBACKs (at most 5 s), then leave.
-        if let Some(deadline) = deadline
-            && !disconnecting
-            && Instant::now() >= deadline
-            && publisher.is_finished()
-            && (sent_at.is_empty() || Instant::now() >= deadline + Duration::from_secs(5))
-        {
-            disconnecting = true;
-            let _ = client.try_disconnect();
+    totals.connected.fetch_add(1, Ordering::Relaxed);
+    let (mut read, mut write) = stream.into_split();
+    let mut out = BytesMut::with_capacity(512);
+    let ping_every = Duration::from_secs(u64::from(KEEP_ALIVE_SECS) / 2);
+    let mut last_sent = tokio::time::Instant::now();
+
+    // Idle (keeping the connection alive) until the whole fleet is connected.
+    let start = loop {
+        tokio::select! {
+            started = async { go.wait_for(Option::is_some).await.ok().and_then(|s| *s) } => {
+                break started.unwrap_or_else(Instant::now);
+            }
+            _ = tokio::time::sleep_until(last_sent + ping_every) => {
+                mqtt::Packet::PingReq.write(&mut out, MAX_PACKET)?;
+                write.write_all(&out).await.context("send PINGREQ")?;
+                out.clear();
+                last_sent = tokio::time::Instant::now();
+            }
+            n = read.read_buf(&mut buf) => {
+                if n.context("read")? == 0 {
+                    bail!("connection closed by the server");
+                }
+                buf.clear(); // PINGRESP
+            }
         }
-        let polled = match tokio::time::timeout(Duration::from_millis(500), events.poll()).await {
-            Ok(polled) => polled,
-            Err(_) => continue,
-        };
-        match polled {
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                totals.sent.fetch_add(1, Ordering::Relaxed);
-                if qos == QoS::AtMostOnce {
-                    totals.acked.fetch_add(1, Ordering::Relaxed);
-                    if deadline.is_none_or(|d| Instant::now() < d) {
-                        totals.acked_in_window.fetch_add(1, Ordering::Relaxed);
+    };
+    let deadline = tokio::time::Instant::from_std(start + duration);
+    let drain_deadline = deadline + Duration::from_secs(5);
+    // Spread the fleet over the first interval instead of bursting together.
+    let spread = tokio::time::Instant::now() + interval.mul_f64((index % 1000) as f64 / 1000.0);
+    let mut ticker = tokio::time::interval_at(spread.min(deadline), interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let mut sent_at: std::collections::HashMap<u16, Instant> = std::collections::HashMap::with_capacity(max_inflight);
+    let mut latencies = Vec::new();
+    let mut next_pkid: u16 = 0;
+    let mut step = 0u64;
+    let mut publishing = true;
+    let result: anyhow::Result<()> = async {
+        loop {
+            if !publishing && (sent_at.is_empty() || tokio::time::Instant::now() >= drain_deadline) {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = ticker.tick(), if publishing && sent_at.len() < max_inflight => {
+                    if tokio::time::Instant::now() >= deadline {
+                        publishing = false;
+                        continue;
                     }
-                } else {
-                    sent_at.insert(pkid, Instant::now());
+                    step += 1;
+                    let bad = bad_every > 0 && step.is_multiple_of(bad_every);
+                    let mut publish = mqtt::Publish::new(device.topic.as_str(), qos, payload(args.properties, step, phase, bad));
+                    if qos == QoS::AtLeastOnce {
+                        next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+                        while sent_at.contains_key(&next_pkid) {
+                            next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+                        }
+                        publish.pkid = next_pkid;
+                    }
+                    mqtt::Packet::Publish(publish).write(&mut out, MAX_PACKET)?;
+                    write.write_all(&out).await.context("send PUBLISH")?;
+                    out.clear();
+                    last_sent = tokio::time::Instant::now();
+                    totals.sent.fetch_add(1, Ordering::Relaxed);
+                    if qos == QoS::AtMostOnce {
+                        totals.acked.fetch_add(1, Ordering::Relaxed);
+                        totals.acked_in_window.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        sent_at.insert(next_pkid, Instant::now());
+                    }
                 }
-            }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                totals.acked.fetch_add(1, Ordering::Relaxed);
-                if deadline.is_none_or(|d| Instant::now() < d) {
-                    totals.acked_in_window.fetch_add(1, Ordering::Relaxed);
+                _ = tokio::time::sleep_until(deadline), if publishing => publishing = false,
+                _ = tokio::time::sleep_until(drain_deadline), if !publishing => {}
+                _ = tokio::time::sleep_until(last_sent + ping_every) => {
+                    mqtt::Packet::PingReq.write(&mut out, MAX_PACKET)?;
+                    write.write_all(&out).await.context("send PINGREQ")?;
+                    out.clear();
+                    last_sent = tokio::time::Instant::now();
                 }
-                if let Some(at) = sent_at.remove(&ack.pkid) {
-                    local.push(u32::try_from(at.elapsed().as_micros()).unwrap_or(u32::MAX));
+                n = read.read_buf(&mut buf) => {
+                    if n.context("read")? == 0 {
+                        bail!("connection closed by the server");
+                    }
+                    loop {
+                        match mqtt::Packet::read(&mut buf, MAX_PACKET) {
+                            Ok(mqtt::Packet::PubAck(ack)) => {
+                                totals.acked.fetch_add(1, Ordering::Relaxed);
+                                if tokio::time::Instant::now() < deadline {
+                                    totals.acked_in_window.fetch_add(1, Ordering::Relaxed);
+                                }
+                                if let Some(at) = sent_at.remove(&ack.pkid) {
+                                    latencies.push(u32::try_from(at.elapsed().as_micros()).unwrap_or(u32::MAX));
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(MqttError::InsufficientBytes(_)) => break,
+                            Err(e) => bail!("bad packet from the server: {e}"),
+                        }
+                    }
                 }
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-            Ok(_) => {}
-            Err(e) => {
-                if disconnecting || deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                publisher.abort();
-                totals.latencies_us.lock().extend(local);
-                return Err(e).context("mqtt connection");
             }
         }
     }
-    publisher.abort();
-    totals.latencies_us.lock().extend(local);
+    .await;
+    totals.latencies_us.lock().extend(latencies);
+    result?;
+    mqtt::Packet::Disconnect.write(&mut out, MAX_PACKET)?;
+    let _ = write.write_all(&out).await;
+    let _ = write.shutdown().await;
     Ok(())
 }
 

@@ -97,6 +97,13 @@ struct SeenBuffer {
 /// Devices per batched `last_seen` UPDATE.
 const DEVICES_PER_STATEMENT: usize = 100;
 
+/// Statements per `last_seen` transaction (properties: one device each; devices: 100
+/// devices each). SQLite has one writer: a flush of 10k devices in one transaction held
+/// the write lock for most of a second, and every alert commit (rules) waited behind it.
+/// Short transactions let those in between.
+const STATEMENTS_PER_TRANSACTION: usize = 20;
+const DEVICE_STATEMENTS_PER_TRANSACTION: usize = 1;
+
 /// Properties cached in memory by default (≈ 100 bytes each): bounds the catalogue's
 /// memory whatever the number of devices.
 pub const DEFAULT_MAX_CACHED_PROPERTIES: usize = 1_000_000;
@@ -385,9 +392,19 @@ impl PropertyCatalogue {
         for ((factory, device), ts) in batch {
             by_factory.entry(factory).or_default().push((device, *ts));
         }
+        let mut turn = self.db.write_turn().await;
         let mut tx = self.db.pool().begin().await?;
+        let mut statements = 0;
         for (factory, devices) in by_factory {
             for chunk in devices.chunks(DEVICES_PER_STATEMENT) {
+                if statements == DEVICE_STATEMENTS_PER_TRANSACTION {
+                    tx.commit().await?;
+                    drop(turn);
+                    turn = self.db.write_turn().await;
+                    tx = self.db.pool().begin().await?;
+                    statements = 0;
+                }
+                statements += 1;
                 let case = format!("CASE device_id {} END", vec!["WHEN ? THEN ?"; chunk.len()].join(" "));
                 let sql = format!(
                     "UPDATE ingest_devices SET last_seen = {case} WHERE factory_id = ? AND device_id IN ({}) \
@@ -417,7 +434,9 @@ impl PropertyCatalogue {
         &self,
         batch: &HashMap<DeviceKey, HashMap<PropertyName, i64>>,
     ) -> Result<(), RepoError> {
+        let mut turn = self.db.write_turn().await;
         let mut tx = self.db.pool().begin().await?;
+        let mut statements = 0;
         for ((factory, device), properties) in batch {
             // Properties of one message share a timestamp: group by it for few statements.
             let mut by_ts: HashMap<i64, Vec<&PropertyName>> = HashMap::new();
@@ -426,6 +445,14 @@ impl PropertyCatalogue {
             }
             for (ts, names) in by_ts {
                 for chunk in names.chunks(NAMES_PER_STATEMENT) {
+                    if statements == STATEMENTS_PER_TRANSACTION {
+                        tx.commit().await?;
+                        drop(turn);
+                        turn = self.db.write_turn().await;
+                        tx = self.db.pool().begin().await?;
+                        statements = 0;
+                    }
+                    statements += 1;
                     let sql = format!(
                         "UPDATE ingest_properties SET last_seen = ? WHERE factory_id = ? AND device_id = ? AND last_seen < ? AND name IN ({})",
                         vec!["?"; chunk.len()].join(", ")

@@ -23,7 +23,7 @@ pub use devices::{
 };
 pub use error::{IngestError, RepoError};
 pub use payload::{MessageRejection, ParsedPayload, PayloadLimits, RejectReason, RejectedProperty};
-pub use pipeline::{IngestConfig, IngestErrorRecord, IngestOutcome, Ingestor, StoredSummary};
+pub use pipeline::{IngestConfig, IngestErrorRecord, IngestOutcome, Ingestor, SchemaMemo, StoredSummary};
 
 use factoryops_db::Migrations;
 

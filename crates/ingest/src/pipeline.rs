@@ -3,17 +3,18 @@
 //!
 //! Group commit: every message's points go through one bounded channel to a single
 //! writer task, which drains whatever is queued into one `TelemetryStore::write` per
-//! factory. Under load many messages share a write; each caller awaits its own result
-//! before acknowledging. A full channel makes callers wait (back-pressure, never a drop).
+//! factory, publishes the written messages as one typed `telemetry` batch, then tells
+//! each caller, who acknowledges. A full channel makes callers wait (back-pressure, never
+//! a drop); a slow durable bus subscriber (rules) slows the writer the same way.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use factoryops_platform::bus::{Event, EventBus, topics};
-use factoryops_tsdb::{Point, TelemetryStore, TsdbError, Value};
-use factoryops_types::{Clock, DeviceId, FactoryId, PropertyName, new_id};
+use factoryops_platform::bus::{Event, EventBus, TelemetryBatch, TelemetryMessage, topics};
+use factoryops_tsdb::{Point, TelemetryStore, TsdbError};
+use factoryops_types::{Clock, DeviceId, FactoryId, new_id};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -101,6 +102,8 @@ type Done = oneshot::Sender<Result<(), String>>;
 struct WriteRequest {
     factory: FactoryId,
     points: Vec<Point>,
+    /// What the `telemetry` event says about this message once it is durable.
+    message: TelemetryMessage,
     done: Done,
 }
 
@@ -140,13 +143,7 @@ pub struct Submitted {
 
 enum SubmitState {
     Rejected(MessageRejection),
-    Pending {
-        done: Option<oneshot::Receiver<Result<(), String>>>,
-        summary: StoredSummary,
-        values: Vec<(PropertyName, Value)>,
-        key: String,
-        received_at_ms: i64,
-    },
+    Pending { done: Option<oneshot::Receiver<Result<(), String>>>, summary: StoredSummary, received_at_ms: i64 },
 }
 
 const HEALTH_EVENT_INTERVAL_MS: i64 = 10_000;
@@ -163,7 +160,17 @@ impl Ingestor {
     ) -> Self {
         catalogue.configure_cache(config.max_cached_properties, metrics.property_cache_evictions.clone());
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let writer = tokio::spawn(writer_loop(rx, store, config.max_batch_points.max(1), metrics.clone()));
+        let writer = tokio::spawn(writer_loop(
+            rx,
+            Writer {
+                store,
+                bus: bus.clone(),
+                catalogue: catalogue.clone(),
+                clock: clock.clone(),
+                max_batch_points: config.max_batch_points.max(1),
+                metrics: metrics.clone(),
+            },
+        ));
         let stop_flusher = CancellationToken::new();
         let flusher = tokio::spawn(flusher_loop(
             catalogue.clone(),
@@ -221,6 +228,21 @@ impl Ingestor {
         payload: &[u8],
         received_at_ms: i64,
     ) -> Result<Submitted, IngestError> {
+        self.submit_with(factory, device, payload, received_at_ms, &mut SchemaMemo::default()).await
+    }
+
+    /// [`Ingestor::submit`] for a caller that sees the same device's messages one after
+    /// another (an MQTT connection): `memo` remembers which set of property names is
+    /// already registered, so the usual message (same properties as the last) skips the
+    /// catalogue.
+    pub async fn submit_with(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        payload: &[u8],
+        received_at_ms: i64,
+        memo: &mut SchemaMemo,
+    ) -> Result<Submitted, IngestError> {
         let submitted =
             |state| Submitted { ingestor: self.clone(), factory: factory.clone(), device: device.clone(), state };
         let mut parsed = match parse_payload(payload, received_at_ms, &self.inner.config.limits) {
@@ -240,13 +262,21 @@ impl Ingestor {
                 return Ok(submitted(SubmitState::Rejected(rejection)));
             }
         };
-        let refused = self
-            .inner
-            .catalogue
-            .register(factory, device, parsed.values.iter().map(|(n, v)| (n, ValueType::of(v))), received_at_ms)
-            .await;
+        let schema = SchemaMemo::fingerprint(&parsed.values);
+        let refused = if memo.known == Some(schema) {
+            Ok(Vec::new())
+        } else {
+            self.inner
+                .catalogue
+                .register(factory, device, parsed.values.iter().map(|(n, v)| (n, ValueType::of(v))), received_at_ms)
+                .await
+        };
         let refused = match refused {
-            Ok(refused) => refused,
+            Ok(refused) => {
+                // Properties are never deleted: once registered, this set stays known.
+                memo.known = refused.is_empty().then_some(schema);
+                refused
+            }
             Err(e) => {
                 IngestMetrics::reason(&self.inner.metrics.failures, "registration");
                 tracing::error!(factory_id = %factory, device_id = %device, error = %e, "property registration failed; message not acknowledged");
@@ -272,29 +302,29 @@ impl Ingestor {
                 value: *value,
             })
             .collect();
-        let done = if points.is_empty() {
-            None
-        } else {
-            let tx = self.inner.tx.read().clone().ok_or(IngestError::ShuttingDown)?;
-            let (done_tx, done_rx) = oneshot::channel();
-            tx.send(WriteRequest { factory: factory.clone(), points, done: done_tx })
-                .await
-                .map_err(|_| IngestError::ShuttingDown)?;
-            Some(done_rx)
-        };
         let summary = StoredSummary {
             points: parsed.values.len(),
             ts_ms: parsed.ts_ms,
             rejected: parsed.rejected,
             clock_skew_ms: parsed.clock_skew_ms,
         };
-        Ok(submitted(SubmitState::Pending {
-            done,
-            summary,
-            values: parsed.values,
-            key: event_key(factory, device, parsed.ts_ms, payload),
-            received_at_ms,
-        }))
+        let done = if points.is_empty() {
+            None
+        } else {
+            let tx = self.inner.tx.read().clone().ok_or(IngestError::ShuttingDown)?;
+            let (done_tx, done_rx) = oneshot::channel();
+            let message = TelemetryMessage {
+                device_id: device.clone(),
+                ts_ms: parsed.ts_ms,
+                key: event_key(factory, device, parsed.ts_ms, payload),
+                values: parsed.values,
+            };
+            tx.send(WriteRequest { factory: factory.clone(), points, message, done: done_tx })
+                .await
+                .map_err(|_| IngestError::ShuttingDown)?;
+            Some(done_rx)
+        };
+        Ok(submitted(SubmitState::Pending { done, summary, received_at_ms }))
     }
 
     /// The device's most recent ingestion problems, newest first.
@@ -380,15 +410,13 @@ impl Ingestor {
 }
 
 impl Submitted {
-    /// Waits until the points are durable, then publishes the `telemetry` event.
+    /// Waits until the points are durable and their `telemetry` event is published.
     pub async fn wait(self) -> Result<IngestOutcome, IngestError> {
         let Submitted { ingestor, factory, device, state } = self;
         let inner = &ingestor.inner;
-        let (done, summary, values, key, received_at_ms) = match state {
+        let (done, summary, received_at_ms) = match state {
             SubmitState::Rejected(rejection) => return Ok(IngestOutcome::MessageRejected(rejection)),
-            SubmitState::Pending { done, summary, values, key, received_at_ms } => {
-                (done, summary, values, key, received_at_ms)
-            }
+            SubmitState::Pending { done, summary, received_at_ms } => (done, summary, received_at_ms),
         };
         if let Some(done) = done {
             let result = done.await.unwrap_or_else(|_| Err("writer stopped".into()));
@@ -396,12 +424,6 @@ impl Submitted {
                 IngestMetrics::reason(&inner.metrics.failures, "store");
                 tracing::error!(factory_id = %factory, device_id = %device, error = %e, "telemetry write failed; message not acknowledged");
                 return Err(IngestError::Store(e));
-            }
-            inner.catalogue.touch(&factory, &device, values.iter().map(|(n, _)| n), summary.ts_ms);
-            let event = telemetry_event(&factory, &device, summary.ts_ms, &values, key, inner.clock.now_ms());
-            // The points are durable; a bus failure must not make the device resend them.
-            if let Err(e) = inner.bus.publish(event).await {
-                tracing::warn!(factory_id = %factory, device_id = %device, error = %e, "telemetry event not published");
             }
         }
         inner.metrics.messages.inc();
@@ -434,6 +456,24 @@ impl Submitted {
     }
 }
 
+/// The property names of a device's messages already known to be registered.
+#[derive(Debug, Default)]
+pub struct SchemaMemo {
+    known: Option<u64>,
+}
+
+impl SchemaMemo {
+    fn fingerprint(values: &[(factoryops_types::PropertyName, factoryops_tsdb::Value)]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: a fingerprint only ever meets fingerprints of the same connection.
+        let mut h = std::hash::DefaultHasher::new();
+        for (name, _) in values {
+            name.as_str().hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
 /// A stable identity for the event of one message, so a redelivery with the same device
 /// timestamp produces the same key and consumers can de-duplicate it.
 fn event_key(factory: &FactoryId, device: &DeviceId, ts_ms: i64, payload: &[u8]) -> String {
@@ -448,56 +488,21 @@ fn event_key(factory: &FactoryId, device: &DeviceId, ts_ms: i64, payload: &[u8])
     crate::devices::hex(&digest[..16])
 }
 
-fn telemetry_event(
-    factory: &FactoryId,
-    device: &DeviceId,
-    ts_ms: i64,
-    values: &[(PropertyName, Value)],
-    key: String,
-    now_ms: i64,
-) -> Event {
-    // Built directly rather than through `json!`/`Serialize`: this runs for every message
-    // and was ~17 % of the server's CPU under load.
-    use serde_json::Value as Json;
-    let points: Vec<Json> = values
-        .iter()
-        .map(|(name, value)| {
-            let mut point = serde_json::Map::new();
-            point.insert("property".to_owned(), Json::String(name.as_str().to_owned()));
-            point.insert("ts_ms".to_owned(), Json::from(ts_ms));
-            let value = match value {
-                Value::Float(f) => Json::from(*f),
-                Value::Bool(b) => Json::Bool(*b),
-            };
-            point.insert("value".to_owned(), value);
-            Json::Object(point)
-        })
-        .collect();
-    Event {
-        topic: topics::TELEMETRY.into(),
-        factory_id: Some(factory.clone()),
-        key,
-        at_ms: now_ms,
-        payload: {
-            let mut payload = serde_json::Map::new();
-            payload.insert("factory_id".to_owned(), Json::String(factory.as_str().to_owned()));
-            payload.insert("device_id".to_owned(), Json::String(device.as_str().to_owned()));
-            payload.insert("points".to_owned(), Json::Array(points));
-            Json::Object(payload)
-        },
-    }
-}
-
-async fn writer_loop(
-    mut rx: mpsc::Receiver<WriteRequest>,
+/// What the writer task needs besides its queue.
+struct Writer {
     store: Arc<dyn TelemetryStore>,
+    bus: Arc<dyn EventBus>,
+    catalogue: Arc<PropertyCatalogue>,
+    clock: Arc<dyn Clock>,
     max_batch_points: usize,
     metrics: IngestMetrics,
-) {
+}
+
+async fn writer_loop(mut rx: mpsc::Receiver<WriteRequest>, writer: Writer) {
     while let Some(first) = rx.recv().await {
         let mut total = first.points.len();
         let mut batch = vec![first];
-        while total < max_batch_points {
+        while total < writer.max_batch_points {
             match rx.try_recv() {
                 Ok(request) => {
                     total += request.points.len();
@@ -506,7 +511,7 @@ async fn writer_loop(
                 Err(_) => break,
             }
         }
-        metrics.batch_points.observe(total as f64);
+        writer.metrics.batch_points.observe(total as f64);
         // One write per factory, in first-seen order, so the port's scoping holds.
         let mut groups: Vec<Group> = Vec::new();
         for request in batch {
@@ -520,34 +525,78 @@ async fn writer_loop(
             let group = &mut groups[index];
             let start = group.points.len();
             group.points.extend(request.points);
-            group.waiters.push((start..group.points.len(), request.done));
+            group.waiters.push(Waiter {
+                range: start..group.points.len(),
+                message: Some(request.message),
+                done: request.done,
+            });
         }
         for group in groups {
-            match store.write(&group.factory, &group.points).await {
-                Err(TsdbError::InvalidPoint { .. }) if group.waiters.len() > 1 => {
-                    // One message's bad point must not fail its neighbours: retry each alone.
-                    for (range, waiter) in group.waiters {
-                        let result = store.write(&group.factory, &group.points[range]).await.map_err(|e| e.to_string());
-                        let _ = waiter.send(result);
-                    }
-                }
-                result => {
-                    let result = result.map_err(|e| e.to_string());
-                    for (_, waiter) in group.waiters {
-                        // A caller that went away (connection closed) simply never acks.
-                        let _ = waiter.send(result.clone());
-                    }
-                }
-            }
+            writer.write_group(group).await;
         }
     }
+}
+
+impl Writer {
+    /// Writes one factory's messages, publishes those that are durable, then answers
+    /// every waiter (so the `telemetry` event always precedes the acknowledgement).
+    async fn write_group(&self, group: Group) {
+        let Group { factory, points, waiters } = group;
+        let mut results: Vec<(Waiter, Result<(), String>)> = match self.store.write(&factory, &points).await {
+            Err(TsdbError::InvalidPoint { .. }) if waiters.len() > 1 => {
+                // One message's bad point must not fail its neighbours: retry each alone.
+                let mut results = Vec::with_capacity(waiters.len());
+                for waiter in waiters {
+                    let result = self.store.write(&factory, &points[waiter.range.clone()]).await;
+                    results.push((waiter, result.map_err(|e| e.to_string())));
+                }
+                results
+            }
+            result => {
+                let result = result.map_err(|e| e.to_string());
+                waiters.into_iter().map(|waiter| (waiter, result.clone())).collect()
+            }
+        };
+        let mut messages = Vec::with_capacity(results.len());
+        for (waiter, result) in &mut results {
+            if result.is_ok()
+                && let Some(message) = waiter.message.take()
+            {
+                self.catalogue.touch(
+                    &factory,
+                    &message.device_id,
+                    message.values.iter().map(|(n, _)| n),
+                    message.ts_ms,
+                );
+                messages.push(message);
+            }
+        }
+        if !messages.is_empty() {
+            let batch = TelemetryBatch { factory_id: factory.clone(), at_ms: self.clock.now_ms(), messages };
+            // The points are durable; a bus failure must not make the devices resend them.
+            if let Err(e) = self.bus.publish_telemetry(batch).await {
+                tracing::warn!(factory_id = %factory, error = %e, "telemetry event not published");
+            }
+        }
+        for (waiter, result) in results {
+            // A caller that went away (connection closed) simply never acks.
+            let _ = waiter.done.send(result);
+        }
+    }
+}
+
+struct Waiter {
+    /// This message's slice of the group's points.
+    range: std::ops::Range<usize>,
+    /// Taken for the `telemetry` batch once durable.
+    message: Option<TelemetryMessage>,
+    done: Done,
 }
 
 struct Group {
     factory: FactoryId,
     points: Vec<Point>,
-    /// Each message's slice of `points` and where its result goes.
-    waiters: Vec<(std::ops::Range<usize>, Done)>,
+    waiters: Vec<Waiter>,
 }
 
 async fn flusher_loop(
@@ -573,34 +622,5 @@ async fn flusher_loop(
     }
     if let Err(e) = catalogue.flush_last_seen().await {
         tracing::warn!(error = %e, "final last_seen flush failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn the_telemetry_event_keeps_its_documented_shape() {
-        let (f, d) = (FactoryId::parse("plant-a").unwrap(), DeviceId::parse("press-1").unwrap());
-        let values = vec![
-            (PropertyName::parse("power_kw").unwrap(), Value::Float(12.5)),
-            (PropertyName::parse("running").unwrap(), Value::Bool(true)),
-            (PropertyName::parse("count").unwrap(), Value::Float(3.0)),
-        ];
-        let event = telemetry_event(&f, &d, 1_000, &values, "k".into(), 2_000);
-        let expected = serde_json::json!({
-            "factory_id": "plant-a",
-            "device_id": "press-1",
-            "points": [
-                {"property": "power_kw", "ts_ms": 1_000, "value": 12.5},
-                {"property": "running", "ts_ms": 1_000, "value": true},
-                {"property": "count", "ts_ms": 1_000, "value": 3.0},
-            ],
-        });
-        assert_eq!(event.payload, expected);
-        assert_eq!(event.payload.to_string(), expected.to_string());
-        assert_eq!((event.topic.as_str(), event.key.as_str(), event.at_ms), (topics::TELEMETRY, "k", 2_000));
     }
 }

@@ -133,6 +133,17 @@ impl RulesEngine {
         self.commit(&mut inner, effects).await
     }
 
+    /// Evaluates several observations in order and commits what they decided together
+    /// (one transaction for a whole bus batch).
+    pub async fn feed_all(&self, observations: &[Observation]) -> Result<ApplySummary, RulesError> {
+        let mut inner = self.inner.lock().await;
+        let mut effects = Vec::new();
+        for obs in observations {
+            inner.eval.on_observation(obs, &mut effects);
+        }
+        self.commit(&mut inner, effects).await
+    }
+
     /// Runs due timers (up to now − grace) and commits what they decided.
     pub async fn tick(&self) -> Result<ApplySummary, RulesError> {
         self.tick_at(self.clock.now_ms().saturating_sub(self.config.timer_grace_ms)).await

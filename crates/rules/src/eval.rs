@@ -34,54 +34,21 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// Observations from a bus `telemetry` event as ingest publishes it
-    /// (`{"factory_id", "device_id", "points": [{"property", "ts_ms", "value"}]}`), one per
-    /// distinct timestamp, in time order. `device_type` comes from the device registry.
-    /// Malformed events (wrong factory, bad names) yield nothing; bad points are skipped.
-    pub fn from_telemetry_event(
-        event: &factoryops_platform::bus::Event,
+    /// The observation of one `telemetry` message as ingest publishes it on the bus;
+    /// `device_type` comes from the device registry.
+    pub fn from_message(
+        factory_id: &FactoryId,
+        message: &factoryops_platform::bus::TelemetryMessage,
         device_type: Option<String>,
-    ) -> Vec<Observation> {
-        let Some(factory_id) = event.factory_id.clone() else { return Vec::new() };
-        let payload = &event.payload;
-        if payload.get("factory_id").and_then(|f| f.as_str()).is_some_and(|f| f != factory_id.as_str()) {
-            return Vec::new();
+    ) -> Observation {
+        Observation {
+            factory_id: factory_id.clone(),
+            device_id: message.device_id.clone(),
+            device_type,
+            ts_ms: message.ts_ms,
+            values: message.values.clone(),
+            event_key: message.key.clone(),
         }
-        let Some(device_id) = payload.get("device_id").and_then(|d| d.as_str()).and_then(|d| DeviceId::parse(d).ok())
-        else {
-            return Vec::new();
-        };
-        let mut points: Vec<(i64, PropertyName, Value)> = payload
-            .get("points")
-            .and_then(|p| p.as_array())
-            .map(|points| {
-                points
-                    .iter()
-                    .filter_map(|p| {
-                        let property = PropertyName::parse(p.get("property")?.as_str()?).ok()?;
-                        let ts = p.get("ts_ms")?.as_i64()?;
-                        let value = serde_json::from_value::<Value>(p.get("value")?.clone()).ok()?;
-                        Some((ts, property, value))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        points.sort_by_key(|(ts, _, _)| *ts);
-        let mut out: Vec<Observation> = Vec::new();
-        for (ts, property, value) in points {
-            match out.last_mut() {
-                Some(o) if o.ts_ms == ts => o.values.push((property, value)),
-                _ => out.push(Observation {
-                    factory_id: factory_id.clone(),
-                    device_id: device_id.clone(),
-                    device_type: device_type.clone(),
-                    ts_ms: ts,
-                    values: vec![(property, value)],
-                    event_key: event.key.clone(),
-                }),
-            }
-        }
-        out
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use factoryops_db::{Database, DatabaseBackend, DbError, outbox};
+use factoryops_db::{Database, DatabaseBackend, DbError, WriteTurn, outbox};
 use factoryops_notify::{AlertNotice, Audience, Notifier, Recipients};
 use factoryops_platform::bus::topics;
 use factoryops_tsdb::Value;
@@ -312,14 +312,17 @@ impl RulesStore {
         &self.db
     }
 
-    /// A write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`):
-    /// a deferred transaction that reads first fails at once with SQLITE_BUSY when another
-    /// writer commits before its first write, instead of waiting for the lock.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, RulesError> {
-        Ok(match self.db.backend() {
+    /// A write transaction, after this process's SQLite write turn (hold the guard until
+    /// the transaction ends). On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads first fails at once with SQLITE_BUSY
+    /// when another writer commits before its first write, instead of waiting for the lock.
+    async fn begin_write(&self) -> Result<(Option<WriteTurn>, sqlx::Transaction<'static, sqlx::Any>), RulesError> {
+        let turn = self.db.write_turn().await;
+        let tx = match self.db.backend() {
             DatabaseBackend::Sqlite => self.db.pool().begin_with("BEGIN IMMEDIATE").await?,
             DatabaseBackend::MySql => self.db.pool().begin().await?,
-        })
+        };
+        Ok((turn, tx))
     }
 
     // ---- rules ----
@@ -531,7 +534,7 @@ impl RulesStore {
         now_ms: i64,
     ) -> Result<Alert, RulesError> {
         let audience = self.transition_audience(factory, id, actor).await?;
-        let mut tx = self.begin_write().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let row = sqlx::query("SELECT status, value, rule_id, device_id FROM alerts WHERE factory_id = ? AND id = ?")
             .bind(factory.as_str())
             .bind(id)
@@ -744,7 +747,7 @@ impl RulesStore {
             return Ok(summary);
         }
         let audiences = self.audiences(effects).await?;
-        let mut tx = self.begin_write().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         // (factory, key) → (alert id, inserted by this batch)
         let mut ids: HashMap<(String, String), Option<String>> = HashMap::new();
         let insert = format!(

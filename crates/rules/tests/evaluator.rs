@@ -590,33 +590,20 @@ proptest! {
 }
 
 #[test]
-fn observations_from_the_ingest_telemetry_event() {
-    let event = factoryops_platform::bus::Event {
-        topic: "telemetry".into(),
-        factory_id: Some(factory()),
+fn observations_from_the_ingest_telemetry_message() {
+    let message = factoryops_platform::bus::TelemetryMessage {
+        device_id: DeviceId::parse("press-1").unwrap(),
+        ts_ms: 1000,
         key: "k1".into(),
-        at_ms: 5,
-        payload: json!({"factory_id": "plant-a", "device_id": "press-1", "points": [
-            {"property": "temp_c", "ts_ms": 1000, "value": 81.5},
-            {"property": "running", "ts_ms": 1000, "value": true},
-            {"property": "bad name", "ts_ms": 1000, "value": 1},
-            {"property": "late", "ts_ms": 900, "value": 2}
-        ]}),
-    };
-    let obs = Observation::from_telemetry_event(&event, Some("press".into()));
-    assert_eq!(obs.len(), 2);
-    assert_eq!((obs[0].ts_ms, obs[0].values.len()), (900, 1));
-    assert_eq!(
-        obs[1].values,
-        vec![
+        values: vec![
             (PropertyName::parse("temp_c").unwrap(), f(81.5)),
             (PropertyName::parse("running").unwrap(), Value::Bool(true)),
-        ]
-    );
-    assert_eq!(obs[1].event_key, "k1");
-    let mut wrong = event.clone();
-    wrong.factory_id = Some(FactoryId::parse("plant-b").unwrap());
-    assert!(Observation::from_telemetry_event(&wrong, None).is_empty(), "payload and envelope disagree");
+        ],
+    };
+    let obs = Observation::from_message(&factory(), &message, Some("press".into()));
+    assert_eq!((obs.factory_id, obs.device_id.as_str(), obs.ts_ms), (factory(), "press-1", 1000));
+    assert_eq!(obs.values, message.values);
+    assert_eq!((obs.event_key.as_str(), obs.device_type.as_deref()), ("k1", Some("press")));
 }
 
 proptest! {

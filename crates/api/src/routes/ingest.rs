@@ -676,32 +676,53 @@ async fn stream(
     t: Tenant<CanRead>,
     Query(q): Query<StreamQuery>,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
-    let mut telemetry = state.bus.subscribe_lossy(topics::TELEMETRY, 1024);
+    // Lossy: a stream that cannot keep up is closed, it never slows ingestion. Telemetry
+    // arrives in batches (one per group commit), alerts one by one.
+    let mut telemetry = state.bus.subscribe_telemetry_lossy(256);
     let mut alerts = state.bus.subscribe_lossy(topics::ALERTS, 256);
     let factory = t.factory;
     let device = q.device_id;
     let shutdown = state.shutdown.clone();
     let events = async_stream_events(move |tx| async move {
         loop {
-            let (name, delivery, reason) = tokio::select! {
-                d = telemetry.next() => ("telemetry", d, telemetry.closed_reason()),
-                d = alerts.next() => ("alert", d, alerts.closed_reason()),
+            let (events, reason) = tokio::select! {
+                d = telemetry.next() => {
+                    let events: Option<Vec<SseEvent>> = d.map(|d| {
+                        let batch = &d.event;
+                        if batch.factory_id != factory {
+                            return Vec::new();
+                        }
+                        batch
+                            .messages
+                            .iter()
+                            .filter(|m| device.as_deref().is_none_or(|d| m.device_id.as_str() == d))
+                            .map(|m| SseEvent::default().event("telemetry").data(m.to_json(&factory).to_string()))
+                            .collect()
+                    });
+                    (events, telemetry.closed_reason())
+                }
+                d = alerts.next() => {
+                    let events = d.map(|d| {
+                        let event = &d.event;
+                        if event.factory_id.as_ref() == Some(&factory) {
+                            vec![SseEvent::default().event("alert").data(event.payload.to_string())]
+                        } else {
+                            Vec::new()
+                        }
+                    });
+                    (events, alerts.closed_reason())
+                }
                 _ = shutdown.triggered() => return,
             };
-            let Some(delivery) = delivery else {
+            let Some(events) = events else {
                 let why = reason.unwrap_or_else(|| "stream closed".into());
                 let _ = tx.send(SseEvent::default().event("error").data(why)).await;
                 return;
             };
-            let event = &delivery.event;
-            if event.factory_id.as_ref() != Some(&factory) {
-                continue;
-            }
-            if name == "telemetry" && device.as_deref().is_some_and(|d| event.payload["device_id"] != d) {
-                continue;
-            }
-            if tx.send(SseEvent::default().event(name).data(event.payload.to_string())).await.is_err() {
-                return;
+            for event in events {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
             }
         }
     });

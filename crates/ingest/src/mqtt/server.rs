@@ -29,7 +29,7 @@ use super::codec::{self, CodecError, ConnAckProperties, Connect, Packet, Protoco
 use super::limits::{ConnectLimiter, ConnectLimits};
 use crate::devices::{DeviceRegistry, Verification};
 use crate::metrics::IngestMetrics;
-use crate::pipeline::{IngestOutcome, Ingestor, Submitted};
+use crate::pipeline::{IngestOutcome, Ingestor, SchemaMemo, Submitted};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -607,7 +607,8 @@ where
     let (tx, rx) = mpsc::channel(usize::from(ctx.config.receive_maximum.max(1)) + 16);
     let outbound = tokio::spawn(outbound_loop(write, rx, protocol, stop.clone()));
 
-    let mut conn = Connection { ctx, auth: &auth, protocol, tx, inflight, session_expiry };
+    let mut conn =
+        Connection { ctx, auth: &auth, protocol, tx, inflight, session_expiry, schema: SchemaMemo::default() };
     let end = conn.read_loop(&mut read, &mut buf, keep_alive, &stop, &stop_reason).await;
     session_expiry = conn.session_expiry;
     if let (Protocol::V5, Some(code)) = (protocol, end.disconnect_reason()) {
@@ -697,6 +698,8 @@ struct Connection<'a> {
     tx: mpsc::Sender<Out>,
     inflight: Arc<Semaphore>,
     session_expiry: u32,
+    /// The device's already-registered property set, so repeat messages skip the catalogue.
+    schema: SchemaMemo,
 }
 
 impl Connection<'_> {
@@ -815,7 +818,7 @@ impl Connection<'_> {
         let submitted = self
             .ctx
             .ingestor
-            .submit(&self.auth.factory, &self.auth.device, &publish.payload, received_at)
+            .submit_with(&self.auth.factory, &self.auth.device, &publish.payload, received_at, &mut self.schema)
             .await
             .map_err(|e| {
                 tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, error = %e, "message not ingested; closing so the device redelivers");
@@ -838,8 +841,8 @@ async fn outbound_loop<W: AsyncWrite + Unpin>(
     protocol: Protocol,
     stop: CancellationToken,
 ) {
-    // PUBACKs are 4–5 bytes: even a full window of them fits in 1 KiB.
-    let mut write = tokio::io::BufWriter::with_capacity(1024, write);
+    // PUBACKs are 4–5 bytes: a window of 64 fits in 320 bytes (10k connections each keep one).
+    let mut write = tokio::io::BufWriter::with_capacity(320, write);
     while let Some(out) = rx.recv().await {
         let frame = match out {
             Out::Frame(frame) => Some(frame),
@@ -889,7 +892,9 @@ async fn outbound_loop<W: AsyncWrite + Unpin>(
     let _ = write.shutdown().await;
 }
 
-/// Initial read buffer of a connection, and how much it grows by when nearly full.
+/// Initial read buffer of a connection, and how much it grows by when nearly full. 1 KiB
+/// saved 10 MB with 10k connections but cost ~25 % more CPU per message under load
+/// (more reads and buffer growth per packet).
 const READ_BUFFER: usize = 2048;
 
 #[derive(Debug)]

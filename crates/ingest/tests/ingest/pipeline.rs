@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use factoryops_ingest::{IngestConfig, IngestError, IngestOutcome, RejectReason};
+use factoryops_ingest::{IngestConfig, IngestError, IngestOutcome, RejectReason, SchemaMemo};
 use factoryops_platform::bus::{EventBus, topics};
 use factoryops_testkit::{TestDatabase, backend_matrix};
 use factoryops_tsdb::Value;
@@ -14,7 +14,7 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
     let f = factory("plant-a");
     let d = device("press-1");
     provision(&env, &f, "press-1").await;
-    let mut events = env.bus.subscribe(topics::TELEMETRY, 16);
+    let mut events = env.bus.subscribe_telemetry(16);
 
     let now = env.clock.now_ms();
     let outcome = env
@@ -36,11 +36,12 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
     let props = env.ingestor.catalogue().list_for_device(&f, &d).await.unwrap();
     assert_eq!(props.len(), 3);
 
-    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap();
-    assert_eq!(event.event.factory_id.as_ref(), Some(&f));
-    assert_eq!(event.event.payload["device_id"], "press-1");
-    assert_eq!(event.event.payload["points"].as_array().unwrap().len(), 3);
-    assert!(!event.event.key.is_empty());
+    let batch = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap();
+    assert_eq!(batch.event.factory_id, f);
+    let message = &batch.event.messages[0];
+    assert_eq!((batch.event.messages.len(), message.device_id.as_str()), (1, "press-1"));
+    assert_eq!((message.values.len(), message.ts_ms), (3, now));
+    assert!(!message.key.is_empty());
 
     let errors = env.ingestor.last_errors(&f, &d);
     assert_eq!(errors.len(), 1);
@@ -51,8 +52,8 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
     let payload = format!(r#"{{"ts": {now}, "power_kw": 1}}"#);
     env.ingestor.ingest(&f, &d, payload.as_bytes(), now + 10).await.unwrap();
     env.ingestor.ingest(&f, &d, payload.as_bytes(), now + 20).await.unwrap();
-    let k1 = events.next().await.unwrap().event.key.clone();
-    let k2 = events.next().await.unwrap().event.key.clone();
+    let k1 = events.next().await.unwrap().event.messages[0].key.clone();
+    let k2 = events.next().await.unwrap().event.messages[0].key.clone();
     assert_eq!(k1, k2);
 
     let text = env.metrics.render();
@@ -112,12 +113,47 @@ async fn cardinality_guard_rejects_new_properties_only(db: TestDatabase) {
     assert_eq!(latest[0].1.value, Value::Float(3.0));
 }
 
+/// A connection's memo skips the catalogue for a repeat of a known property set, but a
+/// message with a new property registers it, and a set the guard refused is never memoised.
+async fn the_schema_memo_never_skips_a_new_property(db: TestDatabase) {
+    let config = IngestConfig { max_properties_per_device: 3, ..IngestConfig::default() };
+    let env = env(&db, StoreKind::Test(Arc::new(TestStore::default())), config).await;
+    let (f, d) = (factory("plant-a"), device("press-1"));
+    provision(&env, &f, "press-1").await;
+    let mut memo = SchemaMemo::default();
+    let mut send = async |payload: &str, at: i64| {
+        let submitted = env.ingestor.submit_with(&f, &d, payload.as_bytes(), at, &mut memo).await.unwrap();
+        match submitted.wait().await.unwrap() {
+            IngestOutcome::Stored(summary) => summary,
+            other => panic!("{other:?}"),
+        }
+    };
+    send(r#"{"a": 1, "b": 2}"#, 1).await;
+    send(r#"{"a": 1, "b": 2}"#, 2).await;
+    let summary = send(r#"{"a": 1, "b": 2, "c": 3}"#, 3).await;
+    assert!(summary.rejected.is_empty(), "{summary:?}");
+    let summary = send(r#"{"a": 1, "b": 2, "c": 3, "d": 4}"#, 4).await;
+    assert_eq!(summary.rejected.len(), 1, "the guard refuses d");
+    let summary = send(r#"{"a": 1, "b": 2, "c": 3, "d": 4}"#, 5).await;
+    assert_eq!(summary.rejected.len(), 1, "and keeps refusing it: a refused set is not memoised");
+    let names: Vec<String> = env
+        .ingestor
+        .catalogue()
+        .list_for_device(&f, &d)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+}
+
 async fn store_failure_is_not_acknowledged(db: TestDatabase) {
     let store = Arc::new(TestStore::default());
     let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
     let (f, d) = (factory("plant-a"), device("press-1"));
     provision(&env, &f, "press-1").await;
-    let mut events = env.bus.subscribe(topics::TELEMETRY, 4);
+    let mut events = env.bus.subscribe_telemetry(4);
     store.fail.store(true, Ordering::SeqCst);
     let err = env.ingestor.ingest(&f, &d, br#"{"a": 1}"#, 1).await.unwrap_err();
     assert!(matches!(err, IngestError::Store(_)), "{err:?}");
@@ -225,6 +261,7 @@ backend_matrix!(
     rejected_messages_are_recorded_not_errors,
     last_errors_are_bounded,
     cardinality_guard_rejects_new_properties_only,
+    the_schema_memo_never_skips_a_new_property,
     store_failure_is_not_acknowledged,
     registration_failure_is_an_error_with_a_health_event,
     concurrent_messages_share_writes,

@@ -86,21 +86,24 @@ impl Head {
         if s.sorted { s.points.last().map(|p| p.0) } else { s.points.iter().map(|p| p.0).max() }
     }
 
-    /// Every series' points sorted and de-duplicated, by ascending series id.
-    pub fn sorted_series(&self) -> Vec<(u32, Vec<(i64, Value)>)> {
-        let mut out: Vec<(u32, Vec<(i64, Value)>)> = self
-            .series
-            .iter()
-            .map(|(id, s)| {
-                let mut v = s.points.clone();
-                if !s.sorted {
-                    normalize(&mut v);
-                }
-                (*id, v)
-            })
-            .collect();
-        out.sort_by_key(|(id, _)| *id);
-        out
+    /// Series ids in ascending order.
+    pub fn series_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.series.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// One series' points sorted and de-duplicated (a flush takes them one series at a
+    /// time, so it never holds a second copy of the whole head).
+    pub fn sorted_points(&self, series: u32) -> Vec<(i64, Value)> {
+        let Some(s) = self.series.get(&series) else {
+            return Vec::new();
+        };
+        let mut v = s.points.clone();
+        if !s.sorted {
+            normalize(&mut v);
+        }
+        v
     }
 }
 
@@ -125,6 +128,7 @@ mod tests {
         h.push(1, 5, Value::Float(5.0));
         assert_eq!(h.range(1, 0, 100), vec![(5, Value::Float(5.0)), (10, Value::Float(4.0))]);
         assert_eq!(h.max_ts(1), Some(10));
-        assert_eq!(h.sorted_series()[0].1, vec![(5, Value::Float(5.0)), (10, Value::Float(4.0))]);
+        assert_eq!(h.series_ids(), vec![1]);
+        assert_eq!(h.sorted_points(1), vec![(5, Value::Float(5.0)), (10, Value::Float(4.0))]);
     }
 }

@@ -25,7 +25,10 @@ type Props = HashMap<String, u32>;
 
 pub struct SeriesIndex {
     file: File,
-    keys: Vec<SeriesKey>,
+    /// Per series id, its factory's position in `factories`. The names live once, in `map`:
+    /// with 200k series a copy of every (factory, device, property) key was ~25 MB.
+    factory_of: Vec<u32>,
+    factories: Vec<FactoryId>,
     map: HashMap<String, HashMap<String, Props>>,
     dirty: Arc<AtomicBool>,
 }
@@ -76,7 +79,13 @@ impl SeriesIndex {
             log::truncate(path, outcome.valid_len)?;
         }
         let file = OpenOptions::new().append(true).open(path)?;
-        let mut idx = Self { file, keys: Vec::new(), map: HashMap::new(), dirty: Arc::new(AtomicBool::new(false)) };
+        let mut idx = Self {
+            file,
+            factory_of: Vec::new(),
+            factories: Vec::new(),
+            map: HashMap::new(),
+            dirty: Arc::new(AtomicBool::new(false)),
+        };
         for k in keys {
             idx.insert_mem(k);
         }
@@ -84,14 +93,21 @@ impl SeriesIndex {
     }
 
     fn insert_mem(&mut self, key: SeriesKey) -> u32 {
-        let id = self.keys.len() as u32;
+        let id = self.factory_of.len() as u32;
         self.map
             .entry(key.factory.as_str().to_string())
             .or_default()
             .entry(key.device.as_str().to_string())
             .or_default()
             .insert(key.property.as_str().to_string(), id);
-        self.keys.push(key);
+        let slot = match self.factories.iter().position(|f| *f == key.factory) {
+            Some(slot) => slot,
+            None => {
+                self.factories.push(key.factory);
+                self.factories.len() - 1
+            }
+        };
+        self.factory_of.push(slot as u32);
         id
     }
 
@@ -105,11 +121,16 @@ impl SeriesIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.factory_of.len()
     }
 
-    pub fn key(&self, id: u32) -> Option<&SeriesKey> {
-        self.keys.get(id as usize)
+    pub fn contains(&self, id: u32) -> bool {
+        (id as usize) < self.factory_of.len()
+    }
+
+    /// The factory a series belongs to.
+    pub fn factory(&self, id: u32) -> Option<&FactoryId> {
+        self.factory_of.get(id as usize).and_then(|&slot| self.factories.get(slot as usize))
     }
 
     pub fn lookup(&self, factory: &FactoryId, device: &DeviceId, property: &PropertyName) -> Option<u32> {
@@ -120,11 +141,12 @@ impl SeriesIndex {
         let Some(props) = self.map.get(factory.as_str()).and_then(|d| d.get(device.as_str())) else {
             return Vec::new();
         };
-        props.values().filter_map(|&id| self.key(id).map(|k| (k.property.clone(), id))).collect()
+        // Names were validated when the series was created.
+        props.iter().filter_map(|(name, &id)| PropertyName::parse(name.as_str()).ok().map(|n| (n, id))).collect()
     }
 
     fn create(&mut self, key: SeriesKey) -> Result<u32, TsdbError> {
-        let id = self.keys.len() as u32;
+        let id = self.factory_of.len() as u32;
         let mut payload = Vec::with_capacity(128);
         payload.extend_from_slice(&id.to_le_bytes());
         put_str(&mut payload, key.factory.as_str());
@@ -145,11 +167,18 @@ pub fn resolve(index: &RwLock<SeriesIndex>, factory: &FactoryId, points: &[Point
     {
         let idx = index.read();
         let devices = idx.map.get(factory.as_str());
+        // A message's points are consecutive and share their device: look it up once per run.
+        let mut run: Option<(&DeviceId, Option<&Props>)> = None;
         for p in points {
-            let id = devices
-                .and_then(|d| d.get(p.device.as_str()))
-                .and_then(|props| props.get(p.property.as_str()))
-                .copied();
+            let props = match run {
+                Some((device, props)) if *device == p.device => props,
+                _ => {
+                    let props = devices.and_then(|d| d.get(p.device.as_str()));
+                    run = Some((&p.device, props));
+                    props
+                }
+            };
+            let id = props.and_then(|props| props.get(p.property.as_str())).copied();
             missing |= id.is_none();
             ids.push(id.unwrap_or(u32::MAX));
         }

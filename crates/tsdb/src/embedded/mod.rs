@@ -72,7 +72,7 @@ pub struct HeadLimit {
 
 impl Default for HeadLimit {
     fn default() -> Self {
-        Self { points: 20_000_000, bytes: 1 << 30 }
+        Self { points: 8_000_000, bytes: 512 << 20 }
     }
 }
 
@@ -250,7 +250,7 @@ impl EmbeddedStore {
             let mut points = 0usize;
             let outcome = log::scan(&path, |payload| {
                 wal::decode_batch(payload, |series, ts, v| {
-                    if index.key(series).is_some() {
+                    if index.contains(series) {
                         head.active.push(series, ts, v);
                         points += 1;
                     } else {
@@ -576,7 +576,8 @@ impl Inner {
         // Parts reference series ids: the index must be durable before them.
         self.index.write().sync()?;
         let mut by_partition: HashMap<i64, Vec<part::SeriesSections>> = HashMap::new();
-        for (series, points) in frozen.sorted_series() {
+        for series in frozen.series_ids() {
+            let points = frozen.sorted_points(series);
             let mut start = 0;
             while start < points.len() {
                 let p = agg::bucket_start(points[start].0, self.block_ms);
@@ -859,7 +860,7 @@ impl Inner {
             let end = p.partition_end();
             let index = self.index.read();
             let keep = |id: u32| {
-                let pol = policy_of(index.key(id).map(|k| &k.factory));
+                let pol = policy_of(index.factory(id));
                 [!expired(pol.raw, end), !expired(pol.minute, end), !expired(pol.hour, end)]
             };
             let changes = p.footer.entries.iter().any(|(id, e)| {
