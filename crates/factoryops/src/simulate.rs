@@ -9,6 +9,9 @@
 //!
 //! All devices connect first (paced by `--connect-rate`, refused CONNECTs are retried);
 //! the measurement window of `--duration` seconds starts when the last one is connected.
+//! Each device is one task driving its own TCP connection with rumqttc's MQTT 3.1.1 codec
+//! (CONNECT, PUBLISH QoS 0/1 with up to `--inflight` unacknowledged, PINGREQ, DISCONNECT);
+//! the subscriber and the probe use rumqttc's client.
 
 mod probe;
 
@@ -483,6 +486,19 @@ async fn connect(
 }
 
 const MAX_PACKET: usize = 1 << 20;
+
+/// Encodes and writes one packet; returns when it was sent (for the keep-alive).
+async fn send(
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    out: &mut BytesMut,
+    packet: mqtt::Packet,
+) -> anyhow::Result<tokio::time::Instant> {
+    packet.write(out, MAX_PACKET).map_err(|e| anyhow::anyhow!("encode: {e}"))?;
+    let sent = write.write_all(out).await;
+    out.clear();
+    sent?;
+    Ok(tokio::time::Instant::now())
+}
 const KEEP_ALIVE_SECS: u16 = 60;
 
 /// One simulated device: its own MQTT connection, driven directly with rumqttc's MQTT 3.1.1
@@ -538,10 +554,7 @@ async fn device_loop(
                 break started.unwrap_or_else(Instant::now);
             }
             _ = tokio::time::sleep_until(last_sent + ping_every) => {
-                mqtt::Packet::PingReq.write(&mut out, MAX_PACKET)?;
-                write.write_all(&out).await.context("send PINGREQ")?;
-                out.clear();
-                last_sent = tokio::time::Instant::now();
+                last_sent = send(&mut write, &mut out, mqtt::Packet::PingReq).await.context("send PINGREQ")?;
             }
             n = read.read_buf(&mut buf) => {
                 if n.context("read")? == 0 {
@@ -584,10 +597,7 @@ async fn device_loop(
                         }
                         publish.pkid = next_pkid;
                     }
-                    mqtt::Packet::Publish(publish).write(&mut out, MAX_PACKET)?;
-                    write.write_all(&out).await.context("send PUBLISH")?;
-                    out.clear();
-                    last_sent = tokio::time::Instant::now();
+                    last_sent = send(&mut write, &mut out, mqtt::Packet::Publish(publish)).await.context("send PUBLISH")?;
                     totals.sent.fetch_add(1, Ordering::Relaxed);
                     if qos == QoS::AtMostOnce {
                         totals.acked.fetch_add(1, Ordering::Relaxed);
@@ -599,10 +609,7 @@ async fn device_loop(
                 _ = tokio::time::sleep_until(deadline), if publishing => publishing = false,
                 _ = tokio::time::sleep_until(drain_deadline), if !publishing => {}
                 _ = tokio::time::sleep_until(last_sent + ping_every) => {
-                    mqtt::Packet::PingReq.write(&mut out, MAX_PACKET)?;
-                    write.write_all(&out).await.context("send PINGREQ")?;
-                    out.clear();
-                    last_sent = tokio::time::Instant::now();
+                    last_sent = send(&mut write, &mut out, mqtt::Packet::PingReq).await.context("send PINGREQ")?;
                 }
                 n = read.read_buf(&mut buf) => {
                     if n.context("read")? == 0 {
@@ -631,8 +638,7 @@ async fn device_loop(
     .await;
     totals.latencies_us.lock().extend(latencies);
     result?;
-    mqtt::Packet::Disconnect.write(&mut out, MAX_PACKET)?;
-    let _ = write.write_all(&out).await;
+    let _ = send(&mut write, &mut out, mqtt::Packet::Disconnect).await;
     let _ = write.shutdown().await;
     Ok(())
 }

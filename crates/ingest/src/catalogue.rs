@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use factoryops_db::Database;
+use factoryops_db::{Database, WriteTurn};
 use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
 use parking_lot::Mutex;
@@ -176,6 +176,44 @@ pub struct PropertyCatalogue {
     /// without making unrelated devices wait for each other.
     stripes: Vec<tokio::sync::Mutex<()>>,
     seen: Mutex<SeenBuffer>,
+}
+
+/// Write transactions of at most `per_transaction` statements, each inside this process's
+/// SQLite write turn (see [`STATEMENTS_PER_TRANSACTION`]).
+struct ShortTransactions<'a> {
+    db: &'a Database,
+    per_transaction: usize,
+    statements: usize,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<WriteTurn>,
+}
+
+impl<'a> ShortTransactions<'a> {
+    async fn begin(db: &'a Database, per_transaction: usize) -> Result<Self, RepoError> {
+        let turn = db.write_turn().await;
+        let tx = db.pool().begin().await?;
+        Ok(Self { db, per_transaction: per_transaction.max(1), statements: 0, tx, _turn: turn })
+    }
+
+    /// The transaction for the next statement: a full one is committed (its turn given
+    /// back, so a waiting alert commit goes next) and a new one begun.
+    async fn next(&mut self) -> Result<&mut sqlx::Transaction<'static, sqlx::Any>, RepoError> {
+        if self.statements == self.per_transaction {
+            // Deferred: the fresh transaction takes no lock before its first write.
+            let fresh = self.db.pool().begin().await?;
+            std::mem::replace(&mut self.tx, fresh).commit().await?;
+            self._turn = None;
+            self._turn = self.db.write_turn().await;
+            self.statements = 0;
+        }
+        self.statements += 1;
+        Ok(&mut self.tx)
+    }
+
+    async fn commit(self) -> Result<(), RepoError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
 }
 
 impl PropertyCatalogue {
@@ -392,19 +430,10 @@ impl PropertyCatalogue {
         for ((factory, device), ts) in batch {
             by_factory.entry(factory).or_default().push((device, *ts));
         }
-        let mut turn = self.db.write_turn().await;
-        let mut tx = self.db.pool().begin().await?;
-        let mut statements = 0;
+        let mut writes = ShortTransactions::begin(&self.db, DEVICE_STATEMENTS_PER_TRANSACTION).await?;
         for (factory, devices) in by_factory {
             for chunk in devices.chunks(DEVICES_PER_STATEMENT) {
-                if statements == DEVICE_STATEMENTS_PER_TRANSACTION {
-                    tx.commit().await?;
-                    drop(turn);
-                    turn = self.db.write_turn().await;
-                    tx = self.db.pool().begin().await?;
-                    statements = 0;
-                }
-                statements += 1;
+                let tx = writes.next().await?;
                 let case = format!("CASE device_id {} END", vec!["WHEN ? THEN ?"; chunk.len()].join(" "));
                 let sql = format!(
                     "UPDATE ingest_devices SET last_seen = {case} WHERE factory_id = ? AND device_id IN ({}) \
@@ -423,20 +452,17 @@ impl PropertyCatalogue {
                 for (device, ts) in chunk {
                     query = query.bind(device.as_str()).bind(*ts);
                 }
-                query.execute(&mut *tx).await?;
+                query.execute(&mut **tx).await?;
             }
         }
-        tx.commit().await?;
-        Ok(())
+        writes.commit().await
     }
 
     async fn write_properties_seen(
         &self,
         batch: &HashMap<DeviceKey, HashMap<PropertyName, i64>>,
     ) -> Result<(), RepoError> {
-        let mut turn = self.db.write_turn().await;
-        let mut tx = self.db.pool().begin().await?;
-        let mut statements = 0;
+        let mut writes = ShortTransactions::begin(&self.db, STATEMENTS_PER_TRANSACTION).await?;
         for ((factory, device), properties) in batch {
             // Properties of one message share a timestamp: group by it for few statements.
             let mut by_ts: HashMap<i64, Vec<&PropertyName>> = HashMap::new();
@@ -445,14 +471,7 @@ impl PropertyCatalogue {
             }
             for (ts, names) in by_ts {
                 for chunk in names.chunks(NAMES_PER_STATEMENT) {
-                    if statements == STATEMENTS_PER_TRANSACTION {
-                        tx.commit().await?;
-                        drop(turn);
-                        turn = self.db.write_turn().await;
-                        tx = self.db.pool().begin().await?;
-                        statements = 0;
-                    }
-                    statements += 1;
+                    let tx = writes.next().await?;
                     let sql = format!(
                         "UPDATE ingest_properties SET last_seen = ? WHERE factory_id = ? AND device_id = ? AND last_seen < ? AND name IN ({})",
                         vec!["?"; chunk.len()].join(", ")
@@ -463,12 +482,11 @@ impl PropertyCatalogue {
                     for name in chunk {
                         query = query.bind(name.as_str());
                     }
-                    query.execute(&mut *tx).await?;
+                    query.execute(&mut **tx).await?;
                 }
             }
         }
-        tx.commit().await?;
-        Ok(())
+        writes.commit().await
     }
 
     /// Every property of one device, by name.
