@@ -119,7 +119,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     if let Some(health) = telemetry.health {
         crate::telemetry::announce_health(health, bus.clone(), clock.clone());
     }
-    let ingest_config = IngestConfig::default();
+    let ingest_config = ingest_config(&config);
     let catalogue = Arc::new(PropertyCatalogue::new(db.clone(), ingest_config.max_properties_per_device));
     let ingestor = Ingestor::start(
         ingest_config,
@@ -183,7 +183,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                 }
                 _ => None,
             },
-            ..MqttConfig::default()
+            ..mqtt_config(&config)
         };
         let server = MqttServer::bind(mqtt_config, devices.clone(), ingestor.clone(), clock.clone()).await.map_err(
             |e| match e {
@@ -348,4 +348,72 @@ async fn bind(key: &'static str, env: &'static str, addr: &str) -> Result<TcpLis
             StartError::Bind { key, addr: addr.to_string(), source }
         }
     })
+}
+
+/// The `ingest.*` keys over the pipeline's defaults.
+fn ingest_config(config: &Config) -> IngestConfig {
+    let limits = &config.ingest;
+    let mut ingest = IngestConfig {
+        max_properties_per_device: limits.max_properties_per_device,
+        queue_capacity: limits.queue_capacity,
+        last_errors_per_device: limits.last_errors_per_device,
+        ..IngestConfig::default()
+    };
+    ingest.limits.max_payload_bytes = limits.max_payload_bytes;
+    ingest.limits.max_properties = limits.max_properties_per_message;
+    ingest.limits.max_depth = limits.max_depth;
+    ingest.limits.max_clock_skew_ms =
+        i64::try_from(limits.max_clock_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    ingest
+}
+
+/// The `mqtt.*` keys over the endpoint's defaults (addresses and TLS are set by the caller).
+fn mqtt_config(config: &Config) -> MqttConfig {
+    let limits = &config.mqtt;
+    let mut mqtt = MqttConfig {
+        max_packet_bytes: limits.max_packet_bytes,
+        receive_maximum: limits.receive_maximum,
+        max_inflight_total: limits.max_inflight_total,
+        max_keep_alive_secs: limits.max_keep_alive_secs,
+        max_session_expiry_secs: limits.max_session_expiry_secs,
+        v311_session_expiry_secs: limits.v311_session_expiry_secs,
+        max_offline_sessions: limits.max_offline_sessions,
+        ..MqttConfig::default()
+    };
+    mqtt.connect_limits.per_ip_per_sec = limits.connects_per_ip_per_sec;
+    mqtt.connect_limits.per_ip_burst = limits.connects_per_ip_burst;
+    mqtt.connect_limits.global_per_sec = limits.connects_per_sec;
+    mqtt.connect_limits.global_burst = limits.connects_burst;
+    mqtt
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn configured_limits_reach_the_pipeline_and_the_endpoint() {
+        let mut config = Config::default();
+        config.ingest.max_payload_bytes = 4096;
+        config.ingest.max_properties_per_message = 7;
+        config.ingest.max_clock_skew_secs = 60;
+        config.ingest.max_properties_per_device = 9;
+        config.mqtt.receive_maximum = 8;
+        config.mqtt.connects_burst = 3;
+        let ingest = ingest_config(&config);
+        assert_eq!((ingest.limits.max_payload_bytes, ingest.limits.max_properties), (4096, 7));
+        assert_eq!((ingest.limits.max_clock_skew_ms, ingest.max_properties_per_device), (60_000, 9));
+        let mqtt = mqtt_config(&config);
+        assert_eq!((mqtt.receive_maximum, mqtt.connect_limits.global_burst), (8, 3));
+        // Untouched keys keep the components' own defaults.
+        let defaults = (IngestConfig::default(), MqttConfig::default());
+        let (ingest, mqtt) = (ingest_config(&Config::default()), mqtt_config(&Config::default()));
+        assert_eq!(ingest, defaults.0);
+        assert_eq!(
+            (mqtt.max_packet_bytes, mqtt.max_inflight_total),
+            (defaults.1.max_packet_bytes, defaults.1.max_inflight_total)
+        );
+        assert_eq!(mqtt.connect_limits, defaults.1.connect_limits);
+    }
 }

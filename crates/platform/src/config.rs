@@ -61,6 +61,85 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tsdb: TsdbConfig,
     pub notify: NotifyConfig,
+    pub ingest: IngestLimits,
+    pub mqtt: MqttLimits,
+}
+
+/// What one telemetry message (MQTT or HTTP) and one device may carry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestLimits {
+    /// A larger message is rejected whole (recorded in the device's last errors).
+    pub max_payload_bytes: usize,
+    /// Accepted properties per message; further ones are rejected one by one.
+    pub max_properties_per_message: usize,
+    /// Object nesting below the top level: 1 allows `{"a": {"b": 1}}`.
+    pub max_depth: usize,
+    /// A device `ts` further than this from the receive time is replaced by the receive time.
+    pub max_clock_skew_secs: u64,
+    /// Cardinality guard: distinct properties one device may ever register.
+    pub max_properties_per_device: usize,
+    /// Messages waiting for the durable write before senders wait (back-pressure).
+    pub queue_capacity: usize,
+    /// Length of each device's "last errors" list.
+    pub last_errors_per_device: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_properties_per_message: 1_000,
+            max_depth: 8,
+            max_clock_skew_secs: 24 * 3600,
+            max_properties_per_device: 1_000,
+            queue_capacity: 4_096,
+            last_errors_per_device: 20,
+        }
+    }
+}
+
+/// The built-in MQTT endpoint's bounds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttLimits {
+    /// Largest accepted packet, fixed header included.
+    pub max_packet_bytes: usize,
+    /// Unacknowledged PUBLISHes per connection before its socket is no longer read.
+    pub receive_maximum: u16,
+    /// Unacknowledged PUBLISHes over all connections before sockets are no longer read.
+    pub max_inflight_total: usize,
+    /// Upper bound on a client's keep-alive (MQTT 5: announced as Server Keep Alive).
+    pub max_keep_alive_secs: u16,
+    /// Upper bound on an MQTT 5 session expiry interval.
+    pub max_session_expiry_secs: u32,
+    /// How long a 3.1.1 persistent session is kept after its connection ends.
+    pub v311_session_expiry_secs: u32,
+    /// Sessions kept for disconnected clients; beyond it those expiring soonest go.
+    pub max_offline_sessions: usize,
+    /// CONNECTs per second (sustained / burst) from one source IP and for the whole endpoint.
+    pub connects_per_ip_per_sec: u32,
+    pub connects_per_ip_burst: u32,
+    pub connects_per_sec: u32,
+    pub connects_burst: u32,
+}
+
+impl Default for MqttLimits {
+    fn default() -> Self {
+        Self {
+            max_packet_bytes: 256 * 1024,
+            receive_maximum: 64,
+            max_inflight_total: 16_384,
+            max_keep_alive_secs: 3_600,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            v311_session_expiry_secs: 24 * 3600,
+            max_offline_sessions: 100_000,
+            connects_per_ip_per_sec: 500,
+            connects_per_ip_burst: 1_000,
+            connects_per_sec: 2_000,
+            connects_burst: 4_000,
+        }
+    }
 }
 
 /// Notification delivery (the channels themselves are the top-level `smtp_*`/`twilio_*` keys).
@@ -200,6 +279,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tsdb: TsdbConfig::default(),
             notify: NotifyConfig::default(),
+            ingest: IngestLimits::default(),
+            mqtt: MqttLimits::default(),
         }
     }
 }
@@ -322,6 +403,31 @@ impl Config {
             return Err(ConfigError::new(
                 "twilio_account_sid",
                 "WhatsApp needs twilio_account_sid, twilio_auth_token and twilio_from together",
+            ));
+        }
+        let positive: [(&str, u64); 14] = [
+            ("ingest.max_payload_bytes", self.ingest.max_payload_bytes as u64),
+            ("ingest.max_properties_per_message", self.ingest.max_properties_per_message as u64),
+            ("ingest.max_properties_per_device", self.ingest.max_properties_per_device as u64),
+            ("ingest.queue_capacity", self.ingest.queue_capacity as u64),
+            ("ingest.last_errors_per_device", self.ingest.last_errors_per_device as u64),
+            ("mqtt.max_packet_bytes", self.mqtt.max_packet_bytes as u64),
+            ("mqtt.receive_maximum", u64::from(self.mqtt.receive_maximum)),
+            ("mqtt.max_inflight_total", self.mqtt.max_inflight_total as u64),
+            ("mqtt.max_keep_alive_secs", u64::from(self.mqtt.max_keep_alive_secs)),
+            ("mqtt.max_offline_sessions", self.mqtt.max_offline_sessions as u64),
+            ("mqtt.connects_per_ip_per_sec", u64::from(self.mqtt.connects_per_ip_per_sec)),
+            ("mqtt.connects_per_ip_burst", u64::from(self.mqtt.connects_per_ip_burst)),
+            ("mqtt.connects_per_sec", u64::from(self.mqtt.connects_per_sec)),
+            ("mqtt.connects_burst", u64::from(self.mqtt.connects_burst)),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::new(key, "must be at least 1"));
+        }
+        if self.mqtt.max_packet_bytes < self.ingest.max_payload_bytes {
+            return Err(ConfigError::new(
+                "mqtt.max_packet_bytes",
+                "must be at least ingest.max_payload_bytes (a PUBLISH carries the payload plus its topic)",
             ));
         }
         if self.notify.max_attempts < 1 {
@@ -514,6 +620,27 @@ mod tests {
         let e = Config::load_from(None, env(&[("FACTORYOPS_DATABSE_URL", "mysql://x")])).unwrap_err();
         assert!(e.to_string().contains("databse_url") && e.to_string().contains("not a known"), "{e}");
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn ingest_and_mqtt_limits_are_configurable_and_checked() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACTORYOPS_INGEST__MAX_PAYLOAD_BYTES", "2048"),
+                ("FACTORYOPS_INGEST__MAX_PROPERTIES_PER_DEVICE", "50"),
+                ("FACTORYOPS_MQTT__RECEIVE_MAXIMUM", "16"),
+                ("FACTORYOPS_MQTT__CONNECTS_PER_IP_PER_SEC", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.ingest.max_payload_bytes, c.ingest.max_properties_per_device), (2048, 50));
+        assert_eq!((c.mqtt.receive_maximum, c.mqtt.connects_per_ip_per_sec), (16, 5));
+
+        let e = Config::load_from(None, env(&[("FACTORYOPS_MQTT__RECEIVE_MAXIMUM", "0")])).unwrap_err();
+        assert!(e.to_string().contains("mqtt.receive_maximum"), "{e}");
+        let e = Config::load_from(None, env(&[("FACTORYOPS_INGEST__MAX_PAYLOAD_BYTES", "1000000")])).unwrap_err();
+        assert!(e.to_string().contains("mqtt.max_packet_bytes"), "{e}");
     }
 
     #[test]
