@@ -184,7 +184,7 @@ struct ShortTransactions<'a> {
     db: &'a Database,
     per_transaction: usize,
     statements: usize,
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
     _turn: Option<WriteTurn>,
 }
 
@@ -192,26 +192,34 @@ impl<'a> ShortTransactions<'a> {
     async fn begin(db: &'a Database, per_transaction: usize) -> Result<Self, RepoError> {
         let turn = db.write_turn().await;
         let tx = db.pool().begin().await?;
-        Ok(Self { db, per_transaction: per_transaction.max(1), statements: 0, tx, _turn: turn })
+        Ok(Self { db, per_transaction: per_transaction.max(1), statements: 0, tx: Some(tx), _turn: turn })
     }
 
     /// The transaction for the next statement: a full one is committed (its turn given
-    /// back, so a waiting alert commit goes next) and a new one begun.
+    /// back, so a waiting alert commit goes next) before the next one begins. Commit
+    /// first, then take a pooled connection: a transaction holding SQLite's write lock
+    /// while waiting for a connection deadlocked against writers holding all of them.
     async fn next(&mut self) -> Result<&mut sqlx::Transaction<'static, sqlx::Any>, RepoError> {
-        if self.statements == self.per_transaction {
-            // Deferred: the fresh transaction takes no lock before its first write.
-            let fresh = self.db.pool().begin().await?;
-            std::mem::replace(&mut self.tx, fresh).commit().await?;
-            self._turn = None;
-            self._turn = self.db.write_turn().await;
-            self.statements = 0;
-        }
+        let tx = match self.tx.take() {
+            Some(tx) if self.statements < self.per_transaction => tx,
+            full => {
+                if let Some(tx) = full {
+                    tx.commit().await?;
+                }
+                self._turn = None;
+                self._turn = self.db.write_turn().await;
+                self.statements = 0;
+                self.db.pool().begin().await?
+            }
+        };
         self.statements += 1;
-        Ok(&mut self.tx)
+        Ok(self.tx.insert(tx))
     }
 
     async fn commit(self) -> Result<(), RepoError> {
-        self.tx.commit().await?;
+        if let Some(tx) = self.tx {
+            tx.commit().await?;
+        }
         Ok(())
     }
 }

@@ -223,8 +223,48 @@ async fn device_last_seen_is_batched_and_monotonic(db: TestDatabase) {
     assert_eq!(registry.get(&a, &device("m-2")).await.unwrap().unwrap().last_seen, Some(50_000));
 }
 
+/// The chunked `last_seen` flush runs while registrations keep every pooled connection
+/// busy writing: a flush that held SQLite's write lock while waiting for a connection
+/// deadlocked against them until the 10-s busy timeout failed the registrations.
+async fn last_seen_flushes_and_registrations_do_not_starve_each_other(db: TestDatabase) {
+    let database = open_db(&db).await;
+    let registry = factoryops_ingest::DeviceRegistry::new(database.clone());
+    let catalogue = std::sync::Arc::new(PropertyCatalogue::new(database.clone(), 1_000));
+    let f = factory("plant-a");
+    for i in 0..400 {
+        registry.create(&f, new_device(&format!("m-{i}")), 0).await.unwrap();
+        catalogue.touch(&f, &device(&format!("m-{i}")), [&prop("power_kw")].into_iter(), 1_000 + i);
+    }
+    let started = std::time::Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..24 {
+        let (catalogue, f) = (catalogue.clone(), f.clone());
+        writers.push(tokio::spawn(async move {
+            for n in 0..10 {
+                let names: Vec<_> = (0..20).map(|k| prop(&format!("w{w}_n{n}_p{k}"))).collect();
+                let d = device(&format!("m-{}", (w * 10 + n) % 400));
+                let kinds = names.iter().map(|p| (p, factoryops_ingest::ValueType::Number));
+                catalogue.register(&f, &d, kinds, 5).await.unwrap();
+            }
+        }));
+    }
+    for _ in 0..3 {
+        catalogue.flush_devices_last_seen().await.unwrap();
+        for i in 0..400 {
+            catalogue.touch(&f, &device(&format!("m-{i}")), [&prop("power_kw")].into_iter(), 2_000 + i);
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    catalogue.flush_last_seen().await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert_eq!(registry.get(&f, &device("m-399")).await.unwrap().unwrap().last_seen, Some(2_399));
+}
+
 backend_matrix!(
     devices_crud_filter_and_pages,
+    last_seen_flushes_and_registrations_do_not_starve_each_other,
     secrets_issue_rotate_and_verify,
     catalogue_registers_guards_and_edits,
     device_last_seen_is_batched_and_monotonic
