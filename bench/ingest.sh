@@ -109,7 +109,7 @@ if [[ "$WHAT" == all || "$WHAT" == anchor ]]; then
   simulate_anchor max --rate "$MAX_RATE" --duration "$DURATION"
   simulate_anchor steady --rate "$STEADY_RATE" --duration "$DURATION"
   # Loss-free relay rate: step the offered rate up.
-  for rate in ${ANCHOR_RATES:-1 2 3}; do
+  for rate in ${ANCHOR_RATES:-1 1.5 2 3}; do
     simulate_anchor "rate$rate" --rate "$rate" --duration "$DURATION"
   done
 fi
