@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 
 /// Topics components publish on.
 pub mod topics {
+    /// Carried by the typed lane ([`super::EventBus::publish_telemetry`] /
+    /// [`super::EventBus::subscribe_telemetry`]): an `Event` published under this name
+    /// reaches only generic subscribers, never the rules or the live stream.
     pub const TELEMETRY: &str = "telemetry";
     pub const ALERTS: &str = "alerts";
     pub const PLATFORM_HEALTH: &str = "platform.health";
