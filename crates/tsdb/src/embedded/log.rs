@@ -33,7 +33,29 @@ pub struct ScanOutcome {
 /// Reads records in order until the end or the first damaged one. `on_record` returning
 /// an error marks that record as damaged too (a payload that passes the CRC but does not
 /// decode is still not trustworthy).
-pub fn scan(path: &Path, mut on_record: impl FnMut(&[u8]) -> Result<(), String>) -> Result<ScanOutcome, TsdbError> {
+pub fn scan(path: &Path, on_record: impl FnMut(&[u8]) -> Result<(), String>) -> Result<ScanOutcome, TsdbError> {
+    scan_log(path, Tail::Strict, on_record)
+}
+
+/// [`scan`] for a WAL segment, which may be preallocated: an all-zero record header marks
+/// the end of what was written (a real record never has length 0 with checksum 0). Only
+/// for logs that are never appended to after a reopen — a zero run left by a crash in the
+/// middle of an appended log would otherwise hide the records written after it.
+pub fn scan_segment(path: &Path, on_record: impl FnMut(&[u8]) -> Result<(), String>) -> Result<ScanOutcome, TsdbError> {
+    scan_log(path, Tail::ZeroedIsEnd, on_record)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    Strict,
+    ZeroedIsEnd,
+}
+
+fn scan_log(
+    path: &Path,
+    tail: Tail,
+    mut on_record: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<ScanOutcome, TsdbError> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut r = BufReader::with_capacity(1 << 20, file);
@@ -48,6 +70,9 @@ pub fn scan(path: &Path, mut on_record: impl FnMut(&[u8]) -> Result<(), String>)
                 out.damage = Some(format!("torn record header at byte {}", out.valid_len));
                 break;
             }
+        }
+        if tail == Tail::ZeroedIsEnd && header == [0u8; 8] {
+            break;
         }
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -244,5 +269,36 @@ mod tests {
             .unwrap();
             assert!(out.damage.is_some());
         }
+    }
+
+    #[test]
+    fn a_zeroed_tail_ends_a_segment_cleanly_but_is_damage_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut buf = Vec::new();
+        frame(b"one", &mut buf);
+        frame(b"two", &mut buf);
+        let written = buf.len() as u64;
+        buf.resize(buf.len() + 4096, 0);
+        std::fs::File::create(&path).unwrap().write_all(&buf).unwrap();
+
+        let mut seen = Vec::new();
+        let out = scan_segment(&path, |p| {
+            seen.push(p.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!((out.valid_len, out.records, out.damage), (written, 2, None));
+
+        let strict = scan(&path, |_| Ok(())).unwrap();
+        assert_eq!(strict.valid_len, written);
+        assert!(strict.damage.is_some(), "an appended log must not stop silently at zeros");
+
+        // A torn record in front of the zeros is still damage.
+        let mut torn = buf.clone();
+        torn[written as usize] = 9;
+        std::fs::File::create(&path).unwrap().write_all(&torn).unwrap();
+        assert!(scan_segment(&path, |_| Ok(())).unwrap().damage.is_some());
     }
 }

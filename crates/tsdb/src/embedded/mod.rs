@@ -248,7 +248,7 @@ impl EmbeddedStore {
             let index = inner.index.read();
             let mut head = inner.head.write();
             let mut points = 0usize;
-            let outcome = log::scan(&path, |payload| {
+            let outcome = log::scan_segment(&path, |payload| {
                 wal::decode_batch(payload, |series, ts, v| {
                     if index.contains(series) {
                         head.active.push(series, ts, v);
@@ -435,10 +435,11 @@ fn check_logs(dir: &Path, r: &mut CheckReport) -> Result<(), TsdbError> {
     let newest = segments.last().copied();
     let logs = segments
         .into_iter()
-        .map(|s| (wal::segment_path(&wal_dir, s), Some(s) == newest))
-        .chain(std::iter::once((dir.join("series.idx"), false)));
-    for (path, active) in logs {
-        let out = match log::scan(&path, |_| Ok(())) {
+        .map(|s| (wal::segment_path(&wal_dir, s), Some(s) == newest, true))
+        .chain(std::iter::once((dir.join("series.idx"), false, false)));
+    for (path, active, segment) in logs {
+        let scanned = if segment { log::scan_segment(&path, |_| Ok(())) } else { log::scan(&path, |_| Ok(())) };
+        let out = match scanned {
             Ok(out) => out,
             // A flush deleted the segment after we listed it.
             Err(TsdbError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
