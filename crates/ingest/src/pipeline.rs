@@ -8,8 +8,11 @@
 //! a drop); a slow durable bus subscriber (rules) slows the writer the same way.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use factoryops_platform::bus::{Event, EventBus, TelemetryBatch, TelemetryMessage, topics};
@@ -143,7 +146,13 @@ pub struct Submitted {
 
 enum SubmitState {
     Rejected(MessageRejection),
-    Pending { done: Option<oneshot::Receiver<Result<(), String>>>, summary: StoredSummary, received_at_ms: i64 },
+    Pending {
+        done: Option<oneshot::Receiver<Result<(), String>>>,
+        summary: StoredSummary,
+        received_at_ms: i64,
+    },
+    /// The outcome was handed out.
+    Finished,
 }
 
 const HEALTH_EVENT_INTERVAL_MS: i64 = 10_000;
@@ -266,10 +275,15 @@ impl Ingestor {
         let refused = if memo.known == Some(schema) {
             Ok(Vec::new())
         } else {
-            self.inner
-                .catalogue
-                .register(factory, device, parsed.values.iter().map(|(n, v)| (n, ValueType::of(v))), received_at_ms)
-                .await
+            // Boxed: registration runs database queries, whose large future would otherwise
+            // size every connection's task (10k of them) for the rare first message.
+            Box::pin(self.inner.catalogue.register(
+                factory,
+                device,
+                parsed.values.iter().map(|(n, v)| (n, ValueType::of(v))),
+                received_at_ms,
+            ))
+            .await
         };
         let refused = match refused {
             Ok(refused) => {
@@ -411,21 +425,34 @@ impl Ingestor {
 
 impl Submitted {
     /// Waits until the points are durable and their `telemetry` event is published.
-    pub async fn wait(self) -> Result<IngestOutcome, IngestError> {
-        let Submitted { ingestor, factory, device, state } = self;
-        let inner = &ingestor.inner;
-        let (done, summary, received_at_ms) = match state {
-            SubmitState::Rejected(rejection) => return Ok(IngestOutcome::MessageRejected(rejection)),
-            SubmitState::Pending { done, summary, received_at_ms } => (done, summary, received_at_ms),
-        };
-        if let Some(done) = done {
-            let result = done.await.unwrap_or_else(|_| Err("writer stopped".into()));
+    pub async fn wait(mut self) -> Result<IngestOutcome, IngestError> {
+        std::future::poll_fn(|cx| self.poll_outcome(cx)).await
+    }
+
+    /// [`Submitted::wait`] without consuming the submission, so one task can keep a queue
+    /// of them (the MQTT connection polls the oldest). Ready once; polling again after
+    /// `Ready` is a caller bug and answers `ShuttingDown`.
+    pub fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<IngestOutcome, IngestError>> {
+        if let SubmitState::Pending { done: Some(done), .. } = &mut self.state {
+            let result = std::task::ready!(Pin::new(done).poll(cx)).unwrap_or_else(|_| Err("writer stopped".into()));
             if let Err(e) = result {
-                IngestMetrics::reason(&inner.metrics.failures, "store");
-                tracing::error!(factory_id = %factory, device_id = %device, error = %e, "telemetry write failed; message not acknowledged");
-                return Err(IngestError::Store(e));
+                self.state = SubmitState::Finished;
+                IngestMetrics::reason(&self.ingestor.inner.metrics.failures, "store");
+                tracing::error!(factory_id = %self.factory, device_id = %self.device, error = %e, "telemetry write failed; message not acknowledged");
+                return Poll::Ready(Err(IngestError::Store(e)));
             }
         }
+        Poll::Ready(match std::mem::replace(&mut self.state, SubmitState::Finished) {
+            SubmitState::Rejected(rejection) => Ok(IngestOutcome::MessageRejected(rejection)),
+            SubmitState::Pending { summary, received_at_ms, .. } => Ok(self.stored(summary, received_at_ms)),
+            SubmitState::Finished => Err(IngestError::ShuttingDown),
+        })
+    }
+
+    /// Counts a durable message and records what was rejected inside it.
+    fn stored(&self, summary: StoredSummary, received_at_ms: i64) -> IngestOutcome {
+        let Submitted { ingestor, factory, device, .. } = self;
+        let inner = &ingestor.inner;
         inner.metrics.messages.inc();
         inner.metrics.points.inc_by(summary.points as u64);
         for r in &summary.rejected {
@@ -450,9 +477,9 @@ impl Submitted {
                     detail: format!("device ts is {skew} ms from the receive time; the receive time was used"),
                 });
             }
-            ingestor.record_errors(&factory, &device, records);
+            ingestor.record_errors(factory, device, records);
         }
-        Ok(IngestOutcome::Stored(summary))
+        IngestOutcome::Stored(summary)
     }
 }
 
@@ -542,7 +569,10 @@ impl Writer {
     /// every waiter (so the `telemetry` event always precedes the acknowledgement).
     async fn write_group(&self, group: Group) {
         let Group { factory, points, waiters } = group;
-        let mut results: Vec<(Waiter, Result<(), String>)> = match self.store.write(&factory, &points).await {
+        let started = std::time::Instant::now();
+        let written = self.store.write(&factory, &points).await;
+        self.metrics.write_seconds.observe(started.elapsed().as_secs_f64());
+        let mut results: Vec<(Waiter, Result<(), String>)> = match written {
             Err(TsdbError::InvalidPoint { .. }) if waiters.len() > 1 => {
                 // One message's bad point must not fail its neighbours: retry each alone.
                 let mut results = Vec::with_capacity(waiters.len());

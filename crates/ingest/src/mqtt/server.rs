@@ -6,20 +6,21 @@
 //! many are pending the reader stops reading the socket, so TCP pushes back on the device.
 //! Nothing is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use factoryops_types::{Clock, DeviceId, FactoryId};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -471,15 +472,16 @@ fn reason_label(reason: &str) -> crate::metrics::ReasonLabels {
 
 // ---- one connection ----
 
-/// What the outbound task writes, in order.
-enum Out {
+/// A response the connection still owes, in the order the client's packets came: a
+/// PUBACK waits for its message's durable write; other frames are ready at once but queue
+/// behind earlier acks (MQTT: PUBACKs in the order the PUBLISHes arrived).
+enum Pending {
     Frame(Bytes),
-    /// Boxed: the channel's slots are sized by the largest variant, and 10k connections
-    /// each keep a block of them.
     Ack {
         pkid: Option<u16>,
-        submitted: Box<Submitted>,
-        _permit: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        submitted: Submitted,
+        /// A slot of the endpoint-wide in-flight window, freed when the ack is written.
+        _permit: OwnedSemaphorePermit,
     },
 }
 
@@ -603,23 +605,24 @@ where
     }
     tracing::debug!(%peer, factory_id = %auth.factory, device_id = %auth.device, ?protocol, "MQTT client connected");
 
-    let inflight = Arc::new(Semaphore::new(usize::from(ctx.config.receive_maximum.max(1))));
-    let (tx, rx) = mpsc::channel(usize::from(ctx.config.receive_maximum.max(1)) + 16);
-    let outbound = tokio::spawn(outbound_loop(write, rx, protocol, stop.clone()));
-
-    let mut conn =
-        Connection { ctx, auth: &auth, protocol, tx, inflight, session_expiry, schema: SchemaMemo::default() };
-    let end = conn.read_loop(&mut read, &mut buf, keep_alive, &stop, &stop_reason).await;
-    session_expiry = conn.session_expiry;
-    if let (Protocol::V5, Some(code)) = (protocol, end.disconnect_reason()) {
-        let _ = conn.tx.send(Out::Frame(codec::disconnect_v5(code))).await;
-    }
+    let mut conn = Connection {
+        ctx,
+        auth: &auth,
+        protocol,
+        session_expiry,
+        schema: SchemaMemo::default(),
+        pending: VecDeque::new(),
+        window: usize::from(ctx.config.receive_maximum.max(1)),
+        // PUBACKs are 4–5 bytes: a window of 64 fits in 320 bytes (10k connections each keep one).
+        write: BufWriter::with_capacity(320, write),
+    };
+    let end = conn.run(&mut read, &mut buf, keep_alive, &stop, &stop_reason).await;
     if end.is_protocol_error() {
         ctx.metrics.mqtt_protocol_errors.inc();
     }
-    drop(conn);
-    // The outbound task finishes the acks already submitted, then closes the socket.
-    let _ = outbound.await;
+    // Acks already submitted are written first, then the DISCONNECT, then the socket closes.
+    conn.finish(&end).await;
+    session_expiry = conn.session_expiry;
     detach(ctx, &key, conn_id, session_expiry);
     tracing::debug!(%peer, factory_id = %auth.factory, device_id = %auth.device, ?end, "MQTT connection closed");
 }
@@ -672,14 +675,16 @@ enum End {
     Protocol(u8),
     /// The ingest pipeline failed: close so the device redelivers what was not acked.
     Internal,
-    /// The outbound side is gone (socket error or an ack failure).
-    OutboundGone,
+    /// A message's durable write failed: no further acks (its DISCONNECT is already written).
+    AckFailed,
+    /// Writing to the socket failed.
+    WriteFailed,
 }
 
 impl End {
     fn disconnect_reason(&self) -> Option<u8> {
         match self {
-            End::Client | End::OutboundGone => None,
+            End::Client | End::AckFailed | End::WriteFailed => None,
             End::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             End::Stopped(code) | End::Protocol(code) => Some(*code),
             End::Internal => Some(reason::UNSPECIFIED_ERROR),
@@ -691,19 +696,51 @@ impl End {
     }
 }
 
-struct Connection<'a> {
+/// One connection, served by one task: it reads packets, submits PUBLISHes and writes
+/// each PUBACK once its message is durable, in arrival order. With 10k mostly idle
+/// devices, a second task and a channel per connection cost more memory than they saved.
+struct Connection<'a, W> {
     ctx: &'a Arc<Ctx>,
     auth: &'a Authenticated,
     protocol: Protocol,
-    tx: mpsc::Sender<Out>,
-    inflight: Arc<Semaphore>,
     session_expiry: u32,
     /// The device's already-registered property set, so repeat messages skip the catalogue.
     schema: SchemaMemo,
+    /// Responses owed, oldest first; the socket is not read while `window` are owed.
+    pending: VecDeque<Pending>,
+    window: usize,
+    write: BufWriter<W>,
 }
 
-impl Connection<'_> {
-    async fn read_loop<R: AsyncRead + Unpin>(
+/// The oldest owed response, once it can be written: `Ok(None)` for a QoS 0 message
+/// (durable, nothing to send), `Err` when its write failed (no PUBACK: the device must
+/// redeliver). Pending while nothing is owed.
+fn poll_oldest(
+    pending: &mut VecDeque<Pending>,
+    protocol: Protocol,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Bytes>, ()>> {
+    let frame = match pending.front_mut() {
+        None => return Poll::Pending,
+        Some(Pending::Frame(frame)) => Some(std::mem::take(frame)),
+        Some(Pending::Ack { pkid, submitted, .. }) => match std::task::ready!(submitted.poll_outcome(cx)) {
+            Ok(IngestOutcome::Stored(_)) => pkid.map(|pkid| codec::puback(protocol, pkid, reason::SUCCESS)),
+            // Redelivery cannot fix a malformed payload: acknowledge it (with the reason on v5).
+            Ok(IngestOutcome::MessageRejected(_)) => {
+                pkid.map(|pkid| codec::puback(protocol, pkid, reason::PAYLOAD_FORMAT_INVALID))
+            }
+            Err(_) => {
+                pending.pop_front();
+                return Poll::Ready(Err(()));
+            }
+        },
+    };
+    pending.pop_front();
+    Poll::Ready(Ok(frame))
+}
+
+impl<W: AsyncWrite + Unpin> Connection<'_, W> {
+    async fn run<R: AsyncRead + Unpin>(
         &mut self,
         read: &mut R,
         buf: &mut BytesMut,
@@ -713,23 +750,58 @@ impl Connection<'_> {
     ) -> End {
         // MQTT: the server disconnects after one and a half keep-alive periods of silence.
         let idle = (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
+        let idle_timer = tokio::time::sleep(idle.unwrap_or(Duration::from_secs(3600)));
+        tokio::pin!(idle_timer);
+        let max_packet = self.ctx.config.max_packet_bytes;
+        let protocol = self.protocol;
+        // A PUBLISH read while the endpoint-wide window was full waits here for a slot.
+        let mut waiting: Option<Publish> = None;
+        let mut was_reading = true;
         loop {
-            let next = async {
-                match idle {
-                    Some(idle) => tokio::time::timeout(
-                        idle,
-                        read_packet(read, buf, Some(self.protocol), self.ctx.config.max_packet_bytes),
-                    )
-                    .await
-                    .unwrap_or(Err(ReadError::Idle)),
-                    None => read_packet(read, buf, Some(self.protocol), self.ctx.config.max_packet_bytes).await,
-                }
-            };
-            let packet = tokio::select! {
+            if let Err(end) = write_ready(&mut self.pending, &mut self.write, protocol).await {
+                return end;
+            }
+            let reading = waiting.is_none() && self.pending.len() < self.window;
+            if reading
+                && !was_reading
+                && let Some(idle) = idle
+            {
+                // The client could not send while we were not reading: its silence starts now.
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+            }
+            was_reading = reading;
+            let event = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return End::Stopped(stop_reason.load(Ordering::SeqCst)),
-                packet = next => packet,
+                out = std::future::poll_fn(|cx| poll_oldest(&mut self.pending, protocol, cx)),
+                    if !self.pending.is_empty() => Event::Owed(out),
+                permit = self.ctx.inflight_total.clone().acquire_owned(), if waiting.is_some() => {
+                    match (permit, waiting.take()) {
+                        (Ok(permit), Some(publish)) => Event::Admitted(publish, permit),
+                        _ => return End::Internal,
+                    }
+                }
+                packet = read_packet(read, buf, Some(protocol), max_packet), if reading => Event::Read(packet),
+                () = &mut idle_timer, if reading && idle.is_some() => return End::KeepAliveTimeout,
             };
+            let packet = match event {
+                Event::Owed(out) => {
+                    if let Err(end) = self.write_owed(out).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Event::Admitted(publish, permit) => {
+                    if let Err(end) = self.submit(publish, permit).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Event::Read(packet) => packet,
+            };
+            if let Some(idle) = idle {
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+            }
             let packet = match packet {
                 Ok(Some(packet)) => packet,
                 Ok(None) => return End::Client,
@@ -737,28 +809,42 @@ impl Connection<'_> {
                     tracing::debug!(error = %e, "MQTT read failed");
                     return End::Client;
                 }
-                Err(ReadError::Idle) => return End::KeepAliveTimeout,
                 Err(ReadError::Codec(CodecError::TooLarge { .. })) => return End::Protocol(reason::PACKET_TOO_LARGE),
                 Err(ReadError::Codec(CodecError::Malformed(_))) => return End::Protocol(reason::MALFORMED_PACKET),
                 Err(ReadError::Codec(_)) => return End::Protocol(reason::PROTOCOL_ERROR),
             };
-            let sent = match packet {
-                Packet::Publish(publish) => match self.publish(publish, stop).await {
-                    Ok(()) => true,
-                    Err(end) => return end,
-                },
-                Packet::PingReq => self.send(Out::Frame(codec::pingresp())).await,
+            match packet {
+                Packet::Publish(publish) => {
+                    let publish = match self.check_publish(publish) {
+                        Ok(Some(publish)) => publish,
+                        Ok(None) => continue,
+                        Err(end) => return end,
+                    };
+                    {
+                        // Back-pressure: with the endpoint's window full the socket is not
+                        // read until a slot frees (acks keep being written meanwhile).
+                        match self.ctx.inflight_total.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                if let Err(end) = self.submit(publish, permit).await {
+                                    return end;
+                                }
+                            }
+                            Err(_) => waiting = Some(publish),
+                        }
+                    }
+                }
+                Packet::PingReq => self.pending.push_back(Pending::Frame(codec::pingresp())),
                 Packet::Subscribe(s) => {
                     // This endpoint only receives telemetry: no subscription is granted.
-                    let code = if self.protocol == Protocol::V5 { reason::NOT_AUTHORIZED } else { 0x80 };
+                    let code = if protocol == Protocol::V5 { reason::NOT_AUTHORIZED } else { 0x80 };
                     let codes = vec![code; s.filters.len()];
-                    self.send(Out::Frame(codec::suback(self.protocol, s.pkid, &codes))).await
+                    self.pending.push_back(Pending::Frame(codec::suback(protocol, s.pkid, &codes)));
                 }
                 Packet::Unsubscribe(u) => {
-                    self.send(Out::Frame(codec::unsuback(self.protocol, u.pkid, u.filters.len()))).await
+                    self.pending.push_back(Pending::Frame(codec::unsuback(protocol, u.pkid, u.filters.len())));
                 }
                 // We never publish to clients, so there is nothing to acknowledge.
-                Packet::PubAck { .. } => true,
+                Packet::PubAck { .. } => {}
                 Packet::Disconnect(d) => {
                     if let Some(expiry) = d.session_expiry_secs {
                         self.session_expiry = expiry.min(self.ctx.config.max_session_expiry_secs);
@@ -767,18 +853,12 @@ impl Connection<'_> {
                 }
                 Packet::Unsupported { .. } => return End::Protocol(reason::PROTOCOL_ERROR),
                 Packet::Connect(_) => return End::Protocol(reason::PROTOCOL_ERROR),
-            };
-            if !sent {
-                return End::OutboundGone;
             }
         }
     }
 
-    async fn send(&self, out: Out) -> bool {
-        self.tx.send(out).await.is_ok()
-    }
-
-    async fn publish(&mut self, publish: Publish, stop: &CancellationToken) -> Result<(), End> {
+    /// Refuses what a PUBLISH may not do; `Ok(None)` when it was answered (v5 ACL refusal).
+    fn check_publish(&mut self, publish: Publish) -> Result<Option<Publish>, End> {
         if publish.qos > 1 {
             // v5: Maximum QoS 1 was announced, so QoS 2 is a protocol error; 3.1.1 has no way to refuse but closing.
             return Err(End::Protocol(reason::QOS_NOT_SUPPORTED));
@@ -792,104 +872,113 @@ impl Connection<'_> {
             tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, topic = %publish.topic, "PUBLISH outside the device's topic refused");
             return match (self.protocol, publish.pkid) {
                 (Protocol::V5, Some(pkid)) => {
-                    if self.send(Out::Frame(codec::puback(self.protocol, pkid, reason::NOT_AUTHORIZED))).await {
-                        Ok(())
-                    } else {
-                        Err(End::OutboundGone)
-                    }
+                    self.pending.push_back(Pending::Frame(codec::puback(self.protocol, pkid, reason::NOT_AUTHORIZED)));
+                    Ok(None)
                 }
-                (Protocol::V5, None) => Ok(()),
+                (Protocol::V5, None) => Ok(None),
                 (Protocol::V311, _) => Err(End::Stopped(reason::NOT_AUTHORIZED)),
             };
         }
-        // Back-pressure: while the in-flight window is full we do not read the socket.
-        // The connection's window first, then the endpoint's: a connection waits for the
-        // shared window holding at most one of its own permits.
-        let permit = tokio::select! {
-            permit = self.inflight.clone().acquire_owned() => permit.map_err(|_| End::OutboundGone)?,
-            _ = stop.cancelled() => return Err(End::Stopped(reason::SERVER_SHUTTING_DOWN)),
-        };
-        let total = tokio::select! {
-            permit = self.ctx.inflight_total.clone().acquire_owned() => permit.map_err(|_| End::OutboundGone)?,
-            _ = stop.cancelled() => return Err(End::Stopped(reason::SERVER_SHUTTING_DOWN)),
-        };
-        let permit = (permit, total);
+        Ok(Some(publish))
+    }
+
+    /// Hands a PUBLISH to the pipeline and queues its ack. Acks that become due while the
+    /// submission waits (registration, a full writer queue) are written meanwhile.
+    async fn submit(&mut self, publish: Publish, permit: OwnedSemaphorePermit) -> Result<(), End> {
         let received_at = self.ctx.clock.now_ms();
-        let submitted = self
-            .ctx
-            .ingestor
-            .submit_with(&self.auth.factory, &self.auth.device, &publish.payload, received_at, &mut self.schema)
-            .await
-            .map_err(|e| {
-                tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, error = %e, "message not ingested; closing so the device redelivers");
-                End::Internal
-            })?;
-        if self.send(Out::Ack { pkid: publish.pkid, submitted: Box::new(submitted), _permit: permit }).await {
-            Ok(())
-        } else {
-            Err(End::OutboundGone)
+        let submit = self.ctx.ingestor.submit_with(
+            &self.auth.factory,
+            &self.auth.device,
+            &publish.payload,
+            received_at,
+            &mut self.schema,
+        );
+        tokio::pin!(submit);
+        let submitted = loop {
+            let owed = tokio::select! {
+                biased;
+                submitted = &mut submit => break submitted,
+                out = std::future::poll_fn(|cx| poll_oldest(&mut self.pending, self.protocol, cx)),
+                    if !self.pending.is_empty() => out,
+            };
+            write_owed(&mut self.write, self.protocol, owed).await?;
+            write_ready(&mut self.pending, &mut self.write, self.protocol).await?;
+        };
+        let submitted = submitted.map_err(|e| {
+            tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, error = %e, "message not ingested; closing so the device redelivers");
+            End::Internal
+        })?;
+        self.pending.push_back(Pending::Ack { pkid: publish.pkid, submitted, _permit: permit });
+        Ok(())
+    }
+
+    async fn write_owed(&mut self, out: Result<Option<Bytes>, ()>) -> Result<(), End> {
+        write_owed(&mut self.write, self.protocol, out).await
+    }
+
+    /// After the read side ended: the acks already submitted (unless writing failed), the
+    /// DISCONNECT (v5), then the socket closes.
+    async fn finish(&mut self, end: &End) {
+        if !matches!(end, End::WriteFailed | End::AckFailed) {
+            while !self.pending.is_empty() {
+                let out = std::future::poll_fn(|cx| poll_oldest(&mut self.pending, self.protocol, cx)).await;
+                if self.write_owed(out).await.is_err() {
+                    return;
+                }
+            }
         }
+        if let (Protocol::V5, Some(code)) = (self.protocol, end.disconnect_reason())
+            && self.write.write_all(&codec::disconnect_v5(code)).await.is_err()
+        {
+            return;
+        }
+        let _ = self.write.flush().await;
+        let _ = self.write.shutdown().await;
     }
 }
 
-/// Writes frames and PUBACKs in order. Acks are buffered while more are ready (a group
-/// commit completes many at once) and flushed before waiting on anything, so batching
-/// never delays an ack that is already due.
-async fn outbound_loop<W: AsyncWrite + Unpin>(
-    write: W,
-    mut rx: mpsc::Receiver<Out>,
+/// What woke a connection up.
+enum Event {
+    Owed(Result<Option<Bytes>, ()>),
+    Admitted(Publish, OwnedSemaphorePermit),
+    Read(Result<Option<Packet>, ReadError>),
+}
+
+/// Writes every owed response that is ready now, then flushes once: a group commit
+/// completes many acks at once, and batching never delays an ack already due.
+async fn write_ready<W: AsyncWrite + Unpin>(
+    pending: &mut VecDeque<Pending>,
+    write: &mut BufWriter<W>,
     protocol: Protocol,
-    stop: CancellationToken,
-) {
-    // PUBACKs are 4–5 bytes: a window of 64 fits in 320 bytes (10k connections each keep one).
-    let mut write = tokio::io::BufWriter::with_capacity(320, write);
-    while let Some(out) = rx.recv().await {
-        let frame = match out {
-            Out::Frame(frame) => Some(frame),
-            Out::Ack { pkid, submitted, _permit } => {
-                let wait = submitted.wait();
-                tokio::pin!(wait);
-                let result = tokio::select! {
-                    biased;
-                    result = &mut wait => result,
-                    _ = std::future::ready(()) => {
-                        if write.flush().await.is_err() {
-                            stop.cancel();
-                            break;
-                        }
-                        wait.await
-                    }
-                };
-                match result {
-                    Ok(IngestOutcome::Stored(_)) => pkid.map(|pkid| codec::puback(protocol, pkid, reason::SUCCESS)),
-                    // Redelivery cannot fix a malformed payload: acknowledge it (with the reason on v5).
-                    Ok(IngestOutcome::MessageRejected(_)) => {
-                        pkid.map(|pkid| codec::puback(protocol, pkid, reason::PAYLOAD_FORMAT_INVALID))
-                    }
-                    Err(_) => {
-                        // Not durable: no PUBACK. Close, so the device redelivers after reconnecting.
-                        if protocol == Protocol::V5 {
-                            let _ = write.write_all(&codec::disconnect_v5(reason::UNSPECIFIED_ERROR)).await;
-                        }
-                        stop.cancel();
-                        break;
-                    }
-                }
+) -> Result<(), End> {
+    loop {
+        let ready = poll_oldest(pending, protocol, &mut Context::from_waker(std::task::Waker::noop()));
+        let Poll::Ready(out) = ready else { break };
+        write_owed(write, protocol, out).await?;
+    }
+    if !write.buffer().is_empty() {
+        write.flush().await.map_err(|_| End::WriteFailed)?;
+    }
+    Ok(())
+}
+
+/// Buffers one owed response; a failed durable write ends the connection without an ack.
+async fn write_owed<W: AsyncWrite + Unpin>(
+    write: &mut BufWriter<W>,
+    protocol: Protocol,
+    out: Result<Option<Bytes>, ()>,
+) -> Result<(), End> {
+    match out {
+        Ok(Some(frame)) => write.write_all(&frame).await.map_err(|_| End::WriteFailed),
+        Ok(None) => Ok(()),
+        // Not durable: no PUBACK. Close, so the device redelivers after reconnecting.
+        Err(()) => {
+            if protocol == Protocol::V5 {
+                let _ = write.write_all(&codec::disconnect_v5(reason::UNSPECIFIED_ERROR)).await;
             }
-        };
-        if let Some(frame) = frame
-            && write.write_all(&frame).await.is_err()
-        {
-            stop.cancel();
-            break;
-        }
-        if rx.is_empty() && write.flush().await.is_err() {
-            stop.cancel();
-            break;
+            Err(End::AckFailed)
         }
     }
-    let _ = write.flush().await;
-    let _ = write.shutdown().await;
 }
 
 /// Initial read buffer of a connection, and how much it grows by when nearly full. 1 KiB
@@ -901,7 +990,6 @@ const READ_BUFFER: usize = 2048;
 enum ReadError {
     Io(std::io::Error),
     Codec(CodecError),
-    Idle,
 }
 
 /// The next packet; `Ok(None)` when the peer closed the connection. Cancel-safe:
