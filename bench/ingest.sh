@@ -3,7 +3,7 @@
 # (embedded defaults: SQLite + embedded TSDB, rules consumer on) and, in the same run,
 # against the machine's Mosquitto relaying to one QoS 1 subscriber.
 #
-#   bench/ingest.sh [all|server|anchor]      (make bench-ingest = all)
+#   bench/ingest.sh [all|server|anchor|soak]      (make bench-ingest = all)
 #
 # Environment: BIN (release binary), DEVICES (10000), DURATION (60 s per case),
 # MAX_RATE (messages/s per device offered in the throughput case, 5), MOSQUITTO
@@ -82,7 +82,8 @@ simulate_anchor() {
   echo "after $name: load $(load) mosquitto $(rss "$pid") mosquitto-cpu $(echo "$(cpu_secs "$pid") - $c0" | bc) s" | tee -a "$OUT/log.txt"
 }
 
-metrics() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | grep -E "^factoryops_(ingest_points|ingest_messages|mqtt_connections|mqtt_connects_refused|rules_[a-z_]*events)" || true; }
+# The whole exposition goes to metrics.txt (latency histograms of the write, rules and outbox stages).
+metrics() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | tee "$OUT/metrics.txt" | grep -E "^factoryops_(ingest_points|ingest_messages|mqtt_connections|mqtt_connects_refused|rules_[a-z_]*events)" || true; }
 
 if [[ "$WHAT" == all || "$WHAT" == server ]]; then
   start_server
@@ -100,6 +101,24 @@ if [[ "$WHAT" == all || "$WHAT" == server ]]; then
   simulate_server alerts --rate "$STEADY_RATE" --duration "$DURATION" --probe-alerts 200
   # 4. Sustained throughput: offer more than the target, count what is PUBACKed (= durable).
   simulate_server max --rate "$MAX_RATE" --duration "$DURATION"
+  metrics | tee -a "$OUT/log.txt"
+  stop_server
+fi
+
+if [[ "$WHAT" == soak ]]; then
+  # Memory over time (not part of `all`): 10k devices × 20 properties at 20k points/s for
+  # SOAK_DURATION seconds (default 900), RSS sampled every 30 s. The head flushes and
+  # parts accumulate and merge during the run, so this shows whether memory stays bounded.
+  SOAK_DURATION="${SOAK_DURATION:-900}"
+  start_server
+  simulate_server warmup --rate 0.2 --properties 20 --duration 15
+  ( for _ in $(seq 1 $((SOAK_DURATION / 30))); do
+      sleep 30
+      echo "soak $(date -u +%H:%M:%S) load $(load) server $(rss "$SERVER_PID") parts $(find "$DATA" -name '*.part' | wc -l)" | tee -a "$OUT/log.txt"
+    done ) &
+  SAMPLER=$!
+  simulate_server soak --rate 0.1 --properties 20 --duration "$SOAK_DURATION"
+  kill "$SAMPLER" 2>/dev/null || true
   metrics | tee -a "$OUT/log.txt"
   stop_server
 fi

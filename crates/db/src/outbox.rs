@@ -9,6 +9,7 @@ use std::time::Duration;
 use factoryops_platform::bus::{Event, EventBus};
 use factoryops_platform::shutdown::Shutdown;
 use factoryops_types::{Clock, FactoryId};
+use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use crate::{Database, DbError};
@@ -41,6 +42,17 @@ pub async fn append(
 
 /// Publishes up to `limit` pending events in order; returns how many were published.
 pub async fn relay_once(db: &Database, bus: &dyn EventBus, limit: i64, now_ms: i64) -> Result<usize, DbError> {
+    relay_observed(db, bus, limit, now_ms, None).await
+}
+
+/// [`relay_once`], recording each event's time from its commit to its publication.
+async fn relay_observed(
+    db: &Database,
+    bus: &dyn EventBus,
+    limit: i64,
+    now_ms: i64,
+    delay: Option<&Histogram>,
+) -> Result<usize, DbError> {
     let rows = sqlx::query(
         "SELECT seq, factory_id, topic, event_key, payload, created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?",
     )
@@ -62,11 +74,15 @@ pub async fn relay_once(db: &Database, bus: &dyn EventBus, limit: i64, now_ms: i
             at_ms: row.try_get("created_at")?,
             payload: serde_json::from_str(&payload).map_err(|e| DbError::Malformed(format!("outbox payload: {e}")))?,
         };
+        let created_at = event.at_ms;
         if let Err(e) = bus.publish(event).await {
             tracing::warn!(error = %e, "outbox relay: bus unavailable, will retry");
             break;
         }
         published_seqs.push(seq);
+        if let Some(delay) = delay {
+            delay.observe((now_ms - created_at).max(0) as f64 / 1000.0);
+        }
     }
     // One UPDATE for the whole run: an UPDATE per row took SQLite's single write lock once
     // per event, competing with alert commits. The ids are listed, not a `seq <=` range:
@@ -92,9 +108,10 @@ pub async fn run_relay(
     clock: Arc<dyn Clock>,
     wake: Arc<tokio::sync::Notify>,
     shutdown: Shutdown,
+    delay: Histogram,
 ) {
     loop {
-        match relay_once(&db, bus.as_ref(), 500, clock.now_ms()).await {
+        match relay_observed(&db, bus.as_ref(), 500, clock.now_ms(), Some(&delay)).await {
             Ok(500) => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "outbox relay failed; retrying"),

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use factoryops_ingest::{DeviceFilter, DeviceRegistry};
 use factoryops_platform::bus::EventBus;
+use factoryops_platform::metrics::Metrics;
 use factoryops_platform::shutdown::Shutdown;
-use factoryops_rules::{Observation, RulesEngine};
+use factoryops_rules::{ApplySummary, Observation, RulesEngine};
 use factoryops_tsdb::TelemetryStore;
 use factoryops_types::{Clock, DeviceId, FactoryId, PropertyName};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// How long a device's type is trusted before it is read again (scopes by device type).
 const DEVICE_TYPE_TTL_MS: i64 = 30_000;
@@ -95,6 +97,43 @@ impl DeviceTypes {
     }
 }
 
+/// Where the time between a durable write and an alert goes, on `/metrics`.
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    /// From the batch's durable write to the consumer picking it up (queueing).
+    pub batch_delay: Histogram,
+    /// Evaluating one batch, committing its alert changes included.
+    pub batch_seconds: Histogram,
+    /// The same, for the batches that changed alerts (the commit dominates).
+    pub alert_batch_seconds: Histogram,
+}
+
+impl ConsumerMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = Self {
+            batch_delay: Metrics::latency_histogram(),
+            batch_seconds: Metrics::latency_histogram(),
+            alert_batch_seconds: Metrics::latency_histogram(),
+        };
+        metrics.register(
+            "rules_batch_delay_seconds",
+            "From a telemetry batch's durable write to the rules consumer taking it",
+            m.batch_delay.clone(),
+        );
+        metrics.register(
+            "rules_batch_seconds",
+            "Evaluating one telemetry batch, alert commit included",
+            m.batch_seconds.clone(),
+        );
+        metrics.register(
+            "rules_alert_batch_seconds",
+            "Evaluating one telemetry batch that opened, updated or resolved alerts",
+            m.alert_batch_seconds.clone(),
+        );
+        m
+    }
+}
+
 /// Telemetry batches waiting for the evaluator (each holds one group commit's messages).
 const QUEUED_BATCHES: usize = 256;
 
@@ -107,6 +146,7 @@ pub fn spawn_consumer(
     clock: Arc<dyn Clock>,
     shutdown: Shutdown,
     replay: Replay,
+    metrics: ConsumerMetrics,
 ) -> tokio::task::JoinHandle<()> {
     let mut subscription = bus.subscribe_telemetry(QUEUED_BATCHES);
     tokio::spawn(async move {
@@ -121,12 +161,21 @@ pub fn spawn_consumer(
             };
             let Some(delivery) = delivery else { return };
             let batch = &delivery.event;
+            let started = std::time::Instant::now();
+            metrics.batch_delay.observe((types.clock.now_ms() - batch.at_ms).max(0) as f64 / 1000.0);
             for message in &batch.messages {
                 let device_type = types.get(&batch.factory_id, &message.device_id).await;
                 observations.push(Observation::from_message(&batch.factory_id, message, device_type));
             }
-            if let Err(e) = engine.feed_all(&observations).await {
-                tracing::error!(error = %e, factory_id = %batch.factory_id, "rule evaluation failed");
+            match engine.feed_all(&observations).await {
+                Ok(summary) => {
+                    let took = started.elapsed().as_secs_f64();
+                    metrics.batch_seconds.observe(took);
+                    if summary != ApplySummary::default() {
+                        metrics.alert_batch_seconds.observe(took);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, factory_id = %batch.factory_id, "rule evaluation failed"),
             }
             observations.clear();
             delivery.ack().await;

@@ -172,6 +172,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             clock.clone(),
             shutdown.clone(),
             crate::rules::Replay { factories, store: store.clone() },
+            crate::rules::ConsumerMetrics::register(&metrics),
         ));
     }
     let mqtt = if components.contains(Component::Ingest) {
@@ -215,6 +216,15 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         clock.clone(),
         outbox_wake.clone(),
         shutdown.clone(),
+        {
+            let delay = Metrics::latency_histogram();
+            metrics.register(
+                "outbox_relay_delay_seconds",
+                "From an outbox event's commit to its publication on the bus",
+                delay.clone(),
+            );
+            delay
+        },
     ));
 
     for component in components.iter() {

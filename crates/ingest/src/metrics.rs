@@ -21,6 +21,7 @@ pub struct IngestMetrics {
     pub rejected_messages: Family<ReasonLabels, Counter>,
     pub failures: Family<ReasonLabels, Counter>,
     pub batch_points: Histogram,
+    pub write_seconds: Histogram,
     pub mqtt_connections: Gauge,
     pub mqtt_connects_refused: Family<ReasonLabels, Counter>,
     pub mqtt_acl_denied: Counter,
@@ -46,6 +47,11 @@ impl IngestMetrics {
             m.failures.clone(),
         );
         metrics.register("ingest_batch_points", "Points per group-committed store write", m.batch_points.clone());
+        metrics.register(
+            "ingest_write_seconds",
+            "Duration of one group commit's durable store write",
+            m.write_seconds.clone(),
+        );
         metrics.register("mqtt_connections", "Open MQTT connections", m.mqtt_connections.clone());
         metrics.register("mqtt_connects_refused", "Refused MQTT CONNECTs, by reason", m.mqtt_connects_refused.clone());
         metrics.register("mqtt_acl_denied", "PUBLISHes refused by the topic ACL", m.mqtt_acl_denied.clone());
@@ -76,6 +82,7 @@ impl IngestMetrics {
             rejected_messages: Family::default(),
             failures: Family::default(),
             batch_points: Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]),
+            write_seconds: Metrics::latency_histogram(),
             mqtt_connections: Gauge::default(),
             mqtt_connects_refused: Family::default(),
             mqtt_acl_denied: Counter::default(),
