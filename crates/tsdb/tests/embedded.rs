@@ -508,3 +508,41 @@ async fn wal_segments_roll_by_size_and_replay_flushes_when_full() {
     let got = store.query(&fac, &raw_query("d", "p", T0, T0 + 10_000_000)).await.unwrap();
     assert_eq!(got.len(), 2000);
 }
+
+/// Part files written by the engine before the compact in-memory directory (commit
+/// 6c9b278, `tests/data/v1-store`: two flushes, newest-wins overwrites across parts, two
+/// partitions) still open and read the same, before and after compaction.
+#[tokio::test]
+async fn part_files_from_before_the_compact_directory_still_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-store");
+    std::fs::create_dir_all(dir.path().join("parts")).unwrap();
+    std::fs::copy(fixture.join("series.idx"), dir.path().join("series.idx")).unwrap();
+    for e in std::fs::read_dir(fixture.join("parts")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join("parts").join(e.file_name())).unwrap();
+    }
+    let store = open(dir.path());
+    let fac = factory("plant");
+    let mut want: Vec<Sample> = (0..600)
+        .map(|i| Sample { ts_ms: T0 + i * 10_000, value: Value::Float(if i < 10 { -1.0 } else { i as f64 / 4.0 }) })
+        .collect();
+    want.push(Sample { ts_ms: T0 + 3 * 3_600_000, value: Value::Float(7.5) });
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.part_files, 3);
+    assert_eq!(stats.points, 3 * 600 + 1 + 10 + 1);
+    for round in 0..2 {
+        let got = store.query(&fac, &raw_query("m1", "power", T0, T0 + 4 * 3_600_000)).await.unwrap();
+        assert_eq!(got, want, "round {round}");
+        let energy = store.query(&fac, &raw_query("m1", "energy", T0, T0 + 4 * 3_600_000)).await.unwrap();
+        assert_eq!(energy.len(), 600);
+        assert_eq!(energy[599].value, Value::Float(599.0 / 4.0));
+        let latest = store.latest(&fac, &device("m2")).await.unwrap();
+        assert_eq!(latest[0].1, Sample { ts_ms: T0 + 5, value: Value::Bool(true) });
+        let report = store.check().unwrap();
+        assert!(report.ok(), "{report:?}");
+        if round == 0 {
+            assert!(store.compact().unwrap() >= 2);
+        }
+    }
+}

@@ -26,7 +26,7 @@ use self::agg::{Acc, Buckets};
 pub use self::codec::{decode_chunk, encode_chunk};
 use self::head::{Head, HeadState};
 use self::index::SeriesIndex;
-use self::part::{HOUR, HOUR_MS, MINUTE, MINUTE_MS, Part, PartSpec, RAW};
+use self::part::{Entry, Footer, HOUR, HOUR_MS, MINUTE, MINUTE_MS, Part, RAW};
 use self::wal::{WalHandle, WalMsg};
 use crate::{Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value};
 
@@ -135,6 +135,9 @@ pub struct StoreStats {
     pub hour_bytes: u64,
     /// Part-file footers (per-series metadata).
     pub footer_bytes: u64,
+    /// Heap bytes of the part directories (series ids) kept in memory; the entries
+    /// themselves are read from the footers on demand.
+    pub directory_bytes: u64,
     pub wal_bytes: u64,
     pub wal_segments: usize,
     /// Since open: batches appended to the WAL and fsyncs issued (group commit ratio).
@@ -405,14 +408,21 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, TsdbError> {
 
 fn check_part(part: &Part, r: &mut CheckReport) {
     r.files_checked += 1;
-    for (id, e) in &part.footer.entries {
+    for entry in part.entries() {
+        let (id, e) = match entry {
+            Ok(x) => x,
+            Err(err) => {
+                r.problems.push(err.to_string());
+                return;
+            }
+        };
         for res in [RAW, MINUTE, HOUR] {
             if !e.sections[res].present() {
                 continue;
             }
             r.sections_checked += 1;
             let result = if res == RAW {
-                part.read_raw(e).and_then(|pts| {
+                part.read_raw(&e).and_then(|pts| {
                     if pts.len() as u64 == e.count {
                         Ok(())
                     } else {
@@ -420,7 +430,7 @@ fn check_part(part: &Part, r: &mut CheckReport) {
                     }
                 })
             } else {
-                part.read_rollup(e, res).map(|_| ())
+                part.read_rollup(&e, res).map(|_| ())
             };
             if let Err(err) = result {
                 r.problems.push(err.to_string());
@@ -505,9 +515,10 @@ fn merge_newest_wins(mut sources: Vec<Vec<(i64, Value)>>) -> Vec<(i64, Value)> {
     out
 }
 
-/// A consistent view of one series: the parts that hold it and its head points.
+/// A consistent view of one series: the parts that hold it (with its entry in each, oldest
+/// part first) and its head points.
 struct SeriesView {
-    parts: Vec<Arc<Part>>,
+    parts: Vec<(Arc<Part>, Entry)>,
     head: Vec<(i64, Value)>,
 }
 
@@ -594,7 +605,7 @@ impl Inner {
         let mut partitions: Vec<_> = by_partition.into_iter().collect();
         partitions.sort_by_key(|(p, _)| *p);
         for (i, (p, series)) in partitions.into_iter().enumerate() {
-            let spec = PartSpec {
+            let spec = Footer {
                 partition_start: p,
                 partition_len: self.block_ms,
                 seq: group + 1 + i as u64,
@@ -621,30 +632,40 @@ impl Inner {
         Ok(())
     }
 
-    fn view(&self, series: u32, from: i64, to: i64) -> SeriesView {
-        let parts = self.parts.read();
-        let head = self.head.read();
-        let parts: Vec<Arc<Part>> = parts
-            .iter()
-            .filter(|p| p.footer.partition_start < to && p.partition_end() > from)
-            .filter(|p| p.entry(series).is_some_and(|e| e.min_ts < to && e.max_ts >= from))
-            .cloned()
-            .collect();
-        let mut sources = Vec::new();
-        if let Some((f, _)) = &head.frozen {
-            sources.push(f.range(series, from, to));
+    fn view(&self, series: u32, from: i64, to: i64) -> Result<SeriesView, TsdbError> {
+        let (candidates, head) = {
+            let parts = self.parts.read();
+            let head = self.head.read();
+            let candidates: Vec<Arc<Part>> = parts
+                .iter()
+                .filter(|p| p.footer.partition_start < to && p.partition_end() > from && p.contains(series))
+                .cloned()
+                .collect();
+            let mut sources = Vec::new();
+            if let Some((f, _)) = &head.frozen {
+                sources.push(f.range(series, from, to));
+            }
+            sources.push(head.active.range(series, from, to));
+            (candidates, sources)
+        };
+        // Entries are read outside the locks; the `Arc`s keep the files open even if a
+        // merge replaces them meanwhile, so the view stays consistent.
+        let mut parts = Vec::with_capacity(candidates.len());
+        for p in candidates {
+            if let Some(e) = p.entry(series)?
+                && e.min_ts < to
+                && e.max_ts >= from
+            {
+                parts.push((p, e));
+            }
         }
-        sources.push(head.active.range(series, from, to));
-        drop(head);
-        SeriesView { parts, head: merge_newest_wins(sources) }
+        Ok(SeriesView { parts, head: merge_newest_wins(head) })
     }
 
-    fn raw(&self, view: &SeriesView, series: u32, from: i64, to: i64) -> Result<Vec<(i64, Value)>, TsdbError> {
+    fn raw(&self, view: &SeriesView, from: i64, to: i64) -> Result<Vec<(i64, Value)>, TsdbError> {
         let mut sources = Vec::with_capacity(view.parts.len() + 1);
-        for p in &view.parts {
-            if let Some(e) = p.entry(series)
-                && e.sections[RAW].present()
-            {
+        for (p, e) in &view.parts {
+            if e.sections[RAW].present() {
                 let pts = p.read_raw(e)?;
                 let a = pts.partition_point(|(t, _)| *t < from);
                 let b = pts.partition_point(|(t, _)| *t < to);
@@ -657,9 +678,9 @@ impl Inner {
 
     fn query_series(&self, series: u32, q: &SeriesQuery) -> Result<Vec<Sample>, TsdbError> {
         let (from, to) = (q.from_ms, q.to_ms);
-        let view = self.view(series, from, to);
+        let view = self.view(series, from, to)?;
         let Some((every, agg)) = q.aggregation else {
-            let pts = self.raw(&view, series, from, to)?;
+            let pts = self.raw(&view, from, to)?;
             let n = q.limit.unwrap_or(usize::MAX);
             return Ok(pts.into_iter().take(n).map(|(ts_ms, value)| Sample { ts_ms, value }).collect());
         };
@@ -677,13 +698,11 @@ impl Inner {
         if let Some((res, res_ms)) = res {
             // A part's rollups are exact for its points, so they serve only when every
             // point of the entry is in range and no newer source overlaps its time span.
-            let mut spans: Vec<(i64, i64)> =
-                view.parts.iter().filter_map(|p| p.entry(series)).map(|e| (e.min_ts, e.max_ts)).collect();
+            let mut spans: Vec<(i64, i64)> = view.parts.iter().map(|(_, e)| (e.min_ts, e.max_ts)).collect();
             if let (Some(a), Some(b)) = (view.head.first(), view.head.last()) {
                 spans.push((a.0, b.0));
             }
-            for p in &view.parts {
-                let Some(e) = p.entry(series) else { continue };
+            for (p, e) in &view.parts {
                 let overlaps =
                     spans.iter().filter(|s| **s != (e.min_ts, e.max_ts)).any(|&(a, b)| a <= e.max_ts && b >= e.min_ts)
                         || spans.iter().filter(|s| **s == (e.min_ts, e.max_ts)).count() > 1;
@@ -696,39 +715,44 @@ impl Inner {
                         }
                     }
                 } else {
-                    raw_parts.push(Arc::clone(p));
+                    raw_parts.push((Arc::clone(p), e.clone()));
                 }
             }
         } else {
             raw_parts = view.parts.clone();
         }
         let rest = SeriesView { parts: raw_parts, head: view.head };
-        for (ts, v) in self.raw(&rest, series, from, to)? {
+        for (ts, v) in self.raw(&rest, from, to)? {
             buckets.push(every, ts, v);
         }
         Ok(buckets.into_samples(agg))
     }
 
     fn latest_of(&self, series: u32) -> Result<Option<Sample>, TsdbError> {
-        let mut max_ts = None::<i64>;
-        {
+        let (mut candidates, mut max_ts) = {
             let parts = self.parts.read();
             let head = self.head.read();
-            for p in parts.iter() {
-                if let Some(e) = p.entry(series)
-                    && e.sections[RAW].present()
-                {
-                    max_ts = max_ts.max(Some(e.max_ts));
-                }
+            let candidates: Vec<Arc<Part>> = parts.iter().filter(|p| p.contains(series)).cloned().collect();
+            let frozen = head.frozen.as_ref().and_then(|(f, _)| f.max_ts(series));
+            (candidates, frozen.max(head.active.max_ts(series)))
+        };
+        // Newest partitions first: a part's points lie before its partition end, so once a
+        // maximum is known, parts of partitions ending at or before it are skipped without
+        // reading their entries (usually only the newest partition is read).
+        candidates.sort_by_key(|p| std::cmp::Reverse(p.partition_end()));
+        for p in candidates {
+            if max_ts.is_some_and(|m| p.partition_end() <= m) {
+                continue;
             }
-            if let Some((f, _)) = &head.frozen {
-                max_ts = max_ts.max(f.max_ts(series));
+            if let Some(e) = p.entry(series)?
+                && e.sections[RAW].present()
+            {
+                max_ts = max_ts.max(Some(e.max_ts));
             }
-            max_ts = max_ts.max(head.active.max_ts(series));
         }
         let Some(t) = max_ts else { return Ok(None) };
-        let view = self.view(series, t, t.saturating_add(1));
-        Ok(self.raw(&view, series, t, t.saturating_add(1))?.last().map(|&(ts_ms, value)| Sample { ts_ms, value }))
+        let view = self.view(series, t, t.saturating_add(1))?;
+        Ok(self.raw(&view, t, t.saturating_add(1))?.last().map(|&(ts_ms, value)| Sample { ts_ms, value }))
     }
 
     fn stats(&self) -> Result<StoreStats, TsdbError> {
@@ -737,17 +761,13 @@ impl Inner {
             let parts = self.parts.read();
             s.part_files = parts.len();
             for p in parts.iter() {
-                let mut data = 0u64;
-                for (_, e) in &p.footer.entries {
-                    if e.sections[RAW].present() {
-                        s.points += e.count;
-                    }
-                    s.raw_bytes += u64::from(e.sections[RAW].len);
-                    s.minute_bytes += u64::from(e.sections[MINUTE].len);
-                    s.hour_bytes += u64::from(e.sections[HOUR].len);
-                    data += e.sections.iter().map(|x| u64::from(x.len)).sum::<u64>();
-                }
-                s.footer_bytes += p.size.saturating_sub(data);
+                let bytes = p.summary.section_bytes;
+                s.points += p.summary.raw_points;
+                s.raw_bytes += bytes[RAW];
+                s.minute_bytes += bytes[MINUTE];
+                s.hour_bytes += bytes[HOUR];
+                s.footer_bytes += p.size.saturating_sub(bytes.iter().sum::<u64>());
+                s.directory_bytes += p.directory_bytes() as u64;
             }
         }
         s.head_points = self.head_points.load(Ordering::SeqCst) as u64;
@@ -793,39 +813,47 @@ impl Inner {
                 continue;
             }
             // Parts whose raw data retention removed cannot be re-derived; leave them be.
-            if group.iter().any(|p| p.footer.entries.iter().any(|(_, e)| !e.sections[RAW].present())) {
+            if group.iter().any(|p| !p.has_all_raw()) {
                 continue;
             }
-            let mut ids: Vec<u32> = group.iter().flat_map(|p| p.footer.entries.iter().map(|(id, _)| *id)).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let mut series = Vec::with_capacity(ids.len());
-            for id in ids {
-                let mut sources = Vec::new();
-                for p in &group {
-                    if let Some(e) = p.entry(id) {
-                        sources.push(p.read_raw(e)?);
-                    }
-                }
-                if let Some(s) = part::build_series(id, &merge_newest_wins(sources)) {
-                    series.push(s);
-                }
-            }
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            let spec = PartSpec {
-                partition_start: start,
-                partition_len: len,
-                seq,
-                wal_covered: group.iter().map(|p| p.footer.wal_covered).max().unwrap_or(0),
-                group: seq,
-                group_size: 1,
-                replaces: group.iter().map(|p| p.footer.seq).collect(),
-            };
-            let new_part = Arc::new(part::write_part(&self.parts_dir, spec, series)?);
+            let new_part = Arc::new(self.merge(&group, seq)?);
             self.swap_parts(&group, Some(new_part))?;
             merged += group.len();
         }
         Ok(merged)
+    }
+
+    /// Writes the newest-wins merge of `group` (parts of one partition, oldest first) as one
+    /// part numbered `seq` that replaces them, with recomputed rollups. Streams series by
+    /// series: memory is one series' points plus the new part's footer entries.
+    fn merge(&self, group: &[Arc<Part>], seq: u64) -> Result<Part, TsdbError> {
+        let mut ids: Vec<u32> = group.iter().flat_map(|p| p.series_ids().iter().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let footer = Footer {
+            partition_start: group[0].footer.partition_start,
+            partition_len: group[0].footer.partition_len,
+            seq,
+            wal_covered: group.iter().map(|p| p.footer.wal_covered).max().unwrap_or(0),
+            group: seq,
+            group_size: 1,
+            replaces: group.iter().map(|p| p.footer.seq).collect(),
+        };
+        let mut writer = part::PartWriter::create(&self.parts_dir, footer)?;
+        let mut readers: Vec<_> = group.iter().map(|p| p.reader()).collect();
+        for id in ids {
+            let mut sources = Vec::with_capacity(group.len());
+            for (reader, p) in readers.iter_mut().zip(group) {
+                if let Some(e) = reader.get(id)? {
+                    sources.push(p.read_raw(&e)?);
+                }
+            }
+            if let Some(s) = part::build_series(id, &merge_newest_wins(sources)) {
+                writer.add(s)?;
+            }
+        }
+        writer.finish()
     }
 
     /// Replaces `old` parts with `new` in the catalogue, then deletes the old files.
@@ -863,10 +891,25 @@ impl Inner {
                 let pol = policy_of(index.factory(id));
                 [!expired(pol.raw, end), !expired(pol.minute, end), !expired(pol.hour, end)]
             };
-            let changes = p.footer.entries.iter().any(|(id, e)| {
-                let k = keep(*id);
-                (0..3).any(|r| e.sections[r].present() && !k[r])
+            // Cheap test first: does any policy expire a resolution this part has?
+            let policies = std::iter::once(&cfg.default).chain(cfg.per_factory.values());
+            let maybe = policies.into_iter().any(|pol| {
+                [pol.raw, pol.minute, pol.hour]
+                    .into_iter()
+                    .enumerate()
+                    .any(|(r, d)| p.summary.with_section[r] > 0 && expired(d, end))
             });
+            let mut changes = false;
+            if maybe {
+                for entry in p.entries() {
+                    let (id, e) = entry?;
+                    let k = keep(id);
+                    if (0..3).any(|r| e.sections[r].present() && !k[r]) {
+                        changes = true;
+                        break;
+                    }
+                }
+            }
             if !changes {
                 continue;
             }
