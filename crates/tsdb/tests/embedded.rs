@@ -25,6 +25,11 @@ fn open(dir: &std::path::Path) -> EmbeddedStore {
     EmbeddedStore::open(config(dir), Arc::new(SystemClock)).unwrap()
 }
 
+/// Without background compaction, for tests that count part files.
+fn open_manual(dir: &std::path::Path) -> EmbeddedStore {
+    EmbeddedStore::open(EmbeddedConfig { background_compaction: false, ..config(dir) }, Arc::new(SystemClock)).unwrap()
+}
+
 /// Flushes after every write so reads go through part files, and reads again after
 /// reopening, so the suite also covers chunks, rollups and recovery.
 struct FlushEveryWrite(EmbeddedStore);
@@ -104,7 +109,7 @@ async fn data_survives_reopen_with_and_without_flush() {
 #[tokio::test]
 async fn duplicates_across_parts_and_head() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = open_manual(dir.path());
     let fac = factory("f");
     store
         .write(&fac, &[point("d", "p", T0, Value::Float(1.0)), point("d", "p", T0 + 1000, Value::Float(1.0))])
@@ -419,7 +424,7 @@ async fn compaction_of_part_of_a_flush_group_survives_reopen() {
     let fac = factory("f");
     let three_hours = 3 * 3_600_000;
     {
-        let store = open(dir.path());
+        let store = open_manual(dir.path());
         store
             .write(
                 &fac,
@@ -447,7 +452,7 @@ async fn interrupted_flush_group_is_discarded_and_replayed() {
     let three_hours = 3 * 3_600_000;
     let keep = tempfile::tempdir().unwrap();
     {
-        let store = open(dir.path());
+        let store = open_manual(dir.path());
         store.write(&fac, &[point("d", "p", T0, Value::Float(1.0))]).await.unwrap();
         store.flush().await.unwrap();
         store
@@ -553,4 +558,174 @@ async fn preallocated_segments_replay_to_their_last_record() {
     assert_eq!(got.len(), 20_000);
     let report = store.check().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Part files written by the engine before the compact in-memory directory (commit
+/// 6c9b278, `tests/data/v1-store`: two flushes, newest-wins overwrites across parts, two
+/// partitions) still open and read the same, before and after compaction.
+#[tokio::test]
+async fn part_files_from_before_the_compact_directory_still_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-store");
+    std::fs::create_dir_all(dir.path().join("parts")).unwrap();
+    std::fs::copy(fixture.join("series.idx"), dir.path().join("series.idx")).unwrap();
+    for e in std::fs::read_dir(fixture.join("parts")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join("parts").join(e.file_name())).unwrap();
+    }
+    let store = open(dir.path());
+    let fac = factory("plant");
+    let mut want: Vec<Sample> = (0..600)
+        .map(|i| Sample { ts_ms: T0 + i * 10_000, value: Value::Float(if i < 10 { -1.0 } else { i as f64 / 4.0 }) })
+        .collect();
+    want.push(Sample { ts_ms: T0 + 3 * 3_600_000, value: Value::Float(7.5) });
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.part_files, 3);
+    assert_eq!(stats.points, 3 * 600 + 1 + 10 + 1);
+    for round in 0..2 {
+        let got = store.query(&fac, &raw_query("m1", "power", T0, T0 + 4 * 3_600_000)).await.unwrap();
+        assert_eq!(got, want, "round {round}");
+        let energy = store.query(&fac, &raw_query("m1", "energy", T0, T0 + 4 * 3_600_000)).await.unwrap();
+        assert_eq!(energy.len(), 600);
+        assert_eq!(energy[599].value, Value::Float(599.0 / 4.0));
+        let latest = store.latest(&fac, &device("m2")).await.unwrap();
+        assert_eq!(latest[0].1, Sample { ts_ms: T0 + 5, value: Value::Bool(true) });
+        let report = store.check().unwrap();
+        assert!(report.ok(), "{report:?}");
+        if round == 0 {
+            assert!(store.compact().unwrap() >= 2);
+        }
+    }
+}
+
+/// Many flushes into one open partition: background compaction keeps its part count
+/// within `max_parts_per_partition`, and every point stays readable with the newest write
+/// winning, also while merges race with flushes (a thread merges continuously, so flushes
+/// allocate their sequence numbers while merges are in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_flushes_into_an_open_partition_stay_bounded_and_newest_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    // The clock stays inside the partition [T0, T0 + 2 h), so it never closes.
+    let clock = ManualClock::new(T0 + 3_600_000);
+    let cfg = EmbeddedConfig { flush_interval: Duration::from_secs(3600), ..config(dir.path()) };
+    let store = Arc::new(EmbeddedStore::open(cfg, Arc::new(clock)).unwrap());
+    let fac = factory("f");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let merger = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut merged = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                merged += store.compact_tiered().unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            merged
+        })
+    };
+    let mut model: BTreeMap<(i64, i64), Value> = BTreeMap::new();
+    let check = |store: Arc<EmbeddedStore>, model: BTreeMap<(i64, i64), Value>| async move {
+        for s in 0..10 {
+            let got = store.query(&factory("f"), &raw_query(&format!("d{s}"), "p", T0, T0 + 3_600_000)).await.unwrap();
+            let want: Vec<Sample> = model
+                .range((s, i64::MIN)..(s + 1, i64::MIN))
+                .map(|(&(_, ts_ms), &value)| Sample { ts_ms, value })
+                .collect();
+            assert_eq!(got, want, "series d{s}");
+        }
+    };
+    let (mut most, rounds) = (0, 120i64);
+    for round in 0..rounds {
+        // Per series: 30 new points and 5 rewrites of timestamps from earlier rounds.
+        let mut pts = Vec::new();
+        for s in 0..10i64 {
+            for i in 0..30 {
+                pts.push((s, T0 + (round * 30 + i) * 1000, Value::Float((round * 1000 + i + s) as f64)));
+            }
+            for k in 0..5 {
+                let at = (round * 7 + k * 13 + s) % ((round + 1) * 30);
+                pts.push((s, T0 + at * 1000, Value::Float(-((round * 100 + k) as f64))));
+            }
+        }
+        let batch: Vec<Point> = pts.iter().map(|&(s, t, v)| point(&format!("d{s}"), "p", t, v)).collect();
+        store.write(&fac, &batch).await.unwrap();
+        model.extend(pts.into_iter().map(|(s, t, v)| ((s, t), v)));
+        store.flush().await.unwrap();
+        // What the compactor thread does after each flush; after it the policy holds.
+        store.compact_tiered().unwrap();
+        let parts = store.stats().unwrap().part_files;
+        assert!(parts <= 8, "round {round}: {parts} parts");
+        most = most.max(parts);
+        if round % 30 == 29 {
+            check(Arc::clone(&store), model.clone()).await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let merged_by_thread = merger.join().unwrap();
+    check(Arc::clone(&store), model.clone()).await;
+    let stats = store.stats().unwrap();
+    eprintln!(
+        "{rounds} flushes: at most {most} parts, {} at the end; thread merged {merged_by_thread}",
+        stats.part_files
+    );
+    assert!(store.check().unwrap().ok());
+    drop(store);
+    let store = Arc::new(open_manual(dir.path()));
+    check(Arc::clone(&store), model).await;
+}
+
+/// A merge that crashed after renaming its part but before deleting its inputs, and one
+/// that crashed before the rename: both reopen to exactly one copy of the data, newest
+/// write winning.
+#[tokio::test]
+async fn crash_between_writing_a_merged_part_and_deleting_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    let fac = factory("f");
+    let parts_dir = dir.path().join("parts");
+    let part_files = || {
+        let mut v: Vec<_> = std::fs::read_dir(&parts_dir).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    };
+    {
+        let store = open_manual(dir.path());
+        for round in 0..3i64 {
+            let mut pts: Vec<Point> =
+                (0..100).map(|i| point("d", "p", T0 + i * 1000, Value::Float((round * 1000 + i) as f64))).collect();
+            pts.push(point("d", "p", T0 + (100 + round) * 1000, Value::Float(-1.0)));
+            store.write(&fac, &pts).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        for p in part_files() {
+            std::fs::copy(&p, saved.path().join(p.file_name().unwrap())).unwrap();
+        }
+        assert_eq!(store.compact().unwrap(), 3);
+    }
+    let merged = part_files();
+    assert_eq!(merged.len(), 1);
+    let restore_inputs = || {
+        for e in std::fs::read_dir(saved.path()).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), parts_dir.join(e.file_name())).unwrap();
+        }
+    };
+    let verify = |store: EmbeddedStore, want_parts: usize| async move {
+        let got = store.query(&factory("f"), &raw_query("d", "p", T0, T0 + 1_000_000)).await.unwrap();
+        assert_eq!(got.len(), 103);
+        assert!(got[..100].iter().enumerate().all(|(i, s)| s.value == Value::Float((2000 + i) as f64)), "newest wins");
+        assert_eq!(store.stats().unwrap().part_files, want_parts);
+        let report = store.check().unwrap();
+        assert!(report.ok(), "{report:?}");
+    };
+    // Crash after the rename, before the inputs were deleted: the inputs go on reopen.
+    restore_inputs();
+    assert_eq!(part_files().len(), 4);
+    verify(open_manual(dir.path()), 1).await;
+    assert_eq!(part_files(), merged, "inputs listed in `replaces` were deleted");
+    // Crash before the rename: the temp file goes, the inputs stay.
+    let tmp = merged[0].with_extension("part.tmp");
+    std::fs::rename(&merged[0], &tmp).unwrap();
+    restore_inputs();
+    verify(open_manual(dir.path()), 3).await;
+    assert!(!tmp.exists());
 }

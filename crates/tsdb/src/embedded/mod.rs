@@ -10,11 +10,11 @@ mod log;
 mod part;
 mod wal;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use self::agg::{Acc, Buckets};
 pub use self::codec::{decode_chunk, encode_chunk};
 use self::head::{Head, HeadState};
 use self::index::SeriesIndex;
-use self::part::{HOUR, HOUR_MS, MINUTE, MINUTE_MS, Part, PartSpec, RAW};
+use self::part::{Entry, Footer, HOUR, HOUR_MS, MINUTE, MINUTE_MS, Part, RAW};
 use self::wal::{WalHandle, WalMsg};
 use crate::{Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value};
 
@@ -87,8 +87,19 @@ pub struct EmbeddedConfig {
     /// Time-partition length of part files; a whole number of hours.
     pub block_duration: Duration,
     pub retention: RetentionConfig,
-    /// How often the background task applies retention and compacts closed partitions.
+    /// How often the background task applies retention and merges the parts of partitions
+    /// closed for at least a block's length (late data).
     pub maintenance_interval: Duration,
+    /// Merge parts in the background after every flush, so part counts stay bounded while a
+    /// partition is open: the newest run of [`MERGE_FANOUT`] similar-sized parts of a
+    /// partition is merged (size-tiered), at most `max_parts_per_partition` parts are kept,
+    /// and a partition is merged into one part at the first flush after it closes. Off:
+    /// parts are merged only by `compact()` and the periodic maintenance.
+    pub background_compaction: bool,
+    /// Upper bound on the parts of one partition kept by background compaction (min 2).
+    /// The tiers alone keep ≤ 3 parts per size class (≤ 10 for the ~150 flushes of a 2-h
+    /// partition at one flush per 50 s); above the bound the newest parts are merged early.
+    pub max_parts_per_partition: usize,
     /// A WAL segment is closed and a new one started past this size, which bounds how much
     /// a replay reads before it may flush.
     pub wal_segment_bytes: u64,
@@ -106,6 +117,8 @@ impl EmbeddedConfig {
             block_duration: Duration::from_secs(2 * 3600),
             retention: RetentionConfig::default(),
             maintenance_interval: Duration::from_secs(3600),
+            background_compaction: true,
+            max_parts_per_partition: 8,
             wal_segment_bytes: 64 << 20,
             use_rollups: true,
         }
@@ -135,6 +148,9 @@ pub struct StoreStats {
     pub hour_bytes: u64,
     /// Part-file footers (per-series metadata).
     pub footer_bytes: u64,
+    /// Heap bytes of the part directories (series ids) kept in memory; the entries
+    /// themselves are read from the footers on demand.
+    pub directory_bytes: u64,
     pub wal_bytes: u64,
     pub wal_segments: usize,
     /// Since open: batches appended to the WAL and fsyncs issued (group commit ratio).
@@ -161,6 +177,39 @@ impl CheckReport {
 /// Latest timestamp accepted: year 9999. Keeps bucket arithmetic far from overflow.
 const MAX_TS: i64 = 253_402_300_799_999;
 
+/// Background compaction merges the newest run of at least this many similar-sized parts
+/// of a partition: with equal flushes the parts form a base-4 counter (≤ 3 per size
+/// class), so each point is rewritten about log₄(flushes per partition) times (≈ 3.6 for
+/// 150 flushes) and a partition keeps O(log) parts.
+pub const MERGE_FANOUT: usize = 4;
+/// An older part joins the run while it is at most this many times the run's largest part,
+/// so a part that already absorbed a run (≈ 4× larger) waits for three peers.
+const MERGE_SIZE_RATIO: u64 = 2;
+
+/// Where the suffix of a partition's parts (sizes in sequence order, oldest first) that
+/// background compaction merges next starts, if anything is due: the newest run of
+/// ≥ `MERGE_FANOUT` similar parts, or else, above `max_parts`, the newest parts needed to
+/// get back to `max_parts`. Always a suffix: the merged part gets a new, larger sequence
+/// number, which ranks it correctly (newest wins) only if no part of the partition outside
+/// the merge is newer than one inside it.
+fn tiered_suffix(sizes: &[u64], max_parts: usize) -> Option<usize> {
+    let n = sizes.len();
+    if n < 2 {
+        return None;
+    }
+    let mut start = n - 1;
+    let mut largest = sizes[start];
+    while start > 0 && sizes[start - 1] <= largest.saturating_mul(MERGE_SIZE_RATIO) {
+        start -= 1;
+        largest = largest.max(sizes[start]);
+    }
+    if n - start >= MERGE_FANOUT {
+        return Some(start);
+    }
+    let max_parts = max_parts.max(2);
+    (n > max_parts).then_some(max_parts - 1)
+}
+
 pub(crate) struct Inner {
     config: EmbeddedConfig,
     block_ms: i64,
@@ -176,8 +225,21 @@ pub(crate) struct Inner {
     wal_batches: AtomicU64,
     wal_fsyncs: AtomicU64,
     next_seq: AtomicU64,
-    /// Serialises flush, compaction and retention (all rewrite the part set).
+    /// Held by a flush from allocating its sequence numbers to publishing its parts (and
+    /// deleting its WAL), by retention throughout, and by a merge only while it picks its
+    /// inputs and allocates its sequence number. So a flush either published before a merge
+    /// chose its inputs, or gets a larger sequence number than the merged part: its newer
+    /// data always ranks after the merged part, and merges never block flushes for long.
     maintenance: Mutex<()>,
+    /// Serialises the part rewriters (merges, retention) so a merge's inputs are still in the
+    /// catalogue when it publishes. Guards the partitions background compaction has merged
+    /// once after they closed (late parts are left to the periodic maintenance).
+    rewrite: Mutex<HashSet<(i64, i64)>>,
+    /// Clock time of the last head freeze: partitions ending before it are complete in parts
+    /// (bar late data).
+    last_freeze_ms: AtomicI64,
+    compact_wanted: Mutex<bool>,
+    compact_cv: Condvar,
     wal: WalHandle,
     failure: Mutex<Option<String>>,
     space: tokio::sync::Notify,
@@ -228,6 +290,10 @@ impl EmbeddedStore {
             wal_fsyncs: AtomicU64::new(0),
             next_seq: AtomicU64::new(next_seq),
             maintenance: Mutex::new(()),
+            rewrite: Mutex::new(HashSet::new()),
+            last_freeze_ms: AtomicI64::new(i64::MIN),
+            compact_wanted: Mutex::new(false),
+            compact_cv: Condvar::new(),
             wal,
             failure: Mutex::new(None),
             space: tokio::sync::Notify::new(),
@@ -281,7 +347,11 @@ impl EmbeddedStore {
             let inner = Arc::clone(&inner);
             std::thread::Builder::new().name("tsdb-flusher".into()).spawn(move || inner.flusher_loop())?
         };
-        Ok(Self { inner, threads: Mutex::new(vec![wal_thread, flusher]) })
+        let compactor = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new().name("tsdb-compactor".into()).spawn(move || inner.compactor_loop())?
+        };
+        Ok(Self { inner, threads: Mutex::new(vec![wal_thread, flusher, compactor]) })
     }
 
     /// Flushes the head and stops the background threads.
@@ -302,6 +372,13 @@ impl EmbeddedStore {
         self.inner.compact(i64::MAX)
     }
 
+    /// Runs the background compaction policy now (what the compactor thread does after
+    /// every flush, see [`EmbeddedConfig::background_compaction`]); returns the number of
+    /// parts merged away.
+    pub fn compact_tiered(&self) -> Result<usize, TsdbError> {
+        self.inner.compact_tiered()
+    }
+
     /// Drops data past its retention (per resolution, per factory) relative to the clock.
     pub fn apply_retention(&self) -> Result<usize, TsdbError> {
         self.inner.apply_retention()
@@ -320,6 +397,7 @@ impl Drop for EmbeddedStore {
             *w = true;
             self.inner.flush_cv.notify_all();
         }
+        self.inner.request_compaction();
         self.inner.wal.send(WalMsg::Shutdown);
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
@@ -405,14 +483,21 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, TsdbError> {
 
 fn check_part(part: &Part, r: &mut CheckReport) {
     r.files_checked += 1;
-    for (id, e) in &part.footer.entries {
+    for entry in part.entries() {
+        let (id, e) = match entry {
+            Ok(x) => x,
+            Err(err) => {
+                r.problems.push(err.to_string());
+                return;
+            }
+        };
         for res in [RAW, MINUTE, HOUR] {
             if !e.sections[res].present() {
                 continue;
             }
             r.sections_checked += 1;
             let result = if res == RAW {
-                part.read_raw(e).and_then(|pts| {
+                part.read_raw(&e).and_then(|pts| {
                     if pts.len() as u64 == e.count {
                         Ok(())
                     } else {
@@ -420,7 +505,7 @@ fn check_part(part: &Part, r: &mut CheckReport) {
                     }
                 })
             } else {
-                part.read_rollup(e, res).map(|_| ())
+                part.read_rollup(&e, res).map(|_| ())
             };
             if let Err(err) = result {
                 r.problems.push(err.to_string());
@@ -506,9 +591,10 @@ fn merge_newest_wins(mut sources: Vec<Vec<(i64, Value)>>) -> Vec<(i64, Value)> {
     out
 }
 
-/// A consistent view of one series: the parts that hold it and its head points.
+/// A consistent view of one series: the parts that hold it (with its entry in each, oldest
+/// part first) and its head points.
 struct SeriesView {
-    parts: Vec<Arc<Part>>,
+    parts: Vec<(Arc<Part>, Entry)>,
     head: Vec<(i64, Value)>,
 }
 
@@ -524,8 +610,13 @@ impl Inner {
         self.flush_cv.notify_all();
     }
 
+    fn request_compaction(&self) {
+        let mut w = self.compact_wanted.lock();
+        *w = true;
+        self.compact_cv.notify_all();
+    }
+
     fn flusher_loop(self: Arc<Self>) {
-        let mut last_maintenance = std::time::Instant::now();
         loop {
             {
                 let mut wanted = self.flush_wanted.lock();
@@ -541,6 +632,29 @@ impl Inner {
                 self.fail(format!("flush failed: {e}"));
                 std::thread::sleep(Duration::from_millis(200));
                 self.request_flush();
+            }
+        }
+    }
+
+    /// Merges and retention run on their own thread so they never delay a flush (writers
+    /// wait only for flushes, when the head is full).
+    fn compactor_loop(self: Arc<Self>) {
+        let mut last_maintenance = std::time::Instant::now();
+        loop {
+            {
+                let mut wanted = self.compact_wanted.lock();
+                if !*wanted {
+                    self.compact_cv.wait_for(&mut wanted, self.config.maintenance_interval);
+                }
+                *wanted = false;
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            if self.config.background_compaction
+                && let Err(e) = self.compact_tiered()
+            {
+                tracing::warn!(error = %e, "background compaction failed");
             }
             if last_maintenance.elapsed() >= self.config.maintenance_interval {
                 last_maintenance = std::time::Instant::now();
@@ -560,6 +674,7 @@ impl Inner {
             h.frozen.is_none() && !h.active.is_empty()
         };
         if needs_rotate {
+            self.last_freeze_ms.store(self.clock.now_ms(), Ordering::SeqCst);
             self.wal.rotate()?;
         }
         self.flush_frozen_locked()
@@ -595,7 +710,7 @@ impl Inner {
         let mut partitions: Vec<_> = by_partition.into_iter().collect();
         partitions.sort_by_key(|(p, _)| *p);
         for (i, (p, series)) in partitions.into_iter().enumerate() {
-            let spec = PartSpec {
+            let spec = Footer {
                 partition_start: p,
                 partition_len: self.block_ms,
                 seq: group + 1 + i as u64,
@@ -606,10 +721,12 @@ impl Inner {
             };
             new_parts.push(Arc::new(part::write_part(&self.parts_dir, spec, series)?));
         }
+        let flushed = !new_parts.is_empty();
         {
             let mut parts = self.parts.write();
             let mut head = self.head.write();
             parts.extend(new_parts);
+            parts.sort_by_key(|p| p.footer.seq);
             head.frozen = None;
             self.head_points.fetch_sub(frozen.len().min(self.head_points.load(Ordering::SeqCst)), Ordering::SeqCst);
         }
@@ -619,33 +736,46 @@ impl Inner {
                 std::fs::remove_file(wal::segment_path(&self.wal_dir, seg))?;
             }
         }
+        if flushed {
+            self.request_compaction();
+        }
         Ok(())
     }
 
-    fn view(&self, series: u32, from: i64, to: i64) -> SeriesView {
-        let parts = self.parts.read();
-        let head = self.head.read();
-        let parts: Vec<Arc<Part>> = parts
-            .iter()
-            .filter(|p| p.footer.partition_start < to && p.partition_end() > from)
-            .filter(|p| p.entry(series).is_some_and(|e| e.min_ts < to && e.max_ts >= from))
-            .cloned()
-            .collect();
-        let mut sources = Vec::new();
-        if let Some((f, _)) = &head.frozen {
-            sources.push(f.range(series, from, to));
+    fn view(&self, series: u32, from: i64, to: i64) -> Result<SeriesView, TsdbError> {
+        let (candidates, head) = {
+            let parts = self.parts.read();
+            let head = self.head.read();
+            let candidates: Vec<Arc<Part>> = parts
+                .iter()
+                .filter(|p| p.footer.partition_start < to && p.partition_end() > from && p.contains(series))
+                .cloned()
+                .collect();
+            let mut sources = Vec::new();
+            if let Some((f, _)) = &head.frozen {
+                sources.push(f.range(series, from, to));
+            }
+            sources.push(head.active.range(series, from, to));
+            (candidates, sources)
+        };
+        // Entries are read outside the locks; the `Arc`s keep the files open even if a
+        // merge replaces them meanwhile, so the view stays consistent.
+        let mut parts = Vec::with_capacity(candidates.len());
+        for p in candidates {
+            if let Some(e) = p.entry(series)?
+                && e.min_ts < to
+                && e.max_ts >= from
+            {
+                parts.push((p, e));
+            }
         }
-        sources.push(head.active.range(series, from, to));
-        drop(head);
-        SeriesView { parts, head: merge_newest_wins(sources) }
+        Ok(SeriesView { parts, head: merge_newest_wins(head) })
     }
 
-    fn raw(&self, view: &SeriesView, series: u32, from: i64, to: i64) -> Result<Vec<(i64, Value)>, TsdbError> {
+    fn raw(&self, view: &SeriesView, from: i64, to: i64) -> Result<Vec<(i64, Value)>, TsdbError> {
         let mut sources = Vec::with_capacity(view.parts.len() + 1);
-        for p in &view.parts {
-            if let Some(e) = p.entry(series)
-                && e.sections[RAW].present()
-            {
+        for (p, e) in &view.parts {
+            if e.sections[RAW].present() {
                 let pts = p.read_raw(e)?;
                 let a = pts.partition_point(|(t, _)| *t < from);
                 let b = pts.partition_point(|(t, _)| *t < to);
@@ -658,9 +788,9 @@ impl Inner {
 
     fn query_series(&self, series: u32, q: &SeriesQuery) -> Result<Vec<Sample>, TsdbError> {
         let (from, to) = (q.from_ms, q.to_ms);
-        let view = self.view(series, from, to);
+        let view = self.view(series, from, to)?;
         let Some((every, agg)) = q.aggregation else {
-            let pts = self.raw(&view, series, from, to)?;
+            let pts = self.raw(&view, from, to)?;
             let n = q.limit.unwrap_or(usize::MAX);
             return Ok(pts.into_iter().take(n).map(|(ts_ms, value)| Sample { ts_ms, value }).collect());
         };
@@ -678,13 +808,11 @@ impl Inner {
         if let Some((res, res_ms)) = res {
             // A part's rollups are exact for its points, so they serve only when every
             // point of the entry is in range and no newer source overlaps its time span.
-            let mut spans: Vec<(i64, i64)> =
-                view.parts.iter().filter_map(|p| p.entry(series)).map(|e| (e.min_ts, e.max_ts)).collect();
+            let mut spans: Vec<(i64, i64)> = view.parts.iter().map(|(_, e)| (e.min_ts, e.max_ts)).collect();
             if let (Some(a), Some(b)) = (view.head.first(), view.head.last()) {
                 spans.push((a.0, b.0));
             }
-            for p in &view.parts {
-                let Some(e) = p.entry(series) else { continue };
+            for (p, e) in &view.parts {
                 let overlaps =
                     spans.iter().filter(|s| **s != (e.min_ts, e.max_ts)).any(|&(a, b)| a <= e.max_ts && b >= e.min_ts)
                         || spans.iter().filter(|s| **s == (e.min_ts, e.max_ts)).count() > 1;
@@ -697,39 +825,44 @@ impl Inner {
                         }
                     }
                 } else {
-                    raw_parts.push(Arc::clone(p));
+                    raw_parts.push((Arc::clone(p), e.clone()));
                 }
             }
         } else {
             raw_parts = view.parts.clone();
         }
         let rest = SeriesView { parts: raw_parts, head: view.head };
-        for (ts, v) in self.raw(&rest, series, from, to)? {
+        for (ts, v) in self.raw(&rest, from, to)? {
             buckets.push(every, ts, v);
         }
         Ok(buckets.into_samples(agg))
     }
 
     fn latest_of(&self, series: u32) -> Result<Option<Sample>, TsdbError> {
-        let mut max_ts = None::<i64>;
-        {
+        let (mut candidates, mut max_ts) = {
             let parts = self.parts.read();
             let head = self.head.read();
-            for p in parts.iter() {
-                if let Some(e) = p.entry(series)
-                    && e.sections[RAW].present()
-                {
-                    max_ts = max_ts.max(Some(e.max_ts));
-                }
+            let candidates: Vec<Arc<Part>> = parts.iter().filter(|p| p.contains(series)).cloned().collect();
+            let frozen = head.frozen.as_ref().and_then(|(f, _)| f.max_ts(series));
+            (candidates, frozen.max(head.active.max_ts(series)))
+        };
+        // Newest partitions first: a part's points lie before its partition end, so once a
+        // maximum is known, parts of partitions ending at or before it are skipped without
+        // reading their entries (usually only the newest partition is read).
+        candidates.sort_by_key(|p| std::cmp::Reverse(p.partition_end()));
+        for p in candidates {
+            if max_ts.is_some_and(|m| p.partition_end() <= m) {
+                continue;
             }
-            if let Some((f, _)) = &head.frozen {
-                max_ts = max_ts.max(f.max_ts(series));
+            if let Some(e) = p.entry(series)?
+                && e.sections[RAW].present()
+            {
+                max_ts = max_ts.max(Some(e.max_ts));
             }
-            max_ts = max_ts.max(head.active.max_ts(series));
         }
         let Some(t) = max_ts else { return Ok(None) };
-        let view = self.view(series, t, t.saturating_add(1));
-        Ok(self.raw(&view, series, t, t.saturating_add(1))?.last().map(|&(ts_ms, value)| Sample { ts_ms, value }))
+        let view = self.view(series, t, t.saturating_add(1))?;
+        Ok(self.raw(&view, t, t.saturating_add(1))?.last().map(|&(ts_ms, value)| Sample { ts_ms, value }))
     }
 
     fn stats(&self) -> Result<StoreStats, TsdbError> {
@@ -738,17 +871,13 @@ impl Inner {
             let parts = self.parts.read();
             s.part_files = parts.len();
             for p in parts.iter() {
-                let mut data = 0u64;
-                for (_, e) in &p.footer.entries {
-                    if e.sections[RAW].present() {
-                        s.points += e.count;
-                    }
-                    s.raw_bytes += u64::from(e.sections[RAW].len);
-                    s.minute_bytes += u64::from(e.sections[MINUTE].len);
-                    s.hour_bytes += u64::from(e.sections[HOUR].len);
-                    data += e.sections.iter().map(|x| u64::from(x.len)).sum::<u64>();
-                }
-                s.footer_bytes += p.size.saturating_sub(data);
+                let bytes = p.summary.section_bytes;
+                s.points += p.summary.raw_points;
+                s.raw_bytes += bytes[RAW];
+                s.minute_bytes += bytes[MINUTE];
+                s.hour_bytes += bytes[HOUR];
+                s.footer_bytes += p.size.saturating_sub(bytes.iter().sum::<u64>());
+                s.directory_bytes += p.directory_bytes() as u64;
             }
         }
         s.head_points = self.head_points.load(Ordering::SeqCst) as u64;
@@ -782,51 +911,102 @@ impl Inner {
 
     /// Merges the parts of each partition ending before `closed_before` that has more than one.
     fn compact(&self, closed_before: i64) -> Result<usize, TsdbError> {
-        let _m = self.maintenance.lock();
-        let parts: Vec<Arc<Part>> = self.parts.read().clone();
-        let mut by_partition: HashMap<(i64, i64), Vec<Arc<Part>>> = HashMap::new();
-        for p in parts {
-            by_partition.entry((p.footer.partition_start, p.footer.partition_len)).or_default().push(p);
-        }
+        self.run_merges(|parts, _| {
+            partitions(parts)
+                .into_iter()
+                .find(|((start, len), group)| {
+                    group.len() >= 2 && start.saturating_add(*len) <= closed_before && all_raw(group)
+                })
+                .map(|(_, group)| group)
+        })
+    }
+
+    /// The background policy: a closed partition is merged into one part once, open ones
+    /// are kept to a few parts by `tiered_suffix`.
+    fn compact_tiered(&self) -> Result<usize, TsdbError> {
+        let closed_before = self.last_freeze_ms.load(Ordering::SeqCst);
+        let max_parts = self.config.max_parts_per_partition;
+        self.run_merges(|parts, finalized| {
+            let by_partition = partitions(parts);
+            finalized.retain(|key| by_partition.contains_key(key));
+            for ((start, len), group) in by_partition {
+                // Parts whose raw data retention removed cannot be re-derived; leave them be.
+                if !all_raw(&group) {
+                    continue;
+                }
+                if start.saturating_add(len) <= closed_before && finalized.insert((start, len)) && group.len() >= 2 {
+                    return Some(group);
+                }
+                let sizes: Vec<u64> = group.iter().map(|p| p.size).collect();
+                if let Some(from) = tiered_suffix(&sizes, max_parts) {
+                    return Some(group[from..].to_vec());
+                }
+            }
+            None
+        })
+    }
+
+    /// Merges the groups `plan` picks from the current catalogue until it picks none.
+    /// `plan` must pick a suffix (in sequence order) of one partition's parts, all with raw
+    /// data; it runs under the flush lock together with the allocation of the merged part's
+    /// sequence number, and the merge itself runs without it (see `maintenance`).
+    fn run_merges(
+        &self,
+        mut plan: impl FnMut(&[Arc<Part>], &mut HashSet<(i64, i64)>) -> Option<Vec<Arc<Part>>>,
+    ) -> Result<usize, TsdbError> {
+        let mut finalized = self.rewrite.lock();
         let mut merged = 0;
-        for ((start, len), group) in by_partition {
-            if group.len() < 2 || start.saturating_add(len) > closed_before {
-                continue;
-            }
-            // Parts whose raw data retention removed cannot be re-derived; leave them be.
-            if group.iter().any(|p| p.footer.entries.iter().any(|(_, e)| !e.sections[RAW].present())) {
-                continue;
-            }
-            let mut ids: Vec<u32> = group.iter().flat_map(|p| p.footer.entries.iter().map(|(id, _)| *id)).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let mut series = Vec::with_capacity(ids.len());
-            for id in ids {
-                let mut sources = Vec::new();
-                for p in &group {
-                    if let Some(e) = p.entry(id) {
-                        sources.push(p.read_raw(e)?);
-                    }
-                }
-                if let Some(s) = part::build_series(id, &merge_newest_wins(sources)) {
-                    series.push(s);
-                }
-            }
-            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            let spec = PartSpec {
-                partition_start: start,
-                partition_len: len,
-                seq,
-                wal_covered: group.iter().map(|p| p.footer.wal_covered).max().unwrap_or(0),
-                group: seq,
-                group_size: 1,
-                replaces: group.iter().map(|p| p.footer.seq).collect(),
+        loop {
+            let (group, seq) = {
+                let _flush = self.maintenance.lock();
+                let parts = self.parts.read().clone();
+                let Some(group) = plan(&parts, &mut finalized) else {
+                    return Ok(merged);
+                };
+                (group, self.next_seq.fetch_add(1, Ordering::SeqCst))
             };
-            let new_part = Arc::new(part::write_part(&self.parts_dir, spec, series)?);
-            self.swap_parts(&group, Some(new_part))?;
+            let Some(new_part) = self.merge(&group, seq)? else {
+                return Ok(merged); // shutting down
+            };
+            self.swap_parts(&group, Some(Arc::new(new_part)))?;
             merged += group.len();
         }
-        Ok(merged)
+    }
+
+    /// Writes the newest-wins merge of `group` (parts of one partition, oldest first) as one
+    /// part numbered `seq` that replaces them, with recomputed rollups. Streams series by
+    /// series: memory is one series' points plus the new part's footer entries. `None` if
+    /// the store is shutting down (the temp file is removed).
+    fn merge(&self, group: &[Arc<Part>], seq: u64) -> Result<Option<Part>, TsdbError> {
+        let mut ids: Vec<u32> = group.iter().flat_map(|p| p.series_ids().iter().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let footer = Footer {
+            partition_start: group[0].footer.partition_start,
+            partition_len: group[0].footer.partition_len,
+            seq,
+            wal_covered: group.iter().map(|p| p.footer.wal_covered).max().unwrap_or(0),
+            group: seq,
+            group_size: 1,
+            replaces: group.iter().map(|p| p.footer.seq).collect(),
+        };
+        let mut writer = part::PartWriter::create(&self.parts_dir, footer)?;
+        let mut readers: Vec<_> = group.iter().map(|p| p.reader()).collect();
+        for (i, id) in ids.into_iter().enumerate() {
+            if i % 1024 == 0 && self.shutdown.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            let mut sources = Vec::with_capacity(group.len());
+            for (reader, p) in readers.iter_mut().zip(group) {
+                if let Some(e) = reader.get(id)? {
+                    sources.push(p.read_raw(&e)?);
+                }
+            }
+            if let Some(s) = part::build_series(id, &merge_newest_wins(sources)) {
+                writer.add(s)?;
+            }
+        }
+        writer.finish().map(Some)
     }
 
     /// Replaces `old` parts with `new` in the catalogue, then deletes the old files.
@@ -848,6 +1028,7 @@ impl Inner {
     }
 
     fn apply_retention(&self) -> Result<usize, TsdbError> {
+        let _r = self.rewrite.lock();
         let _m = self.maintenance.lock();
         let now = self.clock.now_ms();
         let cfg = &self.config.retention;
@@ -864,10 +1045,25 @@ impl Inner {
                 let pol = policy_of(index.factory(id));
                 [!expired(pol.raw, end), !expired(pol.minute, end), !expired(pol.hour, end)]
             };
-            let changes = p.footer.entries.iter().any(|(id, e)| {
-                let k = keep(*id);
-                (0..3).any(|r| e.sections[r].present() && !k[r])
+            // Cheap test first: does any policy expire a resolution this part has?
+            let policies = std::iter::once(&cfg.default).chain(cfg.per_factory.values());
+            let maybe = policies.into_iter().any(|pol| {
+                [pol.raw, pol.minute, pol.hour]
+                    .into_iter()
+                    .enumerate()
+                    .any(|(r, d)| p.summary.with_section[r] > 0 && expired(d, end))
             });
+            let mut changes = false;
+            if maybe {
+                for entry in p.entries() {
+                    let (id, e) = entry?;
+                    let k = keep(id);
+                    if (0..3).any(|r| e.sections[r].present() && !k[r]) {
+                        changes = true;
+                        break;
+                    }
+                }
+            }
             if !changes {
                 continue;
             }
@@ -879,6 +1075,19 @@ impl Inner {
         }
         Ok(rewritten)
     }
+}
+
+/// Parts grouped by partition `(start, len)`, each group in sequence order (as `parts` is).
+fn partitions(parts: &[Arc<Part>]) -> BTreeMap<(i64, i64), Vec<Arc<Part>>> {
+    let mut by_partition: BTreeMap<(i64, i64), Vec<Arc<Part>>> = BTreeMap::new();
+    for p in parts {
+        by_partition.entry((p.footer.partition_start, p.footer.partition_len)).or_default().push(Arc::clone(p));
+    }
+    by_partition
+}
+
+fn all_raw(group: &[Arc<Part>]) -> bool {
+    group.iter().all(|p| p.has_all_raw())
 }
 
 fn sync_dir_quiet(dir: &Path) {
@@ -974,4 +1183,54 @@ fn _assert_send_sync() {
     is::<EmbeddedStore>();
     let _ = Acc::new;
     let _ = Head::default;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays 150 flushes into one partition (a 2-h partition at one flush per 50 s) for
+    /// equal, random and shrinking flush sizes, applying `tiered_suffix` after each the
+    /// way the compactor does: the part count never exceeds the bound, and each flushed
+    /// byte is rewritten only a few times.
+    #[test]
+    fn tiered_policy_bounds_parts_and_rewrites() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for pattern in 0..3 {
+            let mut parts: Vec<u64> = Vec::new();
+            let (mut flushed, mut rewritten, mut most) = (0u64, 0u64, 0usize);
+            for i in 0..150u64 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let size = match pattern {
+                    0 => 1000,
+                    1 => 100 + seed % 3000,
+                    _ => (1u64 << 20) >> (i % 16),
+                };
+                parts.push(size);
+                flushed += size;
+                while let Some(from) = tiered_suffix(&parts, 8) {
+                    assert!(parts.len() - from >= 2);
+                    let merged: u64 = parts[from..].iter().sum();
+                    rewritten += merged;
+                    parts.truncate(from);
+                    parts.push(merged);
+                }
+                most = most.max(parts.len());
+            }
+            let amplification = rewritten as f64 / flushed as f64;
+            eprintln!(
+                "pattern {pattern}: at most {most} parts, {} at the end, rewrite factor {amplification:.2}",
+                parts.len()
+            );
+            assert!(most <= 8, "pattern {pattern}: {most} parts");
+            assert!(amplification <= 5.0, "pattern {pattern}: rewrite factor {amplification:.2}");
+        }
+        assert_eq!(tiered_suffix(&[5], 8), None);
+        assert_eq!(tiered_suffix(&[40, 10, 10, 10], 8), None, "a big part waits for peers");
+        assert_eq!(tiered_suffix(&[40, 10, 10, 10, 10], 8), Some(1));
+        assert_eq!(tiered_suffix(&[9, 8, 7, 6, 5, 4], 8), Some(0), "similar sizes form one run");
+        assert_eq!(tiered_suffix(&[256, 64, 16, 4, 1], 3), Some(2), "newest parts merged down to the bound");
+    }
 }
