@@ -3,6 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use factoryops_platform::config::DatabaseBackend;
+use factoryops_platform::shutdown::Shutdown;
+use prometheus_client::metrics::histogram::Histogram;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
@@ -60,6 +62,8 @@ pub struct Database {
     backend: DatabaseBackend,
     /// SQLite's write turn within this process; see [`Database::write_turn`].
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// How long writers waited for their turn (set once by the server, shared by clones).
+    turn_wait: Arc<std::sync::OnceLock<Histogram>>,
 }
 
 impl Database {
@@ -89,7 +93,11 @@ impl Database {
                         // WAL: readers never block the writer; NORMAL sync is durable in WAL mode
                         // except for the last transactions on power loss, which is the trade
                         // the embedded default makes. busy_timeout serialises writers instead of failing.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                        // Checkpoints normally run in whichever commit crosses 1,000 WAL pages,
+                        // which then pays the WAL and database fsyncs (an alert commit, say);
+                        // the server checkpoints in the background instead
+                        // (`run_checkpoints`), and 10,000 pages (~40 MB) is the backstop.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;")
                             .await?;
                     } else {
                         conn.execute("SET time_zone = '+00:00'").await?;
@@ -99,7 +107,7 @@ impl Database {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend, write_gate: Arc::default() })
+        Ok(Self { pool, backend, write_gate: Arc::default(), turn_wait: Arc::default() })
     }
 
     /// Waits, first come first served, for this process's turn to write on SQLite; hold the
@@ -109,8 +117,37 @@ impl Database {
     /// (alerts, outbox, `last_seen`) queue here instead. `None` on MySQL (row locks).
     pub async fn write_turn(&self) -> Option<WriteTurn> {
         match self.backend {
-            DatabaseBackend::Sqlite => Some(self.write_gate.clone().lock_owned().await),
+            DatabaseBackend::Sqlite => {
+                let asked = std::time::Instant::now();
+                let turn = self.write_gate.clone().lock_owned().await;
+                if let Some(wait) = self.turn_wait.get() {
+                    wait.observe(asked.elapsed().as_secs_f64());
+                }
+                Some(turn)
+            }
             DatabaseBackend::MySql => None,
+        }
+    }
+
+    /// Records every write-turn wait in `wait` (SQLite); the first call wins.
+    pub fn observe_write_turns(&self, wait: Histogram) {
+        let _ = self.turn_wait.set(wait);
+    }
+
+    /// Checkpoints SQLite's WAL into the database every `every` until shutdown, off the
+    /// writers' path: a PASSIVE checkpoint waits for no reader or writer. No-op on MySQL.
+    pub async fn run_checkpoints(self, every: Duration, shutdown: Shutdown) {
+        if self.backend != DatabaseBackend::Sqlite {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.triggered() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await {
+                tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+            }
         }
     }
 

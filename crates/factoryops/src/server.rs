@@ -108,6 +108,14 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let shutdown = Shutdown::new();
     let metrics = Metrics::new();
     let db = open_database(&config).await?;
+    let turn_wait = Metrics::latency_histogram();
+    metrics.register(
+        "db_write_turn_wait_seconds",
+        "How long SQLite writers waited for this process's write turn",
+        turn_wait.clone(),
+    );
+    db.observe_write_turns(turn_wait);
+    let checkpoints = tokio::spawn(db.clone().run_checkpoints(Duration::from_secs(1), shutdown.clone()));
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let identity = Arc::new(build_identity(&config, &db, clock.clone()).await?);
@@ -313,6 +321,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                 })
                 .await;
             clean &= deadline.run("flush outbox", relay).await;
+            clean &= deadline.run("stop checkpoints", checkpoints).await;
             // 3. Close storage.
             clean &= deadline.run("close database", db.close()).await;
             tracing::info!(clean, "shutdown complete");

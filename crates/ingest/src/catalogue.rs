@@ -101,7 +101,7 @@ const DEVICES_PER_STATEMENT: usize = 100;
 /// devices each). SQLite has one writer: a flush of 10k devices in one transaction held
 /// the write lock for most of a second, and every alert commit (rules) waited behind it.
 /// Short transactions let those in between.
-const STATEMENTS_PER_TRANSACTION: usize = 20;
+const STATEMENTS_PER_TRANSACTION: usize = 5;
 const DEVICE_STATEMENTS_PER_TRANSACTION: usize = 1;
 
 /// Properties cached in memory by default (≈ 100 bytes each): bounds the catalogue's
