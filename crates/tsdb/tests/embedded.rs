@@ -729,3 +729,50 @@ async fn crash_between_writing_a_merged_part_and_deleting_its_inputs() {
     verify(open_manual(dir.path()), 3).await;
     assert!(!tmp.exists());
 }
+
+/// Parts with the same series set share one id array, whether flushed, reopened, merged or
+/// rewritten by retention: `directory_bytes` counts it once (4 B per series for the whole
+/// store, not per part).
+#[tokio::test]
+async fn parts_with_the_same_series_share_one_directory_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let cfg = EmbeddedConfig { background_compaction: false, ..config(dir.path()) };
+    const SERIES: usize = 500;
+    const PARTITIONS: i64 = 12;
+    async fn write_partition(store: &EmbeddedStore, k: i64, value: f64) {
+        let pts: Vec<Point> =
+            (0..SERIES).map(|s| point(&format!("d{s}"), "p", T0 + k * 7_200_000 + 1000, Value::Float(value))).collect();
+        store.write(&factory("f"), &pts).await.unwrap();
+    }
+    let expect_shared = |store: &EmbeddedStore, parts: usize| {
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.part_files, parts);
+        assert_eq!(stats.directory_arrays, 1, "{stats:?}");
+        assert_eq!(stats.directory_bytes, 4 * SERIES as u64, "one array of 4 B per series for {parts} parts");
+    };
+    {
+        let store = EmbeddedStore::open(cfg.clone(), Arc::new(clock.clone())).unwrap();
+        for k in 0..PARTITIONS {
+            write_partition(&store, k, 1.0).await;
+            store.flush().await.unwrap();
+        }
+        expect_shared(&store, PARTITIONS as usize);
+        // A second flush into the last partition; merged, the part keeps the same set.
+        write_partition(&store, PARTITIONS - 1, 2.0).await;
+        store.flush().await.unwrap();
+        expect_shared(&store, PARTITIONS as usize + 1);
+        assert_eq!(store.compact().unwrap(), 2);
+        expect_shared(&store, PARTITIONS as usize);
+    }
+    let store = EmbeddedStore::open(cfg, Arc::new(clock.clone())).unwrap();
+    expect_shared(&store, PARTITIONS as usize);
+    // Raw data of every partition expires: the rewritten parts still share one array.
+    clock.advance(40 * 86_400_000);
+    assert_eq!(store.apply_retention().unwrap(), PARTITIONS as usize);
+    expect_shared(&store, PARTITIONS as usize);
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.raw_bytes, stats.points), (0, 0));
+    let report = store.check().unwrap();
+    assert!(report.ok(), "{report:?}");
+}

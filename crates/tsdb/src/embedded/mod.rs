@@ -6,6 +6,7 @@ mod agg;
 mod codec;
 mod head;
 mod index;
+mod intern;
 mod log;
 mod part;
 mod wal;
@@ -26,6 +27,7 @@ use self::agg::{Acc, Buckets};
 pub use self::codec::{decode_chunk, encode_chunk};
 use self::head::{Head, HeadState};
 use self::index::SeriesIndex;
+use self::intern::IdInterner;
 use self::part::{Entry, Footer, HOUR, HOUR_MS, MINUTE, MINUTE_MS, Part, RAW};
 use self::wal::{WalHandle, WalMsg};
 use crate::{Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value};
@@ -148,9 +150,12 @@ pub struct StoreStats {
     pub hour_bytes: u64,
     /// Part-file footers (per-series metadata).
     pub footer_bytes: u64,
-    /// Heap bytes of the part directories (series ids) kept in memory; the entries
-    /// themselves are read from the footers on demand.
+    /// Heap bytes of the part directories (series ids) kept in memory, each distinct id
+    /// array counted once however many parts share it; the entries themselves are read from
+    /// the footers on demand.
     pub directory_bytes: u64,
+    /// Distinct id arrays behind the part directories (parts with the same series set share one).
+    pub directory_arrays: usize,
     pub wal_bytes: u64,
     pub wal_segments: usize,
     /// Since open: batches appended to the WAL and fsyncs issued (group commit ratio).
@@ -220,6 +225,9 @@ pub(crate) struct Inner {
     index: RwLock<SeriesIndex>,
     /// Lock order: `parts` before `head`.
     parts: RwLock<Vec<Arc<Part>>>,
+    /// Every part's id array goes through it (open, flush, merge, retention, check), so
+    /// parts with the same series set share one array.
+    ids: IdInterner,
     head: RwLock<HeadState>,
     head_points: AtomicUsize,
     wal_batches: AtomicU64,
@@ -269,7 +277,8 @@ impl EmbeddedStore {
 
         let index = SeriesIndex::open(&dir.join("series.idx"))?;
         let segments = wal::list_segments(&wal_dir)?;
-        let (parts, max_seq, wal_covered) = load_parts(&parts_dir, &segments)?;
+        let ids = IdInterner::new();
+        let (parts, max_seq, wal_covered) = load_parts(&parts_dir, &segments, &ids)?;
         let max_segment = segments.iter().copied().max().unwrap_or(0).max(wal_covered);
         let next_seq = max_seq.max(max_segment) + 1;
 
@@ -284,6 +293,7 @@ impl EmbeddedStore {
             wal_dir: wal_dir.clone(),
             index: RwLock::new(index),
             parts: RwLock::new(parts),
+            ids,
             head: RwLock::new(HeadState::default()),
             head_points: AtomicUsize::new(0),
             wal_batches: AtomicU64::new(0),
@@ -405,7 +415,7 @@ impl Drop for EmbeddedStore {
     }
 }
 
-fn load_parts(dir: &Path, segments: &[u64]) -> Result<(Vec<Arc<Part>>, u64, u64), TsdbError> {
+fn load_parts(dir: &Path, segments: &[u64], ids: &IdInterner) -> Result<(Vec<Arc<Part>>, u64, u64), TsdbError> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -414,7 +424,7 @@ fn load_parts(dir: &Path, segments: &[u64]) -> Result<(Vec<Arc<Part>>, u64, u64)
             // An interrupted write: its data is still in the WAL.
             std::fs::remove_file(&path)?;
         } else if name.ends_with(".part") {
-            found.push(Part::open(&path)?);
+            found.push(Part::open(&path, ids)?);
         }
     }
     let mut group_counts: HashMap<u64, u32> = HashMap::new();
@@ -467,8 +477,10 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, TsdbError> {
         .filter(|p| p.extension().is_some_and(|x| x == "part"))
         .collect();
     paths.sort();
+    // Only one part is open at a time here; the interner is just what `open` needs.
+    let ids = IdInterner::new();
     for path in paths {
-        match Part::open(&path) {
+        match Part::open(&path, &ids) {
             Ok(part) => check_part(&part, &mut r),
             Err(TsdbError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -719,7 +731,7 @@ impl Inner {
                 group_size,
                 replaces: Vec::new(),
             };
-            new_parts.push(Arc::new(part::write_part(&self.parts_dir, spec, series)?));
+            new_parts.push(Arc::new(part::write_part(&self.parts_dir, spec, series, &self.ids)?));
         }
         let flushed = !new_parts.is_empty();
         {
@@ -870,6 +882,7 @@ impl Inner {
         {
             let parts = self.parts.read();
             s.part_files = parts.len();
+            let mut arrays: HashSet<*const intern::SharedIds> = HashSet::new();
             for p in parts.iter() {
                 let bytes = p.summary.section_bytes;
                 s.points += p.summary.raw_points;
@@ -877,8 +890,13 @@ impl Inner {
                 s.minute_bytes += bytes[MINUTE];
                 s.hour_bytes += bytes[HOUR];
                 s.footer_bytes += p.size.saturating_sub(bytes.iter().sum::<u64>());
-                s.directory_bytes += p.directory_bytes() as u64;
+                // A shared id array is counted once, with the first part using it.
+                if arrays.insert(Arc::as_ptr(p.shared_ids())) {
+                    s.directory_bytes += p.shared_ids().heap_bytes() as u64;
+                }
+                s.directory_bytes += p.own_directory_bytes() as u64;
             }
+            s.directory_arrays = arrays.len();
         }
         s.head_points = self.head_points.load(Ordering::SeqCst) as u64;
         s.wal_batches = self.wal_batches.load(Ordering::Relaxed);
@@ -897,7 +915,7 @@ impl Inner {
         let parts: Vec<Arc<Part>> = self.parts.read().clone();
         for p in parts {
             // The open handle stays valid even if compaction deletes the file meanwhile.
-            match p.file.try_clone().map_err(TsdbError::from).and_then(|f| Part::from_file(&p.path, f)) {
+            match p.file.try_clone().map_err(TsdbError::from).and_then(|f| Part::from_file(&p.path, f, &self.ids)) {
                 Ok(fresh) => check_part(&fresh, &mut r),
                 Err(e) => {
                     r.files_checked += 1;
@@ -1006,7 +1024,7 @@ impl Inner {
                 writer.add(s)?;
             }
         }
-        writer.finish().map(Some)
+        writer.finish(&self.ids).map(Some)
     }
 
     /// Replaces `old` parts with `new` in the catalogue, then deletes the old files.
@@ -1068,7 +1086,7 @@ impl Inner {
                 continue;
             }
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            let new = part::rewrite_part(&self.parts_dir, &p, seq, keep)?;
+            let new = part::rewrite_part(&self.parts_dir, &p, seq, keep, &self.ids)?;
             drop(index);
             self.swap_parts(&[Arc::clone(&p)], new.map(Arc::new))?;
             rewritten += 1;
