@@ -1045,6 +1045,14 @@ impl Inner {
         Ok(())
     }
 
+    /// Drops expired sections. Within a partition, rewriting a part gives it a new, larger
+    /// sequence number, i.e. ranks its data after every other part of the partition (newest
+    /// wins on equal timestamps). So from the oldest part that needs a rewrite on, every
+    /// newer part of the partition is rewritten too, with new numbers in their old order:
+    /// the partition's parts keep their relative order. They are written newest first, each
+    /// replacing its input (`replaces`) as a group of one, so a crash part-way leaves a
+    /// rewritten suffix above the not yet rewritten parts, still in the old order, and the
+    /// next run finishes the job.
     fn apply_retention(&self) -> Result<usize, TsdbError> {
         let _r = self.rewrite.lock();
         let _m = self.maintenance.lock();
@@ -1056,43 +1064,55 @@ impl Inner {
             |keep: Option<Duration>, end: i64| keep.is_some_and(|d| end <= now.saturating_sub(d.as_millis() as i64));
         let parts: Vec<Arc<Part>> = self.parts.read().clone();
         let mut rewritten = 0;
-        for p in parts {
-            let end = p.partition_end();
+        for ((start, len), group) in partitions(&parts) {
+            let end = start.saturating_add(len);
             let index = self.index.read();
             let keep = |id: u32| {
                 let pol = policy_of(index.factory(id));
                 [!expired(pol.raw, end), !expired(pol.minute, end), !expired(pol.hour, end)]
             };
             // Cheap test first: does any policy expire a resolution this part has?
-            let policies = std::iter::once(&cfg.default).chain(cfg.per_factory.values());
-            let maybe = policies.into_iter().any(|pol| {
-                [pol.raw, pol.minute, pol.hour]
-                    .into_iter()
-                    .enumerate()
-                    .any(|(r, d)| p.summary.with_section[r] > 0 && expired(d, end))
-            });
-            let mut changes = false;
-            if maybe {
-                for entry in p.entries() {
-                    let (id, e) = entry?;
-                    let k = keep(id);
-                    if (0..3).any(|r| e.sections[r].present() && !k[r]) {
-                        changes = true;
-                        break;
-                    }
+            let maybe = |p: &Part| {
+                let policies = std::iter::once(&cfg.default).chain(cfg.per_factory.values());
+                policies.into_iter().any(|pol| {
+                    [pol.raw, pol.minute, pol.hour]
+                        .into_iter()
+                        .enumerate()
+                        .any(|(r, d)| p.summary.with_section[r] > 0 && expired(d, end))
+                })
+            };
+            let mut first = None;
+            for (i, p) in group.iter().enumerate() {
+                if maybe(p) && drops_a_section(p, keep)? {
+                    first = Some(i);
+                    break;
                 }
             }
-            if !changes {
+            let Some(first) = first else {
                 continue;
+            };
+            let suffix = &group[first..];
+            let base = self.next_seq.fetch_add(suffix.len() as u64, Ordering::SeqCst);
+            for (i, p) in suffix.iter().enumerate().rev() {
+                let new = part::rewrite_part(&self.parts_dir, p, base + i as u64, keep, &self.ids)?;
+                self.swap_parts(&[Arc::clone(p)], new.map(Arc::new))?;
+                rewritten += 1;
             }
-            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            let new = part::rewrite_part(&self.parts_dir, &p, seq, keep, &self.ids)?;
-            drop(index);
-            self.swap_parts(&[Arc::clone(&p)], new.map(Arc::new))?;
-            rewritten += 1;
         }
         Ok(rewritten)
     }
+}
+
+/// Whether `keep` drops a section `p` has.
+fn drops_a_section(p: &Part, keep: impl Fn(u32) -> [bool; 3]) -> Result<bool, TsdbError> {
+    for entry in p.entries() {
+        let (id, e) = entry?;
+        let k = keep(id);
+        if (0..3).any(|r| e.sections[r].present() && !k[r]) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Parts grouped by partition `(start, len)`, each group in sequence order (as `parts` is).
