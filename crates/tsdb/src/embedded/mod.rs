@@ -6,6 +6,7 @@ mod agg;
 mod codec;
 mod head;
 mod index;
+mod intern;
 mod log;
 mod part;
 mod wal;
@@ -26,6 +27,7 @@ use self::agg::{Acc, Buckets};
 pub use self::codec::{decode_chunk, encode_chunk};
 use self::head::{Head, HeadState};
 use self::index::SeriesIndex;
+use self::intern::IdInterner;
 use self::part::{Entry, Footer, HOUR, HOUR_MS, MINUTE, MINUTE_MS, Part, RAW};
 use self::wal::{WalHandle, WalMsg};
 use crate::{Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value};
@@ -148,9 +150,12 @@ pub struct StoreStats {
     pub hour_bytes: u64,
     /// Part-file footers (per-series metadata).
     pub footer_bytes: u64,
-    /// Heap bytes of the part directories (series ids) kept in memory; the entries
-    /// themselves are read from the footers on demand.
+    /// Heap bytes of the part directories (series ids) kept in memory, each distinct id
+    /// array counted once however many parts share it; the entries themselves are read from
+    /// the footers on demand.
     pub directory_bytes: u64,
+    /// Distinct id arrays behind the part directories (parts with the same series set share one).
+    pub directory_arrays: usize,
     pub wal_bytes: u64,
     pub wal_segments: usize,
     /// Since open: batches appended to the WAL and fsyncs issued (group commit ratio).
@@ -220,6 +225,9 @@ pub(crate) struct Inner {
     index: RwLock<SeriesIndex>,
     /// Lock order: `parts` before `head`.
     parts: RwLock<Vec<Arc<Part>>>,
+    /// Every part's id array goes through it (open, flush, merge, retention, check), so
+    /// parts with the same series set share one array.
+    ids: IdInterner,
     head: RwLock<HeadState>,
     head_points: AtomicUsize,
     wal_batches: AtomicU64,
@@ -269,7 +277,8 @@ impl EmbeddedStore {
 
         let index = SeriesIndex::open(&dir.join("series.idx"))?;
         let segments = wal::list_segments(&wal_dir)?;
-        let (parts, max_seq, wal_covered) = load_parts(&parts_dir, &segments)?;
+        let ids = IdInterner::new();
+        let (parts, max_seq, wal_covered) = load_parts(&parts_dir, &segments, &ids)?;
         let max_segment = segments.iter().copied().max().unwrap_or(0).max(wal_covered);
         let next_seq = max_seq.max(max_segment) + 1;
 
@@ -284,6 +293,7 @@ impl EmbeddedStore {
             wal_dir: wal_dir.clone(),
             index: RwLock::new(index),
             parts: RwLock::new(parts),
+            ids,
             head: RwLock::new(HeadState::default()),
             head_points: AtomicUsize::new(0),
             wal_batches: AtomicU64::new(0),
@@ -405,7 +415,7 @@ impl Drop for EmbeddedStore {
     }
 }
 
-fn load_parts(dir: &Path, segments: &[u64]) -> Result<(Vec<Arc<Part>>, u64, u64), TsdbError> {
+fn load_parts(dir: &Path, segments: &[u64], ids: &IdInterner) -> Result<(Vec<Arc<Part>>, u64, u64), TsdbError> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -414,7 +424,7 @@ fn load_parts(dir: &Path, segments: &[u64]) -> Result<(Vec<Arc<Part>>, u64, u64)
             // An interrupted write: its data is still in the WAL.
             std::fs::remove_file(&path)?;
         } else if name.ends_with(".part") {
-            found.push(Part::open(&path)?);
+            found.push(Part::open(&path, ids)?);
         }
     }
     let mut group_counts: HashMap<u64, u32> = HashMap::new();
@@ -467,8 +477,10 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, TsdbError> {
         .filter(|p| p.extension().is_some_and(|x| x == "part"))
         .collect();
     paths.sort();
+    // Only one part is open at a time here; the interner is just what `open` needs.
+    let ids = IdInterner::new();
     for path in paths {
-        match Part::open(&path) {
+        match Part::open(&path, &ids) {
             Ok(part) => check_part(&part, &mut r),
             Err(TsdbError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -719,7 +731,7 @@ impl Inner {
                 group_size,
                 replaces: Vec::new(),
             };
-            new_parts.push(Arc::new(part::write_part(&self.parts_dir, spec, series)?));
+            new_parts.push(Arc::new(part::write_part(&self.parts_dir, spec, series, &self.ids)?));
         }
         let flushed = !new_parts.is_empty();
         {
@@ -870,6 +882,7 @@ impl Inner {
         {
             let parts = self.parts.read();
             s.part_files = parts.len();
+            let mut arrays: HashSet<*const intern::SharedIds> = HashSet::new();
             for p in parts.iter() {
                 let bytes = p.summary.section_bytes;
                 s.points += p.summary.raw_points;
@@ -877,8 +890,13 @@ impl Inner {
                 s.minute_bytes += bytes[MINUTE];
                 s.hour_bytes += bytes[HOUR];
                 s.footer_bytes += p.size.saturating_sub(bytes.iter().sum::<u64>());
-                s.directory_bytes += p.directory_bytes() as u64;
+                // A shared id array is counted once, with the first part using it.
+                if arrays.insert(Arc::as_ptr(p.shared_ids())) {
+                    s.directory_bytes += p.shared_ids().heap_bytes() as u64;
+                }
+                s.directory_bytes += p.own_directory_bytes() as u64;
             }
+            s.directory_arrays = arrays.len();
         }
         s.head_points = self.head_points.load(Ordering::SeqCst) as u64;
         s.wal_batches = self.wal_batches.load(Ordering::Relaxed);
@@ -897,7 +915,7 @@ impl Inner {
         let parts: Vec<Arc<Part>> = self.parts.read().clone();
         for p in parts {
             // The open handle stays valid even if compaction deletes the file meanwhile.
-            match p.file.try_clone().map_err(TsdbError::from).and_then(|f| Part::from_file(&p.path, f)) {
+            match p.file.try_clone().map_err(TsdbError::from).and_then(|f| Part::from_file(&p.path, f, &self.ids)) {
                 Ok(fresh) => check_part(&fresh, &mut r),
                 Err(e) => {
                     r.files_checked += 1;
@@ -1006,7 +1024,7 @@ impl Inner {
                 writer.add(s)?;
             }
         }
-        writer.finish().map(Some)
+        writer.finish(&self.ids).map(Some)
     }
 
     /// Replaces `old` parts with `new` in the catalogue, then deletes the old files.
@@ -1027,6 +1045,14 @@ impl Inner {
         Ok(())
     }
 
+    /// Drops expired sections. Within a partition, rewriting a part gives it a new, larger
+    /// sequence number, i.e. ranks its data after every other part of the partition (newest
+    /// wins on equal timestamps). So from the oldest part that needs a rewrite on, every
+    /// newer part of the partition is rewritten too, with new numbers in their old order:
+    /// the partition's parts keep their relative order. They are written newest first, each
+    /// replacing its input (`replaces`) as a group of one, so a crash part-way leaves a
+    /// rewritten suffix above the not yet rewritten parts, still in the old order, and the
+    /// next run finishes the job.
     fn apply_retention(&self) -> Result<usize, TsdbError> {
         let _r = self.rewrite.lock();
         let _m = self.maintenance.lock();
@@ -1038,43 +1064,55 @@ impl Inner {
             |keep: Option<Duration>, end: i64| keep.is_some_and(|d| end <= now.saturating_sub(d.as_millis() as i64));
         let parts: Vec<Arc<Part>> = self.parts.read().clone();
         let mut rewritten = 0;
-        for p in parts {
-            let end = p.partition_end();
+        for ((start, len), group) in partitions(&parts) {
+            let end = start.saturating_add(len);
             let index = self.index.read();
             let keep = |id: u32| {
                 let pol = policy_of(index.factory(id));
                 [!expired(pol.raw, end), !expired(pol.minute, end), !expired(pol.hour, end)]
             };
             // Cheap test first: does any policy expire a resolution this part has?
-            let policies = std::iter::once(&cfg.default).chain(cfg.per_factory.values());
-            let maybe = policies.into_iter().any(|pol| {
-                [pol.raw, pol.minute, pol.hour]
-                    .into_iter()
-                    .enumerate()
-                    .any(|(r, d)| p.summary.with_section[r] > 0 && expired(d, end))
-            });
-            let mut changes = false;
-            if maybe {
-                for entry in p.entries() {
-                    let (id, e) = entry?;
-                    let k = keep(id);
-                    if (0..3).any(|r| e.sections[r].present() && !k[r]) {
-                        changes = true;
-                        break;
-                    }
+            let maybe = |p: &Part| {
+                let policies = std::iter::once(&cfg.default).chain(cfg.per_factory.values());
+                policies.into_iter().any(|pol| {
+                    [pol.raw, pol.minute, pol.hour]
+                        .into_iter()
+                        .enumerate()
+                        .any(|(r, d)| p.summary.with_section[r] > 0 && expired(d, end))
+                })
+            };
+            let mut first = None;
+            for (i, p) in group.iter().enumerate() {
+                if maybe(p) && drops_a_section(p, keep)? {
+                    first = Some(i);
+                    break;
                 }
             }
-            if !changes {
+            let Some(first) = first else {
                 continue;
+            };
+            let suffix = &group[first..];
+            let base = self.next_seq.fetch_add(suffix.len() as u64, Ordering::SeqCst);
+            for (i, p) in suffix.iter().enumerate().rev() {
+                let new = part::rewrite_part(&self.parts_dir, p, base + i as u64, keep, &self.ids)?;
+                self.swap_parts(&[Arc::clone(p)], new.map(Arc::new))?;
+                rewritten += 1;
             }
-            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-            let new = part::rewrite_part(&self.parts_dir, &p, seq, keep)?;
-            drop(index);
-            self.swap_parts(&[Arc::clone(&p)], new.map(Arc::new))?;
-            rewritten += 1;
         }
         Ok(rewritten)
     }
+}
+
+/// Whether `keep` drops a section `p` has.
+fn drops_a_section(p: &Part, keep: impl Fn(u32) -> [bool; 3]) -> Result<bool, TsdbError> {
+    for entry in p.entries() {
+        let (id, e) = entry?;
+        let k = keep(id);
+        if (0..3).any(|r| e.sections[r].present() && !k[r]) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Parts grouped by partition `(start, len)`, each group in sequence order (as `parts` is).

@@ -12,9 +12,11 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::agg::{Acc, Buckets, ExactSum};
 use super::codec;
+use super::intern::{IdInterner, SharedIds};
 use super::log::{Cursor, put_varint, sync_dir};
 use crate::{TsdbError, Value};
 
@@ -112,11 +114,15 @@ impl Summary {
 /// entries is the 76 bytes we are avoiding. No on-disk change was needed, so every
 /// existing part file opens as before.
 ///
+/// The id array itself is interned store-wide ([`IdInterner`]): parts holding the same
+/// series set (consecutive flushes and partitions, almost always) share one array, so the
+/// 4 bytes per series are paid once per distinct set rather than once per part.
+///
 /// A file whose entries are not in ascending order (never written by this engine, but
-/// accepted) also keeps each id's file position: 8 bytes per series.
+/// accepted) also keeps each id's file position: 4 more bytes per series, per part.
 #[derive(Debug)]
 struct Directory {
-    ids: Box<[u32]>,
+    ids: Arc<SharedIds>,
     /// File position of `ids[k]`; empty when it is `k` (entries in ascending order).
     positions: Box<[u32]>,
     /// Absolute file offset of the first entry.
@@ -124,9 +130,9 @@ struct Directory {
 }
 
 impl Directory {
-    fn new(ids_in_file_order: Vec<u32>, entries_at: u64) -> Result<Self, String> {
+    fn new(ids_in_file_order: Vec<u32>, entries_at: u64, interner: &IdInterner) -> Result<Self, String> {
         if ids_in_file_order.windows(2).all(|w| w[0] < w[1]) {
-            return Ok(Self { ids: ids_in_file_order.into_boxed_slice(), positions: Box::default(), entries_at });
+            return Ok(Self { ids: interner.intern(ids_in_file_order), positions: Box::default(), entries_at });
         }
         let mut pairs: Vec<(u32, u32)> = ids_in_file_order.iter().zip(0u32..).map(|(&id, pos)| (id, pos)).collect();
         pairs.sort_unstable();
@@ -134,7 +140,7 @@ impl Directory {
             return Err("duplicate series in footer".into());
         }
         Ok(Self {
-            ids: pairs.iter().map(|p| p.0).collect(),
+            ids: interner.intern(pairs.iter().map(|p| p.0).collect()),
             positions: pairs.iter().map(|p| p.1).collect(),
             entries_at,
         })
@@ -142,12 +148,8 @@ impl Directory {
 
     /// File position of `series`' entry.
     fn position(&self, series: u32) -> Option<usize> {
-        let k = self.ids.binary_search(&series).ok()?;
+        let k = self.ids.ids().binary_search(&series).ok()?;
         Some(self.positions.get(k).map_or(k, |&p| p as usize))
-    }
-
-    fn heap_bytes(&self) -> usize {
-        (self.ids.len() + self.positions.len()) * std::mem::size_of::<u32>()
     }
 }
 
@@ -165,26 +167,40 @@ pub struct Part {
 
 impl Part {
     pub fn series_count(&self) -> usize {
-        self.dir.ids.len()
+        self.dir.ids.ids().len()
     }
 
     /// The series of this part, ascending.
     pub fn series_ids(&self) -> &[u32] {
-        &self.dir.ids
+        self.dir.ids.ids()
     }
 
     pub fn contains(&self, series: u32) -> bool {
-        self.dir.ids.binary_search(&series).is_ok()
+        self.series_ids().binary_search(&series).is_ok()
     }
 
-    /// Heap bytes of the in-memory directory (the per-series memory cost of this part).
+    /// The interned id array, possibly shared with other parts: count its
+    /// `heap_bytes()` once per distinct array (`Arc::as_ptr`).
+    pub fn shared_ids(&self) -> &Arc<SharedIds> {
+        &self.dir.ids
+    }
+
+    /// Heap bytes of the directory that belong to this part alone (the file positions of a
+    /// footer whose entries are not ascending; 0 for every file this engine writes).
+    pub fn own_directory_bytes(&self) -> usize {
+        self.dir.positions.len() * std::mem::size_of::<u32>()
+    }
+
+    /// Heap bytes of the directory if nothing were shared: the per-series cost of this part
+    /// alone. What a store pays is in `StoreStats::directory_bytes`.
+    #[cfg(test)]
     pub fn directory_bytes(&self) -> usize {
-        self.dir.heap_bytes()
+        self.dir.ids.heap_bytes() + self.own_directory_bytes()
     }
 
     /// Whether every entry still has its raw section (retention has dropped none).
     pub fn has_all_raw(&self) -> bool {
-        self.summary.with_section[RAW] == self.dir.ids.len() as u64
+        self.summary.with_section[RAW] == self.series_count() as u64
     }
 
     /// The entry of `series`: a binary search and one small `pread`.
@@ -254,13 +270,13 @@ impl Part {
         TsdbError::Corrupt(format!("{}: {what}", self.path.display()))
     }
 
-    pub fn open(path: &Path) -> Result<Part, TsdbError> {
-        Self::from_file(path, File::open(path)?)
+    pub fn open(path: &Path, interner: &IdInterner) -> Result<Part, TsdbError> {
+        Self::from_file(path, File::open(path)?, interner)
     }
 
     /// Reads and verifies the whole footer once (CRC, every section's bounds), keeps the
-    /// directory and totals, and drops the decoded entries.
-    pub fn from_file(path: &Path, file: File) -> Result<Part, TsdbError> {
+    /// directory (its id array interned) and totals, and drops the decoded entries.
+    pub fn from_file(path: &Path, file: File, interner: &IdInterner) -> Result<Part, TsdbError> {
         let size = file.metadata()?.len();
         let corrupt = |what: &str| TsdbError::Corrupt(format!("{}: {what}", path.display()));
         if size < 16 {
@@ -291,7 +307,7 @@ impl Part {
             summary.add(&e);
             ids.push(id);
         }
-        let dir = Directory::new(ids, data_end + entries_at as u64).map_err(|e| corrupt(&e))?;
+        let dir = Directory::new(ids, data_end + entries_at as u64, interner).map_err(|e| corrupt(&e))?;
         Ok(Part { path: path.to_path_buf(), file, size, footer, summary, dir, data_end })
     }
 }
@@ -422,7 +438,8 @@ impl PartWriter {
         self.ids.is_empty()
     }
 
-    pub fn finish(mut self) -> Result<Part, TsdbError> {
+    /// Makes the part durable and returns it, its id array interned.
+    pub fn finish(mut self, interner: &IdInterner) -> Result<Part, TsdbError> {
         let head = encode_footer_head(&self.footer, self.ids.len());
         let mut crc = crc32fast::Hasher::new();
         crc.update(&head);
@@ -441,7 +458,7 @@ impl PartWriter {
         sync_dir(&self.dir)?;
         let file = File::open(&final_path)?;
         let data_end = self.written;
-        let dir = Directory::new(std::mem::take(&mut self.ids), data_end + head.len() as u64)
+        let dir = Directory::new(std::mem::take(&mut self.ids), data_end + head.len() as u64, interner)
             .map_err(|e| TsdbError::Corrupt(format!("{}: {e}", final_path.display())))?;
         Ok(Part {
             path: final_path,
@@ -464,12 +481,17 @@ impl Drop for PartWriter {
 }
 
 /// Writes a part durably: temp file, fsync, rename, fsync directory.
-pub fn write_part(dir: &Path, footer: Footer, series: Vec<SeriesSections>) -> Result<Part, TsdbError> {
+pub fn write_part(
+    dir: &Path,
+    footer: Footer,
+    series: Vec<SeriesSections>,
+    interner: &IdInterner,
+) -> Result<Part, TsdbError> {
     let mut w = PartWriter::create(dir, footer)?;
     for s in series {
         w.add(s)?;
     }
-    w.finish()
+    w.finish(interner)
 }
 
 /// Writes a copy of `part` keeping, per series, only the sections `keep` allows.
@@ -479,6 +501,7 @@ pub fn rewrite_part(
     part: &Part,
     seq: u64,
     keep: impl Fn(u32) -> [bool; 3],
+    interner: &IdInterner,
 ) -> Result<Option<Part>, TsdbError> {
     let footer = Footer {
         partition_start: part.footer.partition_start,
@@ -507,7 +530,7 @@ pub fn rewrite_part(
     if w.is_empty() {
         return Ok(None);
     }
-    w.finish().map(Some)
+    w.finish(interner).map(Some)
 }
 
 /// The footer up to and including the entry count; the entries follow.
@@ -687,7 +710,11 @@ mod tests {
         for &id in ids {
             w.add(build_series(id, &points(id)).unwrap())?;
         }
-        w.finish()
+        w.finish(&IdInterner::new())
+    }
+
+    fn open(path: &Path) -> Result<Part, TsdbError> {
+        Part::open(path, &IdInterner::new())
     }
 
     #[test]
@@ -695,7 +722,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ids = [3u32, 7, 8, 1000, 70_000];
         let written = write(dir.path(), 5, &ids).unwrap();
-        let opened = Part::open(&written.path).unwrap();
+        let opened = open(&written.path).unwrap();
         assert_eq!(written.summary, opened.summary);
         assert_eq!(opened.footer, footer(5));
         assert_eq!(opened.summary.raw_points, ids.iter().map(|&id| points(id).len() as u64).sum::<u64>());
@@ -724,7 +751,7 @@ mod tests {
     fn unsorted_footer_is_accepted_and_duplicates_are_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let ids = [9u32, 2, 5];
-        let part = Part::open(&write(dir.path(), 1, &ids).unwrap().path).unwrap();
+        let part = open(&write(dir.path(), 1, &ids).unwrap().path).unwrap();
         assert_eq!(part.directory_bytes(), 8 * ids.len(), "ids plus file positions");
         assert_eq!(part.series_ids(), &[2, 5, 9]);
         for id in ids {
@@ -732,7 +759,7 @@ mod tests {
         }
         assert_eq!(part.entries().map(|e| e.unwrap().0).collect::<Vec<_>>(), ids, "file order");
         assert!(matches!(write(dir.path(), 2, &[4, 6, 4]), Err(TsdbError::Corrupt(_))));
-        assert!(matches!(Part::open(&dir.path().join(file_name(2))), Err(TsdbError::Corrupt(_))));
+        assert!(matches!(open(&dir.path().join(file_name(2))), Err(TsdbError::Corrupt(_))));
     }
 
     /// The footer CRC is checked at open only; an entry changed on disk afterwards is
@@ -751,7 +778,7 @@ mod tests {
         file.write_all_at(&2u32.to_le_bytes(), at).unwrap();
         file.write_all_at(&u64::MAX.to_le_bytes(), at + 28).unwrap();
         assert!(matches!(part.entry(2), Err(TsdbError::Corrupt(_))));
-        assert!(matches!(Part::open(&part.path), Err(TsdbError::Corrupt(_))));
+        assert!(matches!(open(&part.path), Err(TsdbError::Corrupt(_))));
     }
 
     /// The ingest benchmark's 200k series in one part: the directory is 4 B per series
@@ -765,14 +792,57 @@ mod tests {
             let bytes = [vec![id as u8], Vec::new(), Vec::new()];
             w.add(SeriesSections { series: id * 3, min_ts: 0, max_ts: 1, count: 1, bytes }).unwrap();
         }
-        let written = w.finish().unwrap();
-        let opened = Part::open(&written.path).unwrap();
+        let written = w.finish(&IdInterner::new()).unwrap();
+        let opened = open(&written.path).unwrap();
         for part in [&written, &opened] {
             assert_eq!(part.directory_bytes(), 800_000);
             assert_eq!(part.entry(3 * 123_456).unwrap().unwrap().sections[RAW].off, 123_456);
             assert_eq!(part.entry(3 * 123_456 + 1).unwrap(), None);
         }
         assert_eq!(std::mem::size_of::<(u32, Entry)>(), 80, "the element the old in-memory footer kept per series");
+    }
+
+    /// 12 parts (a day of 2-h partitions) of the same 200k series, written or opened through
+    /// one interner, share one 0.8 MB id array; a part with a different set gets its own,
+    /// and the array is freed with the last part using it.
+    #[test]
+    fn parts_with_the_same_series_share_one_id_array() {
+        let dir = tempfile::tempdir().unwrap();
+        let interner = IdInterner::new();
+        let write_200k = |seq: u64, skip: Option<u32>| {
+            let mut w = PartWriter::create(dir.path(), footer(seq)).unwrap();
+            for id in (0..200_000u32).filter(|&id| Some(id) != skip) {
+                let bytes = [vec![id as u8], Vec::new(), Vec::new()];
+                w.add(SeriesSections { series: id, min_ts: 0, max_ts: 1, count: 1, bytes }).unwrap();
+            }
+            w.finish(&interner).unwrap()
+        };
+        let mut parts: Vec<Part> = (1..=6).map(|seq| write_200k(seq, None)).collect();
+        for seq in 7..=12 {
+            let written = write_200k(seq, None);
+            parts.push(Part::open(&written.path, &interner).unwrap());
+        }
+        let distinct = |parts: &[Part]| {
+            let mut arrays: Vec<*const SharedIds> = parts.iter().map(|p| Arc::as_ptr(p.shared_ids())).collect();
+            arrays.sort();
+            arrays.dedup();
+            arrays.len()
+        };
+        assert_eq!(distinct(&parts), 1);
+        assert_eq!(interner.arrays(), 1);
+        assert_eq!(parts[0].shared_ids().heap_bytes(), 800_000, "one array for 12 parts");
+        assert!(parts.iter().all(|p| p.directory_bytes() == 800_000 && p.own_directory_bytes() == 0));
+        assert_eq!(parts[11].entry(123_456).unwrap().unwrap().sections[RAW].off, 123_456);
+        // What each further part costs instead of 0.8 MB: its struct (the id array is a
+        // pointer), plus its path and `replaces` on the heap (~60–100 B).
+        assert!(std::mem::size_of::<Part>() <= 224, "{} B", std::mem::size_of::<Part>());
+        let other = write_200k(13, Some(5));
+        assert!(!Arc::ptr_eq(other.shared_ids(), parts[0].shared_ids()));
+        assert_eq!(interner.arrays(), 2);
+        drop(other);
+        assert_eq!(interner.slots(), 1, "the array no part uses is gone from the table");
+        parts.clear();
+        assert_eq!(interner.slots(), 0);
     }
 
     #[test]
