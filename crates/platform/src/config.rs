@@ -226,7 +226,7 @@ impl Default for TsdbConfig {
             retention_raw_days: 30,
             retention_minute_days: 365,
             retention_hour_days: 0,
-            head_limit_points: 8_000_000,
+            head_limit_points: 2_000_000,
             retention_factories: Default::default(),
         }
     }

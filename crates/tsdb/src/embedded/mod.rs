@@ -74,7 +74,7 @@ pub struct HeadLimit {
 
 impl Default for HeadLimit {
     fn default() -> Self {
-        Self { points: 8_000_000, bytes: 512 << 20 }
+        Self { points: 2_000_000, bytes: 512 << 20 }
     }
 }
 
