@@ -156,6 +156,7 @@ pub struct StoreStats {
     pub directory_bytes: u64,
     /// Distinct id arrays behind the part directories (parts with the same series set share one).
     pub directory_arrays: usize,
+    /// Bytes written to WAL segments (a preallocated segment is larger on disk).
     pub wal_bytes: u64,
     pub wal_segments: usize,
     /// Since open: batches appended to the WAL and fsyncs issued (group commit ratio).
@@ -232,6 +233,9 @@ pub(crate) struct Inner {
     head_points: AtomicUsize,
     wal_batches: AtomicU64,
     wal_fsyncs: AtomicU64,
+    /// The segment the WAL thread writes and how many bytes it wrote there: a preallocated
+    /// segment's file size says nothing about that.
+    wal_active: Mutex<(u64, u64)>,
     next_seq: AtomicU64,
     /// Held by a flush from allocating its sequence numbers to publishing its parts (and
     /// deleting its WAL), by retention throughout, and by a merge only while it picks its
@@ -298,6 +302,7 @@ impl EmbeddedStore {
             head_points: AtomicUsize::new(0),
             wal_batches: AtomicU64::new(0),
             wal_fsyncs: AtomicU64::new(0),
+            wal_active: Mutex::new((0, 0)),
             next_seq: AtomicU64::new(next_seq),
             maintenance: Mutex::new(()),
             rewrite: Mutex::new(HashSet::new()),
@@ -902,9 +907,14 @@ impl Inner {
         s.wal_batches = self.wal_batches.load(Ordering::Relaxed);
         s.wal_fsyncs = self.wal_fsyncs.load(Ordering::Relaxed);
         s.points += s.head_points;
+        let (active, active_bytes) = *self.wal_active.lock();
         for seg in wal::list_segments(&self.wal_dir)? {
             s.wal_segments += 1;
-            s.wal_bytes += std::fs::metadata(wal::segment_path(&self.wal_dir, seg)).map(|m| m.len()).unwrap_or(0);
+            s.wal_bytes += if seg == active {
+                active_bytes
+            } else {
+                std::fs::metadata(wal::segment_path(&self.wal_dir, seg)).map(|m| m.len()).unwrap_or(0)
+            };
         }
         s.index_bytes = std::fs::metadata(self.config.dir.join("series.idx")).map(|m| m.len()).unwrap_or(0);
         Ok(s)

@@ -390,12 +390,17 @@ pub fn file_name(seq: u64) -> String {
 /// entries are buffered for the footer), so merging a whole partition never holds its data
 /// in memory. `finish` makes it durable: fsync, rename, fsync directory. Dropped
 /// unfinished, it removes its temp file.
+/// A part being written is forced to disk in steps of this many bytes.
+const WRITEBACK_BYTES: u64 = 4 << 20;
+
 pub struct PartWriter {
     dir: PathBuf,
     footer: Footer,
     tmp_path: PathBuf,
     out: BufWriter<File>,
     written: u64,
+    /// Bytes already forced to disk (see [`WRITEBACK_BYTES`]).
+    synced: u64,
     entries: Vec<u8>,
     ids: Vec<u32>,
     summary: Summary,
@@ -411,6 +416,7 @@ impl PartWriter {
             footer,
             tmp_path,
             out,
+            synced: 0,
             written: 0,
             entries: Vec::new(),
             ids: Vec::new(),
@@ -427,6 +433,7 @@ impl PartWriter {
             self.out.write_all(b)?;
             self.written += b.len() as u64;
         }
+        self.pace_writeback(self.written)?;
         let e = Entry { min_ts: s.min_ts, max_ts: s.max_ts, count: s.count, sections };
         encode_entry(&mut self.entries, s.series, &e);
         self.summary.add(&e);
@@ -438,6 +445,18 @@ impl PartWriter {
         self.ids.is_empty()
     }
 
+    /// Forces what was written to disk every [`WRITEBACK_BYTES`]: one fsync of a whole part
+    /// (tens of MB with 200k series and their rollups) queued the WAL's small `fdatasync`
+    /// behind it on the same disk — PUBACK stalls of up to 250 ms during flushes.
+    fn pace_writeback(&mut self, at: u64) -> Result<(), TsdbError> {
+        if at - self.synced >= WRITEBACK_BYTES {
+            self.out.flush()?;
+            self.out.get_ref().sync_data()?;
+            self.synced = at;
+        }
+        Ok(())
+    }
+
     /// Makes the part durable and returns it, its id array interned.
     pub fn finish(mut self, interner: &IdInterner) -> Result<Part, TsdbError> {
         let head = encode_footer_head(&self.footer, self.ids.len());
@@ -446,7 +465,13 @@ impl PartWriter {
         crc.update(&self.entries);
         let flen = head.len() + self.entries.len();
         self.out.write_all(&head)?;
-        self.out.write_all(&self.entries)?;
+        let entries = std::mem::take(&mut self.entries);
+        let mut at = self.written + head.len() as u64;
+        for chunk in entries.chunks(WRITEBACK_BYTES as usize) {
+            self.out.write_all(chunk)?;
+            at += chunk.len() as u64;
+            self.pace_writeback(at)?;
+        }
         self.out.write_all(&(flen as u32).to_le_bytes())?;
         self.out.write_all(&crc.finalize().to_le_bytes())?;
         self.out.write_all(MAGIC)?;

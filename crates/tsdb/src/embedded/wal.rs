@@ -266,6 +266,7 @@ pub fn spawn(inner: Arc<Inner>, rx: mpsc::Receiver<WalMsg>, seq: u64) -> Result<
     let file = open_segment(&dir, seq, &spares)?;
     let index = inner.index.read().syncer()?;
     // A new segment every start: the writer never appends to a segment it did not create.
+    *inner.wal_active.lock() = (seq, 0);
     let mut w = Writer { inner, dir, file, seq, index, dirty: false, last_sync: Instant::now(), size: 0, spares };
     w.spares.ask(spare_bytes(FIRST_SPARE_BYTES, w.inner.config.wal_segment_bytes));
     Ok(std::thread::Builder::new().name("tsdb-wal".into()).spawn(move || w.run(rx))?)
@@ -360,6 +361,7 @@ impl Writer {
         }
         let mut result = self.file.write_all(buf).map_err(|e| format!("WAL append failed: {e}"));
         self.size += buf.len() as u64;
+        *self.inner.wal_active.lock() = (self.seq, self.size);
         buf.clear();
         if result.is_ok() {
             let mut grown = 0usize;
@@ -402,6 +404,7 @@ impl Writer {
         self.spares.ask(spare_bytes(self.size * 2, self.inner.config.wal_segment_bytes));
         self.seq = seq;
         self.size = 0;
+        *self.inner.wal_active.lock() = (seq, 0);
         Ok(old)
     }
 
