@@ -386,13 +386,13 @@ pub fn file_name(seq: u64) -> String {
     format!("{seq:016}.part")
 }
 
+/// A part being written is forced to disk in steps of this many bytes.
+const WRITEBACK_BYTES: u64 = 4 << 20;
+
 /// Writes a part as a stream (sections go to the file as they are added; only the 76-byte
 /// entries are buffered for the footer), so merging a whole partition never holds its data
 /// in memory. `finish` makes it durable: fsync, rename, fsync directory. Dropped
 /// unfinished, it removes its temp file.
-/// A part being written is forced to disk in steps of this many bytes.
-const WRITEBACK_BYTES: u64 = 4 << 20;
-
 pub struct PartWriter {
     dir: PathBuf,
     footer: Footer,
