@@ -250,13 +250,11 @@ pub(crate) struct Inner {
     /// Clock time of the last head freeze: partitions ending before it are complete in parts
     /// (bar late data).
     last_freeze_ms: AtomicI64,
-    compact_wanted: Mutex<bool>,
-    compact_cv: Condvar,
+    compact_wanted: Wakeup,
     wal: WalHandle,
     failure: Mutex<Option<String>>,
     space: tokio::sync::Notify,
-    flush_wanted: Mutex<bool>,
-    flush_cv: Condvar,
+    flush_wanted: Wakeup,
     shutdown: AtomicBool,
     _lock: File,
 }
@@ -307,13 +305,11 @@ impl EmbeddedStore {
             maintenance: Mutex::new(()),
             rewrite: Mutex::new(HashSet::new()),
             last_freeze_ms: AtomicI64::new(i64::MIN),
-            compact_wanted: Mutex::new(false),
-            compact_cv: Condvar::new(),
+            compact_wanted: Wakeup::default(),
             wal,
             failure: Mutex::new(None),
             space: tokio::sync::Notify::new(),
-            flush_wanted: Mutex::new(false),
-            flush_cv: Condvar::new(),
+            flush_wanted: Wakeup::default(),
             shutdown: AtomicBool::new(false),
             _lock: lock,
             config,
@@ -407,11 +403,7 @@ impl EmbeddedStore {
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
         self.inner.shutdown.store(true, Ordering::SeqCst);
-        {
-            let mut w = self.inner.flush_wanted.lock();
-            *w = true;
-            self.inner.flush_cv.notify_all();
-        }
+        self.inner.request_flush();
         self.inner.request_compaction();
         self.inner.wal.send(WalMsg::Shutdown);
         for t in self.threads.lock().drain(..) {
@@ -615,6 +607,29 @@ struct SeriesView {
     head: Vec<(i64, Value)>,
 }
 
+/// Wakes a background thread early: a request is remembered until the thread takes it.
+#[derive(Default)]
+struct Wakeup {
+    wanted: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Wakeup {
+    fn request(&self) {
+        *self.wanted.lock() = true;
+        self.cv.notify_all();
+    }
+
+    /// Returns at the next request (or one already made) or after `timeout`.
+    fn wait(&self, timeout: Duration) {
+        let mut wanted = self.wanted.lock();
+        if !*wanted {
+            self.cv.wait_for(&mut wanted, timeout);
+        }
+        *wanted = false;
+    }
+}
+
 impl Inner {
     fn fail(&self, why: String) {
         tracing::error!(%why, "tsdb failure");
@@ -622,26 +637,16 @@ impl Inner {
     }
 
     fn request_flush(&self) {
-        let mut w = self.flush_wanted.lock();
-        *w = true;
-        self.flush_cv.notify_all();
+        self.flush_wanted.request();
     }
 
     fn request_compaction(&self) {
-        let mut w = self.compact_wanted.lock();
-        *w = true;
-        self.compact_cv.notify_all();
+        self.compact_wanted.request();
     }
 
     fn flusher_loop(self: Arc<Self>) {
         loop {
-            {
-                let mut wanted = self.flush_wanted.lock();
-                if !*wanted {
-                    self.flush_cv.wait_for(&mut wanted, self.config.flush_interval);
-                }
-                *wanted = false;
-            }
+            self.flush_wanted.wait(self.config.flush_interval);
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
@@ -658,13 +663,7 @@ impl Inner {
     fn compactor_loop(self: Arc<Self>) {
         let mut last_maintenance = std::time::Instant::now();
         loop {
-            {
-                let mut wanted = self.compact_wanted.lock();
-                if !*wanted {
-                    self.compact_cv.wait_for(&mut wanted, self.config.maintenance_interval);
-                }
-                *wanted = false;
-            }
+            self.compact_wanted.wait(self.config.maintenance_interval);
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
