@@ -147,8 +147,11 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         NotifyMetrics::register(&metrics),
         bus.clone(),
     );
-    let engine_config =
-        EngineConfig { notifier: Some(crate::notify::notifier(&config, identity.clone())), ..EngineConfig::default() };
+    let engine_config = EngineConfig {
+        notifier: Some(crate::notify::notifier(&config, identity.clone())),
+        bus: Some(bus.clone()),
+        ..EngineConfig::default()
+    };
     let rules = RulesEngine::start(db.clone(), clock.clone(), engine_config).await?;
     rules.add_commit_wake(outbox_wake.clone());
     rules.add_commit_wake(worker.wake());

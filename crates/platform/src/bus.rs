@@ -139,6 +139,14 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// A `telemetry` subscriber that never slows ingestion.
     fn subscribe_telemetry_lossy(&self, capacity: usize) -> Subscription<TelemetryBatch>;
+
+    /// True when every subscriber lives in this process (the in-process bus). A component
+    /// may then publish right after its commit instead of through the transactional
+    /// outbox: a crash between commit and publish loses only an event whose subscribers
+    /// die in the same crash. A bus that crosses processes keeps the outbox.
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 struct Subscriber<T> {
@@ -217,6 +225,10 @@ impl MemoryBus {
 
 #[async_trait]
 impl EventBus for MemoryBus {
+    fn in_process(&self) -> bool {
+        true
+    }
+
     async fn publish(&self, event: Event) -> Result<(), BusError> {
         let fanout = self.topics.read().get(&event.topic).cloned();
         if let Some(fanout) = fanout {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 use factoryops_db::Database;
+use factoryops_platform::bus::EventBus;
 use factoryops_platform::shutdown::Shutdown;
 use factoryops_tsdb::TelemetryStore;
 use factoryops_types::{Clock, FactoryId};
@@ -25,7 +26,7 @@ use crate::store::{Alert, ApplySummary, RulesStore, StoredRule};
 use crate::validate::{Warning, validate_rule};
 use crate::{RulesError, backtest};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineConfig {
     /// How often the timer task runs `tick`.
     pub tick_interval: Duration,
@@ -35,11 +36,14 @@ pub struct EngineConfig {
     /// Writes notification rows with each alert change; `None` writes none (the outbox
     /// events still carry every `notification`).
     pub notifier: Option<factoryops_notify::Notifier>,
+    /// The bus alert events go to: published right after each commit when it is
+    /// in-process, else through the outbox (whose relay the server runs). `None`: outbox.
+    pub bus: Option<Arc<dyn EventBus>>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { tick_interval: Duration::from_millis(500), timer_grace_ms: 1_000, notifier: None }
+        Self { tick_interval: Duration::from_millis(500), timer_grace_ms: 1_000, notifier: None, bus: None }
     }
 }
 
@@ -73,7 +77,7 @@ impl RulesEngine {
     /// Loads every factory's rules and open alerts (the database must be migrated with
     /// [`crate::MIGRATIONS`]). Call [`RulesEngine::set_factory_timezone`] for each factory.
     pub async fn start(db: Database, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Arc<Self>, RulesError> {
-        let store = RulesStore::new(db).with_notifier(config.notifier.clone());
+        let store = RulesStore::new(db).with_notifier(config.notifier.clone()).with_bus(config.bus.clone());
         let mut eval = Evaluator::new();
         let now = clock.now_ms();
         for rule in store.all_rules().await? {

@@ -4,10 +4,11 @@
 //! alert is [`RulesError::NotFound`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use factoryops_db::{Database, DatabaseBackend, DbError, WriteTurn, outbox};
 use factoryops_notify::{AlertNotice, Audience, Notifier, Recipients};
-use factoryops_platform::bus::topics;
+use factoryops_platform::bus::{Event, EventBus, topics};
 use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, FactoryId, new_id};
 use serde::Serialize;
@@ -204,6 +205,82 @@ pub struct ApplySummary {
 pub struct RulesStore {
     db: Database,
     notifier: Option<Notifier>,
+    /// Set when the bus is in-process: alert events are published right after the commit
+    /// instead of through the outbox and its relay (ADR 0008).
+    direct: Option<DirectBus>,
+    /// Alert id by (factory, idempotency key). The mapping never changes once an alert is
+    /// committed, so this only saves the `SELECT id` of updates and resolves.
+    alert_ids: Arc<parking_lot::Mutex<HashMap<(FactoryId, String), String>>>,
+}
+
+/// Most alert ids [`RulesStore`] remembers before it starts over (a miss costs one SELECT).
+const ALERT_ID_CACHE: usize = 100_000;
+
+#[derive(Clone)]
+struct DirectBus(Arc<dyn EventBus>);
+
+impl std::fmt::Debug for DirectBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirectBus")
+    }
+}
+
+/// The alert events of one transaction: appended to the outbox in it, or held until it
+/// committed and then published (in-process bus).
+struct Announcements<'s> {
+    store: &'s RulesStore,
+    held: Vec<Event>,
+}
+
+impl Announcements<'_> {
+    async fn add(
+        &mut self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        factory: &FactoryId,
+        key: String,
+        payload: serde_json::Value,
+        now_ms: i64,
+    ) -> Result<(), RulesError> {
+        if self.store.direct.is_some() {
+            self.held.push(Event {
+                topic: topics::ALERTS.to_string(),
+                factory_id: Some(factory.clone()),
+                key,
+                at_ms: now_ms,
+                payload,
+            });
+        } else {
+            outbox::append(&self.store.db, tx, Some(factory), topics::ALERTS, &key, &payload, now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// After the commit: the held events, in order.
+    async fn publish(self) {
+        let Some(DirectBus(bus)) = &self.store.direct else { return };
+        for event in self.held {
+            if let Err(e) = bus.publish(event).await {
+                tracing::warn!(error = %e, "alert event not published");
+            }
+        }
+    }
+}
+
+/// The status an alert's history row records.
+enum HistoryStatus {
+    Is(AlertStatus),
+    /// The alert's status after the change (a re-trigger keeps open or acknowledged).
+    Current,
+}
+
+/// A history row written with the change it records, only when that change touched a row.
+struct HistoryRow<'a> {
+    factory: &'a FactoryId,
+    alert_id: &'a str,
+    at: i64,
+    status: HistoryStatus,
+    note: Option<String>,
+    value: Option<String>,
 }
 
 const ALERT_COLUMNS: &str = "id, factory_id, rule_id, rule_name, device_id, status, severity, message, property, value, \
@@ -299,7 +376,14 @@ fn alert_event(
 
 impl RulesStore {
     pub fn new(db: Database) -> Self {
-        Self { db, notifier: None }
+        Self { db, notifier: None, direct: None, alert_ids: Arc::default() }
+    }
+
+    /// Publishes alert events on `bus` right after each commit when it is in-process
+    /// ([`EventBus::in_process`]); otherwise they go through the outbox.
+    pub fn with_bus(mut self, bus: Option<Arc<dyn EventBus>>) -> Self {
+        self.direct = bus.filter(|b| b.in_process()).map(DirectBus);
+        self
     }
 
     /// Writes notification rows (email, WhatsApp) with each alert change.
@@ -534,7 +618,7 @@ impl RulesStore {
         now_ms: i64,
     ) -> Result<Alert, RulesError> {
         let audience = self.transition_audience(factory, id, actor).await?;
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
         let row = sqlx::query("SELECT status, value, rule_id, device_id FROM alerts WHERE factory_id = ? AND id = ?")
             .bind(factory.as_str())
             .bind(id)
@@ -579,13 +663,16 @@ impl RulesStore {
             "status": to.as_str(), "by": actor, "note": note, "at": factoryops_types::format_rfc3339_ms(now_ms),
         });
         let event_key = format!("alert:{id}:{}", to.as_str());
-        outbox::append(&self.db, &mut tx, Some(factory), topics::ALERTS, &event_key, &payload, now_ms).await?;
+        let mut events = Announcements { store: self, held: Vec::new() };
+        events.add(&mut tx, factory, event_key.clone(), payload, now_ms).await?;
         if let Some((targets, audience)) = &audience {
             let rule = TransitionRule { device_id: &device_id, targets };
             self.notify_transition(&mut tx, factory, id, &rule, audience, to, actor, note, value, &event_key, now_ms)
                 .await?;
         }
         tx.commit().await?;
+        drop(turn);
+        events.publish().await;
         self.get_alert(factory, id).await
     }
 
@@ -739,17 +826,20 @@ impl RulesStore {
     }
 
     /// Applies evaluator effects in one transaction, each state change with its event on
-    /// the `alerts` topic of the outbox. An open whose key exists already (a replayed
-    /// event) is skipped together with its notification.
+    /// the `alerts` topic (outbox, or published after the commit on an in-process bus). An
+    /// open whose key exists already (a replayed event) is skipped together with its
+    /// notification.
     pub async fn apply(&self, effects: &[Effect], now_ms: i64) -> Result<ApplySummary, RulesError> {
         let mut summary = ApplySummary::default();
         if effects.is_empty() {
             return Ok(summary);
         }
         let audiences = self.audiences(effects).await?;
-        let (_turn, mut tx) = self.begin_write().await?;
+        let (turn, mut tx) = self.begin_write().await?;
+        let mut events = Announcements { store: self, held: Vec::new() };
         // (factory, key) → (alert id, inserted by this batch)
-        let mut ids: HashMap<(String, String), Option<String>> = HashMap::new();
+        let mut ids: HashMap<(FactoryId, String), Option<String>> = HashMap::new();
+        let mut opened = Vec::new();
         let insert = format!(
             "{} INTO alerts (id, factory_id, rule_id, rule_name, device_id, status, severity, message, property, value, \
              threshold, count, opened_at, updated_at, idempotency_key) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, 1, ?, ?, ?)",
@@ -758,43 +848,41 @@ impl RulesStore {
         for effect in effects {
             let alert = effect.alert();
             let factory = &alert.factory_id;
-            let map_key = (factory.as_str().to_string(), alert.key.clone());
             match effect {
                 Effect::Open(o) => {
                     let id = new_id();
-                    let done = sqlx::query(AssertSqlSafe(insert.clone()))
-                        .bind(&id)
-                        .bind(factory.as_str())
-                        .bind(&alert.rule_id)
-                        .bind(&o.rule_name)
-                        .bind(alert.device_id.as_str())
-                        .bind(o.severity.as_str())
-                        .bind(&o.message)
-                        .bind(o.property.clone())
-                        .bind(value_text(o.value))
-                        .bind(o.threshold.clone())
-                        .bind(o.at_ms)
-                        .bind(now_ms)
-                        .bind(&alert.key)
-                        .execute(&mut *tx)
+                    let history = HistoryRow {
+                        factory,
+                        alert_id: &id,
+                        at: o.at_ms,
+                        status: HistoryStatus::Is(AlertStatus::Open),
+                        note: None,
+                        value: value_text(o.value),
+                    };
+                    let inserted = self
+                        .change_with_history(&mut tx, &insert, &history, |q| {
+                            q.bind(id.clone())
+                                .bind(factory.as_str().to_string())
+                                .bind(alert.rule_id.clone())
+                                .bind(o.rule_name.clone())
+                                .bind(alert.device_id.as_str().to_string())
+                                .bind(o.severity.as_str())
+                                .bind(o.message.clone())
+                                .bind(o.property.clone())
+                                .bind(value_text(o.value))
+                                .bind(o.threshold.clone())
+                                .bind(o.at_ms)
+                                .bind(now_ms)
+                                .bind(alert.key.clone())
+                        })
                         .await?;
-                    if done.rows_affected() == 0 {
+                    let map_key = (factory.clone(), alert.key.clone());
+                    if !inserted {
                         summary.duplicates += 1;
                         ids.insert(map_key, None);
                         continue;
                     }
                     summary.opened += 1;
-                    insert_history(
-                        &mut tx,
-                        factory,
-                        &id,
-                        o.at_ms,
-                        AlertStatus::Open,
-                        ENGINE_ACTOR,
-                        None,
-                        value_text(o.value),
-                    )
-                    .await?;
                     let payload = alert_event(
                         "alert.opened",
                         &id,
@@ -805,49 +893,41 @@ impl RulesStore {
                             "opened_at": factoryops_types::format_rfc3339_ms(o.at_ms),
                         }),
                     );
-                    outbox::append(
-                        &self.db,
-                        &mut tx,
-                        Some(factory),
-                        topics::ALERTS,
-                        &format!("alert:{id}:opened"),
-                        &payload,
-                        now_ms,
-                    )
-                    .await?;
+                    events.add(&mut tx, factory, format!("alert:{id}:opened"), payload, now_ms).await?;
+                    opened.push((map_key.clone(), id.clone()));
                     ids.insert(map_key, Some(id));
                 }
                 Effect::Update { count, value, message, at_ms, .. } => {
-                    let Some(id) = lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
-                    let done = sqlx::query(
-                        "UPDATE alerts SET count = ?, value = ?, message = ?, updated_at = ? \
-                         WHERE factory_id = ? AND id = ? AND status <> 'resolved'",
-                    )
-                    .bind(*count)
-                    .bind(value_text(*value))
-                    .bind(message)
-                    .bind(now_ms)
-                    .bind(factory.as_str())
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() == 0 {
+                    let Some(id) = self.lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
+                    let note = format!("re-triggered (count {count})");
+                    let history = HistoryRow {
+                        factory,
+                        alert_id: &id,
+                        at: *at_ms,
+                        status: HistoryStatus::Current,
+                        note: Some(note),
+                        value: value_text(*value),
+                    };
+                    let updated = self
+                        .change_with_history(
+                            &mut tx,
+                            "UPDATE alerts SET count = ?, value = ?, message = ?, updated_at = ? \
+                             WHERE factory_id = ? AND id = ? AND status <> 'resolved'",
+                            &history,
+                            |q| {
+                                q.bind(*count)
+                                    .bind(value_text(*value))
+                                    .bind(message.clone())
+                                    .bind(now_ms)
+                                    .bind(factory.as_str().to_string())
+                                    .bind(id.clone())
+                            },
+                        )
+                        .await?;
+                    if !updated {
                         continue;
                     }
                     summary.updated += 1;
-                    let status = current_status(&mut tx, factory, &id).await?;
-                    let note = format!("re-triggered (count {count})");
-                    insert_history(
-                        &mut tx,
-                        factory,
-                        &id,
-                        *at_ms,
-                        status,
-                        ENGINE_ACTOR,
-                        Some(&note),
-                        value_text(*value),
-                    )
-                    .await?;
                     let payload = alert_event(
                         "alert.updated",
                         &id,
@@ -855,46 +935,38 @@ impl RulesStore {
                         json!({ "count": count, "value": value, "message": message,
                                 "at": factoryops_types::format_rfc3339_ms(*at_ms) }),
                     );
-                    outbox::append(
-                        &self.db,
-                        &mut tx,
-                        Some(factory),
-                        topics::ALERTS,
-                        &format!("alert:{id}:updated:{count}"),
-                        &payload,
-                        now_ms,
-                    )
-                    .await?;
+                    events.add(&mut tx, factory, format!("alert:{id}:updated:{count}"), payload, now_ms).await?;
                 }
                 Effect::Resolve { value, reason, at_ms, .. } => {
-                    let Some(id) = lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
-                    let done = sqlx::query(
-                        "UPDATE alerts SET status = 'resolved', resolved_at = ?, resolved_by = ?, value = COALESCE(?, value), \
-                         updated_at = ? WHERE factory_id = ? AND id = ? AND status <> 'resolved'",
-                    )
-                    .bind(*at_ms)
-                    .bind(ENGINE_ACTOR)
-                    .bind(value_text(*value))
-                    .bind(now_ms)
-                    .bind(factory.as_str())
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() == 0 {
+                    let Some(id) = self.lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
+                    let history = HistoryRow {
+                        factory,
+                        alert_id: &id,
+                        at: *at_ms,
+                        status: HistoryStatus::Is(AlertStatus::Resolved),
+                        note: Some(reason.as_str().to_string()),
+                        value: value_text(*value),
+                    };
+                    let resolved = self
+                        .change_with_history(
+                            &mut tx,
+                            "UPDATE alerts SET status = 'resolved', resolved_at = ?, resolved_by = ?, \
+                             value = COALESCE(?, value), updated_at = ? WHERE factory_id = ? AND id = ? AND status <> 'resolved'",
+                            &history,
+                            |q| {
+                                q.bind(*at_ms)
+                                    .bind(ENGINE_ACTOR)
+                                    .bind(value_text(*value))
+                                    .bind(now_ms)
+                                    .bind(factory.as_str().to_string())
+                                    .bind(id.clone())
+                            },
+                        )
+                        .await?;
+                    if !resolved {
                         continue;
                     }
                     summary.resolved += 1;
-                    insert_history(
-                        &mut tx,
-                        factory,
-                        &id,
-                        *at_ms,
-                        AlertStatus::Resolved,
-                        ENGINE_ACTOR,
-                        Some(reason.as_str()),
-                        value_text(*value),
-                    )
-                    .await?;
                     let payload = alert_event(
                         "alert.resolved",
                         &id,
@@ -902,19 +974,10 @@ impl RulesStore {
                         json!({ "status": "resolved", "reason": reason, "value": value,
                                 "resolved_at": factoryops_types::format_rfc3339_ms(*at_ms) }),
                     );
-                    outbox::append(
-                        &self.db,
-                        &mut tx,
-                        Some(factory),
-                        topics::ALERTS,
-                        &format!("alert:{id}:resolved"),
-                        &payload,
-                        now_ms,
-                    )
-                    .await?;
+                    events.add(&mut tx, factory, format!("alert:{id}:resolved"), payload, now_ms).await?;
                 }
                 Effect::Notify(n) => {
-                    let Some(id) = lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
+                    let Some(id) = self.lookup(&mut tx, &mut ids, factory, &alert.key).await? else { continue };
                     if matches!(n.kind, NotifyKind::Opened | NotifyKind::Retriggered) {
                         sqlx::query("UPDATE alerts SET last_notified_at = ? WHERE factory_id = ? AND id = ?")
                             .bind(n.at_ms)
@@ -942,8 +1005,7 @@ impl RulesStore {
                         }),
                     );
                     let event_key = format!("notify:{id}:{}:{}", n.kind.as_str(), n.at_ms);
-                    outbox::append(&self.db, &mut tx, Some(factory), topics::ALERTS, &event_key, &payload, now_ms)
-                        .await?;
+                    events.add(&mut tx, factory, event_key.clone(), payload, now_ms).await?;
                     // Notification rows need the alert's name and value; without a notifier, skip the read.
                     if let (Some(notifier), Some(audience)) = (&self.notifier, audiences.get(factory)) {
                         let row = sqlx::query("SELECT rule_name, value FROM alerts WHERE factory_id = ? AND id = ?")
@@ -979,43 +1041,98 @@ impl RulesStore {
             }
         }
         tx.commit().await?;
+        drop(turn);
+        {
+            let mut cache = self.alert_ids.lock();
+            if cache.len() + opened.len() > ALERT_ID_CACHE {
+                cache.clear();
+            }
+            cache.extend(opened);
+        }
+        events.publish().await;
         Ok(summary)
     }
-}
 
-/// The alert id for a key; `None` when the key's open was a duplicate in this batch or is unknown.
-async fn lookup(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    ids: &mut HashMap<(String, String), Option<String>>,
-    factory: &FactoryId,
-    key: &str,
-) -> Result<Option<String>, RulesError> {
-    let map_key = (factory.as_str().to_string(), key.to_string());
-    if let Some(found) = ids.get(&map_key) {
-        return Ok(found.clone());
+    /// Runs `change` (an insert or update of one alert row, its parameters bound by `bind`)
+    /// and, only when it touched the row, writes `history`; true when it did. On SQLite
+    /// both statements go in one round trip (`changes()` gates the history row): alert
+    /// commits sit on the publish → alert path, and each round trip to the database
+    /// thread can queue for a CPU.
+    async fn change_with_history<'q>(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        change: &str,
+        history: &HistoryRow<'_>,
+        bind: impl FnOnce(
+            sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+        ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<bool, RulesError> {
+        let (status, from) = match history.status {
+            HistoryStatus::Is(status) => (format!("'{}'", status.as_str()), ""),
+            HistoryStatus::Current => ("status".to_string(), " FROM alerts WHERE factory_id = ? AND id = ?"),
+        };
+        let bind_history = |q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>| {
+            let q = q
+                .bind(history.factory.as_str().to_string())
+                .bind(history.alert_id.to_string())
+                .bind(history.at)
+                .bind(ENGINE_ACTOR)
+                .bind(history.note.clone())
+                .bind(history.value.clone());
+            match history.status {
+                HistoryStatus::Is(_) => q,
+                HistoryStatus::Current => {
+                    q.bind(history.factory.as_str().to_string()).bind(history.alert_id.to_string())
+                }
+            }
+        };
+        let insert_history = format!(
+            "INSERT INTO alert_history (factory_id, alert_id, at, status, actor, note, value) \
+             SELECT ?, ?, ?, {status}, ?, ?, ?{from}"
+        );
+        match self.db.backend() {
+            DatabaseBackend::Sqlite => {
+                let gate = if from.is_empty() { " WHERE changes() = 1" } else { " AND changes() = 1" };
+                // Only the history's status column and fixed clauses are interpolated; values are bound.
+                let sql = format!("{change}; {insert_history}{gate}");
+                let done = bind_history(bind(sqlx::query(AssertSqlSafe(sql)))).execute(&mut **tx).await?;
+                Ok(done.rows_affected() > 0)
+            }
+            DatabaseBackend::MySql => {
+                let done = bind(sqlx::query(AssertSqlSafe(change.to_string()))).execute(&mut **tx).await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                bind_history(sqlx::query(AssertSqlSafe(insert_history))).execute(&mut **tx).await?;
+                Ok(true)
+            }
+        }
     }
-    let row = sqlx::query("SELECT id FROM alerts WHERE factory_id = ? AND idempotency_key = ?")
-        .bind(factory.as_str())
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let id = row.map(|r| r.try_get::<String, _>("id")).transpose()?;
-    ids.insert(map_key, id.clone());
-    Ok(id)
-}
 
-async fn current_status(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    factory: &FactoryId,
-    id: &str,
-) -> Result<AlertStatus, RulesError> {
-    let row = sqlx::query("SELECT status FROM alerts WHERE factory_id = ? AND id = ?")
-        .bind(factory.as_str())
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let status: String = row.try_get("status")?;
-    AlertStatus::parse(&status).ok_or_else(|| RulesError::Malformed(format!("alert status {status:?}")))
+    /// The alert id for a key; `None` when the key's open was a duplicate in this batch or is unknown.
+    async fn lookup(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        ids: &mut HashMap<(FactoryId, String), Option<String>>,
+        factory: &FactoryId,
+        key: &str,
+    ) -> Result<Option<String>, RulesError> {
+        let map_key = (factory.clone(), key.to_string());
+        if let Some(found) = ids.get(&map_key) {
+            return Ok(found.clone());
+        }
+        if let Some(id) = self.alert_ids.lock().get(&map_key) {
+            return Ok(Some(id.clone()));
+        }
+        let row = sqlx::query("SELECT id FROM alerts WHERE factory_id = ? AND idempotency_key = ?")
+            .bind(factory.as_str())
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let id = row.map(|r| r.try_get::<String, _>("id")).transpose()?;
+        ids.insert(map_key, id.clone());
+        Ok(id)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

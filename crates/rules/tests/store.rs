@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use factoryops_db::Database;
+use factoryops_platform::bus::{EventBus, MemoryBus, topics};
 use factoryops_rules::{
     AlertQuery, AlertStatus, BacktestDevice, EngineConfig, Observation, RulesEngine, RulesError, RulesStore, Severity,
     validate_rule,
@@ -415,6 +416,57 @@ async fn timer_task_opens_for_duration_and_stale_alerts_until_shutdown(db: TestD
     tokio::time::timeout(std::time::Duration::from_secs(5), task).await.unwrap().unwrap();
 }
 
+/// On the in-process bus the engine publishes alert events itself right after each commit
+/// (no outbox rows, no relay), in commit order, and a re-trigger's history keeps the
+/// alert's current status.
+async fn in_process_bus_gets_alert_events_right_after_the_commit(db: TestDatabase) {
+    let database = open(&db).await;
+    let clock = ManualClock::new(10_000);
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let mut events = bus.subscribe(topics::ALERTS, 64);
+    let config = EngineConfig { timer_grace_ms: 0, bus: Some(bus.clone()), ..EngineConfig::default() };
+    let engine = RulesEngine::start(database.clone(), Arc::new(clock.clone()), config).await.unwrap();
+    let mut body = rule_body(80.0);
+    body["auto_resolve"] = json!(false);
+    engine.create_rule(&fa(), &body, &HashSet::new()).await.unwrap();
+
+    assert_eq!(engine.feed(&obs(&fa(), "press-1", 20_000, 85.0)).await.unwrap().opened, 1);
+    let alert = engine.store().list_alerts(&fa(), &AlertQuery::default()).await.unwrap().items.remove(0);
+    engine.acknowledge(&fa(), &alert.id, "user-1", None).await.unwrap();
+    engine.feed(&obs(&fa(), "press-1", 30_000, 70.0)).await.unwrap();
+    assert_eq!(engine.feed(&obs(&fa(), "press-1", 40_000, 90.0)).await.unwrap().updated, 1);
+    engine.resolve(&fa(), &alert.id, "user-1", Some("fixed")).await.unwrap();
+
+    let mut kinds = Vec::new();
+    while let Ok(Some(delivery)) = tokio::time::timeout(std::time::Duration::from_millis(200), events.next()).await {
+        let event = &delivery.event;
+        assert_eq!(event.factory_id, Some(fa()));
+        assert_eq!(event.payload["alert_id"], alert.id.as_str());
+        kinds.push(event.payload["type"].as_str().unwrap().to_string());
+    }
+    kinds.retain(|k| k != "notification");
+    assert_eq!(kinds, ["alert.opened", "alert.acknowledged", "alert.updated", "alert.resolved"]);
+
+    // After a restart, the first event replayed opens nothing and announces nothing.
+    let config = EngineConfig { timer_grace_ms: 0, bus: Some(bus.clone()), ..EngineConfig::default() };
+    let restarted = RulesEngine::start(database.clone(), Arc::new(clock.clone()), config).await.unwrap();
+    assert_eq!(restarted.feed(&obs(&fa(), "press-1", 20_000, 85.0)).await.unwrap().duplicates, 1);
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(100), events.next()).await.is_err());
+    assert_eq!(outbox_count(&database, "").await, 0, "nothing for the relay");
+
+    let history = engine.store().get_alert(&fa(), &alert.id).await.unwrap().history.unwrap();
+    let rows: Vec<_> = history.iter().map(|h| (h.status, h.note.as_deref(), h.value.clone())).collect();
+    assert_eq!(
+        rows,
+        [
+            (AlertStatus::Open, None, Some(json!(85.0))),
+            (AlertStatus::Acknowledged, None, Some(json!(85.0))),
+            (AlertStatus::Acknowledged, Some("re-triggered (count 2)"), Some(json!(90.0))),
+            (AlertStatus::Resolved, Some("fixed"), Some(json!(90.0))),
+        ]
+    );
+}
+
 backend_matrix!(
     timer_task_opens_for_duration_and_stale_alerts_until_shutdown,
     rule_crud_is_tenant_scoped,
@@ -422,4 +474,5 @@ backend_matrix!(
     restart_restores_open_alerts_and_replays_are_harmless,
     cooldown_survives_a_restart,
     backtest_equals_live,
+    in_process_bus_gets_alert_events_right_after_the_commit,
 );
