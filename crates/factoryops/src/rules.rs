@@ -25,8 +25,11 @@ pub struct Replay {
     pub store: Arc<dyn TelemetryStore>,
 }
 
-struct CachedType {
-    device_type: Option<String>,
+/// The cached device types of one factory.
+#[derive(Default)]
+struct FactoryTypes {
+    types: HashMap<DeviceId, Option<String>>,
+    /// When the whole factory was last read (0: never).
     read_at: i64,
     refreshing: bool,
 }
@@ -34,7 +37,8 @@ struct CachedType {
 /// The device's type; `Err` when it could not be read (a cached value is then kept).
 async fn device_type_of(
     devices: &DeviceRegistry,
-    (factory, device): &(FactoryId, DeviceId),
+    factory: &FactoryId,
+    device: &DeviceId,
 ) -> Result<Option<String>, ()> {
     match devices.get(factory, device).await {
         Ok(Some(d)) if !d.device_type.is_empty() => Ok(Some(d.device_type)),
@@ -46,56 +50,86 @@ async fn device_type_of(
     }
 }
 
-/// Device types by device, read once and refreshed in the background when stale: with
-/// 10k devices first seen together, refreshing inline made the consumer stall for seconds
-/// every TTL (10k sequential queries), and ingestion with it.
+/// Every device type of a factory, read page by page (500 devices per query).
+async fn factory_types(devices: &DeviceRegistry, factory: &FactoryId) -> Result<HashMap<DeviceId, Option<String>>, ()> {
+    let mut types = HashMap::new();
+    let mut cursor = None;
+    loop {
+        let filter = DeviceFilter { limit: Some(500), cursor, ..DeviceFilter::default() };
+        let page = devices.list(factory, &filter).await.map_err(|e| {
+            tracing::warn!(error = %e, factory_id = %factory, "cannot read the device types");
+        })?;
+        for d in page.items {
+            types.insert(d.id, (!d.device_type.is_empty()).then_some(d.device_type));
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(types),
+        }
+    }
+}
+
+/// Device types by device (rule scopes by type), refreshed in the background a whole
+/// factory at a time when stale: a device first seen is read once inline; after
+/// [`DEVICE_TYPE_TTL_MS`] the factory's devices are re-read by one paged listing (20
+/// queries for 10k devices). Refreshing each device on its own made 10k queries every TTL
+/// with 10k devices, queueing alert commits behind them in the connection pool.
 #[derive(Clone)]
 struct DeviceTypes {
     devices: DeviceRegistry,
     clock: Arc<dyn Clock>,
-    cache: Arc<parking_lot::Mutex<HashMap<(FactoryId, DeviceId), CachedType>>>,
+    cache: Arc<parking_lot::Mutex<HashMap<FactoryId, FactoryTypes>>>,
 }
 
 impl DeviceTypes {
     async fn get(&self, factory: &FactoryId, device: &DeviceId) -> Option<String> {
         let now = self.clock.now_ms();
-        let key = (factory.clone(), device.clone());
-        let cached = self.cache.lock().get_mut(&key).map(|c| {
-            let stale = now - c.read_at >= DEVICE_TYPE_TTL_MS && !c.refreshing;
-            c.refreshing |= stale;
-            (c.device_type.clone(), stale)
-        });
-        match cached {
-            Some((device_type, stale)) => {
-                if stale {
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        let read = device_type_of(&this.devices, &key).await;
-                        let mut cache = this.cache.lock();
-                        if let Some(cached) = cache.get_mut(&key) {
-                            // On a failed read keep the old type and retry after the TTL.
-                            if let Ok(t) = read {
-                                cached.device_type = t;
-                            }
-                            cached.read_at = this.clock.now_ms();
-                            cached.refreshing = false;
-                        }
-                    });
+        let cached = {
+            let mut cache = self.cache.lock();
+            let entry = match cache.get_mut(factory) {
+                Some(entry) => entry,
+                None => {
+                    cache.entry(factory.clone()).or_insert_with(|| FactoryTypes { read_at: now, ..Default::default() })
                 }
-                device_type
+            };
+            if now - entry.read_at >= DEVICE_TYPE_TTL_MS && !entry.refreshing {
+                entry.refreshing = true;
+                self.spawn_refresh(factory.clone());
             }
-            None => {
-                let device_type = device_type_of(&self.devices, &key).await.unwrap_or(None);
-                let mut cache = self.cache.lock();
-                if cache.len() > 100_000 {
-                    cache.clear();
-                }
-                cache.insert(key, CachedType { device_type: device_type.clone(), read_at: now, refreshing: false });
-                device_type
-            }
+            entry.types.get(device).cloned()
+        };
+        if let Some(device_type) = cached {
+            return device_type;
         }
+        let device_type = device_type_of(&self.devices, factory, device).await.unwrap_or(None);
+        if let Some(entry) = self.cache.lock().get_mut(factory) {
+            if entry.types.len() >= MAX_CACHED_DEVICE_TYPES {
+                entry.types.clear();
+            }
+            entry.types.insert(device.clone(), device_type.clone());
+        }
+        device_type
+    }
+
+    fn spawn_refresh(&self, factory: FactoryId) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let read = factory_types(&this.devices, &factory).await;
+            let mut cache = this.cache.lock();
+            if let Some(entry) = cache.get_mut(&factory) {
+                // On a failed read keep the old types and retry after the TTL.
+                if let Ok(types) = read {
+                    entry.types = types;
+                }
+                entry.read_at = this.clock.now_ms();
+                entry.refreshing = false;
+            }
+        });
     }
 }
+
+/// Most device types cached per factory before the cache starts over.
+const MAX_CACHED_DEVICE_TYPES: usize = 100_000;
 
 /// Where the time between a durable write and an alert goes, on `/metrics`.
 #[derive(Clone)]
