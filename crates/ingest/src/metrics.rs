@@ -22,6 +22,8 @@ pub struct IngestMetrics {
     pub failures: Family<ReasonLabels, Counter>,
     pub batch_points: Histogram,
     pub write_seconds: Histogram,
+    /// From a QoS 1 PUBLISH entering the ingest pipeline to its PUBACK handed to the socket.
+    pub mqtt_puback_seconds: Histogram,
     pub mqtt_connections: Gauge,
     pub mqtt_connects_refused: Family<ReasonLabels, Counter>,
     pub mqtt_acl_denied: Counter,
@@ -51,6 +53,11 @@ impl IngestMetrics {
             "ingest_write_seconds",
             "Duration of one group commit's durable store write",
             m.write_seconds.clone(),
+        );
+        metrics.register(
+            "mqtt_puback_seconds",
+            "From a QoS 1 PUBLISH entering the ingest pipeline to its PUBACK written (the server's share of the ack latency)",
+            m.mqtt_puback_seconds.clone(),
         );
         metrics.register("mqtt_connections", "Open MQTT connections", m.mqtt_connections.clone());
         metrics.register("mqtt_connects_refused", "Refused MQTT CONNECTs, by reason", m.mqtt_connects_refused.clone());
@@ -83,6 +90,7 @@ impl IngestMetrics {
             failures: Family::default(),
             batch_points: Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0]),
             write_seconds: Metrics::latency_histogram(),
+            mqtt_puback_seconds: Metrics::latency_histogram(),
             mqtt_connections: Gauge::default(),
             mqtt_connects_refused: Family::default(),
             mqtt_acl_denied: Counter::default(),

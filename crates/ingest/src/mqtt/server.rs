@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use factoryops_types::{Clock, DeviceId, FactoryId};
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
@@ -480,6 +481,8 @@ enum Pending {
     Ack {
         pkid: Option<u16>,
         submitted: Submitted,
+        /// When the PUBLISH was read (for `mqtt_puback_seconds`).
+        received: std::time::Instant,
         /// A slot of the endpoint-wide in-flight window, freed when the ack is written.
         _permit: OwnedSemaphorePermit,
     },
@@ -718,13 +721,17 @@ struct Connection<'a, W> {
 fn poll_oldest(
     pending: &mut VecDeque<Pending>,
     protocol: Protocol,
+    acks: &Histogram,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Option<Bytes>, ()>> {
     let frame = match pending.front_mut() {
         None => return Poll::Pending,
         Some(Pending::Frame(frame)) => Some(std::mem::take(frame)),
-        Some(Pending::Ack { pkid, submitted, .. }) => match std::task::ready!(submitted.poll_outcome(cx)) {
-            Ok(IngestOutcome::Stored(_)) => pkid.map(|pkid| codec::puback(protocol, pkid, reason::SUCCESS)),
+        Some(Pending::Ack { pkid, submitted, received, .. }) => match std::task::ready!(submitted.poll_outcome(cx)) {
+            Ok(IngestOutcome::Stored(_)) => pkid.map(|pkid| {
+                acks.observe(received.elapsed().as_secs_f64());
+                codec::puback(protocol, pkid, reason::SUCCESS)
+            }),
             // Redelivery cannot fix a malformed payload: acknowledge it (with the reason on v5).
             Ok(IngestOutcome::MessageRejected(_)) => {
                 pkid.map(|pkid| codec::puback(protocol, pkid, reason::PAYLOAD_FORMAT_INVALID))
@@ -758,7 +765,9 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
         let mut waiting: Option<Publish> = None;
         let mut was_reading = true;
         loop {
-            if let Err(end) = write_ready(&mut self.pending, &mut self.write, protocol).await {
+            if let Err(end) =
+                write_ready(&mut self.pending, &mut self.write, protocol, &self.ctx.metrics.mqtt_puback_seconds).await
+            {
                 return end;
             }
             let reading = waiting.is_none() && self.pending.len() < self.window;
@@ -773,7 +782,7 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
             let event = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return End::Stopped(stop_reason.load(Ordering::SeqCst)),
-                out = std::future::poll_fn(|cx| poll_oldest(&mut self.pending, protocol, cx)),
+                out = std::future::poll_fn(|cx| poll_oldest(&mut self.pending, protocol, &self.ctx.metrics.mqtt_puback_seconds, cx)),
                     if !self.pending.is_empty() => Event::Owed(out),
                 permit = self.ctx.inflight_total.clone().acquire_owned(), if waiting.is_some() => {
                     match (permit, waiting.take()) {
@@ -885,6 +894,7 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
     /// Hands a PUBLISH to the pipeline and queues its ack. Acks that become due while the
     /// submission waits (registration, a full writer queue) are written meanwhile.
     async fn submit(&mut self, publish: Publish, permit: OwnedSemaphorePermit) -> Result<(), End> {
+        let received = std::time::Instant::now();
         let received_at = self.ctx.clock.now_ms();
         let submit = self.ctx.ingestor.submit_with(
             &self.auth.factory,
@@ -898,17 +908,18 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
             let owed = tokio::select! {
                 biased;
                 submitted = &mut submit => break submitted,
-                out = std::future::poll_fn(|cx| poll_oldest(&mut self.pending, self.protocol, cx)),
+                out = std::future::poll_fn(|cx| poll_oldest(&mut self.pending, self.protocol, &self.ctx.metrics.mqtt_puback_seconds, cx)),
                     if !self.pending.is_empty() => out,
             };
             write_owed(&mut self.write, self.protocol, owed).await?;
-            write_ready(&mut self.pending, &mut self.write, self.protocol).await?;
+            write_ready(&mut self.pending, &mut self.write, self.protocol, &self.ctx.metrics.mqtt_puback_seconds)
+                .await?;
         };
         let submitted = submitted.map_err(|e| {
             tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, error = %e, "message not ingested; closing so the device redelivers");
             End::Internal
         })?;
-        self.pending.push_back(Pending::Ack { pkid: publish.pkid, submitted, _permit: permit });
+        self.pending.push_back(Pending::Ack { pkid: publish.pkid, submitted, received, _permit: permit });
         Ok(())
     }
 
@@ -921,7 +932,10 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
     async fn finish(&mut self, end: &End) {
         if !matches!(end, End::WriteFailed | End::AckFailed) {
             while !self.pending.is_empty() {
-                let out = std::future::poll_fn(|cx| poll_oldest(&mut self.pending, self.protocol, cx)).await;
+                let out = std::future::poll_fn(|cx| {
+                    poll_oldest(&mut self.pending, self.protocol, &self.ctx.metrics.mqtt_puback_seconds, cx)
+                })
+                .await;
                 if self.write_owed(out).await.is_err() {
                     return;
                 }
@@ -950,9 +964,10 @@ async fn write_ready<W: AsyncWrite + Unpin>(
     pending: &mut VecDeque<Pending>,
     write: &mut BufWriter<W>,
     protocol: Protocol,
+    acks: &Histogram,
 ) -> Result<(), End> {
     loop {
-        let ready = poll_oldest(pending, protocol, &mut Context::from_waker(std::task::Waker::noop()));
+        let ready = poll_oldest(pending, protocol, acks, &mut Context::from_waker(std::task::Waker::noop()));
         let Poll::Ready(out) = ready else { break };
         write_owed(write, protocol, out).await?;
     }
