@@ -107,6 +107,10 @@ pub struct EmbeddedConfig {
     pub wal_segment_bytes: u64,
     /// Rollups serve aggregations whose bucket is a multiple of 1 min / 1 h; off = always raw.
     pub use_rollups: bool,
+    /// Flushes and background merges write at most this fast while the head is less than
+    /// ¾ full (0: unpaced), in 1-MiB steps, so the WAL's `fdatasync` never queues behind
+    /// tens of MB on the same disk ([`part::Pacing`]).
+    pub background_write_bytes_per_sec: u64,
 }
 
 impl EmbeddedConfig {
@@ -123,6 +127,7 @@ impl EmbeddedConfig {
             max_parts_per_partition: 8,
             wal_segment_bytes: 64 << 20,
             use_rollups: true,
+            background_write_bytes_per_sec: 24 << 20,
         }
     }
 
@@ -230,7 +235,7 @@ pub(crate) struct Inner {
     /// parts with the same series set share one array.
     ids: IdInterner,
     head: RwLock<HeadState>,
-    head_points: AtomicUsize,
+    head_points: Arc<AtomicUsize>,
     wal_batches: AtomicU64,
     wal_fsyncs: AtomicU64,
     /// The segment the WAL thread writes and how many bytes it wrote there: a preallocated
@@ -297,7 +302,7 @@ impl EmbeddedStore {
             parts: RwLock::new(parts),
             ids,
             head: RwLock::new(HeadState::default()),
-            head_points: AtomicUsize::new(0),
+            head_points: Arc::new(AtomicUsize::new(0)),
             wal_batches: AtomicU64::new(0),
             wal_fsyncs: AtomicU64::new(0),
             wal_active: Mutex::new((0, 0)),
@@ -644,6 +649,16 @@ impl Inner {
         self.compact_wanted.request();
     }
 
+    /// The pace of background part writes: paced while the head is under ¾ of its bound.
+    fn pacing(&self) -> Option<part::Pacing> {
+        let bytes_per_sec = self.config.background_write_bytes_per_sec;
+        if bytes_per_sec == 0 {
+            return None;
+        }
+        let (head_points, hurry_at) = (self.head_points.clone(), self.head_limit / 4 * 3);
+        Some(part::Pacing { bytes_per_sec, hurry: Arc::new(move || head_points.load(Ordering::Relaxed) >= hurry_at) })
+    }
+
     fn flusher_loop(self: Arc<Self>) {
         loop {
             self.flush_wanted.wait(self.config.flush_interval);
@@ -735,7 +750,7 @@ impl Inner {
                 group_size,
                 replaces: Vec::new(),
             };
-            new_parts.push(Arc::new(part::write_part(&self.parts_dir, spec, series, &self.ids)?));
+            new_parts.push(Arc::new(part::write_part(&self.parts_dir, spec, series, &self.ids, self.pacing())?));
         }
         let flushed = !new_parts.is_empty();
         {
@@ -1017,7 +1032,7 @@ impl Inner {
             group_size: 1,
             replaces: group.iter().map(|p| p.footer.seq).collect(),
         };
-        let mut writer = part::PartWriter::create(&self.parts_dir, footer)?;
+        let mut writer = part::PartWriter::create(&self.parts_dir, footer)?.paced(self.pacing());
         let mut readers: Vec<_> = group.iter().map(|p| p.reader()).collect();
         for (i, id) in ids.into_iter().enumerate() {
             if i % 1024 == 0 && self.shutdown.load(Ordering::SeqCst) {

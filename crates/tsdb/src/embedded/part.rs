@@ -389,6 +389,26 @@ pub fn file_name(seq: u64) -> String {
 /// A part being written is forced to disk in steps of this many bytes.
 const WRITEBACK_BYTES: u64 = 4 << 20;
 
+/// The step while paced: what the device has queued when the WAL's `fdatasync` arrives.
+const PACED_WRITEBACK_BYTES: u64 = 1 << 20;
+
+/// How fast background part writes (flushes, merges) go to disk. The WAL's small
+/// `fdatasync` (the PUBACK path) waits behind whatever the device has queued, so a part
+/// written at full speed shows up as PUBACK stalls; paced, it goes in 1-MiB steps at
+/// `bytes_per_sec` — unless the head is filling up (`hurry`), when getting it out of
+/// memory matters more than the WAL's latency.
+#[derive(Clone)]
+pub struct Pacing {
+    pub bytes_per_sec: u64,
+    pub hurry: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for Pacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacing").field("bytes_per_sec", &self.bytes_per_sec).finish_non_exhaustive()
+    }
+}
+
 /// Writes a part as a stream (sections go to the file as they are added; only the 76-byte
 /// entries are buffered for the footer), so merging a whole partition never holds its data
 /// in memory. `finish` makes it durable: fsync, rename, fsync directory. Dropped
@@ -401,6 +421,7 @@ pub struct PartWriter {
     written: u64,
     /// Bytes already forced to disk (see [`WRITEBACK_BYTES`]).
     synced: u64,
+    pacing: Option<(Pacing, std::time::Instant)>,
     entries: Vec<u8>,
     ids: Vec<u32>,
     summary: Summary,
@@ -417,6 +438,7 @@ impl PartWriter {
             tmp_path,
             out,
             synced: 0,
+            pacing: None,
             written: 0,
             entries: Vec::new(),
             ids: Vec::new(),
@@ -445,14 +467,30 @@ impl PartWriter {
         self.ids.is_empty()
     }
 
-    /// Forces what was written to disk every [`WRITEBACK_BYTES`]: one fsync of a whole part
-    /// (tens of MB with 200k series and their rollups) queued the WAL's small `fdatasync`
-    /// behind it on the same disk — PUBACK stalls of up to 250 ms during flushes.
+    /// Writes at the pace of `pacing` (`None`: as fast as the disk takes it).
+    pub fn paced(mut self, pacing: Option<Pacing>) -> Self {
+        self.pacing = pacing.filter(|p| p.bytes_per_sec > 0).map(|p| (p, std::time::Instant::now()));
+        self
+    }
+
+    /// Forces what was written to disk every [`WRITEBACK_BYTES`] (paced: every
+    /// [`PACED_WRITEBACK_BYTES`], then waits for the pace): one fsync of a whole part (tens
+    /// of MB with 200k series and their rollups) queued the WAL's small `fdatasync` behind
+    /// it on the same disk — PUBACK stalls of up to 250 ms during flushes.
     fn pace_writeback(&mut self, at: u64) -> Result<(), TsdbError> {
-        if at - self.synced >= WRITEBACK_BYTES {
+        let step = if self.pacing.is_some() { PACED_WRITEBACK_BYTES } else { WRITEBACK_BYTES };
+        if at - self.synced >= step {
             self.out.flush()?;
             self.out.get_ref().sync_data()?;
             self.synced = at;
+            if let Some((pacing, started)) = &self.pacing
+                && !(pacing.hurry)()
+            {
+                let due = std::time::Duration::from_secs_f64(at as f64 / pacing.bytes_per_sec as f64);
+                if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(ahead);
+                }
+            }
         }
         Ok(())
     }
@@ -511,8 +549,9 @@ pub fn write_part(
     footer: Footer,
     series: Vec<SeriesSections>,
     interner: &IdInterner,
+    pacing: Option<Pacing>,
 ) -> Result<Part, TsdbError> {
-    let mut w = PartWriter::create(dir, footer)?;
+    let mut w = PartWriter::create(dir, footer)?.paced(pacing);
     for s in series {
         w.add(s)?;
     }
