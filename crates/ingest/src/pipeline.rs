@@ -640,36 +640,33 @@ async fn flusher_loop(
 ) {
     // Each flush is spread over half its interval (a burst of writes stalls the group
     // commits); devices and properties run side by side so a property flush spread over
-    // half a minute does not hold the devices' `last_seen` back.
-    let devices = async {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => break,
-            }
-            if let Err(e) = catalogue.flush_devices_last_seen_over(every / 2, &stop).await {
-                tracing::warn!(error = %e, "device last_seen flush failed; will retry");
-            }
-        }
-    };
-    let properties = async {
-        let mut tick = tokio::time::interval(properties_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => break,
-            }
-            if let Err(e) = catalogue.flush_properties_last_seen_over(properties_every / 2, &stop).await {
-                tracing::warn!(error = %e, "property last_seen flush failed; will retry");
-            }
-        }
-    };
+    // minutes does not hold the devices' `last_seen` back.
+    let devices = flush_every(every, &stop, "device", || catalogue.flush_devices_last_seen_over(every / 2, &stop));
+    let properties = flush_every(properties_every, &stop, "property", || {
+        catalogue.flush_properties_last_seen_over(properties_every / 2, &stop)
+    });
     tokio::join!(devices, properties);
     if let Err(e) = catalogue.flush_last_seen().await {
         tracing::warn!(error = %e, "final last_seen flush failed");
+    }
+}
+
+/// Runs `flush` once per `period` (the first one period after the start) until `stop`.
+async fn flush_every<F, E>(period: Duration, stop: &CancellationToken, what: &str, mut flush: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = flush().await {
+            tracing::warn!(error = %e, what, "last_seen flush failed; will retry");
+        }
     }
 }
