@@ -1,5 +1,5 @@
 //! The engine: the evaluator plus the store. It consumes observations, applies the
-//! effects (with outbox events) in order, runs the timers from a task, and keeps the
+//! effects (with their `alerts` events) in order, runs the timers from a task, and keeps the
 //! evaluator in sync with rule changes and manual acknowledge/resolve.
 //!
 //! Evaluation and the application of its effects happen under one async lock, so effects
@@ -33,8 +33,8 @@ pub struct EngineConfig {
     /// Timers run this long after their due time, so that events delayed in the pipeline
     /// (stamped before the deadline, arriving after it) are evaluated first, as a backtest would.
     pub timer_grace_ms: i64,
-    /// Writes notification rows with each alert change; `None` writes none (the outbox
-    /// events still carry every `notification`).
+    /// Writes notification rows with each alert change; `None` writes none (the
+    /// `alerts` events still carry every `notification`).
     pub notifier: Option<factoryops_notify::Notifier>,
     /// The bus alert events go to: published right after each commit when it is
     /// in-process, else through the outbox (whose relay the server runs). `None`: outbox.
