@@ -279,6 +279,7 @@ struct HistoryRow<'a> {
     alert_id: &'a str,
     at: i64,
     status: HistoryStatus,
+    actor: &'a str,
     note: Option<String>,
     value: Option<String>,
 }
@@ -642,19 +643,28 @@ impl RulesStore {
                 "open or acknowledged",
             ),
         };
-        let done = sqlx::query(sql)
-            .bind(now_ms)
-            .bind(actor)
-            .bind(now_ms)
-            .bind(factory.as_str())
-            .bind(id)
-            .execute(&mut *tx)
+        let history = HistoryRow {
+            factory,
+            alert_id: id,
+            at: now_ms,
+            status: HistoryStatus::Is(to),
+            actor,
+            note: note.map(str::to_string),
+            value: value.clone(),
+        };
+        let changed = self
+            .change_with_history(&mut tx, sql, &history, |q| {
+                q.bind(now_ms)
+                    .bind(actor.to_string())
+                    .bind(now_ms)
+                    .bind(factory.as_str().to_string())
+                    .bind(id.to_string())
+            })
             .await?;
-        if done.rows_affected() == 0 {
+        if !changed {
             tx.rollback().await?;
             return Err(RulesError::Conflict(format!("the alert is {status}, not {from}")));
         }
-        insert_history(&mut tx, factory, id, now_ms, to, actor, note, value.clone()).await?;
         let rule_id: String = row.try_get("rule_id")?;
         let device_id: String = row.try_get("device_id")?;
         let payload = json!({
@@ -856,6 +866,7 @@ impl RulesStore {
                         alert_id: &id,
                         at: o.at_ms,
                         status: HistoryStatus::Is(AlertStatus::Open),
+                        actor: ENGINE_ACTOR,
                         note: None,
                         value: value_text(o.value),
                     };
@@ -905,6 +916,7 @@ impl RulesStore {
                         alert_id: &id,
                         at: *at_ms,
                         status: HistoryStatus::Current,
+                        actor: ENGINE_ACTOR,
                         note: Some(note),
                         value: value_text(*value),
                     };
@@ -944,6 +956,7 @@ impl RulesStore {
                         alert_id: &id,
                         at: *at_ms,
                         status: HistoryStatus::Is(AlertStatus::Resolved),
+                        actor: ENGINE_ACTOR,
                         note: Some(reason.as_str().to_string()),
                         value: value_text(*value),
                     };
@@ -1076,7 +1089,7 @@ impl RulesStore {
                 .bind(history.factory.as_str().to_string())
                 .bind(history.alert_id.to_string())
                 .bind(history.at)
-                .bind(ENGINE_ACTOR)
+                .bind(history.actor.to_string())
                 .bind(history.note.clone())
                 .bind(history.value.clone());
             match history.status {
@@ -1133,32 +1146,6 @@ impl RulesStore {
         ids.insert(map_key, id.clone());
         Ok(id)
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn insert_history(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    factory: &FactoryId,
-    alert_id: &str,
-    at: i64,
-    status: AlertStatus,
-    actor: &str,
-    note: Option<&str>,
-    value: Option<String>,
-) -> Result<(), RulesError> {
-    sqlx::query(
-        "INSERT INTO alert_history (factory_id, alert_id, at, status, actor, note, value) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(factory.as_str())
-    .bind(alert_id)
-    .bind(at)
-    .bind(status.as_str())
-    .bind(actor)
-    .bind(note.map(str::to_string))
-    .bind(value)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 impl From<sqlx::Error> for RulesError {
