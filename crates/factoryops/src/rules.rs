@@ -29,7 +29,7 @@ pub struct Replay {
 #[derive(Default)]
 struct FactoryTypes {
     types: HashMap<DeviceId, Option<String>>,
-    /// When the whole factory was last read (0: never).
+    /// When the whole factory was last read; first sight counts (its devices are then read one by one).
     read_at: i64,
     refreshing: bool,
 }

@@ -481,7 +481,7 @@ enum Pending {
     Ack {
         pkid: Option<u16>,
         submitted: Submitted,
-        /// When the PUBLISH was read (for `mqtt_puback_seconds`).
+        /// When the PUBLISH entered the pipeline (for `mqtt_puback_seconds`).
         received: std::time::Instant,
         /// A slot of the endpoint-wide in-flight window, freed when the ack is written.
         _permit: OwnedSemaphorePermit,
