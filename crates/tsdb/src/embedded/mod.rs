@@ -655,8 +655,7 @@ impl Inner {
         if bytes_per_sec == 0 {
             return None;
         }
-        let (head_points, hurry_at) = (self.head_points.clone(), self.head_limit / 4 * 3);
-        Some(part::Pacing { bytes_per_sec, hurry: Arc::new(move || head_points.load(Ordering::Relaxed) >= hurry_at) })
+        Some(part::Pacing { bytes_per_sec, head_points: self.head_points.clone(), hurry_at: self.head_limit / 4 * 3 })
     }
 
     fn flusher_loop(self: Arc<Self>) {

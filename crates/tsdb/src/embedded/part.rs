@@ -13,6 +13,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::agg::{Acc, Buckets, ExactSum};
 use super::codec;
@@ -397,15 +398,17 @@ const PACED_WRITEBACK_BYTES: u64 = 1 << 20;
 /// written at full speed shows up as PUBACK stalls; paced, it goes in 1-MiB steps at
 /// `bytes_per_sec` — unless the head is filling up (`hurry`), when getting it out of
 /// memory matters more than the WAL's latency.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Pacing {
     pub bytes_per_sec: u64,
-    pub hurry: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The store's head size, and the size from which it is in a hurry.
+    pub head_points: Arc<AtomicUsize>,
+    pub hurry_at: usize,
 }
 
-impl std::fmt::Debug for Pacing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pacing").field("bytes_per_sec", &self.bytes_per_sec).finish_non_exhaustive()
+impl Pacing {
+    fn hurry(&self) -> bool {
+        self.head_points.load(Ordering::Relaxed) >= self.hurry_at
     }
 }
 
@@ -484,7 +487,7 @@ impl PartWriter {
             self.out.get_ref().sync_data()?;
             self.synced = at;
             if let Some((pacing, started)) = &self.pacing
-                && !(pacing.hurry)()
+                && !pacing.hurry()
             {
                 let due = std::time::Duration::from_secs_f64(at as f64 / pacing.bytes_per_sec as f64);
                 if let Some(ahead) = due.checked_sub(started.elapsed()) {
