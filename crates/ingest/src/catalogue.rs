@@ -89,10 +89,27 @@ type DeviceKey = (FactoryId, DeviceId);
 
 /// `last_seen` times not yet written: devices (flushed often, batched many per statement)
 /// and properties (flushed less often: one statement per device and timestamp).
+/// Nested by factory and device so the per-message update looks ids up by `&str` and
+/// allocates nothing for a device already buffered.
 #[derive(Default)]
 struct SeenBuffer {
-    devices: HashMap<DeviceKey, i64>,
-    properties: HashMap<DeviceKey, HashMap<PropertyName, i64>>,
+    devices: HashMap<FactoryId, HashMap<DeviceId, i64>>,
+    properties: HashMap<FactoryId, HashMap<DeviceId, HashMap<PropertyName, i64>>>,
+}
+
+/// The map under `key`, looked up by `&str` first so a present key is not cloned.
+fn slot<'m, K, V: Default>(map: &'m mut HashMap<K, V>, key: &K) -> &'m mut V
+where
+    K: Clone + Eq + std::hash::Hash + std::borrow::Borrow<str> + AsRef<str>,
+{
+    if !map.contains_key(key.as_ref()) {
+        map.insert(key.clone(), V::default());
+    }
+    map.get_mut(key.as_ref()).expect("inserted above")
+}
+
+fn keep_latest(slot: &mut i64, ts: i64) {
+    *slot = (*slot).max(ts);
 }
 
 /// Devices per batched `last_seen` UPDATE.
@@ -399,20 +416,24 @@ impl PropertyCatalogue {
         names: impl Iterator<Item = &'a PropertyName>,
         ts_ms: i64,
     ) {
-        let key = (factory.clone(), device.clone());
         let mut guard = self.seen.lock();
         let seen = &mut *guard;
-        let properties = seen.properties.entry(key.clone()).or_default();
+        let properties = slot(slot(&mut seen.properties, factory), device);
         for name in names {
-            match properties.get_mut(name) {
-                Some(ts) => *ts = (*ts).max(ts_ms),
+            match properties.get_mut(name.as_str()) {
+                Some(ts) => keep_latest(ts, ts_ms),
                 None => {
                     properties.insert(name.clone(), ts_ms);
                 }
             }
         }
-        let max = seen.devices.entry(key).or_insert(ts_ms);
-        *max = (*max).max(ts_ms);
+        let devices = slot(&mut seen.devices, factory);
+        match devices.get_mut(device.as_str()) {
+            Some(ts) => keep_latest(ts, ts_ms),
+            None => {
+                devices.insert(device.clone(), ts_ms);
+            }
+        }
     }
 
     /// Writes every buffered `last_seen` time (devices and properties).
@@ -442,9 +463,11 @@ impl PropertyCatalogue {
             Ok(()) => Ok(()),
             Err(e) => {
                 let mut seen = self.seen.lock();
-                for (key, ts) in batch {
-                    let slot = seen.devices.entry(key).or_insert(ts);
-                    *slot = (*slot).max(ts);
+                for (factory, devices) in batch {
+                    let buffered = seen.devices.entry(factory).or_default();
+                    for (device, ts) in devices {
+                        keep_latest(buffered.entry(device).or_insert(ts), ts);
+                    }
                 }
                 Err(e)
             }
@@ -471,11 +494,13 @@ impl PropertyCatalogue {
             Ok(()) => Ok(()),
             Err(e) => {
                 let mut seen = self.seen.lock();
-                for (key, old) in batch {
-                    let entry = seen.properties.entry(key).or_default();
-                    for (name, ts) in old {
-                        let slot = entry.entry(name).or_insert(ts);
-                        *slot = (*slot).max(ts);
+                for (factory, devices) in batch {
+                    let buffered = seen.properties.entry(factory).or_default();
+                    for (device, old) in devices {
+                        let entry = buffered.entry(device).or_default();
+                        for (name, ts) in old {
+                            keep_latest(entry.entry(name).or_insert(ts), ts);
+                        }
                     }
                 }
                 Err(e)
@@ -485,17 +510,17 @@ impl PropertyCatalogue {
 
     async fn write_devices_seen(
         &self,
-        batch: &HashMap<DeviceKey, i64>,
+        batch: &HashMap<FactoryId, HashMap<DeviceId, i64>>,
         over: Duration,
         hurry: &CancellationToken,
     ) -> Result<(), RepoError> {
         // One statement per factory and chunk: `CASE device_id WHEN … THEN … END` is
         // portable (SQLite, MySQL) and turns 10k single-row UPDATEs into 100.
-        let mut by_factory: HashMap<&FactoryId, Vec<(&DeviceId, i64)>> = HashMap::new();
-        for ((factory, device), ts) in batch {
-            by_factory.entry(factory).or_default().push((device, *ts));
-        }
-        let statements = by_factory.values().map(|devices| devices.len().div_ceil(DEVICES_PER_STATEMENT)).sum();
+        let by_factory: Vec<(&FactoryId, Vec<(&DeviceId, i64)>)> = batch
+            .iter()
+            .map(|(factory, devices)| (factory, devices.iter().map(|(device, ts)| (device, *ts)).collect()))
+            .collect();
+        let statements = by_factory.iter().map(|(_, devices)| devices.len().div_ceil(DEVICES_PER_STATEMENT)).sum();
         let mut writes = ShortTransactions::begin(&self.db, DEVICE_STATEMENTS_PER_TRANSACTION)
             .await?
             .spread(statements, over, hurry);
@@ -528,14 +553,23 @@ impl PropertyCatalogue {
 
     async fn write_properties_seen(
         &self,
-        batch: &HashMap<DeviceKey, HashMap<PropertyName, i64>>,
+        batch: &HashMap<FactoryId, HashMap<DeviceId, HashMap<PropertyName, i64>>>,
         over: Duration,
         hurry: &CancellationToken,
     ) -> Result<(), RepoError> {
         // At least one statement per device (one per timestamp and name chunk).
+        let devices = batch.values().map(HashMap::len).sum();
         let mut writes =
-            ShortTransactions::begin(&self.db, STATEMENTS_PER_TRANSACTION).await?.spread(batch.len(), over, hurry);
-        for ((factory, device), properties) in batch {
+            ShortTransactions::begin(&self.db, STATEMENTS_PER_TRANSACTION).await?.spread(devices, over, hurry);
+        // A plain list: an iterator adaptor's closures held across the awaits below make
+        // the future not `Send`.
+        let mut each_device = Vec::with_capacity(devices);
+        for (factory, devices) in batch {
+            for (device, properties) in devices {
+                each_device.push((factory, device, properties));
+            }
+        }
+        for (factory, device, properties) in each_device {
             // Properties of one message share a timestamp: group by it for few statements.
             let mut by_ts: HashMap<i64, Vec<&PropertyName>> = HashMap::new();
             for (name, ts) in properties {

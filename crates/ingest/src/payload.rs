@@ -125,7 +125,7 @@ pub fn parse_payload(
     let serde_json::Value::Object(map) = json else {
         return Err(MessageRejection::NotAnObject);
     };
-    let mut out = Flattener { limits, values: Vec::new(), rejected: Vec::new(), seen: HashSet::new() };
+    let mut out = Flattener { limits, values: Vec::new(), rejected: Vec::new(), seen: None };
     let mut ts_ms = received_at_ms;
     let mut clock_skew_ms = None;
     for (key, value) in &map {
@@ -157,8 +157,13 @@ struct Flattener<'a> {
     limits: &'a PayloadLimits,
     values: Vec<(PropertyName, Value)>,
     rejected: Vec<RejectedProperty>,
-    seen: HashSet<String>,
+    /// Names accepted so far, once there are too many to compare one by one.
+    seen: Option<HashSet<String>>,
 }
+
+/// Up to this many properties a duplicate is found by comparing with each accepted name
+/// (typical messages have 5–30: no hashing, no copies); beyond it a set takes over.
+const LINEAR_DUPLICATE_CHECK: usize = 32;
 
 impl Flattener<'_> {
     fn visit(&mut self, name: &mut String, value: &serde_json::Value, depth: usize) {
@@ -191,14 +196,27 @@ impl Flattener<'_> {
         let Ok(property) = PropertyName::parse(name.as_str()) else {
             return self.reject(name, RejectReason::InvalidName);
         };
-        if self.seen.contains(property.as_str()) {
+        if self.is_duplicate(&property) {
             return self.reject(name, RejectReason::Duplicate);
         }
         if self.values.len() >= self.limits.max_properties {
             return self.reject(name, RejectReason::TooManyProperties);
         }
-        self.seen.insert(property.as_str().to_string());
+        if let Some(seen) = &mut self.seen {
+            seen.insert(property.as_str().to_string());
+        } else if self.values.len() + 1 >= LINEAR_DUPLICATE_CHECK {
+            let mut seen: HashSet<String> = self.values.iter().map(|(n, _)| n.as_str().to_string()).collect();
+            seen.insert(property.as_str().to_string());
+            self.seen = Some(seen);
+        }
         self.values.push((property, leaf));
+    }
+
+    fn is_duplicate(&self, property: &PropertyName) -> bool {
+        match &self.seen {
+            Some(seen) => seen.contains(property.as_str()),
+            None => self.values.iter().any(|(n, _)| n == property),
+        }
     }
 
     fn reject(&mut self, name: &str, reason: RejectReason) {
@@ -321,6 +339,21 @@ mod tests {
         let p = parse(r#"{"a.b": 1, "a": {"b": 2}}"#);
         assert_eq!(p.values.len(), 1);
         assert_eq!(p.rejected[0].reason, RejectReason::Duplicate);
+    }
+
+    #[test]
+    fn duplicates_are_found_in_large_messages_too() {
+        // Past LINEAR_DUPLICATE_CHECK names the check switches to a set: duplicates of
+        // names accepted before and after the switch are both caught.
+        let flat: Vec<String> = (0..60).map(|i| format!(r#""g.p{i:02}": {i}"#)).collect();
+        let nested: Vec<String> = [1, 45].iter().map(|i| format!(r#""p{i:02}": -1"#)).collect();
+        let p = parse(&format!("{{{}, \"g\": {{{}}}}}", flat.join(", "), nested.join(", ")));
+        assert_eq!(p.values.len(), 60);
+        assert_eq!(p.rejected.len(), 2);
+        assert!(p.rejected.iter().all(|r| r.reason == RejectReason::Duplicate));
+        let mut rejected: Vec<&str> = p.rejected.iter().map(|r| r.name.as_str()).collect();
+        rejected.sort_unstable();
+        assert_eq!(rejected, ["g.p01", "g.p45"]);
     }
 
     #[test]

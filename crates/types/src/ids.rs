@@ -1,6 +1,6 @@
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
@@ -35,15 +35,34 @@ fn check_slug(text: &str, max: usize, extra: &[u8], rule: &'static str) -> Resul
 macro_rules! string_newtype {
     ($(#[$meta:meta])* $name:ident, $check:expr) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        ///
+        /// Shared, immutable text: a clone is a reference-count increment. The ingest path
+        /// copies ids into every point, event and cache entry, and with `String` those
+        /// copies were an allocation (and a free) each.
+        #[derive(Debug, Clone, Eq, PartialOrd, Ord)]
+        pub struct $name(std::sync::Arc<str>);
+
+        /// The hash of the text (as `str` hashes), so maps keyed by the id can be searched
+        /// with a `&str` (see `Borrow<str>` below).
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state)
+            }
+        }
+
+        /// Content equality, answered without comparing bytes when both are clones of one
+        /// id (a message's points all carry its connection's device id).
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+            }
+        }
 
         impl $name {
-            pub fn parse(text: impl Into<String>) -> Result<Self, IdError> {
-                let text = text.into();
-                ($check)(text.as_str())?;
-                Ok(Self(text))
+            pub fn parse(text: impl AsRef<str>) -> Result<Self, IdError> {
+                let text = text.as_ref();
+                ($check)(text)?;
+                Ok(Self(std::sync::Arc::from(text)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -51,7 +70,13 @@ macro_rules! string_newtype {
             }
 
             pub fn into_string(self) -> String {
-                self.0
+                self.0.to_string()
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
             }
         }
 
@@ -63,6 +88,14 @@ macro_rules! string_newtype {
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        /// Maps keyed by the id can be searched with a `&str` (no key allocated per lookup):
+        /// `Hash` and `Eq` are those of the text.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
                 &self.0
             }
         }
@@ -122,6 +155,21 @@ impl PropertyName {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn ids_compare_and_hash_as_their_text() {
+        let a = DeviceId::parse("press-1").unwrap();
+        let same_text = DeviceId::parse(String::from("press-1")).unwrap();
+        assert_eq!(a, a.clone());
+        assert_eq!(a, same_text, "separately parsed, equal text");
+        assert_ne!(a, DeviceId::parse("press-2").unwrap());
+        let map: std::collections::HashMap<DeviceId, u8> = [(a.clone(), 7)].into();
+        assert_eq!(map.get("press-1"), Some(&7), "found by &str");
+        assert_eq!(map.get(&same_text), Some(&7));
+        assert_eq!(serde_json::to_string(&a).unwrap(), r#""press-1""#);
+        assert_eq!(serde_json::from_str::<DeviceId>(r#""press-1""#).unwrap(), a);
+        assert_eq!(a.into_string(), "press-1");
+    }
 
     #[test]
     fn factory_slugs() {

@@ -1032,15 +1032,15 @@ impl Inner {
             replaces: group.iter().map(|p| p.footer.seq).collect(),
         };
         let mut writer = part::PartWriter::create(&self.parts_dir, footer)?.paced(self.pacing());
-        let mut readers: Vec<_> = group.iter().map(|p| p.reader()).collect();
+        let mut readers: Vec<_> = group.iter().map(|p| (p.reader(), p.section_reader())).collect();
         for (i, id) in ids.into_iter().enumerate() {
             if i % 1024 == 0 && self.shutdown.load(Ordering::SeqCst) {
                 return Ok(None);
             }
             let mut sources = Vec::with_capacity(group.len());
-            for (reader, p) in readers.iter_mut().zip(group) {
-                if let Some(e) = reader.get(id)? {
-                    sources.push(p.read_raw(&e)?);
+            for (entries, sections) in &mut readers {
+                if let Some(e) = entries.get(id)? {
+                    sources.push(sections.read_raw(&e)?);
                 }
             }
             if let Some(s) = part::build_series(id, &merge_newest_wins(sources)) {
