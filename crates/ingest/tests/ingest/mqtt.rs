@@ -527,6 +527,36 @@ async fn backpressure_delays_but_never_drops(db: TestDatabase) {
     server.shutdown().await;
 }
 
+/// Messages without `ts` arriving within one millisecond still get distinct, ascending
+/// times: with equal ones the store keeps one point per property (newest wins) and the
+/// rules see one observation, so a "high" then "low" pair would never raise an alert.
+async fn receive_times_of_a_connection_are_distinct(db: TestDatabase) {
+    let store = Arc::new(TestStore::default());
+    let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
+    let f = factory("plant-a");
+    let d = device("press-1");
+    let secret = provision(&env, &f, "press-1").await;
+    let server = server(&env, MqttConfig::default()).await;
+    let mut opts = rumqttc::MqttOptions::new("burst", "127.0.0.1", server.local_addr().port());
+    opts.set_credentials("plant-a/press-1", secret);
+    // Room for the whole burst: the event loop is polled only once every message is queued.
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 64);
+    let topic = telemetry_topic(&f, &d);
+    let before = env.clock.now_ms();
+    for i in 0..40 {
+        client.publish(&topic, QoS::AtLeastOnce, false, format!(r#"{{"n": {i}}}"#)).await.unwrap();
+    }
+    for _ in 0..40 {
+        next_v4(&mut el, |p| matches!(p, Packet::PubAck(_))).await.unwrap();
+    }
+    let series = store.points.lock().values().next().cloned().unwrap();
+    assert_eq!(series.len(), 40);
+    assert!(series.windows(2).all(|w| w[0].ts_ms < w[1].ts_ms), "{series:?}");
+    assert!(series.iter().enumerate().all(|(i, p)| p.value == Value::Float(i as f64)));
+    assert!(series[0].ts_ms >= before && series[39].ts_ms <= env.clock.now_ms() + 1_000);
+    server.shutdown().await;
+}
+
 async fn shutdown_acks_in_flight_messages(db: TestDatabase) {
     let store = Arc::new(TestStore::default());
     let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
@@ -710,6 +740,7 @@ async fn session_expiry_and_offline_bound(db: TestDatabase) {
 }
 
 backend_matrix!(
+    receive_times_of_a_connection_are_distinct,
     connect_rate_limits_refuse_and_recover,
     session_expiry_and_offline_bound,
     v311_publish_acl_and_sessions,

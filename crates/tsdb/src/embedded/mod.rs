@@ -1015,7 +1015,8 @@ impl Inner {
     }
 
     /// Writes the newest-wins merge of `group` (parts of one partition, oldest first) as one
-    /// part numbered `seq` that replaces them, with recomputed rollups. Streams series by
+    /// part numbered `seq` that replaces them, with recomputed rollups (a series found in
+    /// one part only is copied as it is). Streams series by
     /// series: memory is one series' points plus the new part's footer entries. `None` if
     /// the store is shutting down (the temp file is removed).
     fn merge(&self, group: &[Arc<Part>], seq: u64) -> Result<Option<Part>, TsdbError> {
@@ -1037,11 +1038,20 @@ impl Inner {
             if i % 1024 == 0 && self.shutdown.load(Ordering::SeqCst) {
                 return Ok(None);
             }
-            let mut sources = Vec::with_capacity(group.len());
-            for (entries, sections) in &mut readers {
+            let mut found = Vec::with_capacity(group.len());
+            for (i, (entries, _)) in readers.iter_mut().enumerate() {
                 if let Some(e) = entries.get(id)? {
-                    sources.push(sections.read_raw(&e)?);
+                    found.push((i, e));
                 }
+            }
+            if let [(i, e)] = &found[..] {
+                // In one part only (a device silent since): nothing to merge, copy it.
+                writer.add(readers[*i].1.copy_series(id, e)?)?;
+                continue;
+            }
+            let mut sources = Vec::with_capacity(found.len());
+            for (i, e) in found {
+                sources.push(readers[i].1.read_raw(&e)?);
             }
             if let Some(s) = part::build_series(id, &merge_newest_wins(sources)) {
                 writer.add(s)?;

@@ -364,9 +364,8 @@ pub struct SectionReader<'a> {
 }
 
 impl SectionReader<'_> {
-    /// The raw points of `e`, like [`Part::read_raw`].
-    pub fn read_raw(&mut self, e: &Entry) -> Result<Vec<(i64, Value)>, TsdbError> {
-        let s = e.sections[RAW];
+    /// The checksummed bytes of section `s`, from the read-ahead buffer.
+    fn bytes(&mut self, s: Section) -> Result<&[u8], TsdbError> {
         let part = self.part;
         let end = s.off.saturating_add(u64::from(s.len));
         if end > part.size {
@@ -383,7 +382,24 @@ impl SectionReader<'_> {
         if crc32fast::hash(bytes) != s.crc {
             return Err(part.corrupt("section checksum mismatch"));
         }
+        Ok(bytes)
+    }
+
+    /// The raw points of `e`, like [`Part::read_raw`].
+    pub fn read_raw(&mut self, e: &Entry) -> Result<Vec<(i64, Value)>, TsdbError> {
+        let part = self.part;
+        let bytes = self.bytes(e.sections[RAW])?;
         codec::decode_chunk(bytes).map_err(|err| part.corrupt(&err.to_string()))
+    }
+
+    /// Series `series` as stored (every section's bytes, checksums verified), for a merge
+    /// in which no other part has it: copied, not decoded and encoded again.
+    pub fn copy_series(&mut self, series: u32, e: &Entry) -> Result<SeriesSections, TsdbError> {
+        let mut bytes: [Vec<u8>; 3] = Default::default();
+        for (out, s) in bytes.iter_mut().zip(e.sections) {
+            *out = self.bytes(s)?.to_vec();
+        }
+        Ok(SeriesSections { series, min_ts: e.min_ts, max_ts: e.max_ts, count: e.count, bytes })
     }
 }
 
