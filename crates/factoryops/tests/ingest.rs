@@ -96,6 +96,10 @@ async fn mqtt_publish_reaches_the_api(db: TestDatabase) {
 
     let (_, device) = app.get("/api/v1/factories/plant-a/devices/press-1", Some(&admin)).await;
     assert_eq!(device["has_secret"], true);
+    // `last_seen` is written in batches; reads include what is not written yet.
+    assert!(device["last_seen"].is_string(), "{device}");
+    let (_, listed) = app.get("/api/v1/factories/plant-a/devices", Some(&admin)).await;
+    assert_eq!(listed["items"][0]["last_seen"], device["last_seen"]);
     assert!(!device.to_string().contains(secret), "the secret is never shown again");
     app.stop().await;
 }

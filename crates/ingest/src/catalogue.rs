@@ -4,12 +4,14 @@
 //! The hot path is in memory: each device's known properties are cached after one DB
 //! read, so a message with no new property costs a hash lookup. The cache is bounded
 //! (`max_cached_properties`): past it, the least recently used devices are dropped and
-//! reloaded from the database when they next send. `last_seen` is kept in
-//! a buffer and flushed in one transaction every few seconds (and on shutdown).
+//! reloaded from the database when they next send. `last_seen` is kept in a buffer and
+//! written in short transactions spread over time (devices every 30 s, properties every
+//! 10 min by default, and on shutdown); reads merge what is not written yet.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -93,9 +95,16 @@ type DeviceKey = (FactoryId, DeviceId);
 /// allocates nothing for a device already buffered.
 #[derive(Default)]
 struct SeenBuffer {
-    devices: HashMap<FactoryId, HashMap<DeviceId, i64>>,
-    properties: HashMap<FactoryId, HashMap<DeviceId, HashMap<PropertyName, i64>>>,
+    devices: DevicesSeen,
+    properties: PropertiesSeen,
+    /// The batches a flush took and is still writing (spread over up to half its
+    /// interval): reads see them until they are in the database.
+    flushing_devices: Option<Arc<DevicesSeen>>,
+    flushing_properties: Option<Arc<PropertiesSeen>>,
 }
+
+type DevicesSeen = HashMap<FactoryId, HashMap<DeviceId, i64>>;
+type PropertiesSeen = HashMap<FactoryId, HashMap<DeviceId, HashMap<PropertyName, i64>>>;
 
 /// The map under `key`, looked up by `&str` first so a present key is not cloned.
 fn slot<'m, K, V: Default>(map: &'m mut HashMap<K, V>, key: &K) -> &'m mut V
@@ -455,23 +464,29 @@ impl PropertyCatalogue {
         over: Duration,
         hurry: &CancellationToken,
     ) -> Result<(), RepoError> {
-        let batch = std::mem::take(&mut self.seen.lock().devices);
+        let batch = {
+            let mut seen = self.seen.lock();
+            let batch = Arc::new(std::mem::take(&mut seen.devices));
+            seen.flushing_devices = Some(batch.clone());
+            batch
+        };
         if batch.is_empty() {
+            self.seen.lock().flushing_devices = None;
             return Ok(());
         }
-        match self.write_devices_seen(&batch, over, hurry).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let mut seen = self.seen.lock();
-                for (factory, devices) in batch {
-                    let buffered = seen.devices.entry(factory).or_default();
-                    for (device, ts) in devices {
-                        keep_latest(buffered.entry(device).or_insert(ts), ts);
-                    }
+        let written = self.write_devices_seen(&batch, over, hurry).await;
+        let mut seen = self.seen.lock();
+        seen.flushing_devices = None;
+        if let Err(e) = written {
+            for (factory, devices) in batch.iter() {
+                let buffered = slot(&mut seen.devices, factory);
+                for (device, ts) in devices {
+                    keep_latest(buffered.entry(device.clone()).or_insert(*ts), *ts);
                 }
-                Err(e)
             }
+            return Err(e);
         }
+        Ok(())
     }
 
     /// Writes the properties' buffered `last_seen`.
@@ -486,31 +501,60 @@ impl PropertyCatalogue {
         over: Duration,
         hurry: &CancellationToken,
     ) -> Result<(), RepoError> {
-        let batch = std::mem::take(&mut self.seen.lock().properties);
+        let batch = {
+            let mut seen = self.seen.lock();
+            let batch = Arc::new(std::mem::take(&mut seen.properties));
+            seen.flushing_properties = Some(batch.clone());
+            batch
+        };
         if batch.is_empty() {
+            self.seen.lock().flushing_properties = None;
             return Ok(());
         }
-        match self.write_properties_seen(&batch, over, hurry).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let mut seen = self.seen.lock();
-                for (factory, devices) in batch {
-                    let buffered = seen.properties.entry(factory).or_default();
-                    for (device, old) in devices {
-                        let entry = buffered.entry(device).or_default();
-                        for (name, ts) in old {
-                            keep_latest(entry.entry(name).or_insert(ts), ts);
-                        }
+        let written = self.write_properties_seen(&batch, over, hurry).await;
+        let mut seen = self.seen.lock();
+        seen.flushing_properties = None;
+        if let Err(e) = written {
+            for (factory, devices) in batch.iter() {
+                let buffered = slot(&mut seen.properties, factory);
+                for (device, old) in devices {
+                    let entry = slot(buffered, device);
+                    for (name, ts) in old {
+                        keep_latest(entry.entry(name.clone()).or_insert(*ts), *ts);
                     }
                 }
-                Err(e)
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The device's `last_seen` not yet in the database (buffered, or taken by a flush
+    /// still being written): reads merge it, so a device that just sent is not shown as
+    /// silent for up to a flush interval.
+    pub fn pending_device_last_seen(&self, factory: &FactoryId, device: &DeviceId) -> Option<i64> {
+        let seen = self.seen.lock();
+        let of = |map: &DevicesSeen| map.get(factory.as_str()).and_then(|d| d.get(device.as_str())).copied();
+        of(&seen.devices).max(seen.flushing_devices.as_deref().and_then(of))
+    }
+
+    /// [`Self::pending_device_last_seen`] for the device's properties.
+    pub fn pending_properties_last_seen(&self, factory: &FactoryId, device: &DeviceId) -> HashMap<PropertyName, i64> {
+        let seen = self.seen.lock();
+        let mut out: HashMap<PropertyName, i64> = HashMap::new();
+        for map in [Some(&seen.properties), seen.flushing_properties.as_deref()].into_iter().flatten() {
+            if let Some(properties) = map.get(factory.as_str()).and_then(|d| d.get(device.as_str())) {
+                for (name, ts) in properties {
+                    keep_latest(out.entry(name.clone()).or_insert(*ts), *ts);
+                }
             }
         }
+        out
     }
 
     async fn write_devices_seen(
         &self,
-        batch: &HashMap<FactoryId, HashMap<DeviceId, i64>>,
+        batch: &DevicesSeen,
         over: Duration,
         hurry: &CancellationToken,
     ) -> Result<(), RepoError> {
@@ -553,7 +597,7 @@ impl PropertyCatalogue {
 
     async fn write_properties_seen(
         &self,
-        batch: &HashMap<FactoryId, HashMap<DeviceId, HashMap<PropertyName, i64>>>,
+        batch: &PropertiesSeen,
         over: Duration,
         hurry: &CancellationToken,
     ) -> Result<(), RepoError> {
@@ -605,7 +649,16 @@ impl PropertyCatalogue {
         .bind(device.as_str())
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter().map(property_from_row).collect()
+        let pending = self.pending_properties_last_seen(factory, device);
+        rows.iter()
+            .map(|row| {
+                let mut property = property_from_row(row)?;
+                if let Some(&ts) = pending.get(&property.name) {
+                    keep_latest(&mut property.last_seen, ts);
+                }
+                Ok(property)
+            })
+            .collect()
     }
 
     /// The factory's catalogue across devices, ordered by (device, name), one page at a time.

@@ -305,7 +305,18 @@ async fn list_devices(
     };
     let filter = DeviceFilter { device_type: q.device_type, status, text: q.text, limit: q.limit, cursor: q.cursor };
     let page = state.devices.list(&t.factory, &filter).await?;
-    Ok(Json(DevicePage { items: page.items.into_iter().map(Into::into).collect(), next_cursor: page.next_cursor }))
+    let items = page.items.into_iter().map(|d| with_pending_last_seen(&state, &t.factory, d).into()).collect();
+    Ok(Json(DevicePage { items, next_cursor: page.next_cursor }))
+}
+
+/// The device with the `last_seen` that ingestion has not written to the database yet
+/// (it is written in batches every `ingest.last_seen_flush_ms`), so a device that just
+/// sent is not shown as silent.
+fn with_pending_last_seen(state: &AppState, factory: &factoryops_types::FactoryId, mut device: Device) -> Device {
+    if let Some(ts) = state.ingestor.catalogue().pending_device_last_seen(factory, &device.id) {
+        device.last_seen = Some(device.last_seen.map_or(ts, |stored| stored.max(ts)));
+    }
+    device
 }
 
 /// Registers a device (`devices:write`).
@@ -332,7 +343,8 @@ async fn get_device(
     t: Tenant<CanRead>,
     Path(ids): Path<(String, String)>,
 ) -> ApiResult<Json<DeviceView>> {
-    Ok(Json(existing_device(&state, &t.factory, &ids.1).await?.into()))
+    let device = existing_device(&state, &t.factory, &ids.1).await?;
+    Ok(Json(with_pending_last_seen(&state, &t.factory, device).into()))
 }
 
 /// Changes a device's name, type, location, metadata or status (`devices:write`).

@@ -66,6 +66,38 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
     assert!(matches!(env.ingestor.ingest(&f, &d, br#"{"a": 1}"#, now).await, Err(IngestError::ShuttingDown)));
 }
 
+/// `last_seen` is written in batches (devices every 30 s by default); until then reads
+/// merge what is buffered, so a device that just sent is not shown as silent.
+async fn last_seen_reads_include_what_is_not_written_yet(db: TestDatabase) {
+    let env = env(&db, StoreKind::Embedded, IngestConfig::default()).await;
+    let f = factory("plant-a");
+    let d = device("press-1");
+    provision(&env, &f, "press-1").await;
+    let catalogue = env.ingestor.catalogue();
+    let now = env.clock.now_ms();
+    env.ingestor.ingest(&f, &d, br#"{"power_kw": 1, "temp_c": 20}"#, now).await.unwrap();
+    env.ingestor.ingest(&f, &d, br#"{"power_kw": 2}"#, now + 5_000).await.unwrap();
+    assert_eq!(env.registry.get(&f, &d).await.unwrap().unwrap().last_seen, None, "not written yet");
+    assert_eq!(catalogue.pending_device_last_seen(&f, &d), Some(now + 5_000));
+    assert_eq!(catalogue.pending_device_last_seen(&factory("plant-b"), &d), None);
+    let seen: Vec<(String, i64)> = catalogue
+        .list_for_device(&f, &d)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name.into_string(), p.last_seen))
+        .collect();
+    assert_eq!(seen, [("power_kw".to_string(), now + 5_000), ("temp_c".to_string(), now)]);
+
+    catalogue.flush_last_seen().await.unwrap();
+    assert_eq!(env.registry.get(&f, &d).await.unwrap().unwrap().last_seen, Some(now + 5_000));
+    assert_eq!(catalogue.pending_device_last_seen(&f, &d), None);
+    assert!(catalogue.pending_properties_last_seen(&f, &d).is_empty());
+    let power = catalogue.list_for_device(&f, &d).await.unwrap().remove(0);
+    assert_eq!(power.last_seen, now + 5_000, "written");
+    env.ingestor.shutdown().await;
+}
+
 async fn rejected_messages_are_recorded_not_errors(db: TestDatabase) {
     let store = Arc::new(TestStore::default());
     let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
@@ -255,6 +287,7 @@ async fn error_lists_are_bounded_over_devices(db: TestDatabase) {
 }
 
 backend_matrix!(
+    last_seen_reads_include_what_is_not_written_yet,
     the_property_cache_is_bounded_and_the_guard_survives_eviction,
     error_lists_are_bounded_over_devices,
     stores_points_registers_properties_and_publishes,
