@@ -91,8 +91,8 @@ type DeviceKey = (FactoryId, DeviceId);
 
 /// `last_seen` times not yet written: devices (flushed often, batched many per statement)
 /// and properties (flushed less often: one statement per device and timestamp).
-/// Nested by factory and device so the per-message update looks ids up by `&str` and
-/// allocates nothing for a device already buffered.
+/// Nested by factory and device: the per-message update clones no (factory, device) key
+/// (ids are shared, a clone is a reference count) and reads look ids up by `&str`.
 #[derive(Default)]
 struct SeenBuffer {
     devices: DevicesSeen,
@@ -105,17 +105,6 @@ struct SeenBuffer {
 
 type DevicesSeen = HashMap<FactoryId, HashMap<DeviceId, i64>>;
 type PropertiesSeen = HashMap<FactoryId, HashMap<DeviceId, HashMap<PropertyName, i64>>>;
-
-/// The map under `key`, looked up by `&str` first so a present key is not cloned.
-fn slot<'m, K, V: Default>(map: &'m mut HashMap<K, V>, key: &K) -> &'m mut V
-where
-    K: Clone + Eq + std::hash::Hash + std::borrow::Borrow<str> + AsRef<str>,
-{
-    if !map.contains_key(key.as_ref()) {
-        map.insert(key.clone(), V::default());
-    }
-    map.get_mut(key.as_ref()).expect("inserted above")
-}
 
 fn keep_latest(slot: &mut i64, ts: i64) {
     *slot = (*slot).max(ts);
@@ -427,7 +416,7 @@ impl PropertyCatalogue {
     ) {
         let mut guard = self.seen.lock();
         let seen = &mut *guard;
-        let properties = slot(slot(&mut seen.properties, factory), device);
+        let properties = seen.properties.entry(factory.clone()).or_default().entry(device.clone()).or_default();
         for name in names {
             match properties.get_mut(name.as_str()) {
                 Some(ts) => keep_latest(ts, ts_ms),
@@ -436,7 +425,7 @@ impl PropertyCatalogue {
                 }
             }
         }
-        let devices = slot(&mut seen.devices, factory);
+        let devices = seen.devices.entry(factory.clone()).or_default();
         match devices.get_mut(device.as_str()) {
             Some(ts) => keep_latest(ts, ts_ms),
             None => {
@@ -466,20 +455,19 @@ impl PropertyCatalogue {
     ) -> Result<(), RepoError> {
         let batch = {
             let mut seen = self.seen.lock();
+            if seen.devices.is_empty() {
+                return Ok(());
+            }
             let batch = Arc::new(std::mem::take(&mut seen.devices));
             seen.flushing_devices = Some(batch.clone());
             batch
         };
-        if batch.is_empty() {
-            self.seen.lock().flushing_devices = None;
-            return Ok(());
-        }
         let written = self.write_devices_seen(&batch, over, hurry).await;
         let mut seen = self.seen.lock();
         seen.flushing_devices = None;
         if let Err(e) = written {
             for (factory, devices) in batch.iter() {
-                let buffered = slot(&mut seen.devices, factory);
+                let buffered = seen.devices.entry(factory.clone()).or_default();
                 for (device, ts) in devices {
                     keep_latest(buffered.entry(device.clone()).or_insert(*ts), *ts);
                 }
@@ -503,22 +491,21 @@ impl PropertyCatalogue {
     ) -> Result<(), RepoError> {
         let batch = {
             let mut seen = self.seen.lock();
+            if seen.properties.is_empty() {
+                return Ok(());
+            }
             let batch = Arc::new(std::mem::take(&mut seen.properties));
             seen.flushing_properties = Some(batch.clone());
             batch
         };
-        if batch.is_empty() {
-            self.seen.lock().flushing_properties = None;
-            return Ok(());
-        }
         let written = self.write_properties_seen(&batch, over, hurry).await;
         let mut seen = self.seen.lock();
         seen.flushing_properties = None;
         if let Err(e) = written {
             for (factory, devices) in batch.iter() {
-                let buffered = slot(&mut seen.properties, factory);
+                let buffered = seen.properties.entry(factory.clone()).or_default();
                 for (device, old) in devices {
-                    let entry = slot(buffered, device);
+                    let entry = buffered.entry(device.clone()).or_default();
                     for (name, ts) in old {
                         keep_latest(entry.entry(name.clone()).or_insert(*ts), *ts);
                     }
