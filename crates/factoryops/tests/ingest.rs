@@ -100,6 +100,15 @@ async fn mqtt_publish_reaches_the_api(db: TestDatabase) {
     assert!(device["last_seen"].is_string(), "{device}");
     let (_, listed) = app.get("/api/v1/factories/plant-a/devices", Some(&admin)).await;
     assert_eq!(listed["items"][0]["last_seen"], device["last_seen"]);
+    let (status, patched) = app
+        .send(
+            Method::PATCH,
+            "/api/v1/factories/plant-a/devices/press-1",
+            Some(&admin),
+            Some(json!({"location": "hall 2"})),
+        )
+        .await;
+    assert_eq!((status, &patched["last_seen"]), (200, &device["last_seen"]), "{patched}");
     assert!(!device.to_string().contains(secret), "the secret is never shown again");
     app.stop().await;
 }

@@ -371,7 +371,7 @@ async fn update_device(
     }
     audit(&state, &t, "device.updated", id.as_str(), serde_json::json!({ "name": device.name, "disabled": disabling }))
         .await;
-    Ok(Json(device.into()))
+    Ok(Json(with_pending_last_seen(&state, &t.factory, device).into()))
 }
 
 /// Issues or rotates the device's MQTT secret (`devices:write`). The secret is shown
