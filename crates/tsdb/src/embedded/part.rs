@@ -246,20 +246,36 @@ impl Part {
     }
 
     pub fn read_section(&self, s: Section) -> Result<Vec<u8>, TsdbError> {
-        if s.off.saturating_add(u64::from(s.len)) > self.size {
-            return Err(self.corrupt("section outside file"));
-        }
+        self.section_end(s)?;
         let mut buf = vec![0u8; s.len as usize];
         self.file.read_exact_at(&mut buf, s.off)?;
-        if crc32fast::hash(&buf) != s.crc {
-            return Err(self.corrupt("section checksum mismatch"));
-        }
+        self.check_section(s, &buf)?;
         Ok(buf)
     }
 
+    /// Where section `s` ends; an error unless it lies inside the file.
+    fn section_end(&self, s: Section) -> Result<u64, TsdbError> {
+        let end = s.off.saturating_add(u64::from(s.len));
+        if end > self.size {
+            return Err(self.corrupt("section outside file"));
+        }
+        Ok(end)
+    }
+
+    /// Whether `bytes`, read for section `s`, match its checksum.
+    fn check_section(&self, s: Section, bytes: &[u8]) -> Result<(), TsdbError> {
+        if crc32fast::hash(bytes) != s.crc {
+            return Err(self.corrupt("section checksum mismatch"));
+        }
+        Ok(())
+    }
+
     pub fn read_raw(&self, e: &Entry) -> Result<Vec<(i64, Value)>, TsdbError> {
-        let buf = self.read_section(e.sections[RAW])?;
-        codec::decode_chunk(&buf).map_err(|err| self.corrupt(&err.to_string()))
+        self.decode_raw(&self.read_section(e.sections[RAW])?)
+    }
+
+    fn decode_raw(&self, bytes: &[u8]) -> Result<Vec<(i64, Value)>, TsdbError> {
+        codec::decode_chunk(bytes).map_err(|err| self.corrupt(&err.to_string()))
     }
 
     /// A reader for visiting many series in file order (merges): sections come from a
@@ -367,10 +383,7 @@ impl SectionReader<'_> {
     /// The checksummed bytes of section `s`, from the read-ahead buffer.
     fn bytes(&mut self, s: Section) -> Result<&[u8], TsdbError> {
         let part = self.part;
-        let end = s.off.saturating_add(u64::from(s.len));
-        if end > part.size {
-            return Err(part.corrupt("section outside file"));
-        }
+        let end = part.section_end(s)?;
         if s.off < self.start || end > self.start + self.buf.len() as u64 {
             let len = SECTION_READ_AHEAD.max(u64::from(s.len)).min(part.size - s.off);
             self.buf.resize(len as usize, 0);
@@ -379,17 +392,14 @@ impl SectionReader<'_> {
         }
         let at = (s.off - self.start) as usize;
         let bytes = &self.buf[at..at + s.len as usize];
-        if crc32fast::hash(bytes) != s.crc {
-            return Err(part.corrupt("section checksum mismatch"));
-        }
+        part.check_section(s, bytes)?;
         Ok(bytes)
     }
 
     /// The raw points of `e`, like [`Part::read_raw`].
     pub fn read_raw(&mut self, e: &Entry) -> Result<Vec<(i64, Value)>, TsdbError> {
         let part = self.part;
-        let bytes = self.bytes(e.sections[RAW])?;
-        codec::decode_chunk(bytes).map_err(|err| part.corrupt(&err.to_string()))
+        part.decode_raw(self.bytes(e.sections[RAW])?)
     }
 
     /// Series `series` as stored (every section's bytes, checksums verified), for a merge
