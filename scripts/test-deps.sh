@@ -60,6 +60,16 @@ fi
 # mosquitto_pub: a second, independent MQTT client for the ingest end-to-end tests.
 command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
 
+# Mosquitto on 1883: the simulator's anchor test and the ingest benchmark's anchor. Machines
+# of this kind usually run it already; a fresh one gets it here (CI fails without it).
+if ! port_open 1883; then
+  command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || apt_install mosquitto
+  log "starting Mosquitto on 1883"
+  as_root /usr/sbin/mosquitto -d || true  # no config: localhost:1883, anonymous
+  for _ in $(seq 1 10); do port_open 1883 && break; sleep 1; done
+fi
+port_open 1883 && log "Mosquitto is up on 127.0.0.1:1883" || log "WARNING: no MQTT broker on 127.0.0.1:1883"
+
 # The web portal: Node.js 20+ with npm builds it; its e2e test drives Debian's Chromium
 # through playwright-core (a Playwright browser download would fail offline).
 command -v npm >/dev/null || apt_install nodejs npm

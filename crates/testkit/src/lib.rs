@@ -34,7 +34,9 @@ pub fn in_ci() -> bool {
 pub fn unavailable<T>(service: &str, why: &str) -> Option<T> {
     let message = format!("{service} is not available ({why})");
     if in_ci() {
-        panic!("{message}: CI must run every backend; install and start it (see scripts/test-services.sh)");
+        panic!(
+            "{message}: CI must run every backend; install and start it (`make test` runs scripts/test-deps.sh, which does)"
+        );
     }
     eprintln!("\n!!! SKIPPED: {message}. Run `make test` to install and start test services. !!!\n");
     None
