@@ -112,7 +112,9 @@ mod tests {
     #[test]
     fn the_limit_is_readable_and_raising_it_reaches_the_hard_limit() {
         let limit = raise_nofile_limit().unwrap();
-        assert_eq!(limit.soft, limit.hard.min(limit.soft.max(limit.before)));
+        assert!(limit.soft >= limit.before);
+        #[cfg(target_os = "linux")]
+        assert_eq!(limit.soft, limit.hard);
         assert_eq!(nofile_limit(), Some(limit.soft));
     }
 }

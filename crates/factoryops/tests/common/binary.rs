@@ -28,12 +28,12 @@ impl Running {
         Self::start_command(command, data_dir, env)
     }
 
-    /// Like [`Running::start`] with the descriptor limit set first (`ulimit -Hn hard -Sn soft`).
+    /// Like [`Running::start`] with the descriptor limit set first (`ulimit -Sn soft -Hn hard`).
     pub fn start_with_fd_limit(data_dir: &Path, env: &[(&str, String)], soft: u64, hard: u64) -> Self {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg(format!("ulimit -Hn {hard} && ulimit -Sn {soft} && exec \"$0\" serve"))
+            .arg(format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" serve"))
             .arg(env!("CARGO_BIN_EXE_factoryops"));
         Self::start_command(command, data_dir, env)
     }
