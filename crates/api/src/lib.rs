@@ -9,8 +9,10 @@ mod layers;
 pub mod problem;
 mod router;
 pub mod routes;
+pub mod serve;
 pub mod web;
 
 pub use health::{DependencyState, ReadinessCheck};
 pub use problem::{ApiJson, FieldError, Problem};
 pub use router::{ApiDoc, AppState, build_router, openapi_document};
+pub use serve::{EdgeConfig, serve};

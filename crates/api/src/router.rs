@@ -123,7 +123,9 @@ pub fn build_router(state: AppState) -> Router {
                 .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                     let request_id =
                         request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+                    // A client's path goes into every line of the request's span: clipped.
+                    let path = factoryops_platform::logline::clip_to(request.uri().path(), 200);
+                    tracing::info_span!("http", method = %request.method(), path = %path, request_id)
                 }))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(layers::panic_response))

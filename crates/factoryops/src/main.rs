@@ -110,6 +110,9 @@ fn main() -> ExitCode {
         return tsdb_command(&config, command);
     }
     factoryops_platform::logging::init(config.log_format, &config.log_level);
+    if let Command::Serve { .. } = cli.command {
+        raise_fd_limit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -167,6 +170,20 @@ fn tsdb_command(config: &Config, command: &TsdbCommand) -> ExitCode {
         Err(e) => {
             eprintln!("error: tsdb in {}: {e}", dir.display());
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every socket is a descriptor: the server runs with as many as the hard limit allows,
+/// and sizes its connection caps from that (ADR 0011).
+fn raise_fd_limit() {
+    match factoryops_platform::fdlimit::raise_nofile_limit() {
+        Ok(limit) if limit.soft > limit.before => {
+            tracing::info!(from = limit.before, to = limit.soft, hard = limit.hard, "file descriptor limit raised")
+        }
+        Ok(limit) => tracing::info!(limit = limit.soft, hard = limit.hard, "file descriptor limit"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the file descriptor limit; connection caps follow the current one")
         }
     }
 }

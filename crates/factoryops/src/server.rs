@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use factoryops_api::{AppState, ReadinessCheck, build_router};
+use factoryops_api::{AppState, EdgeConfig, ReadinessCheck, build_router};
 use factoryops_db::Database;
 use factoryops_identity::{Identity, IdentityConfig, ROOT_USERNAME, jwt_secret_from_data_dir};
 use factoryops_ingest::metrics::IngestMetrics;
@@ -14,6 +14,7 @@ use factoryops_notify::metrics::NotifyMetrics;
 use factoryops_notify::worker::NotificationWorker;
 use factoryops_platform::Config;
 use factoryops_platform::bus::{EventBus, MemoryBus};
+use factoryops_platform::fdlimit::{ConnectionBudget, nofile_limit};
 use factoryops_platform::metrics::Metrics;
 use factoryops_platform::shutdown::{Deadline, Shutdown};
 use factoryops_rules::{EngineConfig, RulesEngine};
@@ -107,6 +108,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         .map_err(|source| StartError::DataDir { path: config.data_dir.display().to_string(), source })?;
     let shutdown = Shutdown::new();
     let metrics = Metrics::new();
+    let budget = connection_budget(&config);
     let db = open_database(&config).await?;
     let turn_wait = Metrics::latency_histogram();
     metrics.register(
@@ -195,6 +197,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                 }
                 _ => None,
             },
+            max_connections: budget.mqtt_max,
             ..mqtt_config(&config)
         };
         let server = MqttServer::bind(mqtt_config, devices.clone(), ingestor.clone(), clock.clone()).await.map_err(
@@ -282,12 +285,15 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         http_addr = Some(addr);
         let router = build_router(state);
         let stop = shutdown.clone();
+        let edge = EdgeConfig {
+            header_read_timeout: Duration::from_secs(config.http.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(config.http.idle_timeout_secs),
+            max_connections: budget.http_max,
+            max_connections_per_ip: budget.http_max_per_ip,
+        };
+        let metrics = metrics.clone();
         http_task = Some(tokio::spawn(async move {
-            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { stop.triggered().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "http server failed");
-            }
+            factoryops_api::serve(listener, router, edge, &metrics, async move { stop.triggered().await }).await;
         }));
     }
 
@@ -333,6 +339,28 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     };
 
     Ok(Server { http_addr, mqtt_addr, shutdown, task })
+}
+
+/// The connection caps from the descriptor limit in force (the binary raised it to the
+/// hard limit before starting) and the configured keys.
+fn connection_budget(config: &Config) -> ConnectionBudget {
+    // Where the limit cannot be read, assume the common default rather than unlimited.
+    let budget = ConnectionBudget::new(nofile_limit().unwrap_or(1024), config);
+    tracing::info!(
+        fd_limit = budget.fd_limit,
+        fd_reserve = budget.reserve,
+        http_max_connections = budget.http_max,
+        http_max_connections_per_ip = budget.http_max_per_ip,
+        mqtt_max_connections = budget.mqtt_max,
+        "connection caps"
+    );
+    if !budget.leaves_reserve() {
+        tracing::warn!(
+            fd_limit = budget.fd_limit,
+            "http.max_connections + mqtt.max_connections + fd_reserve exceed the descriptor limit: a flood of connections can starve the database and the TSDB of descriptors; lower the caps or raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+        );
+    }
+    budget
 }
 
 async fn build_identity(config: &Config, db: &Database, clock: Arc<dyn Clock>) -> Result<Identity, StartError> {

@@ -39,9 +39,11 @@ pub struct Config {
     pub database_url: Option<SecretUrl>,
     /// `http(s)://…` for InfluxDB; default: the embedded engine in the data dir.
     pub tsdb_url: Option<SecretUrl>,
-    /// `nats://…`; default: in-process.
+    /// The event bus; only the in-process one (`memory://`, the default) is built so far:
+    /// `nats://…` is refused at start until its adapter exists.
     pub bus_url: Option<SecretUrl>,
-    /// `s3://bucket?endpoint=…`; default: a folder in the data dir.
+    /// Datasets, models and reports; no object store is built yet, so any value is refused
+    /// at start (`s3://…` and `file://…` are planned).
     pub object_store_url: Option<SecretUrl>,
     /// The platform root's first password; generated and printed once when unset.
     pub root_password: Option<Secret>,
@@ -57,6 +59,9 @@ pub struct Config {
     pub log_level: String,
     /// How long shutdown may take before remaining work is abandoned.
     pub shutdown_timeout_secs: u64,
+    /// File descriptors kept free of client connections (database, WAL, TSDB part files);
+    /// the connection caps are sized from the descriptor limit minus this (ADR 0011).
+    pub fd_reserve: usize,
     pub http: HttpConfig,
     pub auth: AuthConfig,
     pub tsdb: TsdbConfig,
@@ -122,6 +127,9 @@ pub struct MqttLimits {
     pub connects_per_ip_burst: u32,
     pub connects_per_sec: u32,
     pub connects_burst: u32,
+    /// Open MQTT connections (authenticated or not) before new ones are closed at once;
+    /// unset: sized from the descriptor limit (ADR 0011).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for MqttLimits {
@@ -138,6 +146,7 @@ impl Default for MqttLimits {
             connects_per_ip_burst: 1_000,
             connects_per_sec: 2_000,
             connects_burst: 4_000,
+            max_connections: None,
         }
     }
 }
@@ -238,6 +247,20 @@ pub struct HttpConfig {
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
+    /// Time a connection has to deliver a complete request head, counted from its accept
+    /// or from the end of its previous response (so it also bounds an idle keep-alive
+    /// connection); beyond it the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A connection on which no byte moved in either direction for this long is closed
+    /// (a client that stopped reading a response, an upload that stalled).
+    pub idle_timeout_secs: u64,
+    /// Open HTTP connections before new ones are refused with 503; unset: sized from the
+    /// descriptor limit (ADR 0011).
+    pub max_connections: Option<usize>,
+    /// Open HTTP connections from one client IP before its new ones are refused with 503;
+    /// unset: a quarter of `max_connections`, at most 1024. Behind a reverse proxy every
+    /// client shares the proxy's IP: raise it there.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +298,7 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             log_level: "info".into(),
             shutdown_timeout_secs: 30,
+            fd_reserve: 1_024,
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             tsdb: TsdbConfig::default(),
@@ -287,7 +311,14 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit_bytes: 1024 * 1024, request_timeout_secs: 30 }
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: None,
+            max_connections_per_ip: None,
+        }
     }
 }
 
@@ -380,10 +411,10 @@ impl Config {
             check_scheme("tsdb_url", url, &["http", "https"])?;
         }
         if let Some(url) = &self.bus_url {
-            check_scheme("bus_url", url, &["nats", "memory"])?;
+            check_adapter("bus_url", url, &["memory"], &["nats"])?;
         }
         if let Some(url) = &self.object_store_url {
-            check_scheme("object_store_url", url, &["s3", "file"])?;
+            check_adapter("object_store_url", url, &[], &["s3", "file"])?;
         }
         if let Some(url) = &self.smtp_url {
             check_scheme("smtp_url", url, &["smtp", "smtps"])?;
@@ -405,7 +436,10 @@ impl Config {
                 "WhatsApp needs twilio_account_sid, twilio_auth_token and twilio_from together",
             ));
         }
-        let positive: [(&str, u64); 14] = [
+        let positive: [(&str, u64); 17] = [
+            ("http.header_read_timeout_secs", self.http.header_read_timeout_secs),
+            ("http.idle_timeout_secs", self.http.idle_timeout_secs),
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
             ("ingest.max_payload_bytes", self.ingest.max_payload_bytes as u64),
             ("ingest.max_properties_per_message", self.ingest.max_properties_per_message as u64),
             ("ingest.max_properties_per_device", self.ingest.max_properties_per_device as u64),
@@ -423,6 +457,17 @@ impl Config {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(key, "must be at least 1"));
+        }
+        let caps = [
+            ("http.max_connections", self.http.max_connections),
+            ("http.max_connections_per_ip", self.http.max_connections_per_ip),
+            ("mqtt.max_connections", self.mqtt.max_connections),
+        ];
+        if let Some((key, _)) = caps.iter().find(|(_, value)| *value == Some(0)) {
+            return Err(ConfigError::new(
+                key,
+                "must be at least 1 (leave it unset to size it from the descriptor limit)",
+            ));
         }
         if self.mqtt.max_packet_bytes < self.ingest.max_payload_bytes {
             return Err(ConfigError::new(
@@ -525,6 +570,26 @@ fn check_scheme(key: &str, url: &SecretUrl, allowed: &[&str]) -> Result<(), Conf
     } else {
         Err(ConfigError::new(key, format!("scheme must be one of {}", allowed.join(", "))))
     }
+}
+
+/// A URL naming an adapter: `built` schemes are in this binary; `planned` ones are known
+/// but not built yet, and fail here instead of being silently ignored.
+fn check_adapter(key: &str, url: &SecretUrl, built: &[&str], planned: &[&str]) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(url.expose()).map_err(|e| ConfigError::new(key, format!("not a URL ({e})")))?;
+    let scheme = parsed.scheme();
+    if built.contains(&scheme) {
+        return Ok(());
+    }
+    let supported = if built.is_empty() {
+        "this build has none: leave it unset".to_string()
+    } else {
+        format!(
+            "this build supports {} (or leave it unset)",
+            built.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
+        )
+    };
+    let what = if planned.contains(&scheme) { "is not built into this binary yet" } else { "is not a known adapter" };
+    Err(ConfigError::new(key, format!("{scheme}:// {what}; {supported}")))
 }
 
 /// Turns `FACTORYOPS_AUTH__BCRYPT_COST=10` into `{"auth": {"bcrypt_cost": "10"}}`. Values stay
@@ -641,6 +706,63 @@ mod tests {
         assert!(e.to_string().contains("mqtt.receive_maximum"), "{e}");
         let e = Config::load_from(None, env(&[("FACTORYOPS_INGEST__MAX_PAYLOAD_BYTES", "1000000")])).unwrap_err();
         assert!(e.to_string().contains("mqtt.max_packet_bytes"), "{e}");
+    }
+
+    #[test]
+    fn adapters_this_binary_lacks_fail_at_start_with_the_key() {
+        for (var, value, key) in [
+            ("FACTORYOPS_BUS_URL", "nats://127.0.0.1:4222", "bus_url"),
+            ("FACTORYOPS_BUS_URL", "kafka://broker:9092", "bus_url"),
+            ("FACTORYOPS_OBJECT_STORE_URL", "s3://bucket?endpoint=http://minio:9000", "object_store_url"),
+            ("FACTORYOPS_OBJECT_STORE_URL", "file:///var/lib/factoryops/objects", "object_store_url"),
+            ("FACTORYOPS_TSDB_URL", "timescale://db", "tsdb_url"),
+            ("FACTORYOPS_DATABASE_URL", "postgres://db/factoryops", "database_url"),
+        ] {
+            let e = Config::load_from(None, env(&[(var, value)])).unwrap_err();
+            assert_eq!(e.key, key, "{value}: {e}");
+            assert_eq!(e.env, var);
+        }
+        let e = Config::load_from(None, env(&[("FACTORYOPS_BUS_URL", "nats://127.0.0.1:4222")])).unwrap_err();
+        assert!(e.to_string().contains("nats:// is not built into this binary yet"), "{e}");
+        assert!(e.to_string().contains("memory://"), "{e}");
+        let e = Config::load_from(None, env(&[("FACTORYOPS_OBJECT_STORE_URL", "s3://bucket")])).unwrap_err();
+        assert!(e.to_string().contains("s3:// is not built into this binary yet; this build has none"), "{e}");
+        // What is built passes: the in-process bus named explicitly, InfluxDB, MariaDB.
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACTORYOPS_BUS_URL", "memory://"),
+                ("FACTORYOPS_TSDB_URL", "http://127.0.0.1:8086?db=x"),
+                ("FACTORYOPS_DATABASE_URL", "mariadb://root@127.0.0.1/x"),
+            ]),
+        );
+        assert!(c.is_ok(), "{:?}", c.err());
+    }
+
+    #[test]
+    fn http_edge_keys_are_configurable_and_checked() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACTORYOPS_HTTP__HEADER_READ_TIMEOUT_SECS", "2"),
+                ("FACTORYOPS_HTTP__IDLE_TIMEOUT_SECS", "5"),
+                ("FACTORYOPS_HTTP__MAX_CONNECTIONS", "100"),
+                ("FACTORYOPS_HTTP__MAX_CONNECTIONS_PER_IP", "10"),
+                ("FACTORYOPS_MQTT__MAX_CONNECTIONS", "200"),
+                ("FACTORYOPS_FD_RESERVE", "64"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.http.header_read_timeout_secs, c.http.idle_timeout_secs), (2, 5));
+        assert_eq!((c.http.max_connections, c.http.max_connections_per_ip), (Some(100), Some(10)));
+        assert_eq!((c.mqtt.max_connections, c.fd_reserve), (Some(200), 64));
+        let defaults = Config::default();
+        assert_eq!((defaults.http.header_read_timeout_secs, defaults.http.idle_timeout_secs), (10, 60));
+        assert_eq!((defaults.http.max_connections, defaults.mqtt.max_connections), (None, None));
+        for var in ["FACTORYOPS_HTTP__HEADER_READ_TIMEOUT_SECS", "FACTORYOPS_HTTP__MAX_CONNECTIONS_PER_IP"] {
+            let e = Config::load_from(None, env(&[(var, "0")])).unwrap_err();
+            assert_eq!(e.env, var, "{e}");
+        }
     }
 
     #[test]

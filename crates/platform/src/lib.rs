@@ -4,8 +4,10 @@
 
 pub mod bus;
 pub mod config;
+pub mod fdlimit;
 pub mod http;
 pub mod logging;
+pub mod logline;
 pub mod metrics;
 pub mod secret;
 pub mod shutdown;

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -14,6 +15,8 @@ pub struct Running {
     /// `127.0.0.1:port`
     pub http_addr: String,
     pub mqtt_port: u16,
+    /// Every line the server wrote to stdout (its JSON log) so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -21,8 +24,22 @@ impl Running {
     /// both addresses.
     pub fn start(data_dir: &Path, env: &[(&str, String)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_factoryops"));
+        command.arg("serve");
+        Self::start_command(command, data_dir, env)
+    }
+
+    /// Like [`Running::start`] with the descriptor limit set first (`ulimit -Sn soft -Hn hard`).
+    pub fn start_with_fd_limit(data_dir: &Path, env: &[(&str, String)], soft: u64, hard: u64) -> Self {
+        let mut command = Command::new("sh");
         command
-            .arg("serve")
+            .arg("-c")
+            .arg(format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" serve"))
+            .arg(env!("CARGO_BIN_EXE_factoryops"));
+        Self::start_command(command, data_dir, env)
+    }
+
+    fn start_command(mut command: Command, data_dir: &Path, env: &[(&str, String)]) -> Self {
+        command
             .env("FACTORYOPS_DATA_DIR", data_dir)
             .env("FACTORYOPS_HTTP_ADDR", "127.0.0.1:0")
             .env("FACTORYOPS_MQTT_ADDR", "127.0.0.1:0")
@@ -38,8 +55,11 @@ impl Running {
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if let Ok(event) = serde_json::from_str::<Value>(&line) {
                     let message = event["message"].as_str().unwrap_or_default().to_string();
                     if message == "http listening" || message == "mqtt listening" {
@@ -55,7 +75,7 @@ impl Running {
         }
         let http_addr = http.unwrap();
         let mqtt_port = mqtt.unwrap().rsplit(':').next().unwrap().parse().unwrap();
-        Self { child, http: format!("http://{http_addr}"), http_addr, mqtt_port }
+        Self { child, http: format!("http://{http_addr}"), http_addr, mqtt_port, log }
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -32,6 +32,7 @@ use super::limits::{ConnectLimiter, ConnectLimits};
 use crate::devices::{DeviceRegistry, Verification};
 use crate::metrics::IngestMetrics;
 use crate::pipeline::{IngestOutcome, Ingestor, SchemaMemo, Submitted};
+use factoryops_platform::logline::{LogLimiter, clip};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -63,6 +64,9 @@ pub struct MqttConfig {
     pub session_sweep_secs: u64,
     /// CONNECT rate limits per source IP and for the whole endpoint.
     pub connect_limits: ConnectLimits,
+    /// Open sockets (before and after CONNECT) beyond which new ones are closed at once,
+    /// so a flood of sockets cannot take the descriptors the rest of the process needs.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +94,7 @@ impl Default for MqttConfig {
             max_offline_sessions: 100_000,
             session_sweep_secs: 60,
             connect_limits: ConnectLimits::default(),
+            max_connections: 65_536,
         }
     }
 }
@@ -119,6 +124,18 @@ struct Ctx {
     inflight_total: Arc<Semaphore>,
     shutdown: CancellationToken,
     next_conn: AtomicU64,
+    /// Open sockets (`max_connections`).
+    connections: Arc<Semaphore>,
+    /// Refusals are logged rate-limited, client strings clipped (ADR 0011).
+    logs: RefusalLogs,
+}
+
+#[derive(Default)]
+struct RefusalLogs {
+    acl: LogLimiter,
+    connect: LogLimiter,
+    cap: LogLimiter,
+    accept: LogLimiter,
 }
 
 /// A running endpoint. Dropping it does not stop it; call [`MqttServer::shutdown`].
@@ -181,7 +198,10 @@ impl MqttServer {
         let metrics = ingestor.metrics().clone();
         let limiter = ConnectLimiter::new(config.connect_limits.clone(), clock.now_ms());
         let inflight_total = Arc::new(Semaphore::new(config.max_inflight_total.max(1)));
+        let connections = Arc::new(Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS)));
         let ctx = Arc::new(Ctx {
+            connections,
+            logs: RefusalLogs::default(),
             config,
             registry,
             ingestor,
@@ -269,10 +289,19 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<C
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(open) = ctx.connections.clone().try_acquire_owned() else {
+                    // Over the cap: nothing is read or answered, the socket is closed now.
+                    IngestMetrics::reason(&ctx.metrics.mqtt_connects_refused, "max_connections");
+                    if let Some(suppressed) = ctx.logs.cap.admit() {
+                        tracing::warn!(client_ip = %peer.ip(), cap = ctx.config.max_connections, suppressed, "MQTT connection refused: too many open connections");
+                    }
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
                 let tls = tls.clone();
                 tracker.spawn(async move {
+                    let _open = open;
                     ctx.metrics.mqtt_connections.inc();
                     match tls {
                         None => {
@@ -299,7 +328,9 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<C
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(error = %e, "MQTT accept failed");
+                if let Some(suppressed) = ctx.logs.accept.admit() {
+                    tracing::warn!(error = %e, suppressed, "MQTT accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -546,7 +577,9 @@ where
         Ok(auth) => auth,
         Err((label, v3, v5)) => {
             IngestMetrics::reason(&ctx.metrics.mqtt_connects_refused, label);
-            tracing::info!(%peer, reason = label, username = connect.username.as_deref().unwrap_or(""), "MQTT CONNECT refused");
+            if let Some(suppressed) = ctx.logs.connect.admit() {
+                tracing::info!(%peer, reason = label, username = %clip(connect.username.as_deref().unwrap_or("")), client_id = %clip(&connect.client_id), suppressed, "MQTT CONNECT refused");
+            }
             let code = if protocol == Protocol::V5 { v5 } else { v3 };
             let _ = write.write_all(&codec::connack(protocol, false, code, &ConnAckProperties::default())).await;
             return;
@@ -881,7 +914,9 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
         }
         if publish.topic != self.auth.topic {
             self.ctx.metrics.mqtt_acl_denied.inc();
-            tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, topic = %publish.topic, "PUBLISH outside the device's topic refused");
+            if let Some(suppressed) = self.ctx.logs.acl.admit() {
+                tracing::warn!(factory_id = %self.auth.factory, device_id = %self.auth.device, topic = %clip(&publish.topic), suppressed, "PUBLISH outside the device's topic refused");
+            }
             return match (self.protocol, publish.pkid) {
                 (Protocol::V5, Some(pkid)) => {
                     self.pending.push_back(Pending::Frame(codec::puback(self.protocol, pkid, reason::NOT_AUTHORIZED)));

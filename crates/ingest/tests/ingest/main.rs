@@ -5,5 +5,6 @@
 
 mod common;
 mod mqtt;
+mod mqtt_edge;
 mod pipeline;
 mod repo;
