@@ -6,4 +6,5 @@
 mod common;
 mod mqtt;
 mod pipeline;
+mod points;
 mod repo;
