@@ -10,9 +10,11 @@
 //! the clock. The lead is bounded by back-pressure, never by re-using a time: when the next
 //! stamp would be more than [`MAX_STAMP_LEAD_MS`] ahead, the caller waits until the clock
 //! catches up (an MQTT connection then stops reading its socket, an HTTP request answers
-//! later). The floor (start time + the lead) keeps a restarted process from re-issuing the
-//! stamps of the previous one, as long as the wall clock did not go back across the
-//! restart.
+//! later). The previous process gave stamps up to its clock + the lead, so no stamp is
+//! given before the floor (start time + the lead): in the first second after a start, a
+//! message without `ts` waits for it (once). A restart then never re-issues a stamp, as
+//! long as the wall clock did not go back across it, and a stamp is never ahead of the
+//! clock except for a device faster than the clock.
 //!
 //! The state is one `i64` per device, in sharded maps (a message takes one short lock of
 //! one of [`SHARDS`] shards); devices silent for [`IDLE_EVICT_MS`] are dropped, which is
@@ -101,7 +103,18 @@ impl Stamps {
         }
         let key = (factory.clone(), device.clone());
         let previous = shard.last.get(&key).copied();
-        let stamp = now_ms.max(self.floor_ms).max(previous.map_or(i64::MIN, |p| p.saturating_add(1)));
+        let mut stamp = now_ms.max(previous.map_or(i64::MIN, |p| p.saturating_add(1)));
+        if stamp < self.floor_ms {
+            // Only a device's first stamp (later ones follow it): right after the start,
+            // wait for the floor rather than stamp ahead of the clock; a clock far behind
+            // the floor went back, and waiting would stall as long.
+            let wait = self.floor_ms - now_ms;
+            if wait <= MAX_STAMP_LEAD_MS {
+                return Err(Duration::from_millis(wait.unsigned_abs()));
+            }
+            self.clock_steps.inc();
+            stamp = self.floor_ms;
+        }
         let bound = now_ms.saturating_add(MAX_STAMP_LEAD_MS);
         if stamp > bound {
             // A sender faster than the clock is at most a millisecond past the bound; a
@@ -143,23 +156,29 @@ mod tests {
     }
 
     #[test]
-    fn stamps_are_unique_and_start_above_the_floor() {
+    fn stamps_are_unique_and_start_at_the_floor() {
         let s = stamps(10_000);
-        // The floor: a restart never re-issues what the previous process gave (≤ its now + lead).
-        assert_eq!(s.try_next(&f(), &d("a"), 10_000), Ok(11_000));
-        assert_eq!(s.try_next(&f(), &d("a"), 10_000), Err(Duration::from_millis(1)));
-        assert_eq!(s.try_next(&f(), &d("a"), 10_001), Ok(11_001));
+        // The floor: a restart never re-issues what the previous process gave (≤ its now +
+        // lead); right after the start the first stamp waits for it.
+        assert_eq!(s.try_next(&f(), &d("a"), 10_000), Err(Duration::from_millis(1_000)));
+        assert_eq!(s.try_next(&f(), &d("a"), 10_999), Err(Duration::from_millis(1)));
+        assert_eq!(s.try_next(&f(), &d("a"), 11_000), Ok(11_000));
+        assert_eq!(s.try_next(&f(), &d("a"), 11_000), Ok(11_001));
         // Another device has its own sequence.
-        assert_eq!(s.try_next(&f(), &d("b"), 10_001), Ok(11_000));
-        // Once the clock is past the floor, the clock's time.
+        assert_eq!(s.try_next(&f(), &d("b"), 11_000), Ok(11_000));
+        // The clock's time once it is past the previous stamp.
         assert_eq!(s.try_next(&f(), &d("a"), 20_000), Ok(20_000));
         assert_eq!(s.try_next(&f(), &d("a"), 20_000), Ok(20_001));
+        // A clock far behind the floor went back: no stall, still unique.
+        let s = stamps(10_000);
+        assert_eq!(s.try_next(&f(), &d("a"), 5_000), Ok(11_000));
     }
 
     #[test]
     fn a_fast_device_waits_instead_of_reusing_a_stamp() {
         let s = stamps(0);
         let now = 5_000;
+        // (past the floor: start 0 + lead)
         let mut given = Vec::new();
         while let Ok(stamp) = s.try_next(&f(), &d("a"), now) {
             given.push(stamp);
