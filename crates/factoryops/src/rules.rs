@@ -11,6 +11,7 @@ use factoryops_platform::shutdown::Shutdown;
 use factoryops_rules::{ApplySummary, Observation, RulesEngine};
 use factoryops_tsdb::TelemetryStore;
 use factoryops_types::{Clock, DeviceId, FactoryId, PropertyName};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 /// How long a device's type is trusted before it is read again (scopes by device type).
@@ -140,6 +141,8 @@ pub struct ConsumerMetrics {
     pub batch_seconds: Histogram,
     /// The same, for the batches that changed alerts (the commit dominates).
     pub alert_batch_seconds: Histogram,
+    /// Values older than the latest of their series: not evaluated live (ADR 0009).
+    pub out_of_order_points: Counter,
 }
 
 impl ConsumerMetrics {
@@ -148,6 +151,7 @@ impl ConsumerMetrics {
             batch_delay: Metrics::latency_histogram(),
             batch_seconds: Metrics::latency_histogram(),
             alert_batch_seconds: Metrics::latency_histogram(),
+            out_of_order_points: Counter::default(),
         };
         metrics.register(
             "rules_batch_delay_seconds",
@@ -163,6 +167,11 @@ impl ConsumerMetrics {
             "rules_alert_batch_seconds",
             "Evaluating one telemetry batch that opened, updated or resolved alerts",
             m.alert_batch_seconds.clone(),
+        );
+        metrics.register(
+            "rules_out_of_order_points",
+            "Telemetry values older than the latest value of their device and property, ignored by live rule evaluation (backtests see them)",
+            m.out_of_order_points.clone(),
         );
         m
     }
@@ -188,6 +197,7 @@ pub fn spawn_consumer(
         tracing::info!(observations = replayed, "rules: latest values re-evaluated after start");
         let types = DeviceTypes { devices, clock, cache: Arc::default() };
         let mut observations = Vec::new();
+        let mut out_of_order = engine.out_of_order_points();
         loop {
             let delivery = tokio::select! {
                 d = subscription.next() => d,
@@ -212,6 +222,9 @@ pub fn spawn_consumer(
                 Err(e) => tracing::error!(error = %e, factory_id = %batch.factory_id, "rule evaluation failed"),
             }
             observations.clear();
+            let now_out_of_order = engine.out_of_order_points();
+            metrics.out_of_order_points.inc_by(now_out_of_order.saturating_sub(out_of_order));
+            out_of_order = now_out_of_order;
             delivery.ack().await;
         }
     })

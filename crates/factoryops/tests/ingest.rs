@@ -212,6 +212,103 @@ async fn http_ingestion_with_an_api_key(db: TestDatabase) {
     app.stop().await;
 }
 
+/// A telemetry-writing API key for `factory`.
+async fn writer_key(app: &TestApp, admin: &str, factory: &str) -> String {
+    let (status, key) = app
+        .post(
+            &format!("/api/v1/factories/{factory}/api-keys"),
+            Some(admin),
+            json!({"name": "gateway", "permissions": ["telemetry:write"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    key["key"].as_str().unwrap().to_string()
+}
+
+/// The raw points of one series around now (server stamps may be up to 1 s ahead).
+async fn raw_points(app: &TestApp, token: &str, device: &str, property: &str) -> Vec<Value> {
+    let now = app.clock_now();
+    let from = factoryops_types::format_rfc3339_ms(now - 3_600_000);
+    let to = factoryops_types::format_rfc3339_ms(now + 3_600_000);
+    let (status, body) = app
+        .get(
+            &format!(
+                "/api/v1/factories/plant-a/telemetry/series?device_id={device}&property={property}&from={from}&to={to}&limit=100000"
+            ),
+            Some(token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["points"].as_array().unwrap().clone()
+}
+
+/// An HTTP batch of 1,000 messages of one device without `ts`: 1,000 points. Before, the
+/// whole batch shared one receive time, so the series kept about half of them (a batch
+/// of 500 stored 294).
+async fn an_http_batch_without_ts_is_every_point(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (admin, _) = setup(&app, "plant-a", "meter-1").await;
+    let key = writer_key(&app, &admin, "plant-a").await;
+    let messages: Vec<Value> = (0..1_000).map(|i| json!({"device_id": "meter-1", "hb": i})).collect();
+    let (status, body) =
+        app.post("/api/v1/factories/plant-a/telemetry", Some(&key), json!({"messages": messages})).await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1_000);
+    assert!(results.iter().all(|r| r["status"] == "stored" && r["points"] == 1), "{body}");
+    let points = raw_points(&app, &admin, "meter-1", "hb").await;
+    assert_eq!(points.len(), 1_000, "every acknowledged message is a point");
+    let values: Vec<f64> = points.iter().map(|p| p["value"].as_f64().unwrap()).collect();
+    assert_eq!(values, (0..1_000).map(f64::from).collect::<Vec<_>>(), "in batch order");
+    app.stop().await;
+}
+
+/// A batch is validated whole before anything is written: a fourth message naming an
+/// unknown device answers 404 naming `messages[3].device_id`, and nothing of the batch is
+/// stored (before, the first three were, and a retry stored them twice).
+async fn a_batch_with_a_bad_message_stores_nothing(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (admin, _) = setup(&app, "plant-a", "meter-1").await;
+    let (status, _) = app
+        .post(
+            "/api/v1/factories/plant-a/devices",
+            Some(&admin),
+            json!({"id": "meter-2", "name": "M2", "status": "disabled"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let key = writer_key(&app, &admin, "plant-a").await;
+    let batch = |last: Value| {
+        json!({"messages": [
+            {"device_id": "meter-1", "x": 1}, {"device_id": "meter-1", "x": 2}, {"device_id": "meter-1", "x": 3}, last
+        ]})
+    };
+    let (status, body) =
+        app.post("/api/v1/factories/plant-a/telemetry", Some(&key), batch(json!({"device_id": "ghost", "x": 4}))).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["errors"][0]["field"], "messages[3].device_id", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("nothing was stored"), "{body}");
+    let (status, body) = app
+        .post("/api/v1/factories/plant-a/telemetry", Some(&key), batch(json!({"device_id": "meter-2", "x": 4})))
+        .await;
+    assert_eq!(status, 409, "a disabled device: {body}");
+    assert_eq!(body["errors"][0]["field"], "messages[3].device_id", "{body}");
+    let (status, body) = app.post("/api/v1/factories/plant-a/telemetry", Some(&key), batch(json!({"x": 4}))).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "messages[3].device_id", "{body}");
+    assert!(raw_points(&app, &admin, "meter-1", "x").await.is_empty(), "nothing of the refused batches");
+    let (_, latest) = app.get("/api/v1/factories/plant-a/telemetry/latest?device_id=meter-1", Some(&admin)).await;
+    assert_eq!(latest["properties"], json!([]), "{latest}");
+
+    // The corrected batch is stored whole.
+    let (status, body) = app
+        .post("/api/v1/factories/plant-a/telemetry", Some(&key), batch(json!({"device_id": "meter-1", "x": 4})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(raw_points(&app, &admin, "meter-1", "x").await.len(), 4);
+    app.stop().await;
+}
+
 async fn devices_are_listed_filtered_and_validated(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     let (admin, _) = setup(&app, "plant-a", "press-1").await;
@@ -279,6 +376,8 @@ async fn the_live_stream_pushes_this_factorys_telemetry(db: TestDatabase) {
 }
 
 backend_matrix!(
+    an_http_batch_without_ts_is_every_point,
+    a_batch_with_a_bad_message_stores_nothing,
     mqtt_publish_reaches_the_api,
     mqtt_refuses_wrong_credentials_and_foreign_topics,
     http_ingestion_with_an_api_key,

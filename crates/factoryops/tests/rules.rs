@@ -345,7 +345,36 @@ async fn rule_shapes_match_the_openapi_document(db: TestDatabase) {
     app.stop().await;
 }
 
+/// A device that sends the same explicit `ts` twice corrects the value: the store keeps
+/// the last write and the rules evaluate it. Before, the store showed 90 while the rules
+/// had only evaluated the first value (50), so the alert never opened.
+async fn a_repeated_ts_is_a_correction_for_store_and_rules(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", "boss-password-1").await;
+    app.post("/api/v1/factories/plant-a/devices", Some(&admin), json!({"id": "press-1", "name": "P", "type": "press"}))
+        .await;
+    let (_, creds) = app.post("/api/v1/factories/plant-a/devices/press-1/credentials", Some(&admin), json!({})).await;
+    let (status, rule) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), overheat_rule()).await;
+    assert_eq!(status, 201, "{rule}");
+    let (client, mut el) = mqtt::client(app.mqtt_port, "plant-a/press-1", creds["secret"].as_str().unwrap());
+    mqtt::connack(&mut el).await.unwrap();
+    let t0 = app.clock_now();
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 50, "ts": t0}).to_string()).await.unwrap();
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 90, "ts": t0}).to_string()).await.unwrap();
+    let (_, latest) = app.get("/api/v1/factories/plant-a/telemetry/latest?device_id=press-1", Some(&admin)).await;
+    assert_eq!(latest["properties"][0]["value"], 90.0, "the store keeps the correction: {latest}");
+    let open = wait_for(&app, &admin, "?status=open", |a| a.len() == 1).await;
+    assert!(open[0]["message"].as_str().unwrap().contains("temp_c = 90"), "{}", open[0]);
+    assert_eq!(open[0]["opened_at"], factoryops_types::format_rfc3339_ms(t0));
+    // Corrected back to normal: the rules follow again and resolve it.
+    mqtt::publish_acked(&client, &mut el, TOPIC, &json!({"temp_c": 50, "ts": t0}).to_string()).await.unwrap();
+    wait_for(&app, &admin, "?status=resolved", |a| a.len() == 1).await;
+    app.stop().await;
+}
+
 backend_matrix!(
+    a_repeated_ts_is_a_correction_for_store_and_rules,
     a_restart_catches_up_missed_evaluations_and_stale_devices,
     alerts_open_resolve_and_never_duplicate,
     rule_permissions_and_validation,

@@ -6,6 +6,7 @@
 //! - [`payload`]: the pure JSON payload parser (flattening, limits, per-property rejection).
 //! - [`pipeline::Ingestor`]: parse → register → group-committed durable write → bus event.
 //!   Used by the MQTT endpoint and by HTTP ingestion alike.
+//! - [`stamps::Stamps`]: unique server-given timestamps per device (ADR 0009).
 //! - [`mqtt::MqttServer`]: the built-in MQTT 3.1.1 / 5.0 endpoint with topic ACL and
 //!   PUBACK only after the points are durable.
 
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod payload;
 pub mod pipeline;
+pub mod stamps;
 
 pub use catalogue::{Property, PropertyCatalogue, PropertyUpdate, ValueType};
 pub use devices::{

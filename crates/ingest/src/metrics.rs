@@ -30,6 +30,10 @@ pub struct IngestMetrics {
     pub mqtt_protocol_errors: Counter,
     pub mqtt_sessions_evicted: Family<ReasonLabels, Counter>,
     pub property_cache_evictions: Counter,
+    /// Messages whose server-given timestamp waited for the clock (device > 1 message/ms).
+    pub stamp_waits: Counter,
+    /// Server-given timestamps issued beyond the lead bound because the wall clock went back.
+    pub stamp_clock_steps: Counter,
 }
 
 impl IngestMetrics {
@@ -77,6 +81,16 @@ impl IngestMetrics {
             "Devices whose known properties were dropped from the in-memory cache (reloaded on demand)",
             m.property_cache_evictions.clone(),
         );
+        metrics.register(
+            "ingest_stamp_waits",
+            "Messages without ts that waited for the clock: their device sent faster than one message per millisecond (ADR 0009)",
+            m.stamp_waits.clone(),
+        );
+        metrics.register(
+            "ingest_stamp_clock_steps",
+            "Server-given timestamps issued more than the lead ahead of the clock because the wall clock went back",
+            m.stamp_clock_steps.clone(),
+        );
         m
     }
 
@@ -97,6 +111,8 @@ impl IngestMetrics {
             mqtt_protocol_errors: Counter::default(),
             mqtt_sessions_evicted: Family::default(),
             property_cache_evictions: Counter::default(),
+            stamp_waits: Counter::default(),
+            stamp_clock_steps: Counter::default(),
         }
     }
 

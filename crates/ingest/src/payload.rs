@@ -107,6 +107,9 @@ pub struct ParsedPayload {
     /// Set when the device sent a `ts` outside the skew window: its distance from the
     /// receive time (device minus receive), and `ts_ms` is the receive time instead.
     pub clock_skew_ms: Option<i64>,
+    /// `ts_ms` is the device's own `ts`; otherwise it is the receive time, which the
+    /// pipeline replaces by a unique server-given stamp (ADR 0009).
+    pub device_ts: bool,
     pub values: Vec<(PropertyName, Value)>,
     pub rejected: Vec<RejectedProperty>,
 }
@@ -128,10 +131,14 @@ pub fn parse_payload(
     let mut out = Flattener { limits, values: Vec::new(), rejected: Vec::new(), seen: None };
     let mut ts_ms = received_at_ms;
     let mut clock_skew_ms = None;
+    let mut device_ts = false;
     for (key, value) in &map {
         if key == TS_KEY {
             match device_time(value) {
-                Some(ts) if ts.abs_diff(received_at_ms) <= limits.max_clock_skew_ms.unsigned_abs() => ts_ms = ts,
+                Some(ts) if ts.abs_diff(received_at_ms) <= limits.max_clock_skew_ms.unsigned_abs() => {
+                    ts_ms = ts;
+                    device_ts = true;
+                }
                 Some(ts) => clock_skew_ms = Some(ts.saturating_sub(received_at_ms)),
                 None => out.reject(key, RejectReason::InvalidTimestamp),
             }
@@ -141,7 +148,7 @@ pub fn parse_payload(
         name.push_str(key);
         out.visit(&mut name, value, 0);
     }
-    Ok(ParsedPayload { ts_ms, clock_skew_ms, values: out.values, rejected: out.rejected })
+    Ok(ParsedPayload { ts_ms, clock_skew_ms, device_ts, values: out.values, rejected: out.rejected })
 }
 
 /// `ts` as integer milliseconds or an RFC 3339 string.

@@ -29,6 +29,7 @@ use crate::IngestError;
 use crate::catalogue::{PropertyCatalogue, ValueType};
 use crate::metrics::IngestMetrics;
 use crate::payload::{MessageRejection, PayloadLimits, RejectReason, RejectedProperty, parse_payload};
+use crate::stamps::Stamps;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -105,11 +106,13 @@ pub struct IngestErrorRecord {
 
 type Done = oneshot::Sender<Result<(), String>>;
 
+/// One message, or one HTTP batch: its points are written in one store write, so a batch
+/// is stored whole or not at all.
 struct WriteRequest {
     factory: FactoryId,
     points: Vec<Point>,
-    /// What the `telemetry` event says about this message once it is durable.
-    message: TelemetryMessage,
+    /// What the `telemetry` event says about these messages once they are durable.
+    messages: Vec<TelemetryMessage>,
     done: Done,
 }
 
@@ -128,6 +131,8 @@ struct Inner {
     stop_flusher: CancellationToken,
     last_errors: Mutex<HashMap<DeviceKey, VecDeque<IngestErrorRecord>>>,
     last_health_ms: AtomicI64,
+    /// Unique server-given timestamps per device, shared by MQTT and HTTP (ADR 0009).
+    stamps: Stamps,
 }
 
 /// The ingest pipeline; cheap to clone.
@@ -158,6 +163,17 @@ enum SubmitState {
     Finished,
 }
 
+/// A message past parsing, registration and stamping, not yet queued.
+enum Prepared {
+    Rejected(MessageRejection),
+    Ready {
+        points: Vec<Point>,
+        /// `None` when no point is left to write.
+        message: Option<TelemetryMessage>,
+        summary: StoredSummary,
+    },
+}
+
 const HEALTH_EVENT_INTERVAL_MS: i64 = 10_000;
 
 impl Ingestor {
@@ -183,6 +199,7 @@ impl Ingestor {
                 metrics: metrics.clone(),
             },
         ));
+        let started_ms = clock.now_ms();
         let stop_flusher = CancellationToken::new();
         let flusher = tokio::spawn(flusher_loop(
             catalogue.clone(),
@@ -190,6 +207,7 @@ impl Ingestor {
             Duration::from_millis(config.property_last_seen_flush_ms.max(10)),
             stop_flusher.clone(),
         ));
+        let stamps = Stamps::new(started_ms, metrics.stamp_waits.clone(), metrics.stamp_clock_steps.clone());
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -203,6 +221,7 @@ impl Ingestor {
                 stop_flusher,
                 last_errors: Mutex::new(HashMap::new()),
                 last_health_ms: AtomicI64::new(i64::MIN),
+                stamps,
             }),
         }
     }
@@ -257,6 +276,70 @@ impl Ingestor {
     ) -> Result<Submitted, IngestError> {
         let submitted =
             |state| Submitted { ingestor: self.clone(), factory: factory.clone(), device: device.clone(), state };
+        let (points, message, summary) = match self.prepare(factory, device, payload, received_at_ms, memo).await? {
+            Prepared::Rejected(rejection) => return Ok(submitted(SubmitState::Rejected(rejection))),
+            Prepared::Ready { points, message, summary } => (points, message, summary),
+        };
+        let done = match message {
+            None => None,
+            Some(message) => Some(self.queue(factory, points, vec![message]).await?),
+        };
+        Ok(submitted(SubmitState::Pending { done, summary, received_at_ms }))
+    }
+
+    /// HTTP ingestion of a batch as one unit: every message is parsed, its new properties
+    /// registered and its points stamped first; then all points go to the store in one
+    /// write, so the batch is stored whole or not at all (`Err`: nothing acknowledged).
+    /// Returns once durable, one outcome per message in order; a message rejected whole
+    /// (bad JSON, not an object) is only that message's outcome.
+    pub async fn ingest_batch(
+        &self,
+        factory: &FactoryId,
+        messages: &[(DeviceId, Vec<u8>)],
+        received_at_ms: i64,
+    ) -> Result<Vec<IngestOutcome>, IngestError> {
+        let mut memos: HashMap<DeviceId, SchemaMemo> = HashMap::new();
+        let mut prepared = Vec::with_capacity(messages.len());
+        for (device, payload) in messages {
+            let memo = memos.entry(device.clone()).or_default();
+            prepared.push(self.prepare(factory, device, payload, received_at_ms, memo).await?);
+        }
+        let mut points = Vec::new();
+        let mut events = Vec::new();
+        for entry in &mut prepared {
+            if let Prepared::Ready { points: own, message, .. } = entry {
+                points.append(own);
+                events.extend(message.take());
+            }
+        }
+        if !events.is_empty() {
+            let done = self.queue(factory, points, events).await?;
+            let result = done.await.unwrap_or_else(|_| Err("writer stopped".into()));
+            if let Err(e) = result {
+                IngestMetrics::reason(&self.inner.metrics.failures, "store");
+                tracing::error!(factory_id = %factory, messages = messages.len(), error = %e, "telemetry batch write failed; nothing acknowledged");
+                return Err(IngestError::Store(e));
+            }
+        }
+        Ok(prepared
+            .into_iter()
+            .zip(messages)
+            .map(|(entry, (device, _))| match entry {
+                Prepared::Rejected(rejection) => IngestOutcome::MessageRejected(rejection),
+                Prepared::Ready { summary, .. } => self.stored(factory, device, summary, received_at_ms),
+            })
+            .collect())
+    }
+
+    /// Parses, registers new properties and stamps one message; nothing is queued yet.
+    async fn prepare(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        payload: &[u8],
+        received_at_ms: i64,
+        memo: &mut SchemaMemo,
+    ) -> Result<Prepared, IngestError> {
         let mut parsed = match parse_payload(payload, received_at_ms, &self.inner.config.limits) {
             Ok(parsed) => parsed,
             Err(rejection) => {
@@ -271,7 +354,7 @@ impl Ingestor {
                         detail: rejection.to_string(),
                     }],
                 );
-                return Ok(submitted(SubmitState::Rejected(rejection)));
+                return Ok(Prepared::Rejected(rejection));
             }
         };
         let schema = SchemaMemo::fingerprint(&parsed.values);
@@ -309,6 +392,12 @@ impl Ingestor {
                     .map(|name| RejectedProperty { name: name.into_string(), reason: RejectReason::CardinalityLimit }),
             );
         }
+        if !parsed.device_ts && !parsed.values.is_empty() {
+            // The receive time could collide with another message of the device (another
+            // connection, the same millisecond): a unique stamp, waiting if the device is
+            // faster than the clock (ADR 0009).
+            parsed.ts_ms = self.inner.stamps.next(factory, device, &*self.inner.clock).await;
+        }
         let points: Vec<Point> = parsed
             .values
             .iter()
@@ -325,23 +414,29 @@ impl Ingestor {
             rejected: parsed.rejected,
             clock_skew_ms: parsed.clock_skew_ms,
         };
-        let done = if points.is_empty() {
-            None
-        } else {
-            let tx = self.inner.tx.read().clone().ok_or(IngestError::ShuttingDown)?;
-            let (done_tx, done_rx) = oneshot::channel();
-            let message = TelemetryMessage {
-                device_id: device.clone(),
-                ts_ms: parsed.ts_ms,
-                key: event_key(factory, device, parsed.ts_ms, payload),
-                values: parsed.values,
-            };
-            tx.send(WriteRequest { factory: factory.clone(), points, message, done: done_tx })
-                .await
-                .map_err(|_| IngestError::ShuttingDown)?;
-            Some(done_rx)
-        };
-        Ok(submitted(SubmitState::Pending { done, summary, received_at_ms }))
+        let message = (!points.is_empty()).then(|| TelemetryMessage {
+            device_id: device.clone(),
+            ts_ms: parsed.ts_ms,
+            key: event_key(factory, device, parsed.ts_ms, payload),
+            values: parsed.values,
+        });
+        Ok(Prepared::Ready { points, message, summary })
+    }
+
+    /// Hands points to the writer (waiting while its queue is full); the receiver says
+    /// when they are durable.
+    async fn queue(
+        &self,
+        factory: &FactoryId,
+        points: Vec<Point>,
+        messages: Vec<TelemetryMessage>,
+    ) -> Result<oneshot::Receiver<Result<(), String>>, IngestError> {
+        let tx = self.inner.tx.read().clone().ok_or(IngestError::ShuttingDown)?;
+        let (done_tx, done_rx) = oneshot::channel();
+        tx.send(WriteRequest { factory: factory.clone(), points, messages, done: done_tx })
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        Ok(done_rx)
     }
 
     /// The device's most recent ingestion problems, newest first.
@@ -398,6 +493,44 @@ impl Ingestor {
         }
     }
 
+    /// Counts a durable message and records what was rejected inside it.
+    fn stored(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        summary: StoredSummary,
+        received_at_ms: i64,
+    ) -> IngestOutcome {
+        let inner = &self.inner;
+        inner.metrics.messages.inc();
+        inner.metrics.points.inc_by(summary.points as u64);
+        for r in &summary.rejected {
+            IngestMetrics::reason(&inner.metrics.rejected_properties, r.reason.as_str());
+        }
+        if !summary.rejected.is_empty() || summary.clock_skew_ms.is_some() {
+            let mut records: Vec<IngestErrorRecord> = summary
+                .rejected
+                .iter()
+                .map(|r| IngestErrorRecord {
+                    at_ms: received_at_ms,
+                    reason: r.reason.as_str().into(),
+                    property: Some(r.name.clone()),
+                    detail: format!("property rejected: {}", r.reason.as_str()),
+                })
+                .collect();
+            if let Some(skew) = summary.clock_skew_ms {
+                records.push(IngestErrorRecord {
+                    at_ms: received_at_ms,
+                    reason: "clock_skew".into(),
+                    property: None,
+                    detail: format!("device ts is {skew} ms from the receive time; the receive time was used"),
+                });
+            }
+            self.record_errors(factory, device, records);
+        }
+        IngestOutcome::Stored(summary)
+    }
+
     /// Tells operators that ingestion is degraded, at most once per interval, without
     /// ever making the message path wait for the bus.
     fn health_event(&self, detail: String) {
@@ -447,42 +580,11 @@ impl Submitted {
         }
         Poll::Ready(match std::mem::replace(&mut self.state, SubmitState::Finished) {
             SubmitState::Rejected(rejection) => Ok(IngestOutcome::MessageRejected(rejection)),
-            SubmitState::Pending { summary, received_at_ms, .. } => Ok(self.stored(summary, received_at_ms)),
+            SubmitState::Pending { summary, received_at_ms, .. } => {
+                Ok(self.ingestor.stored(&self.factory, &self.device, summary, received_at_ms))
+            }
             SubmitState::Finished => Err(IngestError::ShuttingDown),
         })
-    }
-
-    /// Counts a durable message and records what was rejected inside it.
-    fn stored(&self, summary: StoredSummary, received_at_ms: i64) -> IngestOutcome {
-        let Submitted { ingestor, factory, device, .. } = self;
-        let inner = &ingestor.inner;
-        inner.metrics.messages.inc();
-        inner.metrics.points.inc_by(summary.points as u64);
-        for r in &summary.rejected {
-            IngestMetrics::reason(&inner.metrics.rejected_properties, r.reason.as_str());
-        }
-        if !summary.rejected.is_empty() || summary.clock_skew_ms.is_some() {
-            let mut records: Vec<IngestErrorRecord> = summary
-                .rejected
-                .iter()
-                .map(|r| IngestErrorRecord {
-                    at_ms: received_at_ms,
-                    reason: r.reason.as_str().into(),
-                    property: Some(r.name.clone()),
-                    detail: format!("property rejected: {}", r.reason.as_str()),
-                })
-                .collect();
-            if let Some(skew) = summary.clock_skew_ms {
-                records.push(IngestErrorRecord {
-                    at_ms: received_at_ms,
-                    reason: "clock_skew".into(),
-                    property: None,
-                    detail: format!("device ts is {skew} ms from the receive time; the receive time was used"),
-                });
-            }
-            ingestor.record_errors(factory, device, records);
-        }
-        IngestOutcome::Stored(summary)
     }
 }
 
@@ -557,7 +659,7 @@ async fn writer_loop(mut rx: mpsc::Receiver<WriteRequest>, writer: Writer) {
             group.points.extend(request.points);
             group.waiters.push(Waiter {
                 range: start..group.points.len(),
-                message: Some(request.message),
+                messages: request.messages,
                 done: request.done,
             });
         }
@@ -592,9 +694,10 @@ impl Writer {
         };
         let mut messages = Vec::with_capacity(results.len());
         for (waiter, result) in &mut results {
-            if result.is_ok()
-                && let Some(message) = waiter.message.take()
-            {
+            if result.is_err() {
+                continue;
+            }
+            for message in std::mem::take(&mut waiter.messages) {
                 self.catalogue.touch(
                     &factory,
                     &message.device_id,
@@ -622,7 +725,7 @@ struct Waiter {
     /// This message's slice of the group's points.
     range: std::ops::Range<usize>,
     /// Taken for the `telemetry` batch once durable.
-    message: Option<TelemetryMessage>,
+    messages: Vec<TelemetryMessage>,
     done: Done,
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -71,6 +72,9 @@ pub struct RulesEngine {
     config: EngineConfig,
     inner: tokio::sync::Mutex<Inner>,
     commit_wakes: parking_lot::Mutex<Vec<Arc<tokio::sync::Notify>>>,
+    /// The evaluator's count of values older than their series' latest, readable without
+    /// the lock (for metrics).
+    out_of_order: AtomicU64,
 }
 
 impl RulesEngine {
@@ -102,6 +106,7 @@ impl RulesEngine {
             config,
             inner: tokio::sync::Mutex::new(Inner { eval, pending: Vec::new(), timezones: HashMap::new() }),
             commit_wakes: parking_lot::Mutex::new(Vec::new()),
+            out_of_order: AtomicU64::new(0),
         }))
     }
 
@@ -125,6 +130,12 @@ impl RulesEngine {
         Ok(())
     }
 
+    /// Values the live evaluation ignored because they were older than the latest value of
+    /// their (device, property) (README "Evaluation semantics"), since start.
+    pub fn out_of_order_points(&self) -> u64 {
+        self.out_of_order.load(Ordering::Relaxed)
+    }
+
     pub async fn stats(&self) -> EvaluatorStats {
         self.inner.lock().await.eval.stats()
     }
@@ -134,6 +145,7 @@ impl RulesEngine {
         let mut inner = self.inner.lock().await;
         let mut effects = Vec::new();
         inner.eval.on_observation(obs, &mut effects);
+        self.out_of_order.store(inner.eval.out_of_order_points(), Ordering::Relaxed);
         self.commit(&mut inner, effects).await
     }
 
@@ -145,6 +157,7 @@ impl RulesEngine {
         for obs in observations {
             inner.eval.on_observation(obs, &mut effects);
         }
+        self.out_of_order.store(inner.eval.out_of_order_points(), Ordering::Relaxed);
         self.commit(&mut inner, effects).await
     }
 

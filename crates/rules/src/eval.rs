@@ -72,6 +72,8 @@ pub struct EvaluatorStats {
     pub states: usize,
     pub active_alerts: usize,
     pub timers: usize,
+    /// Values ignored because they were older than the latest one of their series.
+    pub out_of_order_points: u64,
 }
 
 /// A fast non-cryptographic hasher (FxHash) for the evaluator's internal maps: keys are
@@ -293,6 +295,8 @@ struct FactoryState {
     states: HashMap<(u32, u32), RdState>,
     heap: BinaryHeap<Reverse<(i64, u32, u32)>>,
     scratch: Vec<u32>,
+    /// Values older than their series' latest, not evaluated (see `observe`).
+    out_of_order: u64,
 }
 
 /// Read-only view used while evaluating one (rule, device).
@@ -498,8 +502,15 @@ impl Evaluator {
             s.states += f.states.len();
             s.active_alerts += f.states.values().filter(|st| matches!(st.phase, Phase::Active(_))).count();
             s.timers += f.heap.len();
+            s.out_of_order_points += f.out_of_order;
         }
         s
+    }
+
+    /// Values ignored so far because they were older than the latest value of their
+    /// series (cheap: one addition per factory; for metrics).
+    pub fn out_of_order_points(&self) -> u64 {
+        self.factories.iter().map(|f| f.out_of_order).sum()
     }
 }
 
@@ -524,6 +535,7 @@ impl FactoryState {
             states: HashMap::default(),
             heap: BinaryHeap::new(),
             scratch: Vec::new(),
+            out_of_order: 0,
         }
     }
 
@@ -729,20 +741,30 @@ impl FactoryState {
         let device_type = self.device_types[d].as_deref();
         for (name, value) in &obs.values {
             let Some(&p) = self.props.get(name.as_str()) else { continue };
-            let newer = match self.latest.get(&(dev, p)) {
-                Some((t, _)) => ts > *t,
-                None => true,
-            };
-            if !newer {
-                continue;
+            // A point's identity is (series, timestamp) (ADR 0009): a newer timestamp is
+            // the next value; the same timestamp with another value is a correction and
+            // replaces it (the store keeps the last write too), so the rules re-evaluate
+            // with it; the same value again is a redelivery and changes nothing. An older
+            // point is history (a backfill, a late retry): live evaluation has moved past
+            // it, so it is counted and ignored; a backtest over the stored series sees it.
+            match self.latest.get(&(dev, p)) {
+                Some((t, _)) if ts < *t => {
+                    self.out_of_order += 1;
+                    continue;
+                }
+                Some((t, v)) if ts == *t && v == value => continue,
+                _ => {}
             }
             self.latest.insert((dev, p), (ts, *value));
             let window = self.rate_window[p as usize];
-            if window > 0
-                && let Value::Float(f) = value
-            {
+            if window > 0 {
                 let h = self.history.entry((dev, p)).or_default();
-                h.push_back((ts, *f));
+                if h.back().is_some_and(|(t, _)| *t == ts) {
+                    h.pop_back();
+                }
+                if let Value::Float(f) = value {
+                    h.push_back((ts, *f));
+                }
                 let start = ts.saturating_sub(window);
                 while h.front().is_some_and(|(t, _)| *t < start) || h.len() > MAX_RATE_SAMPLES {
                     h.pop_front();

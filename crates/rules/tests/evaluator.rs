@@ -384,6 +384,48 @@ fn replayed_events_never_open_twice() {
     assert_eq!(again[0].alert().key, key);
 }
 
+/// A point's identity is (series, timestamp): the same timestamp with another value is a
+/// correction (the store keeps the last write), so the rules re-evaluate with it. Before,
+/// the evaluator kept the first value and the alert below never opened while the store
+/// showed 90.
+#[test]
+fn an_equal_timestamp_with_another_value_is_a_correction() {
+    let mut h = H::new(base(json!({"property": "temp_c", "op": ">", "value": 80})));
+    assert!(h.send(5_000, &[("temp_c", f(50.0))]).is_empty());
+    let corrected = h.send(5_000, &[("temp_c", f(90.0))]);
+    assert_eq!(kinds(&corrected), ["open", "notify:opened"]);
+    let Effect::Open(open) = &corrected[0] else { panic!() };
+    assert_eq!((open.value, open.at_ms), (Some(f(90.0)), 5_000));
+    // The same value again is a redelivery: nothing new.
+    assert!(h.send(5_000, &[("temp_c", f(90.0))]).is_empty());
+    // Corrected back: the alert resolves at the point's time.
+    let back = h.send(5_000, &[("temp_c", f(50.0))]);
+    assert_eq!(kinds(&back), ["resolve", "notify:resolved"]);
+    // Rates see the corrected sample, not both.
+    let mut h = H::new(base(
+        json!({"property": "t", "op": "rate_of_change", "window_seconds": 60, "compare": ">", "value": 1}),
+    ));
+    h.send(0, &[("t", f(0.0))]);
+    assert!(h.send(10_000, &[("t", f(5.0))]).is_empty(), "0.5/s");
+    assert_eq!(opens(&h.send(10_000, &[("t", f(50.0))])), 1, "corrected to 5/s");
+}
+
+/// Rules evaluate live data: a point older than the latest value of its (device, property)
+/// — a backfill, a late retry — is not evaluated (live evaluation has moved past its time;
+/// a backtest over the stored series sees it) and is counted.
+#[test]
+fn a_point_older_than_the_latest_is_counted_and_not_evaluated() {
+    let mut h = H::new(base(json!({"property": "temp_c", "op": ">", "value": 80})));
+    assert!(h.send(10_000, &[("temp_c", f(50.0))]).is_empty());
+    assert!(h.send(4_000, &[("temp_c", f(99.0))]).is_empty(), "older: not evaluated");
+    assert_eq!(h.ev.out_of_order_points(), 1);
+    assert_eq!(h.ev.stats().out_of_order_points, 1);
+    // A property the rules do not read is not counted; the next live value still counts.
+    assert!(h.send(3_000, &[("other", f(1.0))]).is_empty());
+    assert_eq!(h.ev.out_of_order_points(), 1);
+    assert_eq!(opens(&h.send(11_000, &[("temp_c", f(81.0))])), 1);
+}
+
 #[test]
 fn schedule_across_berlin_dst_and_outside_schedule_resolve() {
     let ms = |t: &str| parse_rfc3339_ms(t).unwrap();

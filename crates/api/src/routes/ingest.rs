@@ -616,59 +616,100 @@ async fn series(
 
 /// HTTP ingestion (`telemetry:write`, e.g. an API key): the MQTT payload plus `device_id`,
 /// or a batch `{"messages": [...]}`. Answers once the points are durable.
+///
+/// A batch is one unit (ADR 0009): every `device_id` is checked first (present, an
+/// existing and active device of this factory); any failure answers a problem naming the
+/// message (`messages[3].device_id`) and nothing is stored. Then all points go to the store
+/// in one write: the answer is either every message's result or an error with nothing
+/// stored. A message that is not a JSON object of values is that message's `rejected`
+/// result; the others are stored. Messages without `ts` get distinct server timestamps.
 #[utoipa::path(post, path = "/api/v1/factories/{factory_id}/telemetry", tag = "telemetry",
     params(("factory_id" = String, Path)), request_body = TelemetryBody, security(("bearer" = [])),
-    responses((status = 200, body = IngestResults), (status = 404, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = IngestResults), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
 async fn ingest_http(
     State(state): State<AppState>,
     t: Tenant<TelemetryWrite>,
     ApiJson(body): ApiJson<TelemetryBody>,
 ) -> ApiResult<Json<IngestResults>> {
-    let messages = match body {
-        TelemetryBody::Batch { messages } => messages,
-        TelemetryBody::One(message) => vec![message],
+    let (messages, single) = match body {
+        TelemetryBody::Batch { messages } => (messages, false),
+        TelemetryBody::One(message) => (vec![message], true),
     };
     if messages.is_empty() || messages.len() > 1000 {
         return Err(Problem::invalid_field("messages", "send between 1 and 1000 messages"));
     }
-    let mut results = Vec::with_capacity(messages.len());
+    // Validate the whole batch before anything is written; a batch usually names few
+    // devices, each looked up once.
+    let mut devices: std::collections::HashMap<String, DeviceId> = std::collections::HashMap::new();
+    let mut batch = Vec::with_capacity(messages.len());
     for (index, mut message) in messages.into_iter().enumerate() {
-        let field = |name: &str| if index == 0 { name.to_string() } else { format!("messages[{index}].{name}") };
+        let field = if single { "device_id".to_string() } else { format!("messages[{index}].device_id") };
         let raw = match message.remove("device_id") {
             Some(serde_json::Value::String(id)) => id,
-            _ => {
-                return Err(Problem::invalid_field(
-                    &field("device_id"),
-                    "is required: the device the values come from",
-                ));
+            _ => return Err(Problem::invalid_field(&field, "is required: the device the values come from")),
+        };
+        let device = match devices.get(&raw) {
+            Some(device) => device.clone(),
+            None => {
+                let device = batch_device(&state, &t.factory, &raw, &field).await?;
+                devices.insert(raw, device.clone());
+                device
             }
         };
-        let device = existing_device(&state, &t.factory, &raw).await?;
-        if device.status != DeviceStatus::Active {
-            return Err(Problem::conflict(format!("device `{raw}` is disabled")));
-        }
         let payload = serde_json::to_vec(&message).map_err(|e| Problem::internal(&e))?;
-        let outcome =
-            state.ingestor.ingest(&t.factory, &device.id, &payload, now(&state)).await.map_err(|e| match e {
-                IngestError::ShuttingDown => Problem::unavailable("shutting down; retry against another instance"),
-                other => Problem::unavailable(format!("not stored, retry: {other}")),
-            })?;
-        results.push(match outcome {
+        batch.push((device, payload));
+    }
+    let outcomes = state.ingestor.ingest_batch(&t.factory, &batch, now(&state)).await.map_err(|e| match e {
+        IngestError::ShuttingDown => {
+            Problem::unavailable("shutting down; nothing was stored, retry against another instance")
+        }
+        other => Problem::unavailable(format!("nothing was stored, retry: {other}")),
+    })?;
+    let results = batch
+        .iter()
+        .zip(outcomes)
+        .map(|((device, _), outcome)| match outcome {
             IngestOutcome::Stored(summary) => IngestResult {
-                device_id: raw,
+                device_id: device.to_string(),
                 status: "stored".into(),
                 points: summary.points,
                 rejected: summary.rejected.iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect(),
             },
             IngestOutcome::MessageRejected(reason) => IngestResult {
-                device_id: raw,
+                device_id: device.to_string(),
                 status: "rejected".into(),
                 points: 0,
                 rejected: vec![serde_json::to_value(&reason).unwrap_or_default()],
             },
-        });
-    }
+        })
+        .collect();
     Ok(Json(IngestResults { results }))
+}
+
+/// The device a batch message names, if it exists and is active; otherwise the problem
+/// (naming the message's field) that refuses the whole batch.
+async fn batch_device(
+    state: &AppState,
+    factory: &factoryops_types::FactoryId,
+    raw: &str,
+    field: &str,
+) -> ApiResult<DeviceId> {
+    let refused = |mut problem: Problem, message: &str| {
+        problem.errors = vec![FieldError { field: field.to_string(), message: message.to_string() }];
+        problem
+    };
+    let Some(device) = (match DeviceId::parse(raw) {
+        Ok(id) => state.devices.get(factory, &id).await?,
+        Err(_) => None,
+    }) else {
+        let message = format!("no such device `{raw}`");
+        return Err(refused(Problem::not_found(format!("{field}: {message}; nothing was stored")), &message));
+    };
+    if device.status != DeviceStatus::Active {
+        let message = format!("device `{raw}` is disabled");
+        return Err(refused(Problem::conflict(format!("{field}: {message}; nothing was stored")), &message));
+    }
+    Ok(device.id)
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -647,7 +647,6 @@ where
         protocol,
         session_expiry,
         schema: SchemaMemo::default(),
-        last_stamp: i64::MIN,
         pending: VecDeque::new(),
         window: usize::from(ctx.config.receive_maximum.max(1)),
         // PUBACKs are 4–5 bytes: a window of 64 fits in 320 bytes (10k connections each keep one).
@@ -743,8 +742,6 @@ struct Connection<'a, W> {
     session_expiry: u32,
     /// The device's already-registered property set, so repeat messages skip the catalogue.
     schema: SchemaMemo,
-    /// The receive time given to the previous PUBLISH (see [`Connection::stamp`]).
-    last_stamp: i64,
     /// Responses owed, oldest first; the socket is not read while `window` are owed.
     pending: VecDeque<Pending>,
     window: usize,
@@ -933,7 +930,9 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
     /// submission waits (registration, a full writer queue) are written meanwhile.
     async fn submit(&mut self, publish: Publish, permit: OwnedSemaphorePermit) -> Result<(), End> {
         let received = std::time::Instant::now();
-        let received_at = self.stamp();
+        // A message without its own `ts` gets a unique stamp per device from the pipeline
+        // (shared with the device's other connections and HTTP; ADR 0009).
+        let received_at = self.ctx.clock.now_ms();
         let submit = self.ctx.ingestor.submit_with(
             &self.auth.factory,
             &self.auth.device,
@@ -959,25 +958,6 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
         })?;
         self.pending.push_back(Pending::Ack { pkid: publish.pkid, submitted, received, _permit: permit });
         Ok(())
-    }
-
-    /// The receive time of the next PUBLISH: the clock's, but strictly after the previous
-    /// one's. A message without its own `ts` is stored at its receive time, and two
-    /// messages of a device received in the same millisecond would otherwise be one point
-    /// per property (newest wins) and one observation for the rules: the second message's
-    /// values replaced the first's and were never evaluated (seen as alerts that never
-    /// opened when a device sent "high" then "low" within 1 ms). The stamps run at most
-    /// [`MAX_STAMP_LEAD_MS`] ahead of the clock; a device sending faster than one message
-    /// per millisecond for longer gets the clock's time again.
-    fn stamp(&mut self) -> i64 {
-        let now = self.ctx.clock.now_ms();
-        let stamp = if self.last_stamp >= now && self.last_stamp < now.saturating_add(MAX_STAMP_LEAD_MS) {
-            self.last_stamp + 1
-        } else {
-            now
-        };
-        self.last_stamp = stamp;
-        stamp
     }
 
     async fn write_owed(&mut self, out: Result<Option<Bytes>, ()>) -> Result<(), End> {
@@ -1007,9 +987,6 @@ impl<W: AsyncWrite + Unpin> Connection<'_, W> {
         let _ = self.write.shutdown().await;
     }
 }
-
-/// How far ahead of the clock a connection's receive times may run (see `Connection::stamp`).
-const MAX_STAMP_LEAD_MS: i64 = 1_000;
 
 /// What woke a connection up.
 enum Event {

@@ -7,4 +7,5 @@ mod common;
 mod mqtt;
 mod mqtt_edge;
 mod pipeline;
+mod points;
 mod repo;

@@ -557,6 +557,110 @@ async fn receive_times_of_a_connection_are_distinct(db: TestDatabase) {
     server.shutdown().await;
 }
 
+/// All raw points of one series (the embedded store keeps one per timestamp: newest wins).
+async fn series(env: &Env, f: &FactoryId, d: &DeviceId, property: &str) -> Vec<factoryops_tsdb::Sample> {
+    let query = factoryops_tsdb::SeriesQuery {
+        device: d.clone(),
+        property: factoryops_types::PropertyName::parse(property).unwrap(),
+        from_ms: 0,
+        to_ms: i64::MAX,
+        aggregation: None,
+        limit: None,
+    };
+    env.store.query(f, &query).await.unwrap()
+}
+
+/// Publishes `n` QoS 1 messages `{"<prop>": i, "k": 1}` (no `ts`) as fast as the
+/// connection allows (100 in flight) and waits for every PUBACK.
+async fn publish_burst(port: u16, client_id: &str, secret: &str, topic: String, prop: &'static str, values: Vec<u64>) {
+    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_credentials("plant-a/press-1", secret);
+    opts.set_inflight(100);
+    opts.set_keep_alive(Duration::from_secs(60));
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 256);
+    let n = values.len();
+    let publisher = tokio::spawn(async move {
+        for i in values {
+            client.publish(&topic, QoS::AtLeastOnce, false, format!(r#"{{"{prop}": {i}, "k": 1}}"#)).await.unwrap();
+        }
+        client
+    });
+    let mut acks = 0;
+    while acks < n {
+        let event = tokio::time::timeout(Duration::from_secs(60), el.poll()).await.unwrap().unwrap();
+        if let Event::Incoming(Packet::PubAck(_)) = event {
+            acks += 1;
+        }
+    }
+    drop(publisher.await.unwrap());
+}
+
+/// A device faster than one message per millisecond, without `ts`: every acknowledged
+/// message is its own point. Before, a connection's stamps fell back to the clock's time
+/// once they ran 1 s ahead, re-issuing used stamps (5,000 sent → ~1,200 stored).
+async fn ten_thousand_fast_messages_are_ten_thousand_points(db: TestDatabase) {
+    let env = env(&db, StoreKind::Embedded, IngestConfig::default()).await;
+    let f = factory("plant-a");
+    let d = device("press-1");
+    let secret = provision(&env, &f, "press-1").await;
+    let server = server(&env, MqttConfig::default()).await;
+    let started = std::time::Instant::now();
+    publish_burst(server.local_addr().port(), "fast", &secret, telemetry_topic(&f, &d), "n", (0..10_000).collect())
+        .await;
+    let took = started.elapsed();
+    for property in ["n", "k"] {
+        let points = series(&env, &f, &d, property).await;
+        assert_eq!(points.len(), 10_000, "{property}: every acknowledged message is a point");
+    }
+    let n = series(&env, &f, &d, "n").await;
+    // In arrival order, each value once.
+    assert!(n.iter().enumerate().all(|(i, p)| p.value == Value::Float(i as f64)), "values in order");
+    // The lead stayed bounded: the last stamp is at most 1 s ahead of the clock.
+    assert!(n[9_999].ts_ms <= env.clock.now_ms() + 1_000, "{} vs {}", n[9_999].ts_ms, env.clock.now_ms());
+    let text = env.metrics.render();
+    println!(
+        "10,000 messages in {took:?}; {}",
+        text.lines().filter(|l| l.contains("stamp_waits_total")).collect::<String>()
+    );
+    server.shutdown().await;
+}
+
+/// Two connections of the same device (e.g. a gateway with two clients), alternating,
+/// without `ts`: stamps are per device, not per connection, so no point replaces another.
+async fn two_connections_of_one_device_never_collide(db: TestDatabase) {
+    let env = env(&db, StoreKind::Embedded, IngestConfig::default()).await;
+    let f = factory("plant-a");
+    let d = device("press-1");
+    let secret = provision(&env, &f, "press-1").await;
+    let server = server(&env, MqttConfig::default()).await;
+    let port = server.local_addr().port();
+    let topic = telemetry_topic(&f, &d);
+    let mut tasks = Vec::new();
+    for c in 0..2u64 {
+        let (secret, topic) = (secret.clone(), topic.clone());
+        // Even values from one connection, odd from the other, at the same time.
+        let values: Vec<u64> = (0..3_000).map(|i| i * 2 + c).collect();
+        tasks.push(tokio::spawn(async move {
+            publish_burst(port, &format!("conn-{c}"), &secret, topic, "v", values).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let points = series(&env, &f, &d, "v").await;
+    assert_eq!(points.len(), 6_000, "every acknowledged message of both connections is a point");
+    let mut values: Vec<i64> = points
+        .iter()
+        .map(|p| match p.value {
+            Value::Float(v) => v as i64,
+            Value::Bool(_) => -1,
+        })
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..6_000).collect::<Vec<_>>());
+    server.shutdown().await;
+}
+
 async fn shutdown_acks_in_flight_messages(db: TestDatabase) {
     let store = Arc::new(TestStore::default());
     let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
@@ -741,6 +845,8 @@ async fn session_expiry_and_offline_bound(db: TestDatabase) {
 
 backend_matrix!(
     receive_times_of_a_connection_are_distinct,
+    ten_thousand_fast_messages_are_ten_thousand_points,
+    two_connections_of_one_device_never_collide,
     connect_rate_limits_refuse_and_recover,
     session_expiry_and_offline_bound,
     v311_publish_acl_and_sessions,

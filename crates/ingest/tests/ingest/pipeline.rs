@@ -31,7 +31,9 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
     let names: Vec<&str> = latest.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["phase.l1.v", "power_kw", "running"]);
     assert_eq!(latest[1].1.value, Value::Float(12.5));
-    assert_eq!(latest[1].1.ts_ms, now);
+    // No `ts`: a server stamp at (or, right after start, up to the lead ahead of) the clock.
+    assert_eq!(latest[1].1.ts_ms, summary.ts_ms);
+    assert!(summary.ts_ms >= now && summary.ts_ms <= env.clock.now_ms() + 1_000, "{summary:?}");
 
     let props = env.ingestor.catalogue().list_for_device(&f, &d).await.unwrap();
     assert_eq!(props.len(), 3);
@@ -40,7 +42,7 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
     assert_eq!(batch.event.factory_id, f);
     let message = &batch.event.messages[0];
     assert_eq!((batch.event.messages.len(), message.device_id.as_str()), (1, "press-1"));
-    assert_eq!((message.values.len(), message.ts_ms), (3, now));
+    assert_eq!((message.values.len(), message.ts_ms), (3, summary.ts_ms));
     assert!(!message.key.is_empty());
 
     let errors = env.ingestor.last_errors(&f, &d);
@@ -62,7 +64,7 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
 
     env.ingestor.shutdown().await;
     let device = env.registry.get(&f, &d).await.unwrap().unwrap();
-    assert_eq!(device.last_seen, Some(now), "flushed on shutdown");
+    assert_eq!(device.last_seen, Some(summary.ts_ms), "flushed on shutdown");
     assert!(matches!(env.ingestor.ingest(&f, &d, br#"{"a": 1}"#, now).await, Err(IngestError::ShuttingDown)));
 }
 
@@ -75,8 +77,10 @@ async fn last_seen_reads_include_what_is_not_written_yet(db: TestDatabase) {
     provision(&env, &f, "press-1").await;
     let catalogue = env.ingestor.catalogue();
     let now = env.clock.now_ms();
-    env.ingestor.ingest(&f, &d, br#"{"power_kw": 1, "temp_c": 20}"#, now).await.unwrap();
-    env.ingestor.ingest(&f, &d, br#"{"power_kw": 2}"#, now + 5_000).await.unwrap();
+    let first = format!(r#"{{"ts": {now}, "power_kw": 1, "temp_c": 20}}"#);
+    env.ingestor.ingest(&f, &d, first.as_bytes(), now).await.unwrap();
+    let second = format!(r#"{{"ts": {}, "power_kw": 2}}"#, now + 5_000);
+    env.ingestor.ingest(&f, &d, second.as_bytes(), now).await.unwrap();
     assert_eq!(env.registry.get(&f, &d).await.unwrap().unwrap().last_seen, None, "not written yet");
     assert_eq!(catalogue.pending_device_last_seen(&f, &d), Some(now + 5_000));
     assert_eq!(catalogue.pending_device_last_seen(&factory("plant-b"), &d), None);
@@ -286,7 +290,35 @@ async fn error_lists_are_bounded_over_devices(db: TestDatabase) {
     assert!(env.ingestor.last_errors(&f, &device("dev-0")).is_empty(), "the oldest list is dropped");
 }
 
+/// HTTP ingestion's batch is one unit: 1,000 messages of one device without `ts` are
+/// 1,000 points with distinct stamps, written in one store write; a message that is not a
+/// JSON object is only its own result; a failed write stores nothing of the batch.
+async fn a_batch_is_one_write_with_distinct_stamps(db: TestDatabase) {
+    let store = Arc::new(TestStore::default());
+    let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
+    let (f, d) = (factory("plant-a"), device("press-1"));
+    provision(&env, &f, "press-1").await;
+    provision(&env, &f, "press-2").await;
+    let mut batch: Vec<_> = (0..1_000).map(|i| (d.clone(), format!(r#"{{"v": {i}}}"#).into_bytes())).collect();
+    batch.insert(500, (device("press-2"), b"[1]".to_vec()));
+    let now = env.clock.now_ms();
+    let outcomes = env.ingestor.ingest_batch(&f, &batch, now).await.unwrap();
+    assert_eq!(outcomes.len(), 1_001);
+    assert!(matches!(&outcomes[500], IngestOutcome::MessageRejected(r) if r.as_str() == "not_an_object"));
+    assert_eq!(store.writes.load(Ordering::SeqCst), 1, "one store write for the whole batch");
+    let series = store.points.lock().values().next().cloned().unwrap();
+    assert_eq!(series.len(), 1_000);
+    assert!(series.windows(2).all(|w| w[0].ts_ms < w[1].ts_ms), "distinct, in batch order");
+    assert!(series.iter().enumerate().all(|(i, p)| p.value == Value::Float(i as f64)));
+
+    store.fail.store(true, Ordering::SeqCst);
+    let err = env.ingestor.ingest_batch(&f, &batch[..10], now).await.unwrap_err();
+    assert!(matches!(err, IngestError::Store(_)), "{err:?}");
+    assert_eq!(store.points.lock().values().map(Vec::len).sum::<usize>(), 1_000, "nothing of the failed batch");
+}
+
 backend_matrix!(
+    a_batch_is_one_write_with_distinct_stamps,
     last_seen_reads_include_what_is_not_written_yet,
     the_property_cache_is_bounded_and_the_guard_survives_eviction,
     error_lists_are_bounded_over_devices,
