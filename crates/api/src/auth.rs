@@ -11,6 +11,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use factoryops_identity::{Permission, Principal, RequestContext};
@@ -103,8 +104,12 @@ pub(crate) fn request_context(parts: &Parts) -> RequestContext {
 }
 
 async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Problem> {
-    let header = parts
-        .headers
+    bearer_principal(&parts.headers, state).await
+}
+
+/// The principal of the request's bearer credential.
+pub(crate) async fn bearer_principal(headers: &HeaderMap, state: &AppState) -> Result<Principal, Problem> {
+    let header = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| Problem::unauthorized("send `Authorization: Bearer <access token or API key>`"))?;

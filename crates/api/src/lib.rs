@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod idempotency;
 mod layers;
 pub mod problem;
 mod router;

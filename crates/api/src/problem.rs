@@ -154,11 +154,20 @@ impl From<JsonRejection> for Problem {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
             JsonRejection::JsonDataError(e) => {
-                // serde's message carries the path, e.g. "email: invalid type: ...".
-                let text = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.body_text());
-                let (field, message) = match text.split_once(": ") {
-                    Some((path, msg)) if !path.contains(' ') => (path.to_string(), msg.to_string()),
-                    _ => (missing_field(&text).unwrap_or("body").to_string(), text.clone()),
+                // axum deserialises through serde_path_to_error: the path and serde's own
+                // message come apart without parsing text.
+                let mut source = std::error::Error::source(&e);
+                let mut path_error = None;
+                while let Some(error) = source {
+                    if let Some(found) = error.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+                        path_error = Some(found);
+                        break;
+                    }
+                    source = error.source();
+                }
+                let (field, message) = match path_error {
+                    Some(error) => field_error(&error.path().to_string(), &error.inner().to_string()),
+                    None => ("body".to_string(), e.body_text()),
                 };
                 Problem::validation(vec![FieldError { field, message }])
             }
@@ -179,9 +188,32 @@ impl From<JsonRejection> for Problem {
     }
 }
 
-/// The field named by serde's "missing field `x`" message.
-fn missing_field(message: &str) -> Option<&str> {
-    message.strip_prefix("missing field `")?.split('`').next()
+/// The field path and message of a serde error at `path` (`.` is the body itself), in the
+/// same form as the validation problems of the components: an unknown or missing field is
+/// named by its own path (`notify.zzz`, `widgets[2].title`), not by its parent's.
+fn field_error(path: &str, message: &str) -> (String, String) {
+    let path = if path == "." { "" } else { path };
+    let message = match message.find(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    let join = |name: &str| {
+        if path.is_empty() {
+            name.to_string()
+        } else if path == name || path.ends_with(&format!(".{name}")) {
+            path.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let named = |prefix: &str| message.strip_prefix(prefix).and_then(|rest| rest.split('`').next());
+    if let Some(name) = named("unknown field `") {
+        (join(name), "unknown field".into())
+    } else if let Some(name) = named("missing field `") {
+        (join(name), "is required".into())
+    } else {
+        (if path.is_empty() { "body".into() } else { path.to_string() }, message.to_string())
+    }
 }
 
 impl From<factoryops_identity::IdentityError> for Problem {
@@ -199,5 +231,52 @@ impl From<factoryops_identity::IdentityError> for Problem {
             E::Db(e) => Problem::internal(&e),
             E::Internal(message) => Problem::internal(&message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Widget {
+        title: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Dashboard {
+        name: String,
+        #[serde(default)]
+        widgets: Vec<Widget>,
+    }
+
+    fn problem_for(body: &str) -> Problem {
+        let mut de = serde_json::Deserializer::from_str(body);
+        let error = serde_path_to_error::deserialize::<_, Dashboard>(&mut de).unwrap_err();
+        let (field, message) = field_error(&error.path().to_string(), &error.inner().to_string());
+        Problem::validation(vec![FieldError { field, message }])
+    }
+
+    #[test]
+    fn serde_errors_name_the_field_by_its_path() {
+        let p = problem_for(r#"{"name": "d", "zzz": 1}"#);
+        assert_eq!(p.status, 422);
+        assert_eq!(p.errors, vec![FieldError { field: "zzz".into(), message: "unknown field".into() }]);
+        let p =
+            problem_for(r#"{"name": "d", "widgets": [{"title": "a"}, {"title": "b"}, {"title": "c", "titel": 1}]}"#);
+        assert_eq!(p.errors[0].field, "widgets[2].titel");
+        assert_eq!(p.errors[0].message, "unknown field");
+        let p = problem_for(r#"{"name": "d", "widgets": [{}]}"#);
+        assert_eq!(p.errors[0], FieldError { field: "widgets[0].title".into(), message: "is required".into() });
+        let p = problem_for(r#"{"widgets": []}"#);
+        assert_eq!(p.errors[0], FieldError { field: "name".into(), message: "is required".into() });
+        let p = problem_for(r#"{"name": 5}"#);
+        assert_eq!(p.errors[0].field, "name");
+        assert!(p.errors[0].message.starts_with("invalid type"), "{:?}", p.errors);
+        assert!(!p.errors[0].message.contains("line"), "{:?}", p.errors);
     }
 }

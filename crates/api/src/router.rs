@@ -106,11 +106,17 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document as generated from the code (checked in as `docs/openapi.json`).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    api_routes_and_document().1
+}
+
+fn api_routes_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (routes, mut openapi) = api_routes().split_for_parts();
+    crate::idempotency::document(&mut openapi);
+    (routes, openapi)
 }
 
 pub fn build_router(state: AppState) -> Router {
-    let (routes, openapi) = api_routes().split_for_parts();
+    let (routes, openapi) = api_routes_and_document();
     let docs: Router<AppState> = SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", openapi).into();
     let timeout = state.request_timeout;
     routes
@@ -132,7 +138,8 @@ pub fn build_router(state: AppState) -> Router {
                 .layer(middleware::from_fn(layers::problem_for_bare_errors))
                 .layer(middleware::from_fn_with_state(state.metrics.clone(), layers::record_metrics))
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
-                .layer(DefaultBodyLimit::max(state.body_limit_bytes)),
+                .layer(DefaultBodyLimit::max(state.body_limit_bytes))
+                .layer(middleware::from_fn_with_state(state.clone(), crate::idempotency::layer)),
         )
         .with_state(state)
 }

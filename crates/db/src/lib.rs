@@ -4,6 +4,7 @@
 //! per backend and per component.
 
 mod database;
+pub mod idempotency;
 pub mod jobs;
 pub mod outbox;
 

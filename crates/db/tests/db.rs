@@ -1,4 +1,5 @@
 #![allow(clippy::unwrap_used)]
+use factoryops_db::idempotency::{self, Claim, IdempotencyStore, KeyScope, StoredResponse};
 use factoryops_db::jobs::{JobQueue, JobStatus, NewJob};
 use factoryops_db::{Database, MIGRATIONS, outbox};
 use factoryops_platform::bus::{EventBus, MemoryBus, topics};
@@ -146,7 +147,46 @@ async fn outbox_relays_in_order_once(db: TestDatabase) {
     }
 }
 
+fn scope(factory: &str, principal: &str, key: &str) -> KeyScope {
+    KeyScope { factory: Some(FactoryId::parse(factory).unwrap()), principal: principal.into(), key: key.into() }
+}
+
+async fn idempotency_keys_replay_conflict_and_expire(db: TestDatabase) {
+    let store = IdempotencyStore::new(open(&db).await);
+    let a = scope("plant-a", "user:1", "k1");
+    let response =
+        StoredResponse { status: 201, content_type: Some("application/json".into()), body: "{\"id\":1}".into() };
+    assert_eq!(store.claim(&a, "h1", 1_000, 30_000).await.unwrap(), Claim::Claimed);
+    // While it runs: the same request waits, a different one is refused.
+    assert_eq!(store.claim(&a, "h1", 2_000, 30_000).await.unwrap(), Claim::InProgress);
+    assert_eq!(store.claim(&a, "h2", 2_000, 30_000).await.unwrap(), Claim::Mismatch);
+    // The same key of another principal or another factory is another key.
+    assert_eq!(store.claim(&scope("plant-a", "user:2", "k1"), "h1", 2_000, 30_000).await.unwrap(), Claim::Claimed);
+    assert_eq!(store.claim(&scope("plant-b", "user:1", "k1"), "h1", 2_000, 30_000).await.unwrap(), Claim::Claimed);
+
+    store.complete(&a, &response, 3_000).await.unwrap();
+    assert_eq!(store.claim(&a, "h1", 4_000, 30_000).await.unwrap(), Claim::Replay(response.clone()));
+    assert_eq!(store.claim(&a, "h2", 4_000, 30_000).await.unwrap(), Claim::Mismatch);
+    // 24 h after the response it is gone: the key is new again.
+    let expired = 3_000 + idempotency::RETENTION_MS;
+    assert_eq!(store.claim(&a, "h2", expired, 30_000).await.unwrap(), Claim::Claimed);
+
+    // A released key runs again; an abandoned claim (its process died) is taken over after its lock.
+    let b = scope("plant-a", "user:1", "k2");
+    assert_eq!(store.claim(&b, "h1", 1_000, 30_000).await.unwrap(), Claim::Claimed);
+    store.release(&b).await.unwrap();
+    assert_eq!(store.claim(&b, "h1", 1_000, 30_000).await.unwrap(), Claim::Claimed);
+    assert_eq!(store.claim(&b, "h1", 30_999, 30_000).await.unwrap(), Claim::InProgress);
+    assert_eq!(store.claim(&b, "h1", 31_000, 30_000).await.unwrap(), Claim::Claimed);
+
+    // Cleanup removes expired rows only.
+    let purged = store.purge_expired(expired + 1).await.unwrap();
+    assert_eq!(purged, 2, "the other principal's and the other factory's claims expired; k1 and k2 are newer");
+    assert_eq!(store.claim(&a, "h2", expired + 1, 30_000).await.unwrap(), Claim::InProgress);
+}
+
 backend_matrix!(
+    idempotency_keys_replay_conflict_and_expire,
     migrations_are_idempotent_and_sqlite_uses_wal,
     jobs_lease_retry_and_die,
     expired_lease_is_reclaimed_after_restart,

@@ -118,6 +118,12 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     );
     db.observe_write_turns(turn_wait);
     let checkpoints = tokio::spawn(db.clone().run_checkpoints(Duration::from_secs(1), shutdown.clone()));
+    // Stored `Idempotency-Key` responses expire after 24 h (ADR 0012).
+    let idempotency_purge = tokio::spawn(factoryops_db::idempotency::IdempotencyStore::new(db.clone()).run_cleanup(
+        clock.clone(),
+        Duration::from_secs(600),
+        shutdown.clone(),
+    ));
     let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let identity = Arc::new(build_identity(&config, &db, clock.clone()).await?);
@@ -331,6 +337,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                 .await;
             clean &= deadline.run("flush outbox", relay).await;
             clean &= deadline.run("stop checkpoints", checkpoints).await;
+            clean &= deadline.run("stop idempotency purge", idempotency_purge).await;
             // 3. Close storage.
             clean &= deadline.run("close database", db.close()).await;
             tracing::info!(clean, "shutdown complete");

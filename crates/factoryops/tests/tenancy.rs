@@ -288,7 +288,38 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
         .post("/api/v1/factories/plant-b/auth/refresh", None, json!({"refresh_token": a_login["refresh_token"]}))
         .await;
     assert_eq!(status, 401);
+
+    // Idempotency keys are scoped by factory and principal: B's stored response is never
+    // replayed to A, whichever factory A's path names, and A's own request runs for A.
+    let body = json!({"id": "idem-dev", "name": "Idempotent"});
+    let (status, replayed, b_created) = post_keyed(&app, "plant-b", &b.admin, &body).await;
+    assert_eq!((status, replayed), (201, false), "{b_created}");
+    for (who, token) in &principals {
+        let (status, replayed, answer) = post_keyed(&app, "plant-b", token, &body).await;
+        assert!(status == 404 && !replayed, "{who} with B's key on B's path -> {status} {answer}");
+    }
+    let (status, replayed, a_created) = post_keyed(&app, "plant-a", &a.admin, &body).await;
+    assert_eq!((status, replayed), (201, false), "A's request ran for A: {a_created}");
+    let (status, replayed, again) = post_keyed(&app, "plant-b", &b.admin, &body).await;
+    assert_eq!((status, replayed), (201, true));
+    assert_eq!(again, b_created);
     app.stop().await;
+}
+
+/// POSTs a device with the `Idempotency-Key` both factories use.
+async fn post_keyed(app: &TestApp, factory: &str, token: &str, body: &Value) -> (u16, bool, Value) {
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/factories/{factory}/devices")))
+        .bearer_auth(token)
+        .header("idempotency-key", "same-key-in-both-factories")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    (status, replayed, response.json().await.unwrap())
 }
 
 backend_matrix!(factory_a_never_reaches_factory_b);

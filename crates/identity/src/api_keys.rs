@@ -30,6 +30,7 @@ pub struct ApiKeyInfo {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     pub name: String,
     /// e.g. `["telemetry:write"]`, `["data:read"]`.

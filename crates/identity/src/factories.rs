@@ -36,6 +36,7 @@ pub struct PublicFactory {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewFactory {
     /// Slug `[a-z0-9][a-z0-9-]{0,62}`; part of MQTT topics and URLs; cannot change.
     pub id: String,
@@ -46,6 +47,7 @@ pub struct NewFactory {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FactoryUpdate {
     pub name: Option<String>,
     pub timezone: Option<String>,

@@ -41,6 +41,7 @@ pub struct User {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub email: String,
     pub name: String,
@@ -54,6 +55,7 @@ pub struct NewUser {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     pub name: Option<String>,
     pub role: Option<String>,

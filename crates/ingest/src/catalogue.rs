@@ -67,6 +67,7 @@ pub struct Property {
 
 /// A partial update: `None` leaves a field alone, `Some(None)` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PropertyUpdate {
     #[serde(default, with = "double_option")]
     pub unit: Option<Option<String>>,

@@ -64,6 +64,7 @@ pub struct Device {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewDevice {
     pub id: DeviceId,
     pub name: String,
@@ -87,6 +88,7 @@ fn active() -> DeviceStatus {
 
 /// A partial update: `None` leaves the field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeviceUpdate {
     pub name: Option<String>,
     #[serde(rename = "type")]

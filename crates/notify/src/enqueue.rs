@@ -99,6 +99,12 @@ impl Notifier {
         Self { directory, options }
     }
 
+    /// Whether `user_id` is a user of `factory` (enabled or not), for validating a rule's
+    /// targets: another factory's user id must not be accepted only to be skipped at send time.
+    pub async fn is_user(&self, factory: &FactoryId, user_id: &str) -> Result<bool, NotifyError> {
+        Ok(self.directory.user(factory, user_id).await?.is_some())
+    }
+
     /// Looks up what notices of `factory` need (call *before* opening the transaction).
     pub async fn audience(
         &self,

@@ -228,6 +228,7 @@ impl RulesEngine {
         known_properties: &HashSet<String>,
     ) -> Result<RuleWithWarnings, RulesError> {
         let valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
+        self.check_users(factory, &valid.spec).await?;
         let mut inner = self.inner.lock().await;
         let rule = self.store.create_rule(factory, &valid.spec, self.clock.now_ms()).await?;
         let effects = inner
@@ -248,6 +249,7 @@ impl RulesEngine {
         known_properties: &HashSet<String>,
     ) -> Result<RuleWithWarnings, RulesError> {
         let valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
+        self.check_users(factory, &valid.spec).await?;
         let mut inner = self.inner.lock().await;
         let rule = self.store.update_rule(factory, id, &valid.spec, self.clock.now_ms()).await?;
         let effects = inner
@@ -256,6 +258,24 @@ impl RulesEngine {
             .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("", m)]))?;
         self.commit(&mut inner, effects).await?;
         Ok(RuleWithWarnings { rule, warnings: valid.warnings })
+    }
+
+    /// Every user a rule notifies (`notify.users`, `notify.escalate_to.users`) must be a
+    /// user of the rule's factory, looked up through the notifier's directory (identity,
+    /// wired by the server). Without a notifier nobody is notified, so nothing is checked.
+    async fn check_users(&self, factory: &FactoryId, spec: &crate::RuleSpec) -> Result<(), RulesError> {
+        let Some(notifier) = &self.config.notifier else { return Ok(()) };
+        let escalation = spec.notify.escalate_to.as_ref().map(|t| t.users.as_slice()).unwrap_or_default();
+        let lists = [("notify.users", spec.notify.users.as_slice()), ("notify.escalate_to.users", escalation)];
+        let mut errors = Vec::new();
+        for (path, users) in lists {
+            for (i, user) in users.iter().enumerate() {
+                if !notifier.is_user(factory, user).await? {
+                    errors.push(crate::FieldError::new(format!("{path}[{i}]"), "is not a user of this factory"));
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(RulesError::Invalid(errors)) }
     }
 
     /// Deletes a rule; its alerts are kept, open ones are resolved ("rule removed").

@@ -58,6 +58,7 @@ pub struct PageQuery {
 
 /// The time range of a backtest (at most 366 days).
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BacktestRange {
     /// RFC 3339, inclusive.
     #[schema(format = DateTime)]
@@ -69,6 +70,7 @@ pub struct BacktestRange {
 
 /// A draft rule and the time range to backtest it over.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DraftBacktest {
     /// A rule body as for `POST /rules`, not saved. Kept as JSON here so that the rule
     /// parser reports bad fields by path (`rule.condition.all[1].op`).
@@ -138,6 +140,7 @@ pub struct AlertParams {
 
 /// An optional note, kept in the alert's history.
 #[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
 pub struct AlertNote {
     #[serde(default)]
     pub note: Option<String>,
