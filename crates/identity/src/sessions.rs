@@ -328,6 +328,20 @@ impl Identity {
             .transpose()?)
     }
 
+    /// Whether `token` is a refresh token of `factory` (`None`: the root), read through the
+    /// pool: anyone can send refresh and logout requests, so unknown and foreign tokens are
+    /// answered without taking the write turn. The transaction reads the token again.
+    async fn refresh_token_in_scope(&self, factory: Option<&FactoryId>, token: &str) -> Result<bool, IdentityError> {
+        let row = sqlx::query("SELECT factory_id FROM refresh_tokens WHERE token_hash = ?")
+            .bind(sha256_hex(token))
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<Option<String>, _>("factory_id")?.as_deref() == factory.map(FactoryId::as_str),
+            None => false,
+        })
+    }
+
     /// Revokes a refresh-token family in `tx`; after the commit the caller ends its access
     /// tokens with [`Identity::revoke_session`].
     async fn revoke_family(tx: &mut WriteTx, family_id: &str) -> Result<(), IdentityError> {
@@ -349,6 +363,9 @@ impl Identity {
         token: &str,
         ctx: &RequestContext,
     ) -> Result<TokenPair, IdentityError> {
+        if !self.refresh_token_in_scope(factory, token).await? {
+            return Err(INVALID_REFRESH);
+        }
         let mut tx = self.db.begin_write().await?;
         let row = Self::find_refresh(&mut tx, token).await?.ok_or(INVALID_REFRESH)?;
         if row.factory_id.as_deref() != factory.map(FactoryId::as_str) {
@@ -435,6 +452,9 @@ impl Identity {
         token: &str,
         ctx: &RequestContext,
     ) -> Result<(), IdentityError> {
+        if !self.refresh_token_in_scope(factory, token).await? {
+            return Ok(());
+        }
         let mut tx = self.db.begin_write().await?;
         let Some(row) = Self::find_refresh(&mut tx, token).await? else { return Ok(()) };
         if row.factory_id.as_deref() != factory.map(FactoryId::as_str) {
