@@ -7,7 +7,7 @@ use factoryops_platform::shutdown::Shutdown;
 use prometheus_client::metrics::histogram::Histogram;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -50,12 +50,66 @@ impl Dialect {
             DatabaseBackend::MySql => "INSERT IGNORE",
         }
     }
+
+    /// Appended to a `SELECT` inside a write transaction whose decision the writes depend
+    /// on (a count that must not change before the commit): ` FOR UPDATE` on MySQL, whose
+    /// plain reads see the transaction's snapshot; nothing on SQLite, where
+    /// [`Database::begin_write`] already holds the only write lock.
+    pub fn lock_rows(self) -> &'static str {
+        match self.0 {
+            DatabaseBackend::Sqlite => "",
+            DatabaseBackend::MySql => " FOR UPDATE",
+        }
+    }
 }
 
-/// A connection pool on SQLite or MySQL/MariaDB.
 /// This process's turn to write on SQLite, held until the transaction ends.
 pub type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
 
+/// A write transaction from [`Database::begin_write`]: it holds this process's SQLite
+/// write turn until it commits, rolls back or is dropped. Use it like a transaction
+/// (`.execute(&mut *tx)`); functions that must run inside one take `&mut WriteTx`.
+pub struct WriteTx {
+    // Declared before the turn: fields drop in order, so a dropped transaction starts its
+    // rollback before the next writer gets the turn.
+    tx: Transaction<'static, Any>,
+    _turn: Option<WriteTurn>,
+}
+
+impl WriteTx {
+    /// Commits, then gives the write turn back.
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rolls back, then gives the write turn back.
+    pub async fn rollback(self) -> Result<(), DbError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+impl std::fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx").field("turn", &self._turn.is_some()).finish()
+    }
+}
+
+/// A connection pool on SQLite or MySQL/MariaDB.
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: AnyPool,
@@ -113,8 +167,10 @@ impl Database {
     /// Waits, first come first served, for this process's turn to write on SQLite; hold the
     /// guard until the transaction ends. SQLite has one writer: two colliding writers make
     /// the loser sleep in SQLite's busy handler (1, 2, 5, 10 … 100 ms steps), which showed
-    /// up as alert-latency tails behind the `last_seen` flushes. The writers on hot paths
-    /// (alerts, outbox, `last_seen`) queue here instead. `None` on MySQL (row locks).
+    /// up as alert-latency tails behind the `last_seen` flushes. Every write transaction
+    /// ([`Database::begin_write`]) and the outbox relay's single-statement mark queue here
+    /// instead; a writer must not ask for the turn again while it holds it (the turn is not
+    /// re-entrant). `None` on MySQL (row locks).
     pub async fn write_turn(&self) -> Option<WriteTurn> {
         match self.backend {
             DatabaseBackend::Sqlite => {
@@ -127,6 +183,21 @@ impl Database {
             }
             DatabaseBackend::MySql => None,
         }
+    }
+
+    /// Begins a write transaction; every transaction that writes starts here. On SQLite it
+    /// first waits for this process's write turn ([`Database::write_turn`]) and then takes
+    /// the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction that reads first
+    /// fails at once with SQLITE_BUSY when another writer commits before its first write
+    /// (WAL cannot upgrade a stale read snapshot), instead of waiting for the lock. On
+    /// MySQL/MariaDB it is an ordinary transaction (row locks; no turn).
+    pub async fn begin_write(&self) -> Result<WriteTx, DbError> {
+        let turn = self.write_turn().await;
+        let tx = match self.backend {
+            DatabaseBackend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DatabaseBackend::MySql => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// Records every write-turn wait in `wait` (SQLite); the first call wins.

@@ -8,7 +8,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod outbox;
 
-pub use database::{Database, DbError, Dialect, Migrations, WriteTurn};
+pub use database::{Database, DbError, Dialect, Migrations, WriteTurn, WriteTx};
 pub use factoryops_platform::config::DatabaseBackend;
 
 /// This crate's own tables (jobs, outbox).

@@ -10,15 +10,15 @@ use factoryops_platform::bus::{Event, EventBus};
 use factoryops_platform::shutdown::Shutdown;
 use factoryops_types::{Clock, FactoryId};
 use prometheus_client::metrics::histogram::Histogram;
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::{AssertSqlSafe, Row};
 
-use crate::{Database, DbError};
+use crate::{Database, DbError, WriteTx};
 
-/// Appends an event inside the caller's transaction. A repeated `key` is ignored,
+/// Appends an event inside the caller's write transaction. A repeated `key` is ignored,
 /// which makes re-running the same state change idempotent.
 pub async fn append(
     db: &Database,
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut WriteTx,
     factory: Option<&FactoryId>,
     topic: &str,
     key: &str,

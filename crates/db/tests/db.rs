@@ -119,7 +119,7 @@ async fn outbox_relays_in_order_once(db: TestDatabase) {
     let factory = FactoryId::parse("plant-a").unwrap();
     let bus = MemoryBus::new();
     let mut sub = bus.subscribe(topics::ALERTS, 100);
-    let mut tx = database.pool().begin().await.unwrap();
+    let mut tx = database.begin_write().await.unwrap();
     for n in 0..3 {
         let payload = serde_json::json!({ "n": n });
         outbox::append(&database, &mut tx, Some(&factory), topics::ALERTS, &format!("k{n}"), &payload, 5)
@@ -131,7 +131,7 @@ async fn outbox_relays_in_order_once(db: TestDatabase) {
     tx.commit().await.unwrap();
 
     // An uncommitted append never reaches the bus.
-    let mut tx = database.pool().begin().await.unwrap();
+    let mut tx = database.begin_write().await.unwrap();
     outbox::append(&database, &mut tx, Some(&factory), topics::ALERTS, "rolled-back", &serde_json::json!({}), 5)
         .await
         .unwrap();
@@ -185,8 +185,44 @@ async fn idempotency_keys_replay_conflict_and_expire(db: TestDatabase) {
     assert_eq!(store.claim(&a, "h2", expired + 1, 30_000).await.unwrap(), Claim::InProgress);
 }
 
+/// Read-then-write transactions from two processes (two `Database`s, each with its own
+/// write turn) on the same database: every one commits and no increment is lost. On SQLite
+/// a deferred `BEGIN` fails here with SQLITE_BUSY when the other process commits between
+/// the read and the write; `begin_write` takes the lock up front (`BEGIN IMMEDIATE`). On
+/// MySQL the read locks its row (`Dialect::lock_rows`).
+async fn read_then_write_transactions_never_fail_or_lose_updates(db: TestDatabase) {
+    let first = open(&db).await;
+    let second = Database::connect(&db.url).await.unwrap();
+    sqlx::query("CREATE TABLE counter (id INTEGER PRIMARY KEY NOT NULL, n INTEGER NOT NULL)")
+        .execute(first.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO counter (id, n) VALUES (1, 0)").execute(first.pool()).await.unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..12 {
+        let database = if task % 2 == 0 { first.clone() } else { second.clone() };
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let mut tx = database.begin_write().await?;
+                let sql = format!("SELECT n FROM counter WHERE id = 1{}", database.dialect().lock_rows());
+                let n: i64 = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *tx).await?.try_get(0)?;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                sqlx::query("UPDATE counter SET n = ? WHERE id = 1").bind(n + 1).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            Ok::<_, factoryops_db::DbError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let n: i64 = sqlx::query("SELECT n FROM counter WHERE id = 1").fetch_one(first.pool()).await.unwrap().get(0);
+    assert_eq!(n, 60);
+}
+
 backend_matrix!(
     idempotency_keys_replay_conflict_and_expire,
+    read_then_write_transactions_never_fail_or_lose_updates,
     migrations_are_idempotent_and_sqlite_uses_wal,
     jobs_lease_retry_and_die,
     expired_lease_is_reclaimed_after_restart,

@@ -561,6 +561,193 @@ async fn bad_input_names_the_field(db: TestDatabase) {
     app.stop().await;
 }
 
+async fn refresh_tokens_expire_after_their_lifetime(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    app.factory_with_admin(&root, "plant-a", "boss@a.example", PW).await;
+    let refresh_path = "/api/v1/factories/plant-a/auth/refresh";
+    let lifetime_ms = 30 * 24 * 3600 * 1000_i64;
+
+    // Just before the end of its lifetime the token still rotates; the new one lives anew.
+    let first = app.login("plant-a", "boss@a.example", PW).await;
+    app.clock.advance(lifetime_ms - 60_000);
+    let (status, second) = app.post(refresh_path, None, json!({"refresh_token": first["refresh_token"]})).await;
+    assert_eq!(status, 200, "{second}");
+
+    // A token left unused past its lifetime is refused, and no longer rotates.
+    app.clock.advance(lifetime_ms + 1_000);
+    let (status, body) = app.post(refresh_path, None, json!({"refresh_token": second["refresh_token"]})).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = app.post(refresh_path, None, json!({"refresh_token": second["refresh_token"]})).await;
+    assert_eq!(status, 401);
+    // It expired, it was not reused: the audit says nothing about reuse.
+    let admin = app.login("plant-a", "boss@a.example", PW).await;
+    let token = admin["access_token"].as_str().unwrap();
+    let (_, audit) = app.get("/api/v1/factories/plant-a/audit?action=token.reuse_detected", Some(token)).await;
+    assert_eq!(audit["items"], json!([]), "{audit}");
+    app.stop().await;
+}
+
+async fn an_admins_password_reset_ends_the_users_sessions(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", PW).await;
+    let (id, _) = app.user_with(&admin, "plant-a", "op@a.example", "viewer", &[]).await;
+    let session = app.login("plant-a", "op@a.example", "user-password-123").await;
+    let access = session["access_token"].as_str().unwrap();
+    assert_eq!(app.get("/api/v1/me", Some(access)).await.0, 200);
+
+    app.clock.advance(1_000);
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/factories/plant-a/users/{id}/password"),
+            Some(&admin),
+            json!({"password": "reset-by-admin-1"}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(app.get("/api/v1/me", Some(access)).await.0, 401, "the access token ends");
+    let (status, _) = app
+        .post("/api/v1/factories/plant-a/auth/refresh", None, json!({"refresh_token": session["refresh_token"]}))
+        .await;
+    assert_eq!(status, 401, "the refresh token ends");
+    let (status, _) = app
+        .post(
+            "/api/v1/factories/plant-a/auth/login",
+            None,
+            json!({"email": "op@a.example", "password": "user-password-123"}),
+        )
+        .await;
+    assert_eq!(status, 401, "the old password ends");
+    app.login("plant-a", "op@a.example", "reset-by-admin-1").await;
+    let (_, audit) = app.get("/api/v1/factories/plant-a/audit?action=user.password_reset", Some(&admin)).await;
+    assert_eq!(audit["items"][0]["target"], id.as_str(), "{audit}");
+    app.stop().await;
+}
+
+async fn api_keys_of_a_disabled_factory_are_refused(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", PW).await;
+    let (status, created) = app
+        .post(
+            "/api/v1/factories/plant-a/api-keys",
+            Some(&admin),
+            json!({"name": "gateway", "permissions": ["telemetry:write", "data:read"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap();
+    assert_eq!(app.get("/api/v1/me", Some(key)).await.0, 200);
+    assert_eq!(app.get("/api/v1/factories/plant-a/devices", Some(key)).await.0, 200);
+
+    let factory = "/api/v1/platform/factories/plant-a";
+    let (status, _) = app.send(Method::PATCH, factory, Some(&root), Some(json!({"status": "disabled"}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.get("/api/v1/me", Some(key)).await.0, 401);
+    assert_eq!(app.get("/api/v1/factories/plant-a/devices", Some(key)).await.0, 401);
+    let (status, _) =
+        app.post("/api/v1/factories/plant-a/telemetry", Some(key), json!({"device_id": "d1", "t": 1})).await;
+    assert_eq!(status, 401, "no ingestion either");
+
+    // Enabled again, the key (never revoked) works again.
+    let (status, _) = app.send(Method::PATCH, factory, Some(&root), Some(json!({"status": "active"}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.get("/api/v1/me", Some(key)).await.0, 200);
+    app.stop().await;
+}
+
+async fn two_concurrent_refreshes_with_one_token_count_as_reuse(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    app.factory_with_admin(&root, "plant-a", "boss@a.example", PW).await;
+    let path = "/api/v1/factories/plant-a/auth/refresh";
+    for round in 0..5 {
+        let session = app.login("plant-a", "boss@a.example", PW).await;
+        let body = json!({"refresh_token": session["refresh_token"]});
+        let (a, b) = tokio::join!(app.post(path, None, body.clone()), app.post(path, None, body.clone()));
+        let mut statuses = [a.0, b.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 401], "round {round}: one rotates, the other is reuse");
+        // Whatever the winner got died with the family.
+        let winner = if a.0 == 200 { a.1 } else { b.1 };
+        let (status, _) = app.post(path, None, json!({"refresh_token": winner["refresh_token"]})).await;
+        assert_eq!(status, 401, "round {round}: the winner's refresh token is revoked");
+        let access = winner["access_token"].as_str().unwrap();
+        assert_eq!(app.get("/api/v1/me", Some(access)).await.0, 401, "round {round}: and its access token");
+    }
+    let admin = app.login("plant-a", "boss@a.example", PW).await;
+    let token = admin["access_token"].as_str().unwrap();
+    let (_, audit) = app.get("/api/v1/factories/plant-a/audit?action=token.reuse_detected", Some(token)).await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 5, "{audit}");
+    app.stop().await;
+}
+
+async fn logout_with_another_factorys_refresh_token_revokes_nothing(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    app.factory_with_admin(&root, "plant-a", "boss@a.example", PW).await;
+    let admin_b = app.factory_with_admin(&root, "plant-b", "boss@b.example", PW).await;
+    let session = app.login("plant-a", "boss@a.example", PW).await;
+    let refresh = session["refresh_token"].as_str().unwrap();
+    let access = session["access_token"].as_str().unwrap();
+
+    // Answered like an unknown token (logout never says whether a token exists), and
+    // nothing is revoked or audited in either factory.
+    let (foreign, _) = app.post("/api/v1/factories/plant-b/auth/logout", None, json!({"refresh_token": refresh})).await;
+    let (unknown, _) =
+        app.post("/api/v1/factories/plant-b/auth/logout", None, json!({"refresh_token": "fort_nothing"})).await;
+    assert_eq!((foreign, unknown), (204, 204));
+    assert_eq!(app.get("/api/v1/me", Some(access)).await.0, 200, "the session lives on");
+    let (status, rotated) =
+        app.post("/api/v1/factories/plant-a/auth/refresh", None, json!({"refresh_token": refresh})).await;
+    assert_eq!(status, 200, "{rotated}");
+    let (_, audit) = app.get("/api/v1/factories/plant-b/audit?action=logout", Some(&admin_b)).await;
+    assert_eq!(audit["items"], json!([]));
+    let token_a = rotated["access_token"].as_str().unwrap();
+    let (_, audit) = app.get("/api/v1/factories/plant-a/audit?action=logout", Some(token_a)).await;
+    assert_eq!(audit["items"], json!([]));
+    app.stop().await;
+}
+
+async fn failed_logins_of_unknown_identifiers_are_hashed_and_bounded(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", PW).await;
+    let login = "/api/v1/factories/plant-a/auth/login";
+    let long = format!("{}@evil.example", "x".repeat(5_000));
+    let (status, _) = app.post(login, None, json!({"email": long, "password": "guess-guess-1"})).await;
+    assert_eq!(status, 401);
+    let (status, _) = app.post(login, None, json!({"email": "boss@a.example", "password": "guess-guess-1"})).await;
+    assert_eq!(status, 401);
+    let (_, audit) = app.get("/api/v1/factories/plant-a/audit?action=login.failed", Some(&admin)).await;
+    let targets: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|e| e["target"].as_str().unwrap()).collect();
+    assert_eq!(targets.len(), 2, "{audit}");
+    assert_eq!(targets[0], "boss@a.example", "an existing account is named");
+    assert!(targets[1].starts_with("unknown:") && targets[1].len() == 24, "{}", targets[1]);
+    assert!(!audit.to_string().contains("xxxxxxxxxxxxxxxx"), "never verbatim");
+
+    // A flood from many names: 20 rows a minute for the factory, the rest counted once.
+    for n in 0..48 {
+        let (status, _) =
+            app.post(login, None, json!({"email": format!("nobody{n}@a.example"), "password": "guess-guess-1"})).await;
+        assert_eq!(status, 401);
+    }
+    let (_, audit) = app.get("/api/v1/factories/plant-a/audit?action=login.failed&limit=500", Some(&admin)).await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 20, "{audit}");
+    app.clock.advance(61_000);
+    let (_, summary) = app.get("/api/v1/factories/plant-a/audit?action=login.failed_suppressed", Some(&admin)).await;
+    let items = summary["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{summary}");
+    assert_eq!(items[0]["detail"]["count"], 30, "{summary}");
+    // A new minute has its own budget.
+    let (status, _) = app.post(login, None, json!({"email": "late@a.example", "password": "guess-guess-1"})).await;
+    assert_eq!(status, 401);
+    let (_, audit) = app.get("/api/v1/factories/plant-a/audit?action=login.failed&limit=500", Some(&admin)).await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 21);
+    app.stop().await;
+}
+
 backend_matrix!(
     root_manages_factories,
     login_is_factory_scoped_and_does_not_enumerate,
@@ -573,4 +760,10 @@ backend_matrix!(
     audit_log_records_and_filters,
     logins_are_rate_limited,
     bad_input_names_the_field,
+    refresh_tokens_expire_after_their_lifetime,
+    an_admins_password_reset_ends_the_users_sessions,
+    api_keys_of_a_disabled_factory_are_refused,
+    two_concurrent_refreshes_with_one_token_count_as_reuse,
+    logout_with_another_factorys_refresh_token_revokes_nothing,
+    failed_logins_of_unknown_identifiers_are_hashed_and_bounded,
 );

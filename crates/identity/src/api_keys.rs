@@ -101,6 +101,8 @@ impl Identity {
         };
         let key = generate_secret(KEY_PREFIX);
         let id = new_id();
+        // The key and its audit entry commit together: no credential exists unaudited.
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, factory_id, name, key_prefix, key_hash, permissions, expires_at, created_by, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -114,10 +116,10 @@ impl Identity {
         .bind(expires_at)
         .bind(actor.actor())
         .bind(now)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
         audit::record(
-            &self.db,
+            &mut *tx,
             Some(factory),
             &actor.actor(),
             "api_key.created",
@@ -127,6 +129,7 @@ impl Identity {
             now,
         )
         .await?;
+        tx.commit().await?;
         let info = self.api_key(factory, &id).await?.ok_or(IdentityError::NotFound("api key"))?;
         Ok(CreatedApiKey { info, key })
     }
@@ -169,20 +172,28 @@ impl Identity {
         ctx: &RequestContext,
     ) -> Result<(), IdentityError> {
         let now = self.now();
+        let mut tx = self.db.begin_write().await?;
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE factory_id = ? AND id = ? AND revoked_at IS NULL")
                 .bind(now)
                 .bind(factory.as_str())
                 .bind(id)
-                .execute(self.db.pool())
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        if done == 0 && self.api_key(factory, id).await?.is_none() {
-            return Err(IdentityError::NotFound("api key"));
+        if done == 0 {
+            let exists = sqlx::query("SELECT id FROM api_keys WHERE factory_id = ? AND id = ?")
+                .bind(factory.as_str())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !exists {
+                return Err(IdentityError::NotFound("api key"));
+            }
         }
-        self.forget_api_keys();
         audit::record(
-            &self.db,
+            &mut *tx,
             Some(factory),
             &actor.actor(),
             "api_key.revoked",
@@ -191,6 +202,9 @@ impl Identity {
             serde_json::json!({}),
             now,
         )
-        .await
+        .await?;
+        tx.commit().await?;
+        self.forget_api_keys();
+        Ok(())
     }
 }

@@ -1,6 +1,5 @@
 //! The append-only audit log: who did what to what, when, from where.
 
-use factoryops_db::Database;
 use factoryops_types::{FactoryId, format_rfc3339_ms, new_id};
 use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Row};
@@ -58,7 +57,7 @@ impl Identity {
     /// Appends an entry on behalf of another component.
     pub async fn record_audit(&self, entry: AuditRecord<'_>) -> Result<(), IdentityError> {
         record(
-            &self.db,
+            self.db.pool(),
             Some(entry.factory),
             &entry.actor,
             entry.action,
@@ -71,9 +70,12 @@ impl Identity {
     }
 }
 
+/// Appends one entry through `exec`: the pool for an entry on its own, or the caller's
+/// write transaction ([`factoryops_db::WriteTx`]) for an entry that belongs to a change,
+/// so the change and its entry commit together or not at all.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn record(
-    db: &Database,
+pub(crate) async fn record<'c>(
+    exec: impl sqlx::Executor<'c, Database = sqlx::Any>,
     factory: Option<&FactoryId>,
     actor: &str,
     action: &str,
@@ -93,7 +95,7 @@ pub(crate) async fn record(
     .bind(target.map(str::to_string))
     .bind(source_ip.map(str::to_string))
     .bind(detail.to_string())
-    .execute(db.pool())
+    .execute(exec)
     .await?;
     Ok(())
 }
@@ -101,6 +103,7 @@ pub(crate) async fn record(
 impl Identity {
     /// A factory's audit log, filtered, newest first.
     pub async fn audit_log(&self, factory: &FactoryId, query: &AuditQuery) -> Result<Page<AuditEntry>, IdentityError> {
+        self.flush_suppressed_logins(factory).await?;
         let limit = i64::from(query.limit.unwrap_or(50).clamp(1, 500));
         let mut sql = String::from(
             "SELECT id, factory_id, at, actor, action, target, source_ip, detail FROM audit_log WHERE factory_id = ?",

@@ -81,6 +81,9 @@ impl Identity {
             return Err(IdentityError::Invalid(issues));
         };
         let now = self.now();
+        // The factory and its audit entry commit together (a factory nobody audited, or an
+        // entry for a factory that does not exist, cannot be left behind).
+        let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO factories (id, name, timezone, status, created_at, updated_at) VALUES (?, ?, ?, 'active', ?, ?)",
         )
@@ -89,7 +92,7 @@ impl Identity {
         .bind(&timezone)
         .bind(now)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(IdentityError::from);
         match inserted {
@@ -98,9 +101,8 @@ impl Identity {
             }
             other => other?,
         };
-        self.forget_factory(id.as_str());
         audit::record(
-            &self.db,
+            &mut *tx,
             Some(&id),
             "root",
             "factory.created",
@@ -110,6 +112,8 @@ impl Identity {
             now,
         )
         .await?;
+        tx.commit().await?;
+        self.forget_factory(id.as_str());
         self.factory(&id).await?.ok_or(IdentityError::NotFound("factory"))
     }
 
@@ -165,6 +169,7 @@ impl Identity {
         }
         let status = update.status.unwrap_or(current.status);
         let now = self.now();
+        let mut tx = self.db.begin_write().await?;
         sqlx::query("UPDATE factories SET name = ?, timezone = ?, status = ?, updated_at = ? WHERE id = ?")
             .bind(&current.name)
             .bind(&current.timezone)
@@ -174,16 +179,15 @@ impl Identity {
             })
             .bind(now)
             .bind(id.as_str())
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?;
-        self.forget_factory(id.as_str());
         let action = match (current.status, status) {
             (FactoryStatus::Active, FactoryStatus::Disabled) => "factory.disabled",
             (FactoryStatus::Disabled, FactoryStatus::Active) => "factory.enabled",
             _ => "factory.updated",
         };
         audit::record(
-            &self.db,
+            &mut *tx,
             Some(id),
             &Principal::Root.actor(),
             action,
@@ -193,6 +197,8 @@ impl Identity {
             now,
         )
         .await?;
+        tx.commit().await?;
+        self.forget_factory(id.as_str());
         self.factory(id).await?.ok_or(IdentityError::NotFound("factory"))
     }
 }

@@ -10,6 +10,7 @@ mod api_keys;
 mod audit;
 mod error;
 mod factories;
+mod failed_logins;
 mod model;
 mod password;
 mod ratelimit;

@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use crate::audit;
 use crate::error::IdentityError;
+use crate::failed_logins::FailedLoginAudit;
 use crate::model::{Permission, Principal, Role, effective_permissions, split_permissions};
 use crate::password;
 use crate::ratelimit::RateLimiter;
@@ -31,6 +32,9 @@ pub struct IdentityConfig {
     /// Login attempts per source IP per window.
     pub login_attempts_per_ip: u32,
     pub login_window_secs: i64,
+    /// `login.failed` audit rows per factory per minute; the rest are counted in one
+    /// `login.failed_suppressed` row (see `failed_logins.rs`).
+    pub failed_login_audit_per_minute: u32,
 }
 
 impl IdentityConfig {
@@ -43,6 +47,7 @@ impl IdentityConfig {
             login_attempts_per_account: 10,
             login_attempts_per_ip: 100,
             login_window_secs: 300,
+            failed_login_audit_per_minute: 20,
         }
     }
 }
@@ -79,6 +84,7 @@ pub struct Identity {
     pub(crate) dummy_hash: String,
     pub(crate) account_limiter: RateLimiter,
     pub(crate) ip_limiter: RateLimiter,
+    pub(crate) failed_logins: FailedLoginAudit,
     user_gates: RwLock<HashMap<String, UserGate>>,
     factory_gates: RwLock<HashMap<String, (bool, i64)>>,
     key_gates: RwLock<HashMap<String, KeyGate>>,
@@ -97,6 +103,7 @@ impl Identity {
             keys: JwtKeys::new(&config.jwt_secret),
             account_limiter: RateLimiter::new(config.login_attempts_per_account, window_ms),
             ip_limiter: RateLimiter::new(config.login_attempts_per_ip, window_ms),
+            failed_logins: FailedLoginAudit::new(config.failed_login_audit_per_minute, &config.jwt_secret),
             db,
             clock,
             config,
@@ -137,25 +144,30 @@ impl Identity {
             "{} INTO platform_root (username, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?)",
             self.db.dialect().insert_ignore()
         );
+        let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ROOT_USERNAME)
             .bind(hash)
             .bind(now)
             .bind(now)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?
             .rows_affected();
-        audit::record(
-            &self.db,
-            None,
-            "system",
-            "root.bootstrapped",
-            Some(ROOT_USERNAME),
-            None,
-            serde_json::json!({}),
-            now,
-        )
-        .await?;
+        // Another replica starting at the same moment may have won; only the winner audits.
+        if inserted == 1 {
+            audit::record(
+                &mut *tx,
+                None,
+                "system",
+                "root.bootstrapped",
+                Some(ROOT_USERNAME),
+                None,
+                serde_json::json!({}),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok((generated && inserted == 1).then_some(password))
     }
 

@@ -1,6 +1,7 @@
 //! Logins, refresh-token rotation with reuse detection, logout.
 
-use factoryops_types::{FactoryId, new_id};
+use factoryops_db::WriteTx;
+use factoryops_types::{FactoryId, format_rfc3339_ms, new_id};
 use serde::Serialize;
 use sqlx::Row;
 use utoipa::ToSchema;
@@ -11,7 +12,7 @@ use crate::model::effective_permissions;
 use crate::password;
 use crate::service::{Identity, ROOT_USERNAME, RequestContext};
 use crate::tokens::{generate_secret, sha256_hex};
-use crate::users::User;
+use crate::users::{User, UserStatus, load_user, revoke_sessions};
 
 const INVALID_LOGIN: IdentityError = IdentityError::Unauthorized("invalid credentials");
 const INVALID_REFRESH: IdentityError = IdentityError::Unauthorized("invalid or expired refresh token; log in again");
@@ -90,29 +91,23 @@ impl Identity {
         let hash = candidate.as_ref().map_or(self.dummy_hash.as_str(), |(_, h, _)| h.as_str());
         let password_ok = password::verify(password_text, hash).await;
         let now = self.now();
+        let known_account = candidate.is_some();
         let (Some(factory), Some((user_id, _, true)), true) = (factory.clone(), candidate, password_ok) else {
             let known_factory = match &factory {
                 Some(f) => self.factory(f).await?.map(|_| f.clone()),
                 None => None,
             };
-            audit::record(
-                &self.db,
-                known_factory.as_ref(),
-                "anonymous",
-                "login.failed",
-                Some(&email_key),
-                ctx.source_ip.as_deref(),
-                serde_json::json!({}),
-                now,
-            )
-            .await?;
+            let shown = if known_account { email_key } else { self.failed_logins.unknown_identifier(&email_key) };
+            self.audit_failed_login(known_factory.as_ref(), "login.failed", &shown, ctx).await?;
             return Err(INVALID_LOGIN);
         };
         self.account_limiter.reset(&format!("{factory_id}\n{email_key}"));
         let user = self.user(&factory, &user_id).await?.ok_or(INVALID_LOGIN)?;
-        let tokens = self.issue_user_session(&factory, &user, None).await?;
+        // The session and the audit entry that records it commit together.
+        let mut tx = self.db.begin_write().await?;
+        let tokens = self.issue_user_session(&mut tx, &factory, &user, None).await?;
         audit::record(
-            &self.db,
+            &mut *tx,
             Some(&factory),
             &format!("user:{user_id}"),
             "login.succeeded",
@@ -122,6 +117,7 @@ impl Identity {
             now,
         )
         .await?;
+        tx.commit().await?;
         Ok(LoginResult { tokens, user: Some(user) })
     }
 
@@ -142,23 +138,16 @@ impl Identity {
             password::verify(password_text, stored.as_deref().unwrap_or(&self.dummy_hash)).await && stored.is_some();
         let now = self.now();
         if !ok {
-            audit::record(
-                &self.db,
-                None,
-                "anonymous",
-                "root.login_failed",
-                Some(username),
-                ctx.source_ip.as_deref(),
-                serde_json::json!({}),
-                now,
-            )
-            .await?;
+            let shown =
+                if stored.is_some() { username.to_string() } else { self.failed_logins.unknown_identifier(username) };
+            self.audit_failed_login(None, "root.login_failed", &shown, ctx).await?;
             return Err(INVALID_LOGIN);
         }
         self.account_limiter.reset(&format!("platform\n{username}"));
-        let tokens = self.issue_session(ROOT_USERNAME, None, "root", Vec::new(), None).await?;
+        let mut tx = self.db.begin_write().await?;
+        let tokens = self.issue_session(&mut tx, ROOT_USERNAME, None, "root", Vec::new(), None).await?;
         audit::record(
-            &self.db,
+            &mut *tx,
             None,
             "root",
             "root.login",
@@ -168,7 +157,71 @@ impl Identity {
             now,
         )
         .await?;
+        tx.commit().await?;
         Ok(LoginResult { tokens, user: None })
+    }
+
+    /// Records a failed login within the per-factory budget (see `failed_logins.rs`),
+    /// first writing the count of the previous minute's suppressed ones when it is due.
+    async fn audit_failed_login(
+        &self,
+        factory: Option<&FactoryId>,
+        action: &str,
+        identifier: &str,
+        ctx: &RequestContext,
+    ) -> Result<(), IdentityError> {
+        let now = self.now();
+        let (write, due) = self.failed_logins.admit(factory.map(FactoryId::as_str), now);
+        if let Some(due) = due {
+            self.record_suppressed(factory, &due, now).await?;
+        }
+        if write {
+            audit::record(
+                self.db.pool(),
+                factory,
+                "anonymous",
+                action,
+                Some(identifier),
+                ctx.source_ip.as_deref(),
+                serde_json::json!({}),
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the suppressed failed logins of `factory`'s last closed minute, if any are due
+    /// (before the audit log is read, so a flood that stopped still shows its count).
+    pub(crate) async fn flush_suppressed_logins(&self, factory: &FactoryId) -> Result<(), IdentityError> {
+        let now = self.now();
+        match self.failed_logins.due(Some(factory.as_str()), now) {
+            Some(due) => self.record_suppressed(Some(factory), &due, now).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn record_suppressed(
+        &self,
+        factory: Option<&FactoryId>,
+        due: &crate::failed_logins::Suppressed,
+        now: i64,
+    ) -> Result<(), IdentityError> {
+        audit::record(
+            self.db.pool(),
+            factory,
+            "system",
+            "login.failed_suppressed",
+            None,
+            None,
+            serde_json::json!({
+                "count": due.count,
+                "from": format_rfc3339_ms(due.from_ms),
+                "to": format_rfc3339_ms(due.to_ms),
+            }),
+            now,
+        )
+        .await
     }
 
     /// The root changes its own password.
@@ -188,15 +241,16 @@ impl Identity {
         password::check_policy("new_password", new, None)?;
         let hash = password::hash(new, self.config.bcrypt_cost).await?;
         let now = self.now();
+        let mut tx = self.db.begin_write().await?;
         sqlx::query("UPDATE platform_root SET password_hash = ?, updated_at = ? WHERE username = ?")
             .bind(hash)
             .bind(now)
             .bind(ROOT_USERNAME)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?;
-        self.revoke_user_sessions(ROOT_USERNAME).await?;
+        revoke_sessions(&mut tx, ROOT_USERNAME).await?;
         audit::record(
-            &self.db,
+            &mut *tx,
             None,
             "root",
             "root.password_changed",
@@ -205,22 +259,28 @@ impl Identity {
             serde_json::json!({}),
             now,
         )
-        .await
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn issue_user_session(
         &self,
+        tx: &mut WriteTx,
         factory: &FactoryId,
         user: &User,
         family: Option<&str>,
     ) -> Result<TokenPair, IdentityError> {
         let flags = user.permissions.iter().copied().collect();
         let perms = effective_permissions(user.role, &flags).iter().map(|p| p.as_str().to_string()).collect();
-        self.issue_session(&user.id, Some(factory), user.role.as_str(), perms, family).await
+        self.issue_session(tx, &user.id, Some(factory), user.role.as_str(), perms, family).await
     }
 
+    /// Stores a new refresh token in `tx` and signs its access token; the tokens are only
+    /// good once the caller commits.
     async fn issue_session(
         &self,
+        tx: &mut WriteTx,
         subject: &str,
         factory: Option<&FactoryId>,
         role: &str,
@@ -241,18 +301,18 @@ impl Identity {
         .bind(sha256_hex(&refresh))
         .bind(now + self.config.refresh_ttl_secs * 1000)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(&mut **tx)
         .await?;
         let (access_token, expires_in) = self.sign_access(subject, factory, role, perms, &family_id)?;
         Ok(TokenPair { access_token, refresh_token: refresh, token_type: "Bearer".into(), expires_in })
     }
 
-    async fn find_refresh(&self, token: &str) -> Result<Option<RefreshRow>, IdentityError> {
+    async fn find_refresh(tx: &mut WriteTx, token: &str) -> Result<Option<RefreshRow>, IdentityError> {
         let row = sqlx::query(
             "SELECT id, family_id, factory_id, subject, status, expires_at FROM refresh_tokens WHERE token_hash = ?",
         )
         .bind(sha256_hex(token))
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut **tx)
         .await?;
         Ok(row
             .map(|r| -> Result<RefreshRow, sqlx::Error> {
@@ -268,31 +328,52 @@ impl Identity {
             .transpose()?)
     }
 
-    async fn revoke_family(&self, family_id: &str) -> Result<(), IdentityError> {
+    /// Whether `token` is a refresh token of `factory` (`None`: the root), read through the
+    /// pool: anyone can send refresh and logout requests, so unknown and foreign tokens are
+    /// answered without taking the write turn. The transaction reads the token again.
+    async fn refresh_token_in_scope(&self, factory: Option<&FactoryId>, token: &str) -> Result<bool, IdentityError> {
+        let row = sqlx::query("SELECT factory_id FROM refresh_tokens WHERE token_hash = ?")
+            .bind(sha256_hex(token))
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<Option<String>, _>("factory_id")?.as_deref() == factory.map(FactoryId::as_str),
+            None => false,
+        })
+    }
+
+    /// Revokes a refresh-token family in `tx`; after the commit the caller ends its access
+    /// tokens with [`Identity::revoke_session`].
+    async fn revoke_family(tx: &mut WriteTx, family_id: &str) -> Result<(), IdentityError> {
         sqlx::query("UPDATE refresh_tokens SET status = 'revoked' WHERE family_id = ? AND status <> 'revoked'")
             .bind(family_id)
-            .execute(self.db.pool())
+            .execute(&mut **tx)
             .await?;
-        self.revoke_session(family_id, self.now());
         Ok(())
     }
 
-    /// Rotates a refresh token. Presenting an already rotated token means it was stolen
-    /// or replayed: the whole family is revoked and the reuse audited.
-    /// `factory` is `None` for the platform root.
+    /// Rotates a refresh token: the old token's claim and the new token are one
+    /// transaction, which also reads the old token, so of two concurrent uses of one token
+    /// the second always sees it rotated. Presenting an already rotated token means it was
+    /// stolen or replayed: the whole family (including a token the other use just got) is
+    /// revoked and the reuse audited. `factory` is `None` for the platform root.
     pub async fn refresh(
         &self,
         factory: Option<&FactoryId>,
         token: &str,
         ctx: &RequestContext,
     ) -> Result<TokenPair, IdentityError> {
-        let row = self.find_refresh(token).await?.ok_or(INVALID_REFRESH)?;
+        if !self.refresh_token_in_scope(factory, token).await? {
+            return Err(INVALID_REFRESH);
+        }
+        let mut tx = self.db.begin_write().await?;
+        let row = Self::find_refresh(&mut tx, token).await?.ok_or(INVALID_REFRESH)?;
         if row.factory_id.as_deref() != factory.map(FactoryId::as_str) {
             return Err(INVALID_REFRESH);
         }
         let now = self.now();
         if row.status == "rotated" {
-            return Err(self.reuse_detected(&row, factory, ctx).await?);
+            return Err(self.reuse_detected(tx, &row, factory, ctx).await?);
         }
         if row.status != "active" || row.expires_at <= now {
             return Err(INVALID_REFRESH);
@@ -301,74 +382,100 @@ impl Identity {
             sqlx::query("UPDATE refresh_tokens SET status = 'rotated', used_at = ? WHERE id = ? AND status = 'active'")
                 .bind(now)
                 .bind(&row.id)
-                .execute(self.db.pool())
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
         if claimed != 1 {
-            // Two concurrent uses of one token: one of them is not the owner.
-            return Err(self.reuse_detected(&row, factory, ctx).await?);
+            // Two concurrent uses of one token (MySQL: the other committed first): one of
+            // them is not the owner.
+            return Err(self.reuse_detected(tx, &row, factory, ctx).await?);
         }
-        match factory {
-            None => self.issue_session(ROOT_USERNAME, None, "root", Vec::new(), Some(&row.family_id)).await,
+        let tokens = match factory {
+            None => self.issue_session(&mut tx, ROOT_USERNAME, None, "root", Vec::new(), Some(&row.family_id)).await?,
             Some(factory) => {
-                let user = self.user(factory, &row.subject).await?.ok_or(INVALID_REFRESH)?;
-                if user.status != crate::users::UserStatus::Active
-                    || !self.factory_active(factory.as_str(), now).await?
-                {
-                    self.revoke_family(&row.family_id).await?;
+                let user = load_user(&mut *tx, factory, &row.subject).await?.ok_or(INVALID_REFRESH)?;
+                let factory_active = sqlx::query("SELECT status FROM factories WHERE id = ?")
+                    .bind(factory.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get::<String, _>("status"))
+                    .transpose()?
+                    .is_some_and(|s| s == "active");
+                if user.status != UserStatus::Active || !factory_active {
+                    Self::revoke_family(&mut tx, &row.family_id).await?;
+                    tx.commit().await?;
+                    self.revoke_session(&row.family_id, now);
                     return Err(INVALID_REFRESH);
                 }
-                self.issue_user_session(factory, &user, Some(&row.family_id)).await
+                self.issue_user_session(&mut tx, factory, &user, Some(&row.family_id)).await?
             }
-        }
+        };
+        tx.commit().await?;
+        Ok(tokens)
     }
 
+    /// Revokes the family and audits the reuse in `tx`, commits, and returns the error to answer.
     async fn reuse_detected(
         &self,
+        mut tx: WriteTx,
         row: &RefreshRow,
         factory: Option<&FactoryId>,
         ctx: &RequestContext,
     ) -> Result<IdentityError, IdentityError> {
-        self.revoke_family(&row.family_id).await?;
+        let now = self.now();
+        Self::revoke_family(&mut tx, &row.family_id).await?;
         let actor = if factory.is_some() { format!("user:{}", row.subject) } else { "root".into() };
         audit::record(
-            &self.db,
+            &mut *tx,
             factory,
             &actor,
             "token.reuse_detected",
             Some(&row.subject),
             ctx.source_ip.as_deref(),
             serde_json::json!({ "family_id": row.family_id }),
-            self.now(),
+            now,
         )
         .await?;
+        tx.commit().await?;
+        self.revoke_session(&row.family_id, now);
         tracing::warn!(subject = %row.subject, "refresh token reuse detected; session family revoked");
         Ok(INVALID_REFRESH)
     }
 
-    /// Ends the session the refresh token belongs to. Unknown tokens are ignored.
+    /// Ends the session the refresh token belongs to. Unknown tokens, and tokens of
+    /// another factory (or of the root at a factory's logout), are ignored: logout answers
+    /// the same for them (RFC 7009 §2.2), so it cannot be used to probe for tokens, and
+    /// it never ends a session it was not given in its own scope.
     pub async fn logout(
         &self,
         factory: Option<&FactoryId>,
         token: &str,
         ctx: &RequestContext,
     ) -> Result<(), IdentityError> {
-        let Some(row) = self.find_refresh(token).await? else { return Ok(()) };
+        if !self.refresh_token_in_scope(factory, token).await? {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().await?;
+        let Some(row) = Self::find_refresh(&mut tx, token).await? else { return Ok(()) };
         if row.factory_id.as_deref() != factory.map(FactoryId::as_str) {
             return Ok(());
         }
-        self.revoke_family(&row.family_id).await?;
+        let now = self.now();
+        Self::revoke_family(&mut tx, &row.family_id).await?;
         let actor = if factory.is_some() { format!("user:{}", row.subject) } else { "root".into() };
         audit::record(
-            &self.db,
+            &mut *tx,
             factory,
             &actor,
             "logout",
             Some(&row.subject),
             ctx.source_ip.as_deref(),
             serde_json::json!({}),
-            self.now(),
+            now,
         )
-        .await
+        .await?;
+        tx.commit().await?;
+        self.revoke_session(&row.family_id, now);
+        Ok(())
     }
 }

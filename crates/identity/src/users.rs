@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use factoryops_db::WriteTx;
 use factoryops_types::{FactoryId, format_rfc3339_ms, new_id};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -134,6 +135,8 @@ impl Identity {
         let hash = password::hash(&new.password, self.config.bcrypt_cost).await?;
         let id = new_id();
         let now = self.now();
+        // The user and the audit entry that says who created them commit together.
+        let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, factory_id, email, email_key, name, phone, role, permissions, password_hash, status, tokens_valid_after, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', 0, ?, ?)",
@@ -149,7 +152,7 @@ impl Identity {
         .bind(hash)
         .bind(now)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(IdentityError::from);
         match inserted {
@@ -162,19 +165,23 @@ impl Identity {
             other => other?,
         };
         let action = if matches!(actor, Principal::Root) { "super_admin.created" } else { "user.created" };
-        audit::record(&self.db, Some(factory), &actor.actor(), action, Some(&id), ctx.source_ip.as_deref(),
-            serde_json::json!({ "email": email.as_str(), "role": role.as_str(), "permissions": join_permissions(&flags) }), now).await?;
+        audit::record(
+            &mut *tx,
+            Some(factory),
+            &actor.actor(),
+            action,
+            Some(&id),
+            ctx.source_ip.as_deref(),
+            serde_json::json!({ "email": email.as_str(), "role": role.as_str(), "permissions": join_permissions(&flags) }),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
         self.user(factory, &id).await?.ok_or(IdentityError::NotFound("user"))
     }
 
     pub async fn user(&self, factory: &FactoryId, user_id: &str) -> Result<Option<User>, IdentityError> {
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE factory_id = ? AND id = ?")))
-                .bind(factory.as_str())
-                .bind(user_id)
-                .fetch_optional(self.db.pool())
-                .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        load_user(self.db.pool(), factory, user_id).await
     }
 
     pub async fn list_users(
@@ -232,16 +239,20 @@ impl Identity {
         let loses_super_admin = current.role == Role::SuperAdmin
             && current.status == UserStatus::Active
             && (role != Role::SuperAdmin || status != UserStatus::Active);
-        if loses_super_admin && self.active_super_admins(factory).await? <= 1 {
-            return Err(IdentityError::Conflict(
-                "the factory's last active super admin cannot be demoted or disabled".into(),
-            ));
-        }
         let access_changed = role != current.role
             || flags.iter().copied().collect::<Vec<_>>() != current.permissions
             || status != current.status;
         let now = self.now();
-        sqlx::query(
+        // The change, the end of a disabled user's sessions and the audit entry commit
+        // together; the last-super-admin check counts inside the same transaction, so two
+        // concurrent demotions cannot both pass it.
+        let mut tx = self.db.begin_write().await?;
+        if loses_super_admin && self.active_super_admins(&mut tx, factory).await? <= 1 {
+            return Err(IdentityError::Conflict(
+                "the factory's last active super admin cannot be demoted or disabled".into(),
+            ));
+        }
+        let changed = sqlx::query(
             "UPDATE users SET name = ?, role = ?, permissions = ?, status = ?, phone = ?, updated_at = ?, \
              tokens_valid_after = CASE WHEN ? THEN ? ELSE tokens_valid_after END WHERE factory_id = ? AND id = ?",
         )
@@ -255,19 +266,22 @@ impl Identity {
         .bind(now)
         .bind(factory.as_str())
         .bind(user_id)
-        .execute(self.db.pool())
-        .await?;
-        if status == UserStatus::Disabled {
-            self.revoke_user_sessions(user_id).await?;
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(IdentityError::NotFound("user"));
         }
-        self.forget_user(user_id);
+        if status == UserStatus::Disabled {
+            revoke_sessions(&mut tx, user_id).await?;
+        }
         let action = if status == UserStatus::Disabled && current.status == UserStatus::Active {
             "user.disabled"
         } else {
             "user.updated"
         };
         audit::record(
-            &self.db,
+            &mut *tx,
             Some(factory),
             &actor.actor(),
             action,
@@ -277,25 +291,18 @@ impl Identity {
             now,
         )
         .await?;
+        tx.commit().await?;
+        self.forget_user(user_id);
         self.user(factory, user_id).await?.ok_or(IdentityError::NotFound("user"))
     }
 
-    async fn active_super_admins(&self, factory: &FactoryId) -> Result<i64, IdentityError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) FROM users WHERE factory_id = ? AND role = 'super_admin' AND status = 'active'",
-        )
-        .bind(factory.as_str())
-        .fetch_one(self.db.pool())
-        .await?;
-        Ok(row.try_get(0)?)
-    }
-
-    pub(crate) async fn revoke_user_sessions(&self, user_id: &str) -> Result<(), IdentityError> {
-        sqlx::query("UPDATE refresh_tokens SET status = 'revoked' WHERE subject = ? AND status = 'active'")
-            .bind(user_id)
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+    async fn active_super_admins(&self, tx: &mut WriteTx, factory: &FactoryId) -> Result<i64, IdentityError> {
+        let sql = format!(
+            "SELECT id FROM users WHERE factory_id = ? AND role = 'super_admin' AND status = 'active'{}",
+            self.db.dialect().lock_rows()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(factory.as_str()).fetch_all(&mut **tx).await?;
+        Ok(i64::try_from(rows.len()).unwrap_or(i64::MAX))
     }
 
     /// A super admin sets a new password for a user; every session of that user ends.
@@ -309,18 +316,8 @@ impl Identity {
     ) -> Result<(), IdentityError> {
         let user = self.user(factory, user_id).await?.ok_or(IdentityError::NotFound("user"))?;
         password::check_policy("password", new_password, Some(&user.email))?;
-        self.store_password(factory, user_id, new_password).await?;
-        audit::record(
-            &self.db,
-            Some(factory),
-            &actor.actor(),
-            "user.password_reset",
-            Some(user_id),
-            ctx.source_ip.as_deref(),
-            serde_json::json!({}),
-            self.now(),
-        )
-        .await
+        let audit = PasswordAudit { actor: actor.actor(), action: "user.password_reset", ctx };
+        self.store_password(factory, user_id, new_password, audit).await
     }
 
     /// The signed-in user changes their own password, proving the current one.
@@ -347,38 +344,82 @@ impl Identity {
         if new_password == current_password {
             return Err(IdentityError::invalid("new_password", "must differ from the current password"));
         }
-        self.store_password(factory, user_id, new_password).await?;
-        audit::record(
-            &self.db,
-            Some(factory),
-            &format!("user:{user_id}"),
-            "user.password_changed",
-            Some(user_id),
-            ctx.source_ip.as_deref(),
-            serde_json::json!({}),
-            self.now(),
-        )
-        .await
+        let audit = PasswordAudit { actor: format!("user:{user_id}"), action: "user.password_changed", ctx };
+        self.store_password(factory, user_id, new_password, audit).await
     }
 
+    /// Stores the new password, ends every session of the user and writes the audit entry,
+    /// in one transaction: a password that changed while the old sessions live on (or the
+    /// reverse) cannot be left behind.
     async fn store_password(
         &self,
         factory: &FactoryId,
         user_id: &str,
         new_password: &str,
+        audit: PasswordAudit<'_>,
     ) -> Result<(), IdentityError> {
         let hash = password::hash(new_password, self.config.bcrypt_cost).await?;
         let now = self.now();
-        sqlx::query("UPDATE users SET password_hash = ?, tokens_valid_after = ?, updated_at = ? WHERE factory_id = ? AND id = ?")
-            .bind(hash)
-            .bind(now)
-            .bind(now)
-            .bind(factory.as_str())
-            .bind(user_id)
-            .execute(self.db.pool())
-            .await?;
-        self.revoke_user_sessions(user_id).await?;
+        let mut tx = self.db.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE users SET password_hash = ?, tokens_valid_after = ?, updated_at = ? WHERE factory_id = ? AND id = ?",
+        )
+        .bind(hash)
+        .bind(now)
+        .bind(now)
+        .bind(factory.as_str())
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(IdentityError::NotFound("user"));
+        }
+        revoke_sessions(&mut tx, user_id).await?;
+        audit::record(
+            &mut *tx,
+            Some(factory),
+            &audit.actor,
+            audit.action,
+            Some(user_id),
+            audit.ctx.source_ip.as_deref(),
+            serde_json::json!({}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
         self.forget_user(user_id);
         Ok(())
     }
+}
+
+/// Who changes a password, for the audit entry written with it.
+struct PasswordAudit<'a> {
+    actor: String,
+    action: &'static str,
+    ctx: &'a RequestContext,
+}
+
+/// One user of `factory`, read through `exec` (the pool, or a write transaction that
+/// decides on what it reads).
+pub(crate) async fn load_user<'c>(
+    exec: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    factory: &FactoryId,
+    user_id: &str,
+) -> Result<Option<User>, IdentityError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE factory_id = ? AND id = ?")))
+        .bind(factory.as_str())
+        .bind(user_id)
+        .fetch_optional(exec)
+        .await?;
+    Ok(row.as_ref().map(user_from_row).transpose()?)
+}
+
+/// Ends every refresh-token family of `subject` (a user id or the root) inside `tx`.
+pub(crate) async fn revoke_sessions(tx: &mut WriteTx, subject: &str) -> Result<(), IdentityError> {
+    sqlx::query("UPDATE refresh_tokens SET status = 'revoked' WHERE subject = ? AND status = 'active'")
+        .bind(subject)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use factoryops_db::{Database, WriteTurn};
+use factoryops_db::{Database, WriteTx};
 use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
 use parking_lot::Mutex;
@@ -201,8 +201,8 @@ struct ShortTransactions<'a> {
     db: &'a Database,
     per_transaction: usize,
     statements: usize,
-    tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
-    _turn: Option<WriteTurn>,
+    /// Holds the write turn until it ends.
+    tx: Option<WriteTx>,
     /// Pause after each commit (see [`ShortTransactions::spread`]); none once `hurry` fires.
     gap: Duration,
     hurry: Option<CancellationToken>,
@@ -210,14 +210,12 @@ struct ShortTransactions<'a> {
 
 impl<'a> ShortTransactions<'a> {
     async fn begin(db: &'a Database, per_transaction: usize) -> Result<Self, RepoError> {
-        let turn = db.write_turn().await;
-        let tx = db.pool().begin().await?;
+        let tx = db.begin_write().await?;
         Ok(Self {
             db,
             per_transaction: per_transaction.max(1),
             statements: 0,
             tx: Some(tx),
-            _turn: turn,
             gap: Duration::ZERO,
             hurry: None,
         })
@@ -241,23 +239,21 @@ impl<'a> ShortTransactions<'a> {
     /// back, so a waiting alert commit goes next) before the next one begins. Commit
     /// first, then take a pooled connection: a transaction holding SQLite's write lock
     /// while waiting for a connection deadlocked against writers holding all of them.
-    async fn next(&mut self) -> Result<&mut sqlx::Transaction<'static, sqlx::Any>, RepoError> {
+    async fn next(&mut self) -> Result<&mut WriteTx, RepoError> {
         let tx = match self.tx.take() {
             Some(tx) if self.statements < self.per_transaction => tx,
             full => {
                 if let Some(tx) = full {
                     tx.commit().await?;
                 }
-                self._turn = None;
                 if let Some(hurry) = self.hurry.as_ref().filter(|_| !self.gap.is_zero()) {
                     tokio::select! {
                         _ = tokio::time::sleep(self.gap) => {}
                         _ = hurry.cancelled() => self.gap = Duration::ZERO,
                     }
                 }
-                self._turn = self.db.write_turn().await;
                 self.statements = 0;
-                self.db.pool().begin().await?
+                self.db.begin_write().await?
             }
         };
         self.statements += 1;

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{Duration as ChronoDuration, NaiveTime, TimeZone, Timelike};
 use chrono_tz::Tz;
-use factoryops_db::Database;
+use factoryops_db::{Database, WriteTx};
 use factoryops_types::FactoryId;
-use sqlx::{Any, Transaction};
 
 use crate::NotifyError;
 use crate::channel::ChannelKind;
@@ -119,7 +118,7 @@ impl Notifier {
     pub async fn enqueue_alert(
         &self,
         db: &Database,
-        tx: &mut Transaction<'_, Any>,
+        tx: &mut WriteTx,
         audience: &Audience,
         notice: &AlertNotice<'_>,
         now_ms: i64,
@@ -217,7 +216,7 @@ pub struct AlertNotice<'a> {
 /// beforehand; returns how many rows were new.
 pub async fn enqueue_alert(
     db: &Database,
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut WriteTx,
     audience: &Audience,
     notice: &AlertNotice<'_>,
     options: &EnqueueOptions,

@@ -529,7 +529,7 @@ impl NotificationStore {
                 return Err(NotifyError::InvalidFields(bad));
             }
         }
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query("DELETE FROM notification_preferences WHERE factory_id = ? AND user_id = ?")
             .bind(factory.as_str())
             .bind(user_id)

@@ -95,7 +95,7 @@ fn start(db: &Database, channels: Vec<Arc<dyn Channel>>, config: WorkerConfig) -
 
 /// Enqueues one alert event in its own transaction; returns the rows written.
 async fn alert(db: &Database, key: &str, severity: &str, recipients: Recipients) -> usize {
-    let mut tx = db.pool().begin().await.unwrap();
+    let mut tx = db.begin_write().await.unwrap();
     let f = factory();
     let notice = AlertNotice {
         factory_id: &f,
@@ -222,7 +222,7 @@ async fn temporary_failures_retry_then_give_up(db: TestDatabase) {
     sink.set_mode(SmtpMode::TempFail);
     let config = WorkerConfig { breaker_failures: 100, ..fast() };
     let (_worker, shutdown) = start(&database, vec![smtp(&sink)], config);
-    let mut tx = database.pool().begin().await.unwrap();
+    let mut tx = database.begin_write().await.unwrap();
     let f = factory();
     let recipients = emails(&["ops@example.com"]);
     let notice = AlertNotice {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use factoryops_db::{Database, DatabaseBackend, DbError, WriteTurn, outbox};
+use factoryops_db::{Database, DatabaseBackend, DbError, WriteTx, outbox};
 use factoryops_notify::{AlertNotice, Audience, Notifier, Recipients};
 use factoryops_platform::bus::{Event, EventBus, topics};
 use factoryops_tsdb::Value;
@@ -235,7 +235,7 @@ struct Announcements<'s> {
 impl Announcements<'_> {
     async fn add(
         &mut self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut WriteTx,
         factory: &FactoryId,
         key: String,
         payload: serde_json::Value,
@@ -395,19 +395,6 @@ impl RulesStore {
 
     pub fn database(&self) -> &Database {
         &self.db
-    }
-
-    /// A write transaction, after this process's SQLite write turn (hold the guard until
-    /// the transaction ends). On SQLite it takes the write lock up front (`BEGIN
-    /// IMMEDIATE`): a deferred transaction that reads first fails at once with SQLITE_BUSY
-    /// when another writer commits before its first write, instead of waiting for the lock.
-    async fn begin_write(&self) -> Result<(Option<WriteTurn>, sqlx::Transaction<'static, sqlx::Any>), RulesError> {
-        let turn = self.db.write_turn().await;
-        let tx = match self.db.backend() {
-            DatabaseBackend::Sqlite => self.db.pool().begin_with("BEGIN IMMEDIATE").await?,
-            DatabaseBackend::MySql => self.db.pool().begin().await?,
-        };
-        Ok((turn, tx))
     }
 
     // ---- rules ----
@@ -619,7 +606,7 @@ impl RulesStore {
         now_ms: i64,
     ) -> Result<Alert, RulesError> {
         let audience = self.transition_audience(factory, id, actor).await?;
-        let (turn, mut tx) = self.begin_write().await?;
+        let mut tx = self.db.begin_write().await?;
         let row = sqlx::query("SELECT status, value, rule_id, device_id FROM alerts WHERE factory_id = ? AND id = ?")
             .bind(factory.as_str())
             .bind(id)
@@ -681,7 +668,6 @@ impl RulesStore {
                 .await?;
         }
         tx.commit().await?;
-        drop(turn);
         events.publish().await;
         self.get_alert(factory, id).await
     }
@@ -719,7 +705,7 @@ impl RulesStore {
     #[allow(clippy::too_many_arguments)]
     async fn notify_transition(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut WriteTx,
         factory: &FactoryId,
         id: &str,
         rule: &TransitionRule<'_>,
@@ -845,7 +831,7 @@ impl RulesStore {
             return Ok(summary);
         }
         let audiences = self.audiences(effects).await?;
-        let (turn, mut tx) = self.begin_write().await?;
+        let mut tx = self.db.begin_write().await?;
         let mut events = Announcements { store: self, held: Vec::new() };
         // (factory, key) → (alert id, inserted by this batch)
         let mut ids: HashMap<(FactoryId, String), Option<String>> = HashMap::new();
@@ -1054,7 +1040,6 @@ impl RulesStore {
             }
         }
         tx.commit().await?;
-        drop(turn);
         {
             let mut cache = self.alert_ids.lock();
             if cache.len() + opened.len() > ALERT_ID_CACHE {
@@ -1073,7 +1058,7 @@ impl RulesStore {
     /// thread can queue for a CPU.
     async fn change_with_history<'q>(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut WriteTx,
         change: &str,
         history: &HistoryRow<'_>,
         bind: impl FnOnce(
@@ -1125,7 +1110,7 @@ impl RulesStore {
     /// The alert id for a key; `None` when the key's open was a duplicate in this batch or is unknown.
     async fn lookup(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut WriteTx,
         ids: &mut HashMap<(FactoryId, String), Option<String>>,
         factory: &FactoryId,
         key: &str,
