@@ -18,7 +18,8 @@ use factoryops_notify::{
 };
 use factoryops_platform::bus::{Event, EventBus, MemoryBus, topics};
 use factoryops_platform::shutdown::Shutdown;
-use factoryops_testkit::smtp::{SmtpMode, SmtpSink};
+use factoryops_testkit::smtp::{SmtpMode, SmtpSecurity, SmtpSink};
+use factoryops_testkit::tls::TestCa;
 use factoryops_testkit::twilio::{self, TwilioMode, TwilioStandIn};
 use factoryops_testkit::{TestDatabase, backend_matrix};
 use factoryops_types::{Clock, FactoryId, SystemClock};
@@ -406,7 +407,97 @@ async fn health_events_reach_the_operators_once_and_on_recovery(db: TestDatabase
     shutdown.trigger();
 }
 
+/// A TLS server with AUTH, and a client URL trusting `ca` through `ca_file` (in `dir`).
+fn secure_smtp(sink: &SmtpSink, password: &str, trusted: Option<&TestCa>, dir: &std::path::Path) -> Arc<dyn Channel> {
+    let mut url = sink.url_with_login("mailer", password);
+    if let Some(ca) = trusted {
+        let path = dir.join("private-ca.pem");
+        std::fs::write(&path, ca.cert_pem()).unwrap();
+        url.push_str(&format!("&ca_file={}", path.display()));
+    }
+    let settings = SmtpSettings::parse(&url, "alerts@factoryops.test", Duration::from_secs(5)).unwrap();
+    Arc::new(SmtpChannel::new(&settings).unwrap())
+}
+
+const SMTP_PASSWORD: &str = "s3cret-pass";
+
+/// Real providers take mail only over TLS and after AUTH: STARTTLS on 587 (the default
+/// `tls=starttls`) and implicit TLS on 465 (`tls=tls`), the server's certificate signed
+/// by a private CA that `ca_file` trusts.
+async fn smtp_starttls_and_implicit_tls_with_auth_deliver(db: TestDatabase) {
+    let database = open(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("FactoryOps test CA");
+    let creds = Some(("mailer", SMTP_PASSWORD));
+    let starttls = SmtpSink::start_secure(SmtpSecurity::StartTls(ca.issue(&[])), creds);
+    let implicit = SmtpSink::start_secure(SmtpSecurity::ImplicitTls(ca.issue(&[])), creds);
+    assert!(starttls.url().ends_with("?tls=starttls") && implicit.url().ends_with("?tls=tls"));
+    for (i, sink) in [&starttls, &implicit].into_iter().enumerate() {
+        let (_worker, shutdown) =
+            start(&database, vec![secure_smtp(sink, SMTP_PASSWORD, Some(&ca), dir.path())], fast());
+        alert(&database, &format!("notify:tls{i}:opened:1"), "critical", emails(&["ops@example.com"])).await;
+        let mails = sink.wait_for(1, Duration::from_secs(10)).await;
+        assert_eq!(mails[0].to, ["ops@example.com"]);
+        wait_until(&database, "delivered", all(NotificationStatus::Delivered)).await;
+        assert_eq!(sink.auth_failures(), 0);
+        shutdown.trigger();
+    }
+}
+
+/// A wrong password is answered 535: a dead letter at once whose reason says so.
+async fn smtp_wrong_password_is_a_dead_letter_with_the_reason(db: TestDatabase) {
+    let database = open(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("FactoryOps test CA");
+    let sink = SmtpSink::start_secure(SmtpSecurity::StartTls(ca.issue(&[])), Some(("mailer", SMTP_PASSWORD)));
+    let (_worker, shutdown) = start(&database, vec![secure_smtp(&sink, "wrong", Some(&ca), dir.path())], fast());
+    alert(&database, "notify:auth:opened:1", "critical", emails(&["ops@example.com"])).await;
+    let items = wait_until(&database, "dead letter", all(NotificationStatus::Dead)).await;
+    assert_eq!(items[0].attempts, 1, "a refused login is not retried");
+    let reason = items[0].last_error.as_deref().unwrap();
+    assert!(reason.contains("535") && reason.contains("Invalid credentials"), "{reason}");
+    assert_eq!(sink.auth_failures(), 1);
+    assert!(sink.received().is_empty());
+    shutdown.trigger();
+}
+
+/// A certificate the client does not trust (no `ca_file`, or another CA's) is refused in
+/// the handshake, before AUTH: the password never crosses an unverified connection. The
+/// failure is transient (the operator fixes `ca_file` or the server's certificate, and the
+/// queued message goes out), and its reason names the certificate problem.
+async fn smtp_untrusted_certificate_is_refused_with_a_clear_reason(db: TestDatabase) {
+    let database = open(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("FactoryOps test CA");
+    let stranger = TestCa::new("Somebody else's CA");
+    for (i, security) in
+        [SmtpSecurity::StartTls(ca.issue(&[])), SmtpSecurity::ImplicitTls(ca.issue(&[]))].into_iter().enumerate()
+    {
+        let sink = SmtpSink::start_secure(security, Some(("mailer", SMTP_PASSWORD)));
+        let trusted = if i == 0 { None } else { Some(&stranger) };
+        let channel = secure_smtp(&sink, SMTP_PASSWORD, trusted, dir.path());
+        let (_worker, shutdown) = start(&database, vec![channel], WorkerConfig { breaker_failures: 100, ..fast() });
+        let key = format!("notify:cert{i}:opened:1");
+        alert(&database, &key, "critical", emails(&["ops@example.com"])).await;
+        let items = wait_until(&database, "a failed attempt", |items| {
+            items.iter().any(|n| n.attempts >= 1 && n.last_error.is_some())
+        })
+        .await;
+        let row = items.iter().find(|n| n.attempts >= 1).unwrap();
+        assert_eq!(row.status, NotificationStatus::Pending, "retried: {row:?}");
+        let reason = row.last_error.as_deref().unwrap();
+        assert!(reason.contains("certificate") && reason.contains("UnknownIssuer"), "{reason}");
+        assert_eq!((sink.auth_failures(), sink.received().len()), (0, 0), "no AUTH, no mail");
+        shutdown.trigger();
+        // The next case's rows are its own.
+        sqlx::query("DELETE FROM notifications").execute(database.pool()).await.unwrap();
+    }
+}
+
 backend_matrix!(
+    smtp_starttls_and_implicit_tls_with_auth_deliver,
+    smtp_wrong_password_is_a_dead_letter_with_the_reason,
+    smtp_untrusted_certificate_is_refused_with_a_clear_reason,
     email_arrives_with_headers_and_bodies,
     smtp_down_then_up_delivers_after_retry,
     smtp_permanent_refusal_is_a_dead_letter_and_retry_delivers,
