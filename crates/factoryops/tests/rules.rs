@@ -399,7 +399,29 @@ async fn disabling_a_rule_resolves_its_alerts_and_stops_evaluation(db: TestDatab
     app.stop().await;
 }
 
+/// A backtest may span at most 366 days: exactly 366 runs, one millisecond more is a 422
+/// validation problem naming `to`. (The 5 M-point bound needs 5 M stored points; not tested here.)
+async fn backtest_range_is_bounded_to_366_days(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", "boss-password-1").await;
+    let (status, rule) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), overheat_rule()).await;
+    assert_eq!(status, 201, "{rule}");
+    let url = format!("/api/v1/factories/plant-a/rules/{}/backtest", rule["id"].as_str().unwrap());
+    let to = app.clock_now();
+    let day = 86_400_000i64;
+    let range = |from: i64| json!({"from": factoryops_types::format_rfc3339_ms(from), "to": factoryops_types::format_rfc3339_ms(to)});
+    let (status, body) = app.post(&url, Some(&admin), range(to - 366 * day)).await;
+    assert_eq!(status, 200, "366 days: {body}");
+    let (status, body) = app.post(&url, Some(&admin), range(to - 366 * day - 1)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "to", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("366 days"), "{body}");
+    app.stop().await;
+}
+
 backend_matrix!(
+    backtest_range_is_bounded_to_366_days,
     disabling_a_rule_resolves_its_alerts_and_stops_evaluation,
     a_restart_catches_up_missed_evaluations_and_stale_devices,
     alerts_open_resolve_and_never_duplicate,
