@@ -300,7 +300,39 @@ async fn a_failing_provider_degrades_readiness_and_messages_wait(db: TestDatabas
     let _ = app.stop().await;
 }
 
+/// A disabled user is no longer a notification target: a rule naming them writes no row
+/// for them (the other recipients of the same event still get theirs).
+async fn disabled_users_are_not_notified(db: TestDatabase) {
+    let smtp = SmtpSink::start();
+    let config = with_channels(&db, &smtp, None);
+    let app = TestApp::spawn_with(db, config).await;
+    let p = plant(&app).await;
+    let (leaver, _) = app.user_with(&p.admin, "plant-a", "leaver@a.example", "viewer", &[]).await;
+    let rule = json!({
+        "name": "Leaver rule", "scope": {"devices": ["press-1"]},
+        "condition": {"property": "temp_c", "op": ">", "value": 80}, "severity": "critical",
+        "notify": {"users": [leaver.clone()], "emails": ["marker@example.com"]}
+    });
+    let (status, body) = app.post("/api/v1/factories/plant-a/rules", Some(&p.admin), rule).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = app
+        .send(reqwest::Method::DELETE, &format!("/api/v1/factories/plant-a/users/{leaver}"), Some(&p.admin), None)
+        .await;
+    assert_eq!(status, 204, "the user is disabled");
+    publish(&app, &p.secret, 85.0).await;
+    // The event's rows are written in one transaction: once the marker's is there, all are.
+    let log = wait_log(&app, &p.admin, "", |items| {
+        items.iter().any(|n| n["recipient"] == "marker@example.com")
+            && items.iter().any(|n| n["user_id"] == p.admin_id.as_str())
+    })
+    .await;
+    assert!(!log.iter().any(|n| n["user_id"] == leaver.as_str()), "a disabled user was notified: {log:#?}");
+    assert!(!log.iter().any(|n| n["recipient"] == "leaver@a.example"), "{log:#?}");
+    let _ = app.stop().await;
+}
+
 backend_matrix!(
+    disabled_users_are_not_notified,
     alert_reaches_email_and_whatsapp_and_acknowledgement_follows,
     dead_letters_are_listed_and_retried_through_the_api,
     admins_send_test_messages_and_users_keep_preferences,

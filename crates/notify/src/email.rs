@@ -1,13 +1,17 @@
-//! Email over SMTP (lettre): `smtp://user:pass@host:port?tls=none|starttls|tls`.
-//! A 5xx answer is permanent (dead letter with the server's reason); 4xx answers,
-//! refused connections and timeouts are transient (retry, circuit breaker).
+//! Email over SMTP (lettre): `smtp://user:pass@host:port?tls=none|starttls|tls[&ca_file=/path.pem]`.
+//! A 5xx answer is permanent (dead letter with the server's reason: a wrong password is
+//! `535`); 4xx answers, refused connections, timeouts and TLS failures (a certificate
+//! that does not verify) are transient (retry, circuit breaker, `/readyz` degraded), so
+//! messages wait while the operator fixes the server's certificate or `ca_file`.
+//! Certificates verify against the public web PKI roots plus, with `ca_file`, the PEM
+//! certificates in that file (a private CA).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::channel::{Channel, ChannelKind, Outgoing, SendError};
@@ -26,6 +30,9 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// PEM file of extra trusted CA certificates (`ca_file=` in the URL), for a server
+    /// whose certificate a private CA signed.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The envelope and header sender address; the display name is the factory's.
     pub from: Address,
     pub timeout: Duration,
@@ -36,7 +43,7 @@ pub struct SmtpSettings {
 pub struct SmtpConfigError(pub String);
 
 impl SmtpSettings {
-    /// Parses `smtp://[user:pass@]host[:port][?tls=none|starttls|tls]` and the sender
+    /// Parses `smtp://[user:pass@]host[:port][?tls=none|starttls|tls][&ca_file=path]` and the sender
     /// (`alerts@example.com` or `Name <alerts@example.com>`). `tls` defaults to `starttls`;
     /// the port to 25 (none), 587 (starttls) or 465 (tls).
     pub fn parse(url: &str, from: &str, timeout: Duration) -> Result<Self, SmtpConfigError> {
@@ -46,8 +53,11 @@ impl SmtpSettings {
         }
         let host = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| SmtpConfigError("smtp_url: no host".into()))?;
         let mut tls = if u.scheme() == "smtps" { SmtpTls::Tls } else { SmtpTls::StartTls };
+        let mut ca_file = None;
         for (k, v) in u.query_pairs() {
-            if k == "tls" {
+            if k == "ca_file" {
+                ca_file = Some(std::path::PathBuf::from(&*v));
+            } else if k == "tls" {
                 tls = match &*v {
                     "none" => SmtpTls::None,
                     "starttls" => SmtpTls::StartTls,
@@ -75,7 +85,10 @@ impl SmtpSettings {
             .parse::<Mailbox>()
             .map(|m| m.email)
             .map_err(|e| SmtpConfigError(format!("smtp_from {from:?}: {e}")))?;
-        Ok(Self { host: host.to_string(), port, tls, username, password, from, timeout })
+        if ca_file.is_some() && tls == SmtpTls::None {
+            return Err(SmtpConfigError("smtp_url: ca_file needs tls=starttls or tls".into()));
+        }
+        Ok(Self { host: host.to_string(), port, tls, username, password, ca_file, from, timeout })
     }
 }
 
@@ -88,8 +101,29 @@ impl SmtpChannel {
     pub fn new(settings: &SmtpSettings) -> Result<Self, SmtpConfigError> {
         let mut builder =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.host.as_str()).port(settings.port);
-        let params =
-            || TlsParameters::new(settings.host.clone()).map_err(|e| SmtpConfigError(format!("smtp tls: {e}")));
+        // Read once here: a missing or malformed CA file stops the start, not every send.
+        let ca = match &settings.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| SmtpConfigError(format!("smtp_url: ca_file {}: {e}", path.display())))?;
+                // lettre accepts a file without any certificate as an empty list.
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    let path = path.display();
+                    return Err(SmtpConfigError(format!("smtp_url: ca_file {path}: no PEM certificate in it")));
+                }
+                let cert = Certificate::from_pem(&pem)
+                    .map_err(|e| SmtpConfigError(format!("smtp_url: ca_file {}: {e}", path.display())))?;
+                Some(cert)
+            }
+            None => None,
+        };
+        let params = move || {
+            let mut builder = TlsParameters::builder(settings.host.clone());
+            if let Some(ca) = ca {
+                builder = builder.add_root_certificate(ca);
+            }
+            builder.build().map_err(|e| SmtpConfigError(format!("smtp tls: {e}")))
+        };
         builder = match settings.tls {
             SmtpTls::None => builder.tls(Tls::None),
             SmtpTls::StartTls => builder.tls(Tls::Required(params()?)),
@@ -158,6 +192,9 @@ mod tests {
         assert_eq!(s.from.to_string(), "a@example.com");
         assert_eq!(SmtpSettings::parse("smtp://h?tls=tls", "a@example.com", t).unwrap().port, 465);
         assert!(SmtpSettings::parse("smtp://h?tls=maybe", "a@example.com", t).is_err());
+        let s = SmtpSettings::parse("smtp://h?ca_file=%2Fetc%2Fca.pem&tls=tls", "a@example.com", t).unwrap();
+        assert_eq!(s.ca_file.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert!(SmtpSettings::parse("smtp://h?tls=none&ca_file=/ca.pem", "a@example.com", t).is_err());
         assert!(SmtpSettings::parse("http://h", "a@example.com", t).is_err());
         assert!(SmtpSettings::parse("smtp://h", "not an address", t).is_err());
     }

@@ -14,14 +14,16 @@ use factoryops_notify::whatsapp::{TwilioChannel, TwilioSettings};
 use factoryops_notify::worker::{NotificationWorker, WorkerConfig};
 use factoryops_notify::{
     AlertNotice, Audience, Channel, ChannelKind, Contact, FactoryProfile, Notification, NotificationQuery,
-    NotificationStatus, NotificationStore, Preferences, Recipients, StaticDirectory, enqueue_alert,
+    NotificationStatus, NotificationStore, Outgoing, Preferences, Recipients, SendError, StaticDirectory,
+    enqueue_alert,
 };
 use factoryops_platform::bus::{Event, EventBus, MemoryBus, topics};
 use factoryops_platform::shutdown::Shutdown;
-use factoryops_testkit::smtp::{SmtpMode, SmtpSink};
+use factoryops_testkit::smtp::{SmtpMode, SmtpSecurity, SmtpSink};
+use factoryops_testkit::tls::TestCa;
 use factoryops_testkit::twilio::{self, TwilioMode, TwilioStandIn};
 use factoryops_testkit::{TestDatabase, backend_matrix};
-use factoryops_types::{Clock, FactoryId, SystemClock};
+use factoryops_types::{Clock, FactoryId, ManualClock, SystemClock};
 
 const FACTORY: &str = "plant-a";
 const USER: &str = "0192d6c2-0000-7000-8000-000000000001";
@@ -406,7 +408,236 @@ async fn health_events_reach_the_operators_once_and_on_recovery(db: TestDatabase
     shutdown.trigger();
 }
 
+/// A TLS server with AUTH, and a client URL trusting `ca` through `ca_file` (in `dir`).
+fn secure_smtp(sink: &SmtpSink, password: &str, trusted: Option<&TestCa>, dir: &std::path::Path) -> Arc<dyn Channel> {
+    let mut url = sink.url_with_login("mailer", password);
+    if let Some(ca) = trusted {
+        let path = dir.join("private-ca.pem");
+        std::fs::write(&path, ca.cert_pem()).unwrap();
+        url.push_str(&format!("&ca_file={}", path.display()));
+    }
+    let settings = SmtpSettings::parse(&url, "alerts@factoryops.test", Duration::from_secs(5)).unwrap();
+    Arc::new(SmtpChannel::new(&settings).unwrap())
+}
+
+const SMTP_PASSWORD: &str = "s3cret-pass";
+
+/// Real providers take mail only over TLS and after AUTH: STARTTLS on 587 (the default
+/// `tls=starttls`) and implicit TLS on 465 (`tls=tls`), the server's certificate signed
+/// by a private CA that `ca_file` trusts.
+async fn smtp_starttls_and_implicit_tls_with_auth_deliver(db: TestDatabase) {
+    let database = open(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("FactoryOps test CA");
+    let creds = Some(("mailer", SMTP_PASSWORD));
+    let starttls = SmtpSink::start_secure(SmtpSecurity::StartTls(ca.issue(&[])), creds);
+    let implicit = SmtpSink::start_secure(SmtpSecurity::ImplicitTls(ca.issue(&[])), creds);
+    assert!(starttls.url().ends_with("?tls=starttls") && implicit.url().ends_with("?tls=tls"));
+    for (i, sink) in [&starttls, &implicit].into_iter().enumerate() {
+        let (_worker, shutdown) =
+            start(&database, vec![secure_smtp(sink, SMTP_PASSWORD, Some(&ca), dir.path())], fast());
+        alert(&database, &format!("notify:tls{i}:opened:1"), "critical", emails(&["ops@example.com"])).await;
+        let mails = sink.wait_for(1, Duration::from_secs(10)).await;
+        assert_eq!(mails[0].to, ["ops@example.com"]);
+        wait_until(&database, "delivered", all(NotificationStatus::Delivered)).await;
+        assert_eq!(sink.auth_failures(), 0);
+        shutdown.trigger();
+    }
+}
+
+/// A wrong password is answered 535: a dead letter at once whose reason says so.
+async fn smtp_wrong_password_is_a_dead_letter_with_the_reason(db: TestDatabase) {
+    let database = open(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("FactoryOps test CA");
+    let sink = SmtpSink::start_secure(SmtpSecurity::StartTls(ca.issue(&[])), Some(("mailer", SMTP_PASSWORD)));
+    let (_worker, shutdown) = start(&database, vec![secure_smtp(&sink, "wrong", Some(&ca), dir.path())], fast());
+    alert(&database, "notify:auth:opened:1", "critical", emails(&["ops@example.com"])).await;
+    let items = wait_until(&database, "dead letter", all(NotificationStatus::Dead)).await;
+    assert_eq!(items[0].attempts, 1, "a refused login is not retried");
+    let reason = items[0].last_error.as_deref().unwrap();
+    assert!(reason.contains("535") && reason.contains("Invalid credentials"), "{reason}");
+    assert_eq!(sink.auth_failures(), 1);
+    assert!(sink.received().is_empty());
+    shutdown.trigger();
+}
+
+/// A certificate the client does not trust (no `ca_file`, or another CA's) is refused in
+/// the handshake, before AUTH: the password never crosses an unverified connection. The
+/// failure is transient (the operator fixes `ca_file` or the server's certificate, and the
+/// queued message goes out), and its reason names the certificate problem.
+async fn smtp_untrusted_certificate_is_refused_with_a_clear_reason(db: TestDatabase) {
+    let database = open(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("FactoryOps test CA");
+    let stranger = TestCa::new("Somebody else's CA");
+    for (i, security) in
+        [SmtpSecurity::StartTls(ca.issue(&[])), SmtpSecurity::ImplicitTls(ca.issue(&[]))].into_iter().enumerate()
+    {
+        let sink = SmtpSink::start_secure(security, Some(("mailer", SMTP_PASSWORD)));
+        let trusted = if i == 0 { None } else { Some(&stranger) };
+        let channel = secure_smtp(&sink, SMTP_PASSWORD, trusted, dir.path());
+        let (_worker, shutdown) = start(&database, vec![channel], WorkerConfig { breaker_failures: 100, ..fast() });
+        let key = format!("notify:cert{i}:opened:1");
+        alert(&database, &key, "critical", emails(&["ops@example.com"])).await;
+        let items = wait_until(&database, "a failed attempt", |items| {
+            items.iter().any(|n| n.attempts >= 1 && n.last_error.is_some())
+        })
+        .await;
+        let row = items.iter().find(|n| n.attempts >= 1).unwrap();
+        assert_eq!(row.status, NotificationStatus::Pending, "retried: {row:?}");
+        let reason = row.last_error.as_deref().unwrap();
+        assert!(reason.contains("certificate") && reason.contains("UnknownIssuer"), "{reason}");
+        assert_eq!((sink.auth_failures(), sink.received().len()), (0, 0), "no AUTH, no mail");
+        shutdown.trigger();
+        // The next case's rows are its own.
+        sqlx::query("DELETE FROM notifications").execute(database.pool()).await.unwrap();
+    }
+}
+
+/// An email channel that never answers (a provider that hangs), counting the attempts.
+#[derive(Default)]
+struct Hanging {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Channel for Hanging {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Email
+    }
+    async fn send(&self, _: &Outgoing) -> Result<String, SendError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+/// A worker on `clock` and `bus` (the `start` helper has its own).
+fn start_on(
+    db: &Database,
+    channels: Vec<Arc<dyn Channel>>,
+    config: WorkerConfig,
+    clock: &ManualClock,
+    bus: Arc<dyn EventBus>,
+) -> (Arc<NotificationWorker>, tokio::task::JoinHandle<()>, Shutdown) {
+    let shutdown = Shutdown::new();
+    let worker = NotificationWorker::new(
+        NotificationStore::new(db.clone()),
+        channels,
+        config,
+        Arc::new(clock.clone()),
+        NotifyMetrics::unregistered(),
+        bus,
+    );
+    let task = worker.spawn(shutdown.clone());
+    (worker, task, shutdown)
+}
+
+/// A worker that dies mid-send (its task is aborted, like a killed process) leaves the
+/// row in `sending`. Nobody takes it while the lease runs; once it expires the next worker
+/// sends it (attempt 2: at least once, same Message-ID).
+async fn a_send_of_a_crashed_worker_is_reclaimed_when_its_lease_expires(db: TestDatabase) {
+    let database = open(&db).await;
+    let clock = ManualClock::new(SystemClock.now_ms() + 10_000);
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let hanging = Arc::new(Hanging::default());
+    let config = WorkerConfig { send_timeout: Duration::from_secs(60), ..fast() };
+    let (_a, task, _shutdown_a) =
+        start_on(&database, vec![hanging.clone() as Arc<dyn Channel>], config.clone(), &clock, bus.clone());
+    alert(&database, "notify:lease:opened:1", "critical", emails(&["ops@example.com"])).await;
+    let items = wait_until(&database, "leased", all(NotificationStatus::Sending)).await;
+    assert_eq!(items[0].attempts, 1);
+    task.abort();
+    let _ = task.await;
+    // The lease is the send timeout plus 30 s: live for 90 s after the claim.
+    let lease_ms = 90_000;
+    let store = NotificationStore::new(database.clone());
+    assert!(store.claim(ChannelKind::Email, 10, 1_000, clock.now_ms() + lease_ms - 1_000).await.unwrap().is_empty());
+    let sink = SmtpSink::start();
+    let (b, _task_b, shutdown_b) = start_on(&database, vec![smtp(&sink)], config, &clock, bus);
+    clock.advance(lease_ms + 1);
+    b.wake().notify_one();
+    let mails = sink.wait_for(1, Duration::from_secs(10)).await;
+    let items = wait_until(&database, "delivered", all(NotificationStatus::Delivered)).await;
+    assert_eq!(items[0].attempts, 2, "the crashed attempt counts");
+    assert!(mails[0].header("Message-ID").unwrap().contains(&items[0].id));
+    assert_eq!(hanging.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    shutdown_b.trigger();
+}
+
+/// A provider that never answers: each send ends at `send_timeout` as a transient failure
+/// (retried, the reason says so) until the attempts run out; the dead letters then raise
+/// the platform-health alarm (`dead_letter_alarm`) once, on the worker's clock.
+async fn send_timeout_retries_then_dead_letters_raise_the_alarm(db: TestDatabase) {
+    let database = open(&db).await;
+    let clock = ManualClock::new(SystemClock.now_ms() + 10_000);
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let mut health = bus.subscribe(topics::PLATFORM_HEALTH, 64);
+    let hanging = Arc::new(Hanging::default());
+    let config =
+        WorkerConfig { send_timeout: Duration::from_millis(50), breaker_failures: 100, dead_letter_alarm: 2, ..fast() };
+    let (worker, _task, shutdown) = start_on(&database, vec![hanging.clone() as Arc<dyn Channel>], config, &clock, bus);
+    let f = factory();
+    let recipients = emails(&["ops@example.com", "shift@example.com"]);
+    let mut tx = database.pool().begin().await.unwrap();
+    let notice = AlertNotice {
+        factory_id: &f,
+        alert_id: "a-timeout",
+        event_key: "notify:timeout:opened:1",
+        kind: "opened",
+        rule_name: "r",
+        device_id: "d",
+        severity: "critical",
+        message: "m",
+        value: None,
+        at_ms: 0,
+        by: None,
+        note: None,
+        recipients: &recipients,
+    };
+    let options = EnqueueOptions { max_attempts: 2, public_url: None };
+    let audience = Audience::resolve(&directory(), &f, &[], None).await.unwrap();
+    enqueue_alert(&database, &mut tx, &audience, &notice, &options, clock.now_ms()).await.unwrap();
+    tx.commit().await.unwrap();
+    worker.wake().notify_one();
+    let items = wait_until(&database, "a timed-out attempt", |items| {
+        items.iter().any(|n| n.status == NotificationStatus::Pending && n.attempts == 1 && n.last_error.is_some())
+    })
+    .await;
+    let retried = items.iter().find(|n| n.attempts == 1).unwrap();
+    assert!(retried.last_error.as_deref().unwrap().contains("no answer within 50ms"), "{retried:?}");
+    // Retries wait for their backoff on the worker's clock.
+    let dead = loop {
+        clock.advance(1_000);
+        worker.wake().notify_one();
+        let items = log(&database).await;
+        if items.iter().all(|n| n.status == NotificationStatus::Dead) {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(dead.iter().all(|n| n.attempts == 2), "{dead:#?}");
+    assert!(dead[0].last_error.as_deref().unwrap().starts_with("gave up after 2 attempts: no answer within"));
+    // The alarm is checked every 30 s of the worker's clock.
+    clock.advance(30_000);
+    worker.wake().notify_one();
+    let event = loop {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), health.next()).await.unwrap().unwrap();
+        if delivery.event.payload["component"] == "notifications.dead-letters" {
+            break delivery.event;
+        }
+    };
+    assert_eq!(event.payload["status"], "degraded");
+    assert!(event.payload["detail"].as_str().unwrap().starts_with("2 notifications became dead letters"), "{event:?}");
+    shutdown.trigger();
+}
+
 backend_matrix!(
+    a_send_of_a_crashed_worker_is_reclaimed_when_its_lease_expires,
+    send_timeout_retries_then_dead_letters_raise_the_alarm,
+    smtp_starttls_and_implicit_tls_with_auth_deliver,
+    smtp_wrong_password_is_a_dead_letter_with_the_reason,
+    smtp_untrusted_certificate_is_refused_with_a_clear_reason,
     email_arrives_with_headers_and_bodies,
     smtp_down_then_up_delivers_after_retry,
     smtp_permanent_refusal_is_a_dead_letter_and_retry_delivers,

@@ -47,7 +47,8 @@ pub struct Config {
     pub object_store_url: Option<SecretUrl>,
     /// The platform root's first password; generated and printed once when unset.
     pub root_password: Option<Secret>,
-    /// `smtp://user:pass@host:port?tls=none|starttls|tls`.
+    /// `smtp://user:pass@host:port?tls=none|starttls|tls[&ca_file=/path/ca.pem]`; `ca_file`
+    /// trusts a private CA besides the public roots.
     pub smtp_url: Option<SecretUrl>,
     pub smtp_from: Option<String>,
     pub twilio_account_sid: Option<String>,

@@ -6,6 +6,7 @@
 //! (`CI=true`), so CI never silently skips a backend.
 
 pub mod smtp;
+pub mod tls;
 pub mod twilio;
 
 use std::path::Path;

@@ -1,15 +1,32 @@
-//! A real SMTP server in the test process (mailin-embedded: the SMTP protocol on a TCP
-//! port), recording what it receives. Its answer to the DATA command can be switched to a
-//! temporary (451) or permanent (550) failure, and it can start late on a reserved port so a test
-//! sees "server down, then up".
+//! A real SMTP server in the test process (the `mailin` protocol state machine on a TCP
+//! port, a thread per connection), recording what it receives. Its answer to the DATA
+//! command can be switched to a temporary (451) or permanent (550) failure, it can start
+//! late on a reserved port so a test sees "server down, then up", and it can speak
+//! STARTTLS or implicit TLS (OpenSSL, a certificate from [`crate::tls::TestCa`]) and
+//! require AUTH PLAIN/LOGIN with one user name and password.
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mailin_embedded::response::OK;
-use mailin_embedded::{Handler, Response, Server, SslConfig};
+use mailin::response::{AUTH_OK, INVALID_CREDENTIALS, OK};
+use mailin::{Action, AuthMechanism, Handler, Response, Session, SessionBuilder};
+use openssl::ssl::{SslAcceptor, SslMethod};
 use parking_lot::Mutex;
+
+use crate::tls::ServerCert;
+
+/// How the server secures its connections.
+#[derive(Clone)]
+pub enum SmtpSecurity {
+    /// Plain text, no STARTTLS offered (`tls=none`).
+    None,
+    /// Plain greeting, STARTTLS offered and required before AUTH (`tls=starttls`).
+    StartTls(ServerCert),
+    /// TLS from the first byte, like port 465 (`tls=tls`).
+    ImplicitTls(ServerCert),
+}
 
 /// How the server answers at the end of DATA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +104,14 @@ struct Shared {
     mode: Option<SmtpMode>,
     received: Vec<ReceivedMail>,
     attempts: usize,
+    auth_failures: usize,
 }
 
 #[derive(Clone)]
 struct Recorder {
     shared: Arc<Mutex<Shared>>,
+    /// The one user name and password AUTH accepts (AUTH is offered only when set).
+    credentials: Option<Arc<(String, String)>>,
     from: String,
     to: Vec<String>,
     data: Vec<u8>,
@@ -120,6 +140,14 @@ impl Handler for Recorder {
         Ok(())
     }
 
+    fn auth_plain(&mut self, _authorization_id: &str, authentication_id: &str, password: &str) -> Response {
+        self.authenticate(authentication_id, password)
+    }
+
+    fn auth_login(&mut self, username: &str, password: &str) -> Response {
+        self.authenticate(username, password)
+    }
+
     fn data_end(&mut self) -> Response {
         self.shared.lock().received.push(ReceivedMail {
             from: std::mem::take(&mut self.from),
@@ -131,17 +159,41 @@ impl Handler for Recorder {
     }
 }
 
+impl Recorder {
+    fn authenticate(&mut self, user: &str, password: &str) -> Response {
+        match &self.credentials {
+            Some(c) if c.0 == user && c.1 == password => AUTH_OK,
+            _ => {
+                self.shared.lock().auth_failures += 1;
+                INVALID_CREDENTIALS
+            }
+        }
+    }
+}
+
 /// The test's SMTP server. Its thread lives as long as the test process.
 #[derive(Clone)]
 pub struct SmtpSink {
     pub addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
+    security: SmtpSecurity,
+    credentials: Option<Arc<(String, String)>>,
 }
 
 impl SmtpSink {
-    /// Starts a server on a free port.
+    /// Starts a plain server (no TLS, no AUTH) on a free port.
     pub fn start() -> Self {
         let sink = Self::reserve();
+        sink.listen();
+        sink
+    }
+
+    /// Starts a server with TLS (`security`) and, with `credentials`, AUTH required
+    /// before mail is accepted.
+    pub fn start_secure(security: SmtpSecurity, credentials: Option<(&str, &str)>) -> Self {
+        let mut sink = Self::reserve();
+        sink.security = security;
+        sink.credentials = credentials.map(|(u, p)| Arc::new((u.to_string(), p.to_string())));
         sink.listen();
         sink
     }
@@ -152,7 +204,7 @@ impl SmtpSink {
             Ok(addr) => addr,
             Err(e) => panic!("cannot find a free port: {e}"),
         };
-        Self { addr, shared: Arc::new(Mutex::new(Shared::default())) }
+        Self { addr, shared: Arc::new(Mutex::new(Shared::default())), security: SmtpSecurity::None, credentials: None }
     }
 
     /// Starts listening on the reserved port.
@@ -161,26 +213,52 @@ impl SmtpSink {
             Ok(l) => l,
             Err(e) => panic!("cannot listen on {}: {e}", self.addr),
         };
-        let handler = Recorder { shared: self.shared.clone(), from: String::new(), to: Vec::new(), data: Vec::new() };
+        let (cert, implicit) = match &self.security {
+            SmtpSecurity::None => (None, false),
+            SmtpSecurity::StartTls(c) => (Some(c), false),
+            SmtpSecurity::ImplicitTls(c) => (Some(c), true),
+        };
+        let server =
+            Arc::new(ServerConfig { acceptor: cert.map(acceptor), implicit, auth: self.credentials.is_some() });
+        let handler = Recorder {
+            shared: self.shared.clone(),
+            credentials: self.credentials.clone(),
+            from: String::new(),
+            to: Vec::new(),
+            data: Vec::new(),
+        };
         std::thread::spawn(move || {
-            let mut server = Server::new(handler);
-            server.with_name("smtp.test");
-            let configured = server.with_ssl(SslConfig::None).map(|s| {
-                s.with_tcp_listener(listener);
-            });
-            if let Err(e) = configured {
-                eprintln!("test smtp server: {e}");
-                return;
-            }
-            if let Err(e) = server.serve() {
-                eprintln!("test smtp server stopped: {e}");
+            for conn in listener.incoming() {
+                let Ok(stream) = conn else { continue };
+                let (server, handler) = (server.clone(), handler.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = server.connection(stream, handler) {
+                        eprintln!("test smtp server: connection ended: {e}");
+                    }
+                });
             }
         });
     }
 
-    /// `smtp://host:port?tls=none` for `FACTORYOPS_SMTP_URL`.
+    /// `smtp://127.0.0.1:port?tls=…` for `FACTORYOPS_SMTP_URL`, the mode matching the
+    /// server's security.
     pub fn url(&self) -> String {
-        format!("smtp://{}?tls=none", self.addr)
+        let tls = match self.security {
+            SmtpSecurity::None => "none",
+            SmtpSecurity::StartTls(_) => "starttls",
+            SmtpSecurity::ImplicitTls(_) => "tls",
+        };
+        format!("smtp://{}?tls={tls}", self.addr)
+    }
+
+    /// [`SmtpSink::url`] with a user name and password.
+    pub fn url_with_login(&self, user: &str, password: &str) -> String {
+        self.url().replacen("smtp://", &format!("smtp://{user}:{password}@"), 1)
+    }
+
+    /// AUTH attempts refused.
+    pub fn auth_failures(&self) -> usize {
+        self.shared.lock().auth_failures
     }
 
     pub fn set_mode(&self, mode: SmtpMode) {
@@ -208,6 +286,85 @@ impl SmtpSink {
                 panic!("expected {n} emails within {timeout:?}, got {}: {got:#?}", got.len());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn acceptor(cert: &ServerCert) -> SslAcceptor {
+    let built = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).and_then(|mut b| {
+        b.set_private_key(&cert.key)?;
+        b.set_certificate(&cert.cert)?;
+        b.check_private_key()?;
+        Ok(b.build())
+    });
+    built.unwrap_or_else(|e| panic!("test smtp server: tls setup: {e}"))
+}
+
+struct ServerConfig {
+    acceptor: Option<SslAcceptor>,
+    implicit: bool,
+    auth: bool,
+}
+
+impl ServerConfig {
+    fn connection(&self, stream: TcpStream, handler: Recorder) -> Result<(), String> {
+        let remote = stream.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+        let mut builder = SessionBuilder::new("smtp.test");
+        if self.acceptor.is_some() {
+            builder.enable_start_tls();
+        }
+        if self.auth {
+            builder.enable_auth(AuthMechanism::Plain).enable_auth(AuthMechanism::Login);
+        }
+        let mut session = builder.build(remote, handler);
+        let tls = |stream: TcpStream| match &self.acceptor {
+            Some(a) => a.accept(stream).map_err(|e| format!("tls handshake: {e}")),
+            None => Err("STARTTLS without a certificate".to_string()),
+        };
+        if self.implicit {
+            let stream = tls(stream)?;
+            session.tls_active();
+            converse(&mut session, stream, true)?;
+        } else if let Some(stream) = converse(&mut session, stream, true)? {
+            // The client waits for our 220 before its handshake, so nothing is buffered.
+            let stream = tls(stream)?;
+            session.tls_active();
+            converse(&mut session, stream, false)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the session's lines until the client leaves (`None`) or STARTTLS was granted
+/// (the stream is handed back for the handshake).
+fn converse<S: Read + Write>(session: &mut Session<Recorder>, stream: S, greet: bool) -> Result<Option<S>, String> {
+    let mut reader = BufReader::new(stream);
+    let reply = |reader: &mut BufReader<S>, res: &Response| {
+        let out = reader.get_mut();
+        res.write_to(out).and_then(|()| out.flush()).map_err(|e| format!("write: {e}"))
+    };
+    if greet {
+        reply(&mut reader, &session.greeting())?;
+    }
+    let mut line = Vec::with_capacity(128);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(|e| format!("read: {e}"))? == 0 {
+            return Ok(None);
+        }
+        let res = session.process(&line);
+        match res.action {
+            Action::Reply => reply(&mut reader, &res)?,
+            Action::Close => {
+                reply(&mut reader, &res)?;
+                return Ok(None);
+            }
+            Action::UpgradeTls => {
+                reply(&mut reader, &res)?;
+                return Ok(Some(reader.into_inner()));
+            }
+            Action::NoReply => {}
         }
     }
 }

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use factoryops_tsdb::conformance::{self, T0, factory, point, raw_query};
 use factoryops_tsdb::influx::protocol;
@@ -127,14 +127,14 @@ async fn field_type_conflict_is_not_retried() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let t = Instant::now();
     let r = store.write(&factory("f"), &[point("m1", "p", T0 + 1, Value::Float(1.0))]).await;
     match r {
         Err(TsdbError::Unavailable(reason)) => assert!(reason.contains("field type conflict"), "{reason}"),
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert!(t.elapsed() < Duration::from_millis(250), "not retried");
-    assert_eq!(store.buffered_points(), 0, "not buffered");
+    // A retried write ends, after the retry window, in the buffer: none there means it was
+    // refused at once (no wall-clock bound, which a slow debug build could miss).
+    assert_eq!(store.buffered_points(), 0, "not retried, not buffered");
     assert!(store.health().await.ready);
 }
 
@@ -246,4 +246,58 @@ async fn buffer_survives_store_restart_and_applies_back_pressure() {
     let got = store.query(&fac, &raw_query("m1", "v", T0, T0 + 100_000)).await.unwrap();
     assert_eq!(got.len(), 4000);
     assert!(got.iter().enumerate().all(|(k, s)| s.value == Value::Bool(k % 2 == 0)), "booleans stay booleans");
+}
+
+/// Authentication on: basic auth from the URL's user info or `u`/`p` works; wrong
+/// credentials (401) are not the data's fault, so writes are kept in the buffer, the store
+/// is not ready with a reason that names the credentials, queries are `Unavailable` (not
+/// the caller's invalid query); once the credentials are right the buffer drains.
+/// (InfluxDB 1.6 has no `Authorization: Token`; the header form is unit-tested.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_and_a_401_keeps_the_data_until_the_credentials_work() {
+    let Some(server) = Influxd::start_with_auth("admin", "right-pass").await else { return };
+    let port = server.http_port;
+    let fac = factory("f");
+    for (i, url) in [
+        format!("http://admin:right-pass@127.0.0.1:{port}/?db=authdb"),
+        format!("http://127.0.0.1:{port}/?db=authdb&u=admin&p=right-pass"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let buf = tempfile::tempdir().unwrap();
+        let store = InfluxStore::open(config(url, buf.path())).await.unwrap();
+        let ts = T0 + i as i64;
+        store.write(&fac, &[point("m1", "p", ts, Value::Float(1.0))]).await.unwrap();
+        assert_eq!(store.buffered_points(), 0, "written directly");
+        let got = store.query(&fac, &raw_query("m1", "p", ts, ts + 1)).await.unwrap();
+        assert_eq!(got, vec![Sample { ts_ms: ts, value: Value::Float(1.0) }]);
+    }
+
+    let buf = tempfile::tempdir().unwrap();
+    let url = format!("http://admin:wrong-pass@127.0.0.1:{port}/?db=authdb");
+    let store = InfluxStore::open(config(&url, buf.path())).await.unwrap();
+    store.write(&fac, &[point("m2", "p", T0, Value::Float(2.0))]).await.unwrap();
+    assert_eq!(store.buffered_points(), 1, "kept in the buffer, not refused");
+    let health = store.health().await;
+    assert!(!health.ready, "{health:?}");
+    assert!(health.detail.contains("401") && health.detail.contains("tsdb_url"), "{health:?}");
+    match store.query(&fac, &raw_query("m2", "p", T0, T0 + 1)).await {
+        Err(TsdbError::Unavailable(reason)) => assert!(reason.contains("401"), "{reason}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // The operator fixes it (here: InfluxDB's side); the buffer drains on its own.
+    let r = factoryops_platform::http::client()
+        .post(format!("http://127.0.0.1:{port}/query"))
+        .basic_auth("admin", Some("right-pass"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("q", "SET PASSWORD FOR \"admin\" = 'wrong-pass'")]))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert!(store.wait_drained(Duration::from_secs(30)).await, "the buffer drained");
+    let got = store.query(&fac, &raw_query("m2", "p", T0, T0 + 1)).await.unwrap();
+    assert_eq!(got, vec![Sample { ts_ms: T0, value: Value::Float(2.0) }]);
+    assert!(store.health().await.ready);
 }

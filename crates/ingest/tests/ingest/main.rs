@@ -4,6 +4,7 @@
 //! the crate is linked once.
 
 mod common;
+mod guards;
 mod mqtt;
 mod mqtt_edge;
 mod pipeline;

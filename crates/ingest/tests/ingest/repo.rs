@@ -235,7 +235,8 @@ async fn last_seen_flushes_and_registrations_do_not_starve_each_other(db: TestDa
         registry.create(&f, new_device(&format!("m-{i}")), 0).await.unwrap();
         catalogue.touch(&f, &device(&format!("m-{i}")), [&prop("power_kw")].into_iter(), 1_000 + i);
     }
-    let started = std::time::Instant::now();
+    // A deadlock shows as registrations failing at SQLite's busy timeout (the unwraps
+    // below), not as a duration: a slow machine must not fail this test.
     let mut writers = Vec::new();
     for w in 0..24 {
         let (catalogue, f) = (catalogue.clone(), f.clone());
@@ -258,7 +259,6 @@ async fn last_seen_flushes_and_registrations_do_not_starve_each_other(db: TestDa
         writer.await.unwrap();
     }
     catalogue.flush_last_seen().await.unwrap();
-    assert!(started.elapsed() < std::time::Duration::from_secs(8), "took {:?}", started.elapsed());
     assert_eq!(registry.get(&f, &device("m-399")).await.unwrap().unwrap().last_seen, Some(2_399));
 }
 

@@ -111,6 +111,50 @@ pub struct EmbeddedConfig {
     /// ¾ full (0: unpaced), in 1-MiB steps, so the WAL's `fdatasync` never queues behind
     /// tens of MB on the same disk ([`part::Pacing`]).
     pub background_write_bytes_per_sec: u64,
+    /// Makes the engine's own I/O fail on demand (tests of readiness and recovery); the
+    /// default never fails.
+    pub faults: Arc<FaultInjection>,
+}
+
+/// Fault injection, a seam for tests: a failed WAL fsync, a WAL append that writes half a
+/// record and fails (a full disk), a failed flush. It travels in the config, so each store
+/// has its own (no global state), and costs an atomic load per fsync, append and flush.
+#[derive(Debug, Default)]
+pub struct FaultInjection {
+    wal_sync: AtomicBool,
+    wal_append: AtomicBool,
+    flush: AtomicBool,
+}
+
+impl FaultInjection {
+    /// While on, every WAL fsync fails.
+    pub fn fail_wal_sync(&self, on: bool) {
+        self.wal_sync.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, every WAL append writes the first half of its records, then fails.
+    pub fn fail_wal_append(&self, on: bool) {
+        self.wal_append.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, every flush of the head to part files fails before it writes.
+    pub fn fail_flush(&self, on: bool) {
+        self.flush.store(on, Ordering::SeqCst);
+    }
+
+    fn check(flag: &AtomicBool, what: &str) -> std::io::Result<()> {
+        if flag.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(format!("injected {what} failure")));
+        }
+        Ok(())
+    }
+}
+
+/// What makes the store not ready, by source; each clears on that source's next success.
+#[derive(Debug, Default)]
+struct Faults {
+    wal: Option<String>,
+    flush: Option<String>,
 }
 
 impl EmbeddedConfig {
@@ -128,6 +172,7 @@ impl EmbeddedConfig {
             wal_segment_bytes: 64 << 20,
             use_rollups: true,
             background_write_bytes_per_sec: 24 << 20,
+            faults: Arc::new(FaultInjection::default()),
         }
     }
 
@@ -257,7 +302,7 @@ pub(crate) struct Inner {
     last_freeze_ms: AtomicI64,
     compact_wanted: Wakeup,
     wal: WalHandle,
-    failure: Mutex<Option<String>>,
+    faults: Mutex<Faults>,
     space: tokio::sync::Notify,
     flush_wanted: Wakeup,
     shutdown: AtomicBool,
@@ -312,7 +357,7 @@ impl EmbeddedStore {
             last_freeze_ms: AtomicI64::new(i64::MIN),
             compact_wanted: Wakeup::default(),
             wal,
-            failure: Mutex::new(None),
+            faults: Mutex::new(Faults::default()),
             space: tokio::sync::Notify::new(),
             flush_wanted: Wakeup::default(),
             shutdown: AtomicBool::new(false),
@@ -636,9 +681,28 @@ impl Wakeup {
 }
 
 impl Inner {
-    fn fail(&self, why: String) {
-        tracing::error!(%why, "tsdb failure");
-        *self.failure.lock() = Some(why);
+    /// The WAL failed (append, fsync or segment roll): not ready until a WAL fsync succeeds.
+    fn fail_wal(&self, why: String) {
+        tracing::error!(%why, "tsdb WAL failure");
+        self.faults.lock().wal = Some(why);
+    }
+
+    /// A flush of the head failed: not ready until a flush succeeds.
+    fn fail_flush(&self, why: String) {
+        tracing::error!(%why, "tsdb flush failure");
+        self.faults.lock().flush = Some(why);
+    }
+
+    fn wal_recovered(&self) {
+        if let Some(why) = self.faults.lock().wal.take() {
+            tracing::info!(%why, "tsdb WAL recovered");
+        }
+    }
+
+    fn flush_recovered(&self) {
+        if let Some(why) = self.faults.lock().flush.take() {
+            tracing::info!(%why, "tsdb flush recovered");
+        }
     }
 
     fn request_flush(&self) {
@@ -664,10 +728,13 @@ impl Inner {
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            if let Err(e) = self.flush_all() {
-                self.fail(format!("flush failed: {e}"));
-                std::thread::sleep(Duration::from_millis(200));
-                self.request_flush();
+            match self.flush_all() {
+                Ok(()) => self.flush_recovered(),
+                Err(e) => {
+                    self.fail_flush(format!("flush failed: {e}"));
+                    std::thread::sleep(Duration::from_millis(200));
+                    self.request_flush();
+                }
             }
         }
     }
@@ -719,6 +786,7 @@ impl Inner {
         let Some((frozen, covered)) = self.head.read().frozen.clone() else {
             return Ok(());
         };
+        FaultInjection::check(&self.config.faults.flush, "flush")?;
         // Parts reference series ids: the index must be durable before them.
         self.index.write().sync()?;
         let mut by_partition: HashMap<i64, Vec<part::SeriesSections>> = HashMap::new();
@@ -1231,9 +1299,12 @@ impl TelemetryStore for EmbeddedStore {
     }
 
     async fn health(&self) -> StoreHealth {
-        match self.inner.failure.lock().clone() {
-            None => StoreHealth { ready: true, detail: "ok".into() },
-            Some(why) => StoreHealth { ready: false, detail: why },
+        let faults = self.inner.faults.lock();
+        let why: Vec<&str> = [&faults.wal, &faults.flush].into_iter().flatten().map(String::as_str).collect();
+        if why.is_empty() {
+            StoreHealth { ready: true, detail: "ok".into() }
+        } else {
+            StoreHealth { ready: false, detail: why.join("; ") }
         }
     }
 
@@ -1241,7 +1312,16 @@ impl TelemetryStore for EmbeddedStore {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             inner.wal.sync()?;
-            inner.flush_all()
+            match inner.flush_all() {
+                Ok(()) => {
+                    inner.flush_recovered();
+                    Ok(())
+                }
+                Err(e) => {
+                    inner.fail_flush(format!("flush failed: {e}"));
+                    Err(e)
+                }
+            }
         })
         .await
         .map_err(|e| TsdbError::Unavailable(format!("flush task failed: {e}")))?

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::head::Head;
 use super::index::IndexSyncer;
 use super::log::{self, Cursor, put_value, put_varint};
-use super::{Inner, SyncMode};
+use super::{FaultInjection, Inner, SyncMode};
 use crate::{Point, TsdbError, Value};
 
 const RECORD_VERSION: u8 = 1;
@@ -154,6 +154,9 @@ struct Writer {
     last_sync: Instant,
     size: u64,
     spares: Spares,
+    /// The last append failed and may have left part of a record: the replay stops at it,
+    /// so the next commit starts a new segment rather than append after it.
+    torn: bool,
 }
 
 /// A zero-filled file waiting to become the next segment (see [`Spares`]).
@@ -267,7 +270,8 @@ pub fn spawn(inner: Arc<Inner>, rx: mpsc::Receiver<WalMsg>, seq: u64) -> Result<
     let index = inner.index.read().syncer()?;
     // A new segment every start: the writer never appends to a segment it did not create.
     *inner.wal_active.lock() = (seq, 0);
-    let mut w = Writer { inner, dir, file, seq, index, dirty: false, last_sync: Instant::now(), size: 0, spares };
+    let mut w =
+        Writer { inner, dir, file, seq, index, dirty: false, last_sync: Instant::now(), size: 0, spares, torn: false };
     w.spares.ask(spare_bytes(FIRST_SPARE_BYTES, w.inner.config.wal_segment_bytes));
     Ok(std::thread::Builder::new().name("tsdb-wal".into()).spawn(move || w.run(rx))?)
 }
@@ -331,7 +335,7 @@ impl Writer {
                 && self.last_sync.elapsed() >= iv
                 && let Err(e) = self.sync()
             {
-                self.inner.fail(format!("WAL fsync failed: {e}"));
+                self.inner.fail_wal(format!("WAL fsync failed: {e}"));
             }
         }
     }
@@ -340,26 +344,50 @@ impl Writer {
         if self.dirty
             && let Err(e) = self.sync()
         {
-            self.inner.fail(format!("WAL fsync failed: {e}"));
+            self.inner.fail_wal(format!("WAL fsync failed: {e}"));
         }
         self.spares.stop();
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
+        FaultInjection::check(&self.inner.config.faults.wal_sync, "WAL fsync")?;
         // Definitions first: a durable record must never name an unknown series.
         self.index.sync()?;
         self.file.sync_data()?;
         self.inner.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
         self.dirty = false;
         self.last_sync = Instant::now();
+        // Records acknowledged before a failed fsync had their own successful one; those
+        // that failed were refused to their writers (they retry), so a good fsync is enough.
+        self.inner.wal_recovered();
         Ok(())
+    }
+
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if let Err(injected) = FaultInjection::check(&self.inner.config.faults.wal_append, "WAL append") {
+            self.file.write_all(&buf[..buf.len() / 2])?;
+            return Err(injected);
+        }
+        self.file.write_all(buf)
     }
 
     fn commit(&mut self, buf: &mut Vec<u8>, pending: &mut Pending) {
         if pending.is_empty() {
             return;
         }
-        let mut result = self.file.write_all(buf).map_err(|e| format!("WAL append failed: {e}"));
+        if self.torn
+            && let Err(e) = self.roll()
+        {
+            let why = format!("WAL segment roll after a failed append failed: {e}");
+            self.inner.fail_wal(why.clone());
+            buf.clear();
+            for (ack, _) in pending.drain(..) {
+                let _ = ack.send(Err(TsdbError::Unavailable(why.clone())));
+            }
+            return;
+        }
+        let mut result = self.append(buf).map_err(|e| format!("WAL append failed: {e}"));
+        self.torn = result.is_err();
         self.size += buf.len() as u64;
         *self.inner.wal_active.lock() = (self.seq, self.size);
         buf.clear();
@@ -381,7 +409,7 @@ impl Writer {
             }
         }
         if let Err(e) = &result {
-            self.inner.fail(e.clone());
+            self.inner.fail_wal(e.clone());
         }
         for (ack, _) in pending.drain(..) {
             let _ = ack.send(result.clone().map_err(TsdbError::Unavailable));
@@ -390,7 +418,7 @@ impl Writer {
             && self.size >= self.inner.config.wal_segment_bytes
             && let Err(e) = self.roll()
         {
-            self.inner.fail(format!("WAL segment roll failed: {e}"));
+            self.inner.fail_wal(format!("WAL segment roll failed: {e}"));
         }
     }
 
@@ -404,6 +432,7 @@ impl Writer {
         self.spares.ask(spare_bytes(self.size * 2, self.inner.config.wal_segment_bytes));
         self.seq = seq;
         self.size = 0;
+        self.torn = false;
         *self.inner.wal_active.lock() = (seq, 0);
         Ok(old)
     }

@@ -177,8 +177,18 @@ fn percent_decode(s: &str) -> String {
 enum SendError {
     /// Connection error, timeout, 5xx, 429: try again later.
     Retryable(String),
-    /// Any other 4xx: the request itself is wrong; retrying cannot help.
+    /// Any other 4xx but 401/403 (credentials, retried until fixed): the request itself is
+    /// wrong; retrying cannot help.
     Rejected(String),
+}
+
+/// 401 (no or wrong credentials) and 403 (a user without the privilege).
+fn is_auth_failure(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 403)
+}
+
+fn auth_reason(reason: &str) -> String {
+    format!("{reason} (check the token or user and password in tsdb_url)")
 }
 
 #[derive(Debug, Default)]
@@ -350,6 +360,11 @@ impl Shared {
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
             return Err(SendError::Retryable(reason));
         }
+        if is_auth_failure(status) {
+            // The data is fine, the credentials are not: keep it (buffer, not ready with
+            // the reason) until the operator fixes tsdb_url or InfluxDB's users.
+            return Err(SendError::Retryable(auth_reason(&reason)));
+        }
         if status.as_u16() == 404 && text.contains("database not found") {
             // Created on open unless it was unreachable then; try again and retry the write.
             if let Err(e) = self.create_database().await {
@@ -386,6 +401,10 @@ impl Shared {
         }
         let text = String::from_utf8_lossy(&body);
         let reason = format!("influxdb answered {status}: {}", text.trim());
+        if is_auth_failure(status) {
+            // Not the query's fault: the store is unavailable to us.
+            return Err(TsdbError::Unavailable(auth_reason(&reason)));
+        }
         if status.is_client_error() && status.as_u16() != 429 {
             Err(TsdbError::InvalidQuery(reason))
         } else {

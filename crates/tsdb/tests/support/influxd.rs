@@ -13,6 +13,8 @@ pub struct Influxd {
     pub http_port: u16,
     pub rpc_port: u16,
     extra_config: String,
+    /// Appended to the `[http]` section.
+    http_config: String,
     child: Option<Child>,
 }
 
@@ -53,9 +55,29 @@ impl Influxd {
             http_port: free_port(),
             rpc_port: free_port(),
             extra_config: extra_config.to_string(),
+            http_config: String::new(),
             child: None,
         };
         d.spawn();
+        Some(d)
+    }
+
+    /// With authentication on (`[http] auth-enabled`) and one admin user.
+    pub async fn start_with_auth(user: &str, password: &str) -> Option<Influxd> {
+        let mut d = Self::start_with("")?;
+        d.kill();
+        d.http_config = "  auth-enabled = true".into();
+        d.spawn();
+        // With no user yet, InfluxDB 1.x accepts exactly this statement without credentials.
+        let q = format!("CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES");
+        let r = factoryops_platform::http::client()
+            .post(format!("http://127.0.0.1:{}/query", d.http_port))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(url::form_urlencoded::Serializer::new(String::new()).append_pair("q", &q).finish())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
         Some(d)
     }
 
@@ -101,6 +123,7 @@ bind-address = "127.0.0.1:{rpc}"
   bind-address = "127.0.0.1:{http}"
   log-enabled = false
   max-row-limit = 0
+{http_extra}
 
 [continuous_queries]
   enabled = false
@@ -109,6 +132,7 @@ bind-address = "127.0.0.1:{rpc}"
             http = self.http_port,
             root = root.display(),
             extra = self.extra_config,
+            http_extra = self.http_config,
         );
         let path = root.join("influxdb.conf");
         std::fs::write(&path, cfg).unwrap();
