@@ -579,7 +579,7 @@ async fn send_timeout_retries_then_dead_letters_raise_the_alarm(db: TestDatabase
     let (worker, _task, shutdown) = start_on(&database, vec![hanging.clone() as Arc<dyn Channel>], config, &clock, bus);
     let f = factory();
     let recipients = emails(&["ops@example.com", "shift@example.com"]);
-    let mut tx = database.pool().begin().await.unwrap();
+    let mut tx = database.begin_write().await.unwrap();
     let notice = AlertNotice {
         factory_id: &f,
         alert_id: "a-timeout",
