@@ -286,7 +286,7 @@ async fn backlog_keeps_its_timestamps_and_the_retention_policy_bounds_backfill()
             e.0 += v;
             e.1 += 1.0;
         }
-        let get = |agg| store.query(&fac, &agg_query("gw-1", "power_kw", from, from + 3 * DAY, every, agg));
+        let get = async |agg| store.query(&fac, &agg_query("gw-1", "power_kw", from, from + 3 * DAY, every, agg)).await;
         let (sum, count) = (get(Agg::Sum).await.unwrap(), get(Agg::Count).await.unwrap());
         let want_sum: Vec<Sample> =
             sums.iter().map(|(&t, &(s, _))| Sample { ts_ms: t, value: Value::Float(s) }).collect();
