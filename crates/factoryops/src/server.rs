@@ -421,6 +421,9 @@ fn ingest_config(config: &Config) -> IngestConfig {
     ingest.limits.max_depth = limits.max_depth;
     ingest.limits.max_clock_skew_ms =
         i64::try_from(limits.max_clock_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    // The pipeline caps it by the store's raw retention per factory.
+    ingest.limits.max_backfill_ms =
+        limits.max_backfill_secs.map(|secs| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX));
     ingest
 }
 
@@ -455,12 +458,14 @@ mod tests {
         config.ingest.max_payload_bytes = 4096;
         config.ingest.max_properties_per_message = 7;
         config.ingest.max_clock_skew_secs = 60;
+        config.ingest.max_backfill_secs = Some(7 * 86_400);
         config.ingest.max_properties_per_device = 9;
         config.mqtt.receive_maximum = 8;
         config.mqtt.connects_burst = 3;
         let ingest = ingest_config(&config);
         assert_eq!((ingest.limits.max_payload_bytes, ingest.limits.max_properties), (4096, 7));
         assert_eq!((ingest.limits.max_clock_skew_ms, ingest.max_properties_per_device), (60_000, 9));
+        assert_eq!(ingest.limits.max_backfill_ms, Some(7 * 86_400_000));
         let mqtt = mqtt_config(&config);
         assert_eq!((mqtt.receive_maximum, mqtt.connect_limits.global_burst), (8, 3));
         // Untouched keys keep the components' own defaults.

@@ -4,11 +4,15 @@
 //! dotted names. One bad property never costs the good ones of the same message: it is
 //! returned as a [`RejectedProperty`] with a reason. Only a payload that is not a JSON
 //! object at all (or breaks a message-level limit) is rejected whole.
+//!
+//! A device `ts` is used as sent or the message is refused (`timestamp_too_old`,
+//! `timestamp_in_future`, `invalid_timestamp`): it is never replaced by the receive time, because a
+//! backlog uploaded after an outage would then land as a burst "now" (ADR 0010).
 
 use std::collections::HashSet;
 
 use factoryops_tsdb::Value;
-use factoryops_types::{PropertyName, parse_rfc3339_ms};
+use factoryops_types::{PropertyName, format_rfc3339_ms, parse_rfc3339_ms};
 use serde::{Deserialize, Serialize};
 
 /// The reserved top-level key carrying the measurement time.
@@ -23,13 +27,23 @@ pub struct PayloadLimits {
     pub max_properties: usize,
     /// Object nesting below the top level: 1 allows `{"a": {"b": 1}}`.
     pub max_depth: usize,
-    /// A device `ts` further than this from the receive time is replaced by the receive time.
+    /// A device `ts` further than this ahead of the receive time is refused (`timestamp_in_future`).
     pub max_clock_skew_ms: i64,
+    /// A device `ts` further than this behind the receive time is refused (`timestamp_too_old`);
+    /// `None`: no bound here. The pipeline lowers it to what the store keeps as raw data
+    /// for the message's factory, so a point is never acknowledged that the store would drop.
+    pub max_backfill_ms: Option<i64>,
 }
 
 impl Default for PayloadLimits {
     fn default() -> Self {
-        Self { max_payload_bytes: 64 * 1024, max_properties: 1_000, max_depth: 8, max_clock_skew_ms: 24 * 3600 * 1000 }
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_properties: 1_000,
+            max_depth: 8,
+            max_clock_skew_ms: 24 * 3600 * 1000,
+            max_backfill_ms: None,
+        }
     }
 }
 
@@ -47,7 +61,6 @@ pub enum RejectReason {
     TooManyProperties,
     /// The same flattened name twice in one message (e.g. `"a.b"` and `{"a":{"b"}}`).
     Duplicate,
-    InvalidTimestamp,
     /// The device already has the maximum number of distinct properties.
     CardinalityLimit,
 }
@@ -64,7 +77,6 @@ impl RejectReason {
             RejectReason::TooDeep => "too_deep",
             RejectReason::TooManyProperties => "too_many_properties",
             RejectReason::Duplicate => "duplicate",
-            RejectReason::InvalidTimestamp => "invalid_timestamp",
             RejectReason::CardinalityLimit => "cardinality_limit",
         }
     }
@@ -78,7 +90,10 @@ pub struct RejectedProperty {
 }
 
 /// Why a whole message was rejected. Redelivering it cannot help, so transports still
-/// acknowledge it (MQTT v5 with reason 0x99).
+/// acknowledge it (MQTT v5 with reason 0x99) and the device's next messages flow.
+///
+/// A `ts` outside the accepted window refuses the message whole: `ts` is the time of every
+/// property in it, so no property could be stored truthfully. Times are Unix ms (UTC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum MessageRejection {
@@ -88,6 +103,29 @@ pub enum MessageRejection {
     InvalidJson { detail: String },
     #[error("payload is JSON but not an object")]
     NotAnObject,
+    /// `ts` is neither integer milliseconds nor an RFC 3339 string.
+    #[error("`ts` must be integer Unix milliseconds or an RFC 3339 string")]
+    InvalidTimestamp,
+    /// `ts` is further in the past than the backfill window (`ingest.max_backfill_secs`,
+    /// at most the store's raw retention).
+    #[error(
+        "`ts` {} is older than the backfill window: the earliest accepted time is {} (ingest.max_backfill_secs / raw retention)",
+        rfc3339(.ts_ms),
+        rfc3339(.earliest_ms)
+    )]
+    TimestampTooOld { ts_ms: i64, earliest_ms: i64 },
+    /// `ts` is further ahead of the receive time than `ingest.max_clock_skew_secs`.
+    #[error(
+        "`ts` {} is in the future: the latest accepted time is {} (ingest.max_clock_skew_secs)",
+        rfc3339(.ts_ms),
+        rfc3339(.latest_ms)
+    )]
+    TimestampInFuture { ts_ms: i64, latest_ms: i64 },
+}
+
+/// For the rejection messages (thiserror hands fields over by reference).
+fn rfc3339(ms: &i64) -> String {
+    format_rfc3339_ms(*ms)
 }
 
 impl MessageRejection {
@@ -96,6 +134,9 @@ impl MessageRejection {
             MessageRejection::TooLarge { .. } => "too_large",
             MessageRejection::InvalidJson { .. } => "invalid_json",
             MessageRejection::NotAnObject => "not_an_object",
+            MessageRejection::InvalidTimestamp => "invalid_timestamp",
+            MessageRejection::TimestampTooOld { .. } => "timestamp_too_old",
+            MessageRejection::TimestampInFuture { .. } => "timestamp_in_future",
         }
     }
 }
@@ -104,9 +145,6 @@ impl MessageRejection {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedPayload {
     pub ts_ms: i64,
-    /// Set when the device sent a `ts` outside the skew window: its distance from the
-    /// receive time (device minus receive), and `ts_ms` is the receive time instead.
-    pub clock_skew_ms: Option<i64>,
     /// `ts_ms` is the device's own `ts`; otherwise it is the receive time, which the
     /// pipeline replaces by a unique server-given stamp (ADR 0009).
     pub device_ts: bool,
@@ -128,27 +166,42 @@ pub fn parse_payload(
     let serde_json::Value::Object(map) = json else {
         return Err(MessageRejection::NotAnObject);
     };
+    let ts_ms = match map.get(TS_KEY) {
+        Some(value) => checked_device_time(value, received_at_ms, limits)?,
+        None => received_at_ms,
+    };
+    let device_ts = map.contains_key(TS_KEY);
     let mut out = Flattener { limits, values: Vec::new(), rejected: Vec::new(), seen: None };
-    let mut ts_ms = received_at_ms;
-    let mut clock_skew_ms = None;
-    let mut device_ts = false;
     for (key, value) in &map {
         if key == TS_KEY {
-            match device_time(value) {
-                Some(ts) if ts.abs_diff(received_at_ms) <= limits.max_clock_skew_ms.unsigned_abs() => {
-                    ts_ms = ts;
-                    device_ts = true;
-                }
-                Some(ts) => clock_skew_ms = Some(ts.saturating_sub(received_at_ms)),
-                None => out.reject(key, RejectReason::InvalidTimestamp),
-            }
             continue;
         }
         let mut name = String::with_capacity(key.len());
         name.push_str(key);
         out.visit(&mut name, value, 0);
     }
-    Ok(ParsedPayload { ts_ms, clock_skew_ms, device_ts, values: out.values, rejected: out.rejected })
+    Ok(ParsedPayload { ts_ms, device_ts, values: out.values, rejected: out.rejected })
+}
+
+/// The device's `ts` if it lies in `[received − max_backfill, received + max_clock_skew]`
+/// (and not before the Unix epoch).
+fn checked_device_time(
+    value: &serde_json::Value,
+    received_at_ms: i64,
+    limits: &PayloadLimits,
+) -> Result<i64, MessageRejection> {
+    let ts_ms = device_time(value).ok_or(MessageRejection::InvalidTimestamp)?;
+    let latest_ms = received_at_ms.saturating_add(limits.max_clock_skew_ms.max(0));
+    if ts_ms > latest_ms {
+        return Err(MessageRejection::TimestampInFuture { ts_ms, latest_ms });
+    }
+    // Without a backfill bound, the Unix epoch: nothing was measured before it, and a
+    // clock reset to zero is the usual cause of such a time.
+    let earliest_ms = limits.max_backfill_ms.map_or(0, |b| received_at_ms.saturating_sub(b.max(0)).max(0));
+    if ts_ms < earliest_ms {
+        return Err(MessageRejection::TimestampTooOld { ts_ms, earliest_ms });
+    }
+    Ok(ts_ms)
 }
 
 /// `ts` as integer milliseconds or an RFC 3339 string.
@@ -258,7 +311,6 @@ mod tests {
     fn numbers_and_booleans() {
         let p = parse(r#"{"power_kw": 12.5, "running": true, "count": 3}"#);
         assert_eq!(p.ts_ms, NOW);
-        assert_eq!(p.clock_skew_ms, None);
         assert!(p.rejected.is_empty());
         assert!(p.values.contains(&(PropertyName::parse("power_kw").unwrap(), Value::Float(12.5))));
         assert!(p.values.contains(&(PropertyName::parse("running").unwrap(), Value::Bool(true))));
@@ -293,25 +345,70 @@ mod tests {
     }
 
     #[test]
-    fn device_timestamps_within_skew_are_used() {
+    fn device_timestamps_within_the_window_are_used() {
         let p = parse(&format!(r#"{{"ts": {}, "v": 1}}"#, NOW - 5_000));
         assert_eq!(p.ts_ms, NOW - 5_000);
         let p = parse(r#"{"ts": "2026-11-19T07:33:20.000Z", "v": 1}"#);
         assert_eq!(p.ts_ms, parse_rfc3339_ms("2026-11-19T07:33:20.000Z").unwrap());
-        assert_eq!(p.clock_skew_ms, None);
+        // A backlog days old keeps its own time (it used to become the receive time).
+        let three_days = 3 * 86_400_000;
+        let p = parse(&format!(r#"{{"v": 1, "ts": {}}}"#, NOW - three_days));
+        assert_eq!((p.ts_ms, names(&p)), (NOW - three_days, vec!["v"]));
+        // Both ends of the window are inclusive.
+        let limits =
+            PayloadLimits { max_backfill_ms: Some(three_days), max_clock_skew_ms: 60_000, ..PayloadLimits::default() };
+        for ts in [NOW - three_days, NOW + 60_000] {
+            let p = parse_payload(format!(r#"{{"ts": {ts}, "v": 1}}"#).as_bytes(), NOW, &limits).unwrap();
+            assert_eq!(p.ts_ms, ts);
+        }
     }
 
     #[test]
-    fn skewed_or_invalid_timestamps_fall_back_to_receive_time() {
-        let p = parse(r#"{"ts": 0, "v": 1}"#);
-        assert_eq!(p.ts_ms, NOW);
-        assert_eq!(p.clock_skew_ms, Some(-NOW));
-        let p = parse(r#"{"ts": "yesterday", "v": 1}"#);
-        assert_eq!(p.ts_ms, NOW);
-        assert_eq!(p.rejected, vec![RejectedProperty { name: "ts".into(), reason: RejectReason::InvalidTimestamp }]);
-        let p = parse(r#"{"ts": 1.5, "v": 1}"#);
-        assert_eq!(p.rejected[0].reason, RejectReason::InvalidTimestamp);
-        assert_eq!(names(&p), ["v"]);
+    fn timestamps_outside_the_window_refuse_the_message_never_restamp_it() {
+        let day = 86_400_000;
+        let limits =
+            PayloadLimits { max_backfill_ms: Some(30 * day), max_clock_skew_ms: day, ..PayloadLimits::default() };
+        let refuse =
+            |ts: &str| parse_payload(format!(r#"{{"ts": {ts}, "v": 1}}"#).as_bytes(), NOW, &limits).unwrap_err();
+
+        let old = NOW - 30 * day - 1;
+        assert_eq!(
+            refuse(&old.to_string()),
+            MessageRejection::TimestampTooOld { ts_ms: old, earliest_ms: NOW - 30 * day }
+        );
+        let ahead = NOW + day + 1;
+        assert_eq!(
+            refuse(&ahead.to_string()),
+            MessageRejection::TimestampInFuture { ts_ms: ahead, latest_ms: NOW + day }
+        );
+        let e = refuse(r#""2020-01-01T00:00:00Z""#);
+        assert_eq!(e.as_str(), "timestamp_too_old");
+        assert!(e.to_string().contains("2020-01-01T00:00:00.000Z"), "the reason names the time: {e}");
+        for bad in [r#""yesterday""#, "1.5", "true", "null", "[1]", "1e30"] {
+            assert_eq!(refuse(bad), MessageRejection::InvalidTimestamp, "{bad}");
+        }
+        // Far-out values never overflow the window arithmetic.
+        assert_eq!(refuse(&i64::MAX.to_string()).as_str(), "timestamp_in_future");
+        assert_eq!(refuse(&i64::MIN.to_string()).as_str(), "timestamp_too_old");
+
+        // Without a backfill bound, times before the Unix epoch (a reset clock) are still refused.
+        let unbounded = PayloadLimits::default();
+        assert_eq!(
+            parse_payload(br#"{"ts": -1, "v": 1}"#, NOW, &unbounded).unwrap_err(),
+            MessageRejection::TimestampTooOld { ts_ms: -1, earliest_ms: 0 }
+        );
+        assert_eq!(parse_payload(br#"{"ts": 0, "v": 1}"#, NOW, &unbounded).unwrap().ts_ms, 0);
+    }
+
+    #[test]
+    fn timestamp_rejections_serialise_with_their_reason() {
+        let e = MessageRejection::TimestampTooOld { ts_ms: 5, earliest_ms: 10 };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"reason": "timestamp_too_old", "ts_ms": 5, "earliest_ms": 10})
+        );
+        let e = MessageRejection::InvalidTimestamp;
+        assert_eq!(serde_json::to_value(&e).unwrap(), serde_json::json!({"reason": "invalid_timestamp"}));
     }
 
     #[test]

@@ -89,15 +89,13 @@ pub struct StoredSummary {
     pub points: usize,
     pub ts_ms: i64,
     pub rejected: Vec<RejectedProperty>,
-    /// Device clock distance from the receive time when its `ts` was ignored.
-    pub clock_skew_ms: Option<i64>,
 }
 
 /// One entry of a device's "last errors" list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IngestErrorRecord {
     pub at_ms: i64,
-    /// A stable label: a [`RejectReason`], a [`MessageRejection`] label, or `clock_skew`.
+    /// A stable label: a [`RejectReason`] or a [`MessageRejection`] label.
     pub reason: String,
     /// The property concerned, for property rejections.
     pub property: Option<String>,
@@ -121,6 +119,8 @@ type DeviceKey = (FactoryId, DeviceId);
 struct Inner {
     config: IngestConfig,
     catalogue: Arc<PropertyCatalogue>,
+    /// Asked how far back a factory's points may still be written (the backfill window).
+    store: Arc<dyn TelemetryStore>,
     bus: Arc<dyn EventBus>,
     metrics: IngestMetrics,
     clock: Arc<dyn Clock>,
@@ -191,7 +191,7 @@ impl Ingestor {
         let writer = tokio::spawn(writer_loop(
             rx,
             Writer {
-                store,
+                store: store.clone(),
                 bus: bus.clone(),
                 catalogue: catalogue.clone(),
                 clock: clock.clone(),
@@ -212,6 +212,7 @@ impl Ingestor {
             inner: Arc::new(Inner {
                 config,
                 catalogue,
+                store,
                 bus,
                 metrics,
                 clock,
@@ -340,7 +341,7 @@ impl Ingestor {
         received_at_ms: i64,
         memo: &mut SchemaMemo,
     ) -> Result<Prepared, IngestError> {
-        let mut parsed = match parse_payload(payload, received_at_ms, &self.inner.config.limits) {
+        let mut parsed = match parse_payload(payload, received_at_ms, &self.limits_for(factory)) {
             Ok(parsed) => parsed,
             Err(rejection) => {
                 IngestMetrics::reason(&self.inner.metrics.rejected_messages, rejection.as_str());
@@ -408,12 +409,7 @@ impl Ingestor {
                 value: *value,
             })
             .collect();
-        let summary = StoredSummary {
-            points: parsed.values.len(),
-            ts_ms: parsed.ts_ms,
-            rejected: parsed.rejected,
-            clock_skew_ms: parsed.clock_skew_ms,
-        };
+        let summary = StoredSummary { points: parsed.values.len(), ts_ms: parsed.ts_ms, rejected: parsed.rejected };
         let message = (!points.is_empty()).then(|| TelemetryMessage {
             device_id: device.clone(),
             ts_ms: parsed.ts_ms,
@@ -437,6 +433,17 @@ impl Ingestor {
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         Ok(done_rx)
+    }
+
+    /// The payload limits for one factory's messages: the configured backfill window,
+    /// lowered to what the store keeps as raw data for that factory (ADR 0010).
+    fn limits_for(&self, factory: &FactoryId) -> PayloadLimits {
+        let mut limits = self.inner.config.limits;
+        if let Some(horizon) = self.inner.store.backfill_horizon(factory) {
+            let horizon = i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
+            limits.max_backfill_ms = Some(limits.max_backfill_ms.map_or(horizon, |b| b.min(horizon)));
+        }
+        limits
     }
 
     /// The device's most recent ingestion problems, newest first.
@@ -507,8 +514,8 @@ impl Ingestor {
         for r in &summary.rejected {
             IngestMetrics::reason(&inner.metrics.rejected_properties, r.reason.as_str());
         }
-        if !summary.rejected.is_empty() || summary.clock_skew_ms.is_some() {
-            let mut records: Vec<IngestErrorRecord> = summary
+        if !summary.rejected.is_empty() {
+            let records: Vec<IngestErrorRecord> = summary
                 .rejected
                 .iter()
                 .map(|r| IngestErrorRecord {
@@ -518,14 +525,6 @@ impl Ingestor {
                     detail: format!("property rejected: {}", r.reason.as_str()),
                 })
                 .collect();
-            if let Some(skew) = summary.clock_skew_ms {
-                records.push(IngestErrorRecord {
-                    at_ms: received_at_ms,
-                    reason: "clock_skew".into(),
-                    property: None,
-                    detail: format!("device ts is {skew} ms from the receive time; the receive time was used"),
-                });
-            }
             self.record_errors(factory, device, records);
         }
         IngestOutcome::Stored(summary)

@@ -81,8 +81,14 @@ pub struct IngestLimits {
     pub max_properties_per_message: usize,
     /// Object nesting below the top level: 1 allows `{"a": {"b": 1}}`.
     pub max_depth: usize,
-    /// A device `ts` further than this from the receive time is replaced by the receive time.
+    /// A device `ts` further than this ahead of the receive time refuses the message
+    /// (`timestamp_in_future`).
     pub max_clock_skew_secs: u64,
+    /// A device `ts` further than this behind the receive time refuses the message
+    /// (`timestamp_too_old`). Unset: the time-series store's raw retention for the
+    /// factory; set, it is still capped by it (a point the store would not keep as raw
+    /// data is never acknowledged). See ADR 0010.
+    pub max_backfill_secs: Option<u64>,
     /// Cardinality guard: distinct properties one device may ever register.
     pub max_properties_per_device: usize,
     /// Messages waiting for the durable write before senders wait (back-pressure).
@@ -98,6 +104,7 @@ impl Default for IngestLimits {
             max_properties_per_message: 1_000,
             max_depth: 8,
             max_clock_skew_secs: 24 * 3600,
+            max_backfill_secs: None,
             max_properties_per_device: 1_000,
             queue_capacity: 4_096,
             last_errors_per_device: 20,
@@ -653,6 +660,13 @@ mod tests {
         assert_eq!(c.http_addr, "0.0.0.0:8080");
         assert_eq!(c.database_backend().unwrap(), DatabaseBackend::Sqlite);
         assert!(c.effective_database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn max_backfill_is_unset_by_default_and_settable_by_env() {
+        assert_eq!(Config::load_from(None, env(&[])).unwrap().ingest.max_backfill_secs, None);
+        let c = Config::load_from(None, env(&[("FACTORYOPS_INGEST__MAX_BACKFILL_SECS", "259200")])).unwrap();
+        assert_eq!(c.ingest.max_backfill_secs, Some(259_200));
     }
 
     #[test]

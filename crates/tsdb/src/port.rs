@@ -90,4 +90,12 @@ pub trait TelemetryStore: Send + Sync + 'static {
 
     /// Makes everything written so far durable and flushes in-memory state; called on shutdown.
     async fn flush(&self) -> Result<(), TsdbError>;
+
+    /// How far before now a point of `factory` may be written and still be kept as a raw
+    /// point (`None`: no bound the store knows of). Ingestion refuses older points instead
+    /// of acknowledging a point the store would drop, or whose partition holds only
+    /// rollups by now, which cannot absorb new raw points (ADR 0010).
+    fn backfill_horizon(&self, _factory: &FactoryId) -> Option<std::time::Duration> {
+        None
+    }
 }

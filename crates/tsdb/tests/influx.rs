@@ -300,4 +300,87 @@ async fn basic_auth_and_a_401_keeps_the_data_until_the_credentials_work() {
     let got = store.query(&fac, &raw_query("m2", "p", T0, T0 + 1)).await.unwrap();
     assert_eq!(got, vec![Sample { ts_ms: T0, value: Value::Float(2.0) }]);
     assert!(store.health().await.ready);
+
+/// A 3-day backlog (ADR 0010) written in one burst, newest first, while InfluxDB is down:
+/// buffered, replayed with the original timestamps, and the daily and hourly aggregates
+/// are the hand-computed ones. The default retention policy (`autogen`, infinite) sets no
+/// backfill horizon; a finite one sets its duration less one shard group, and a point
+/// older than the policy is refused by InfluxDB (ingestion refuses it first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_keeps_its_timestamps_and_the_retention_policy_bounds_backfill() {
+    use factoryops_tsdb::Agg;
+    use factoryops_tsdb::conformance::agg_query;
+    const DAY: i64 = 86_400_000;
+    const HOUR: i64 = 3_600_000;
+    let Some(mut server) = Influxd::start() else { return };
+    let buf = tempfile::tempdir().unwrap();
+    let fac = factory("plant-1");
+    let store = InfluxStore::open(config(&server.url("backfill"), buf.path())).await.unwrap();
+    assert_eq!(store.backfill_horizon(&fac), None, "autogen keeps data forever");
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let from = now - now.rem_euclid(DAY) - 3 * DAY;
+    let backlog: Vec<(i64, f64)> =
+        (0..432).map(|i: i64| (from + i * 10 * 60_000, ((i * 7) % 13) as f64 * 0.25)).collect();
+    server.kill();
+    let pts: Vec<_> = backlog.iter().rev().map(|&(t, v)| point("gw-1", "power_kw", t, Value::Float(v))).collect();
+    store.write(&fac, &pts).await.unwrap();
+    assert_eq!(store.buffered_points(), 432, "buffered while InfluxDB is down");
+    server.spawn();
+    assert!(store.wait_drained(Duration::from_secs(30)).await, "replayed");
+
+    let raw = store.query(&fac, &raw_query("gw-1", "power_kw", from, from + 3 * DAY)).await.unwrap();
+    let want: Vec<Sample> = backlog.iter().map(|&(t, v)| Sample { ts_ms: t, value: Value::Float(v) }).collect();
+    assert_eq!(raw, want, "every point at its own timestamp");
+    for every in [DAY, HOUR] {
+        let mut sums: std::collections::BTreeMap<i64, (f64, f64)> = Default::default();
+        for &(t, v) in &backlog {
+            let e = sums.entry(t - t.rem_euclid(every)).or_default();
+            e.0 += v;
+            e.1 += 1.0;
+        }
+        let get = async |agg| store.query(&fac, &agg_query("gw-1", "power_kw", from, from + 3 * DAY, every, agg)).await;
+        let (sum, count) = (get(Agg::Sum).await.unwrap(), get(Agg::Count).await.unwrap());
+        let want_sum: Vec<Sample> =
+            sums.iter().map(|(&t, &(s, _))| Sample { ts_ms: t, value: Value::Float(s) }).collect();
+        let want_count: Vec<Sample> =
+            sums.iter().map(|(&t, &(_, c))| Sample { ts_ms: t, value: Value::Float(c) }).collect();
+        assert_eq!((sum, count), (want_sum, want_count), "buckets of {every} ms");
+    }
+
+    // A database whose default policy keeps one day, in shard groups of one hour.
+    let client = factoryops_platform::http::client();
+    let r = client
+        .post(format!("http://127.0.0.1:{}/query", server.http_port))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("q", "CREATE DATABASE \"short\" WITH DURATION 1d SHARD DURATION 1h NAME \"day\"")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let buf = tempfile::tempdir().unwrap();
+    let short = InfluxStore::open(config(&server.url("short"), buf.path())).await.unwrap();
+    assert_eq!(short.backfill_horizon(&fac), Some(Duration::from_secs(23 * 3600)));
+    short.write(&fac, &[point("gw-1", "p", now - 22 * HOUR, Value::Float(1.0))]).await.unwrap();
+    let r = short.write(&fac, &[point("gw-1", "p", now - 25 * HOUR, Value::Float(1.0))]).await;
+    match r {
+        Err(TsdbError::Unavailable(reason)) => assert!(reason.contains("retention policy"), "{reason}"),
+        other => panic!("InfluxDB drops points beyond its retention policy: {other:?}"),
+    }
+    // Named in the URL, a policy other than the default is the one read.
+    let r = client
+        .post(format!("http://127.0.0.1:{}/query", server.http_port))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[(
+            "q",
+            "CREATE RETENTION POLICY \"week\" ON \"short\" DURATION 7d REPLICATION 1 SHARD DURATION 1h",
+        )]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let buf = tempfile::tempdir().unwrap();
+    let week = InfluxStore::open(config(&format!("{}&rp=week", server.url("short")), buf.path())).await.unwrap();
+    assert_eq!(week.backfill_horizon(&fac), Some(Duration::from_secs(7 * 86_400 - 3600)));
+    week.write(&fac, &[point("gw-1", "p", now - 25 * HOUR, Value::Float(1.0))]).await.unwrap();
 }

@@ -216,6 +216,22 @@ async fn v5_publish_acl_and_reasons(db: TestDatabase) {
     assert_eq!(ack.reason, PubAckReason::PayloadFormatInvalid);
     assert_eq!(env.ingestor.last_errors(&f, &d)[0].reason, "not_an_object");
 
+    // A `ts` outside the window (older than the store's raw retention, or a day ahead): the
+    // same, never stored at the receive time (ADR 0010).
+    let now = env.clock.now_ms();
+    for (ts, reason) in [(now - 40 * 86_400_000, "timestamp_too_old"), (now + 2 * 86_400_000, "timestamp_in_future")] {
+        let payload = format!(r#"{{"ts": {ts}, "late": 1}}"#);
+        client
+            .publish(telemetry_topic(&f, &d), rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        let Packet5::PubAck(ack) = next_v5(&mut el, |p| matches!(p, Packet5::PubAck(_))).await.unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(ack.reason, PubAckReason::PayloadFormatInvalid);
+        assert_eq!(env.ingestor.last_errors(&f, &d)[0].reason, reason);
+    }
+
     // QoS 0 still works on the same connection.
     client
         .publish(telemetry_topic(&f, &d), rumqttc::v5::mqttbytes::QoS::AtMostOnce, false, r#"{"q0": 5}"#)

@@ -1326,6 +1326,17 @@ impl TelemetryStore for EmbeddedStore {
         .await
         .map_err(|e| TsdbError::Unavailable(format!("flush task failed: {e}")))?
     }
+
+    /// The raw retention less one partition: a point accepted now lands in a partition
+    /// whose raw data is kept for at least another block, long after the head flushed it.
+    /// Right at the retention edge, retention could drop the partition's raw data while
+    /// the point is still in the head, and the flush would then add raw data to a
+    /// rollup-only partition.
+    fn backfill_horizon(&self, factory: &FactoryId) -> Option<Duration> {
+        let retention = &self.inner.config.retention;
+        let raw = retention.per_factory.get(factory).unwrap_or(&retention.default).raw?;
+        Some(raw.saturating_sub(self.inner.config.block_duration))
+    }
 }
 
 #[allow(dead_code)]

@@ -209,6 +209,9 @@ struct Shared {
     outage: Mutex<Outage>,
     health_tx: watch::Sender<StoreHealth>,
     jitter: Mutex<u64>,
+    /// The retention policy's duration less one shard group, read at open (`None`: infinite
+    /// or unknown); see [`TelemetryStore::backfill_horizon`].
+    horizon: Mutex<Option<Duration>>,
 }
 
 /// [`TelemetryStore`] over InfluxDB's v1 HTTP API with an on-disk buffer for outages.
@@ -274,10 +277,19 @@ impl InfluxStore {
             outage: Mutex::new(outage),
             health_tx,
             jitter: Mutex::new(seed),
+            horizon: Mutex::new(None),
         });
         shared.publish_health();
         if let Err(e) = shared.create_database().await {
             tracing::warn!(error = %e, db = %shared.ep.db, "could not create the influxdb database (continuing)");
+        }
+        match shared.retention_horizon().await {
+            Ok(horizon) => *shared.horizon.lock() = horizon,
+            Err(e) => tracing::warn!(
+                error = %e,
+                db = %shared.ep.db,
+                "could not read the influxdb retention policy; old points are not refused at ingestion (set ingest.max_backfill_secs)"
+            ),
         }
         let replayer = tokio::spawn(replay_loop(Arc::clone(&shared)));
         Ok(InfluxStore { shared, replayer })
@@ -409,6 +421,36 @@ impl Shared {
             Err(TsdbError::InvalidQuery(reason))
         } else {
             Err(TsdbError::Unavailable(reason))
+        }
+    }
+
+    /// InfluxDB drops a written point older than its retention policy's duration
+    /// (`partial write: points beyond retention policy`, a 400 that fails the whole batch)
+    /// and later deletes whole shard groups. Less one shard group, a point accepted now is
+    /// kept for a while after it reaches InfluxDB, also when it waits in the buffer briefly.
+    async fn retention_horizon(&self) -> Result<Option<Duration>, TsdbError> {
+        let q = format!("SHOW RETENTION POLICIES ON {}", protocol::identifier(&self.ep.db));
+        let results = self.post_query(&q, false).await?;
+        let Some(series) = results.first().and_then(|r| r.series.first()) else {
+            return Ok(None);
+        };
+        let column = |name: &str| series.columns.iter().position(|c| c == name);
+        let (Some(name), Some(duration), Some(shard), Some(default)) =
+            (column("name"), column("duration"), column("shardGroupDuration"), column("default"))
+        else {
+            return Err(TsdbError::Unavailable("unexpected SHOW RETENTION POLICIES answer".into()));
+        };
+        let policy = series.values.iter().find(|row| match &self.ep.rp {
+            Some(rp) => row.get(name).and_then(|v| v.as_str()) == Some(rp.as_str()),
+            None => row.get(default).and_then(|v| v.as_bool()) == Some(true),
+        });
+        let Some(policy) = policy else { return Ok(None) };
+        let parse = |i: usize| policy.get(i).and_then(|v| v.as_str()).and_then(protocol::parse_go_duration);
+        match (parse(duration), parse(shard)) {
+            // `0s` is an infinite retention.
+            (Some(keep), _) if keep.is_zero() => Ok(None),
+            (Some(keep), shard) => Ok(Some(keep.saturating_sub(shard.unwrap_or_default()))),
+            (None, _) => Err(TsdbError::Unavailable("unreadable retention policy duration".into())),
         }
     }
 
@@ -729,6 +771,11 @@ impl TelemetryStore for InfluxStore {
     async fn health(&self) -> StoreHealth {
         self.shared.publish_health();
         self.shared.health_now()
+    }
+
+    /// The same for every factory: they share one database and retention policy.
+    fn backfill_horizon(&self, _factory: &FactoryId) -> Option<Duration> {
+        *self.shared.horizon.lock()
     }
 
     /// Nothing to do: every acknowledged batch is already in InfluxDB or fsynced in the

@@ -8,6 +8,7 @@
 //! backslash-escaped for the line protocol. InfluxQL string literals escape `\` and `'`.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -256,6 +257,34 @@ pub fn cell_bool(row: &[serde_json::Value], i: usize) -> Result<Option<bool>, Ts
     }
 }
 
+/// A Go duration as InfluxDB prints retention policies: `720h0m0s`, `0s`, `1h30m`,
+/// `500ms` (units `h`, `m`, `s`, `ms`, `us`/`µs`, `ns`; integers only, as InfluxDB writes them).
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let step = match &rest[..unit] {
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "s" => Duration::from_secs(n),
+            "ms" => Duration::from_millis(n),
+            "us" | "µs" => Duration::from_micros(n),
+            "ns" => Duration::from_nanos(n),
+            _ => return None,
+        };
+        total = total.checked_add(step)?;
+        rest = &rest[unit..];
+    }
+    Some(total)
+}
+
 fn bad_row(what: &str) -> TsdbError {
     TsdbError::Unavailable(format!("influxdb returned a row without a valid {what} column"))
 }
@@ -275,6 +304,17 @@ mod tests {
         assert_eq!(s, "a\\ b\\,c\\=d%5Ce'f\"");
         assert_eq!(decode_tag("100%"), "100%");
         assert_eq!(decode_tag("%zz%25"), "%zz%");
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration("720h0m0s"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5_400)));
+        assert_eq!(parse_go_duration("1500ms"), Some(Duration::from_millis(1_500)));
+        for bad in ["", "h", "5", "5d", "1.5h", "-1h"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
     }
 
     #[test]
