@@ -300,6 +300,7 @@ async fn basic_auth_and_a_401_keeps_the_data_until_the_credentials_work() {
     let got = store.query(&fac, &raw_query("m2", "p", T0, T0 + 1)).await.unwrap();
     assert_eq!(got, vec![Sample { ts_ms: T0, value: Value::Float(2.0) }]);
     assert!(store.health().await.ready);
+}
 
 /// A 3-day backlog (ADR 0010) written in one burst, newest first, while InfluxDB is down:
 /// buffered, replayed with the original timestamps, and the daily and hourly aggregates
