@@ -111,7 +111,8 @@ pub struct Env {
 
 pub enum StoreKind {
     Embedded,
-    Test(Arc<TestStore>),
+    /// A test double: a `TestStore`, or any store a test builds (slow, failing…).
+    Test(Arc<dyn TelemetryStore>),
 }
 
 pub async fn env(db: &TestDatabase, store: StoreKind, config: IngestConfig) -> Env {

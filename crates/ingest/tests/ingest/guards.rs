@@ -8,18 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use factoryops_ingest::metrics::IngestMetrics;
+use factoryops_ingest::IngestConfig;
 use factoryops_ingest::mqtt::{MqttConfig, MqttServer, MqttTlsConfig, telemetry_topic};
-use factoryops_ingest::{DeviceRegistry, IngestConfig, Ingestor, PropertyCatalogue};
-use factoryops_platform::bus::MemoryBus;
 use factoryops_testkit::tls::TestCa;
 use factoryops_testkit::{TestDatabase, backend_matrix};
 use factoryops_tsdb::{Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError};
-use factoryops_types::{Clock, DeviceId, FactoryId, PropertyName, SystemClock};
+use factoryops_types::{DeviceId, FactoryId, PropertyName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Env, StoreKind, TestStore, device, env, factory, open_db, provision};
+use crate::common::{Env, StoreKind, TestStore, device, env, factory, provision};
 
 /// Bounds a failure only: every wait below ends on an event (a close, an ack).
 const WAIT: Duration = Duration::from_secs(10);
@@ -131,7 +129,7 @@ async fn max_inflight_total_bounds_messages_across_connections(db: TestDatabase)
     const CAP: usize = 4;
     const PER_CONN: u16 = 20;
     let store = Arc::new(BatchStore::default());
-    let env = env_with_store(&db, store.clone()).await;
+    let env = env(&db, StoreKind::Test(store.clone()), IngestConfig::default()).await;
     let f = factory("plant-a");
     let secret = provision(&env, &f, "press-1").await;
     let config = MqttConfig { receive_maximum: 64, max_inflight_total: CAP, ..MqttConfig::default() };
@@ -165,34 +163,6 @@ async fn max_inflight_total_bounds_messages_across_connections(db: TestDatabase)
     let largest = store.largest.load(Ordering::SeqCst);
     assert!(largest <= CAP, "a write held {largest} messages: more than max_inflight_total = {CAP} were admitted");
     server.shutdown().await;
-}
-
-/// [`crate::common::env`] with any store.
-async fn env_with_store(db: &TestDatabase, store: Arc<dyn TelemetryStore>) -> Env {
-    let database = open_db(db).await;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let bus = Arc::new(MemoryBus::new());
-    let config = IngestConfig::default();
-    let catalogue = Arc::new(PropertyCatalogue::new(database.clone(), config.max_properties_per_device));
-    let metrics = factoryops_platform::metrics::Metrics::new();
-    let ingestor = Ingestor::start(
-        config,
-        catalogue,
-        store.clone(),
-        bus.clone(),
-        IngestMetrics::register(&metrics),
-        clock.clone(),
-    );
-    Env {
-        registry: DeviceRegistry::new(database.clone()),
-        db: database,
-        ingestor,
-        store,
-        bus,
-        clock,
-        metrics,
-        _dir: tempfile::tempdir().unwrap(),
-    }
 }
 
 fn raw_publish_qos1(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
