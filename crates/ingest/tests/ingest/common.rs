@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use factoryops_db::Database;
 use factoryops_ingest::metrics::IngestMetrics;
+use factoryops_ingest::mqtt::{MqttConfig, MqttServer};
 use factoryops_ingest::{DeviceRegistry, IngestConfig, Ingestor, NewDevice, PropertyCatalogue};
 use factoryops_platform::bus::MemoryBus;
 use factoryops_testkit::TestDatabase;
@@ -150,4 +151,16 @@ pub async fn env(db: &TestDatabase, store: StoreKind, config: IngestConfig) -> E
 pub async fn provision(env: &Env, f: &FactoryId, id: &str) -> String {
     env.registry.create(f, new_device(id), env.clock.now_ms()).await.unwrap();
     env.registry.issue_secret(f, &device(id), env.clock.now_ms()).await.unwrap().unwrap().secret
+}
+
+/// The MQTT endpoint over `env` on a free port.
+pub async fn server(env: &Env, config: MqttConfig) -> MqttServer {
+    MqttServer::bind(
+        MqttConfig { addr: "127.0.0.1:0".into(), ..config },
+        env.registry.clone(),
+        env.ingestor.clone(),
+        env.clock.clone(),
+    )
+    .await
+    .unwrap()
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use factoryops_ingest::IngestConfig;
-use factoryops_ingest::mqtt::{MqttConfig, MqttServer, MqttTlsConfig, telemetry_topic};
+use factoryops_ingest::mqtt::{MqttConfig, MqttTlsConfig, telemetry_topic};
 use factoryops_testkit::tls::TestCa;
 use factoryops_testkit::{TestDatabase, backend_matrix};
 use factoryops_tsdb::{Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError};
@@ -17,21 +17,10 @@ use factoryops_types::{DeviceId, FactoryId, PropertyName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Env, StoreKind, TestStore, device, env, factory, provision};
+use crate::common::{Env, StoreKind, TestStore, device, env, factory, provision, server};
 
 /// Bounds a failure only: every wait below ends on an event (a close, an ack).
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn server(env: &Env, config: MqttConfig) -> MqttServer {
-    MqttServer::bind(
-        MqttConfig { addr: "127.0.0.1:0".into(), ..config },
-        env.registry.clone(),
-        env.ingestor.clone(),
-        env.clock.clone(),
-    )
-    .await
-    .unwrap()
-}
 
 /// Reads until the server closes the socket; panics if it stays open for `WAIT`.
 async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(socket: &mut S, what: &str) -> Vec<u8> {

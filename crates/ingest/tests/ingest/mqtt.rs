@@ -11,20 +11,9 @@ use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
 use rumqttc::{ConnectReturnCode, Event, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{Env, StoreKind, TestStore, device, env, factory, provision};
+use crate::common::{Env, StoreKind, TestStore, device, env, factory, provision, server};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn server(env: &Env, config: MqttConfig) -> MqttServer {
-    MqttServer::bind(
-        MqttConfig { addr: "127.0.0.1:0".into(), ..config },
-        env.registry.clone(),
-        env.ingestor.clone(),
-        env.clock.clone(),
-    )
-    .await
-    .unwrap()
-}
 
 fn v4_client(port: u16, client_id: &str, username: &str, secret: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
     let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
