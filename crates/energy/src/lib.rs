@@ -8,9 +8,22 @@
 //! idle energy and peak demand are all folds over slots, so a bucket boundary, a tariff
 //! period boundary or a shift boundary on the 15-minute grid is exact.
 
+pub mod cache;
 pub mod clock;
+pub mod service;
+pub mod store;
 
 pub use clock::{Day, LocalMinute, SLOT_MS};
+
+use factoryops_db::Migrations;
+
+/// The I/O half's tables (`energy_groups`, `energy_group_devices`, `energy_settings`,
+/// `energy_device_config`).
+pub static MIGRATIONS: Migrations = Migrations {
+    component: "energy",
+    sqlite: sqlx::migrate!("migrations/sqlite"),
+    mysql: sqlx::migrate!("migrations/mysql"),
+};
 
 /// A domain error with the path of the offending field (e.g. `periods[2].to`), so the
 /// API can answer with a problem naming it.

@@ -96,6 +96,7 @@ pub async fn open_database(config: &Config) -> Result<Database, StartError> {
         &factoryops_ingest::MIGRATIONS,
         &factoryops_rules::MIGRATIONS,
         &factoryops_notify::MIGRATIONS,
+        &factoryops_energy::MIGRATIONS,
     ])
     .await?;
     Ok(db)
@@ -146,6 +147,10 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         clock.clone(),
     );
     let devices = DeviceRegistry::new(db.clone());
+    let energy = factoryops_energy::service::EnergyService::new(
+        factoryops_energy::store::EnergyStore::new(db.clone()),
+        store.clone(),
+    );
     let notification_store = NotificationStore::new(db.clone());
     let worker = NotificationWorker::new(
         notification_store.clone(),
@@ -269,6 +274,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             notifications: notification_store.clone(),
             notify_wake: worker.wake(),
             ingestor: ingestor.clone(),
+            energy: energy.clone(),
             store: store.clone(),
             bus: bus.clone(),
             mqtt: mqtt.as_ref().map(MqttServer::handle),
