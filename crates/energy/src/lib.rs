@@ -8,7 +8,12 @@
 //! idle energy and peak demand are all folds over slots, so a bucket boundary, a tariff
 //! period boundary or a shift boundary on the 15-minute grid is exact.
 
+pub mod calendar;
 pub mod clock;
+pub mod peak;
+pub mod shifts;
+pub mod slots;
+pub mod specific;
 
 pub use clock::{Day, LocalMinute, SLOT_MS};
 
