@@ -232,3 +232,128 @@ pub fn evaluate(model: &Model, rows: &[Row]) -> Result<Vec<Point>, BaselineError
     }
     Ok(points)
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use chrono_tz::Europe::Berlin;
+
+    use super::*;
+
+    fn close(a: f64, b: f64, tolerance: f64) -> bool {
+        (a - b).abs() < tolerance
+    }
+
+    #[test]
+    fn degree_days_around_the_base() {
+        // base 18 °C: 10 °C → 8 heating; 18 °C → none; 25 °C → 7 cooling
+        assert_eq!(degree_days(&[10.0, 18.0, 25.0], 18.0), vec![(8.0, 0.0), (0.0, 0.0), (0.0, 7.0)]);
+    }
+
+    #[test]
+    fn daily_means_are_time_weighted_per_local_day() {
+        let ms = |d: u32, h: u32| Berlin.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap().timestamp_millis();
+        let samples = [(ms(2, 18), 12.0), (ms(2, 6), 0.0), (ms(3, 6), 0.0)];
+        // 11-02: 06–18 rises 0 → 12 (mean 6, 12 h: ∫ = 72); 18–24 falls 12 → 6 at midnight
+        // (mean 9, 6 h: ∫ = 54) → 126 / 18 h = 7.0.
+        // 11-03: 00–06 falls 6 → 0 (mean 3).
+        let means = daily_mean(&samples, Berlin);
+        let date = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        assert_eq!(means.len(), 2);
+        assert_eq!(means[0].0, date(2));
+        assert!(close(means[0].1, 7.0, 1e-9));
+        assert_eq!(means[1].0, date(3));
+        assert!(close(means[1].1, 3.0, 1e-9));
+        // A lone sample is its day's mean.
+        assert_eq!(daily_mean(&[(ms(5, 12), 4.5)], Berlin), vec![(date(5), 4.5)]);
+    }
+
+    #[test]
+    fn operating_hours_count_quarter_hours_with_energy_outside_idle() {
+        let slot = |kwh: f64, idle_kwh: f64| Slot { start_ms: 0, kwh, idle_kwh, covered_ms: 0 };
+        // Two running quarter hours = 0.5 h; an all-idle one and an empty one do not count.
+        assert_eq!(operating_hours(&[slot(2.0, 0.5), slot(1.0, 0.0), slot(0.3, 0.3), slot(0.0, 0.0)]), 0.5);
+    }
+
+    #[test]
+    fn the_regression_recovers_known_coefficients() {
+        // y = 100 + 2·x1 + 0.5·x2 exactly.
+        let x1 = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let x2 = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0];
+        let rows: Vec<Row> =
+            x1.iter().zip(x2).map(|(&a, b)| Row { y: 100.0 + 2.0 * a + 0.5 * b, x: vec![a, b] }).collect();
+        let model = fit(&rows, &["production", "hdd"]).unwrap();
+        assert!(close(model.intercept, 100.0, 1e-9));
+        assert_eq!(model.coefficients[0].0, "production");
+        assert!(close(model.coefficients[0].1, 2.0, 1e-9));
+        assert_eq!(model.coefficients[1].0, "hdd");
+        assert!(close(model.coefficients[1].1, 0.5, 1e-9));
+        assert!(close(model.r2, 1.0, 1e-12));
+        assert!(close(model.cv_rmse, 0.0, 1e-9));
+        assert_eq!(model.n, 8);
+    }
+
+    #[test]
+    fn r2_and_cv_rmse_of_noisy_data() {
+        // x = 1, 2, 3, 4; y = 3, 5, 4, 8. mean x = 2.5, mean y = 5.
+        // Sxx = 2.25 + 0.25 + 0.25 + 2.25 = 5; Sxy = (−1.5)(−2) + (−0.5)(0) + (0.5)(−1) + (1.5)(3) = 7
+        // b = 7 / 5 = 1.4; a = 5 − 1.4 · 2.5 = 1.5
+        // ŷ = 2.9, 4.3, 5.7, 7.1; residuals 0.1, 0.7, −1.7, 0.9
+        // SSE = 0.01 + 0.49 + 2.89 + 0.81 = 4.2; SST = 4 + 0 + 1 + 9 = 14
+        // R² = 1 − 4.2 / 14 = 0.7; CV(RMSE) = sqrt(4.2 / (4 − 1 − 1)) / 5 = sqrt(2.1) / 5
+        let rows: Vec<Row> =
+            [(1.0, 3.0), (2.0, 5.0), (3.0, 4.0), (4.0, 8.0)].iter().map(|&(x, y)| Row { y, x: vec![x] }).collect();
+        let model = fit(&rows, &["x"]).unwrap();
+        assert!(close(model.intercept, 1.5, 1e-9));
+        assert!(close(model.coefficients[0].1, 1.4, 1e-9));
+        assert!(close(model.r2, 0.7, 1e-9));
+        assert!(close(model.cv_rmse, 2.1f64.sqrt() / 5.0, 1e-9));
+        assert!(close(model.cv_rmse, 0.289_827_534_923_788_9, 1e-9));
+    }
+
+    #[test]
+    fn unusable_baselines_are_refused() {
+        let row = |y: f64, x: &[f64]| Row { y, x: x.to_vec() };
+        // 2 drivers need 4 rows.
+        let three = [row(1.0, &[1.0, 2.0]), row(2.0, &[2.0, 1.0]), row(3.0, &[3.0, 5.0])];
+        assert_eq!(fit(&three, &["a", "b"]), Err(BaselineError::TooFewRows { rows: 3, drivers: 2, needed: 4 }));
+        // b = 2·a: collinear.
+        let collinear: Vec<Row> = (1..=6).map(f64::from).map(|a| row(a * a, &[a, 2.0 * a])).collect();
+        assert_eq!(fit(&collinear, &["a", "b"]), Err(BaselineError::Singular { driver: "b".into() }));
+        // A constant driver is collinear with the intercept.
+        let constant: Vec<Row> = (1..=6).map(f64::from).map(|a| row(a * a, &[7.0, a])).collect();
+        assert_eq!(fit(&constant, &["shifts", "a"]), Err(BaselineError::Singular { driver: "shifts".into() }));
+        let flat: Vec<Row> = (1..=6).map(|i| row(5.0, &[f64::from(i)])).collect();
+        assert_eq!(fit(&flat, &["a"]), Err(BaselineError::ConstantEnergy));
+        let ragged = [row(1.0, &[1.0]), row(2.0, &[2.0, 3.0]), row(3.0, &[3.0])];
+        assert_eq!(fit(&ragged, &["a"]), Err(BaselineError::DriverCount { row: 1, got: 2, expected: 1 }));
+        let nan = [row(1.0, &[1.0]), row(f64::NAN, &[2.0]), row(3.0, &[3.0])];
+        assert_eq!(fit(&nan, &["a"]), Err(BaselineError::NotFinite { row: 1 }));
+    }
+
+    #[test]
+    fn cusum_of_a_step_change() {
+        // Baseline: days 1–10, energy = 100 + 2 · production exactly.
+        let production = |day: u32| f64::from(10 + (day * 7) % 5);
+        let expected = |day: u32| 100.0 + 2.0 * production(day);
+        let baseline: Vec<Row> = (1..=10).map(|d| Row { y: expected(d), x: vec![production(d)] }).collect();
+        let model = fit(&baseline, &["production"]).unwrap();
+        // Reporting: days 1–20; from day 11 the actual energy drops by 10 a day.
+        let reporting: Vec<Row> = (1..=20)
+            .map(|d| Row { y: expected(d) - if d >= 11 { 10.0 } else { 0.0 }, x: vec![production(d)] })
+            .collect();
+        let points = evaluate(&model, &reporting).unwrap();
+        for (i, point) in points.iter().enumerate() {
+            let day = i as u32 + 1;
+            // cusum: 0 for days 1–10, then −10, −20, … −100 on day 20; savings 0 then 10.
+            let cusum = if day <= 10 { 0.0 } else { -10.0 * f64::from(day - 10) };
+            let savings = if day <= 10 { 0.0 } else { 10.0 };
+            assert!(close(point.expected, expected(day), 1e-9), "day {day}");
+            assert_eq!(point.actual, reporting[i].y, "day {day}");
+            assert!(close(point.cusum, cusum, 1e-8), "day {day}: {}", point.cusum);
+            assert!(close(point.savings, savings, 1e-9), "day {day}");
+        }
+        let wrong = [Row { y: 1.0, x: vec![] }];
+        assert_eq!(evaluate(&model, &wrong), Err(BaselineError::DriverCount { row: 0, got: 0, expected: 1 }));
+    }
+}

@@ -141,3 +141,113 @@ impl EmissionHistory {
 pub fn co2_kg(history: &EmissionHistory, tz: Tz, slots: &[Slot]) -> f64 {
     slots.iter().map(|slot| slot.kwh * history.factor_at(tz, slot.start_ms)).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveDateTime, TimeZone};
+    use chrono_tz::Europe::Berlin;
+
+    use super::*;
+    use crate::SLOT_MS;
+
+    fn utc(text: &str) -> i64 {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap().and_utc().timestamp_millis()
+    }
+
+    fn slot(start_ms: i64, kwh: f64) -> Slot {
+        Slot { start_ms, kwh, idle_kwh: 0.0, covered_ms: SLOT_MS }
+    }
+
+    fn history(json: serde_json::Value) -> EmissionHistory {
+        let factor: EmissionFactor = serde_json::from_value(json).unwrap();
+        EmissionHistory::single(factor).unwrap()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn a_constant_factor() {
+        let history = history(serde_json::json!({"kg_per_kwh": 0.4}));
+        // (10 + 5) kWh · 0.4 = 6.0 kg
+        let slots = [slot(utc("2026-10-25 00:00"), 10.0), slot(utc("2026-10-25 01:00"), 5.0)];
+        assert!(close(co2_kg(&history, Berlin, &slots), 6.0));
+    }
+
+    #[test]
+    fn an_hourly_factor_follows_the_local_hour_across_the_end_of_dst() {
+        // hourly[h] = h / 100 kg/kWh.
+        let hourly: Vec<f64> = (0..24).map(|h| f64::from(h) / 100.0).collect();
+        let history = history(serde_json::json!({"hourly": hourly}));
+        // On 2026-10-25 Berlin goes from CEST (+2) back to CET (+1) at 01:00 UTC, so the
+        // local hour 02 happens twice.
+        let slots = [
+            slot(utc("2026-10-24 23:30"), 10.0), // 01:30 CEST: hour 1 → 10 · 0.01 = 0.1
+            slot(utc("2026-10-25 00:00"), 10.0), // 02:00 CEST: hour 2 → 10 · 0.02 = 0.2
+            slot(utc("2026-10-25 01:00"), 10.0), // 02:00 CET:  hour 2 → 10 · 0.02 = 0.2
+            slot(utc("2026-10-25 02:00"), 10.0), // 03:00 CET:  hour 3 → 10 · 0.03 = 0.3
+        ];
+        // 0.1 + 0.2 + 0.2 + 0.3 = 0.8
+        assert!(close(co2_kg(&history, Berlin, &slots), 0.8));
+        assert!(close(history.factor_at(Berlin, utc("2026-10-25 00:45")), 0.02));
+        assert!(close(history.factor_at(Berlin, utc("2026-10-25 01:45")), 0.02));
+    }
+
+    #[test]
+    fn a_monthly_factor_follows_the_local_month() {
+        // monthly[m] = (m + 1) / 10: October 1.0, November 1.1.
+        let monthly: Vec<f64> = (0..12).map(|m| f64::from(m + 1) / 10.0).collect();
+        let history = history(serde_json::json!({"monthly": monthly}));
+        let slots = [
+            slot(utc("2026-10-31 22:45"), 2.0), // 23:45 CET on 10-31: October → 2 · 1.0 = 2.0
+            slot(utc("2026-10-31 23:30"), 2.0), // 00:30 CET on 11-01: November → 2 · 1.1 = 2.2
+        ];
+        // 2.0 + 2.2 = 4.2
+        assert!(close(co2_kg(&history, Berlin, &slots), 4.2));
+    }
+
+    #[test]
+    fn a_new_version_does_not_change_the_past() {
+        let first: EmissionFactor = serde_json::from_value(serde_json::json!({"kg_per_kwh": 0.4})).unwrap();
+        let second: EmissionFactor =
+            serde_json::from_value(serde_json::json!({"valid_from": "2026-11-15", "kg_per_kwh": 0.2})).unwrap();
+        let history = EmissionHistory::new(vec![first, second]).unwrap();
+        let before = Berlin.with_ymd_and_hms(2026, 11, 14, 23, 45, 0).unwrap().timestamp_millis();
+        let after = Berlin.with_ymd_and_hms(2026, 11, 15, 0, 0, 0).unwrap().timestamp_millis();
+        // 10 · 0.4 + 10 · 0.2 = 6.0
+        assert!(close(co2_kg(&history, Berlin, &[slot(before, 10.0), slot(after, 10.0)]), 6.0));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let check = |json: serde_json::Value| {
+            serde_json::from_value::<EmissionFactor>(json).unwrap().validate().map_err(|e| e.field)
+        };
+        assert_eq!(check(serde_json::json!({"kg_per_kwh": 0.38})), Ok(()));
+        assert_eq!(check(serde_json::json!({})), Err("kg_per_kwh".into()));
+        assert_eq!(check(serde_json::json!({"kg_per_kwh": 0.38, "hourly": vec![0.1; 24]})), Err("hourly".into()));
+        assert_eq!(check(serde_json::json!({"kg_per_kwh": 0.38, "monthly": vec![0.1; 12]})), Err("monthly".into()));
+        assert_eq!(check(serde_json::json!({"hourly": vec![0.1; 23]})), Err("hourly".into()));
+        assert_eq!(check(serde_json::json!({"monthly": vec![0.1; 24]})), Err("monthly".into()));
+        assert_eq!(check(serde_json::json!({"kg_per_kwh": -0.1})), Err("kg_per_kwh".into()));
+        let mut hourly = vec![0.1; 24];
+        hourly[5] = -1.0;
+        assert_eq!(check(serde_json::json!({"hourly": hourly})), Err("hourly[5]".into()));
+        let not_finite =
+            EmissionFactor { valid_from: None, kg_per_kwh: None, hourly: None, monthly: Some(vec![f64::NAN; 12]) };
+        assert_eq!(not_finite.validate().unwrap_err().field, "monthly[0]");
+        assert!(serde_json::from_value::<EmissionFactor>(serde_json::json!({"kg_per_kwh": 0.1, "unit": "g"})).is_err());
+        // Histories: order and prefixed fields.
+        let dated = |date: &str| EmissionFactor {
+            valid_from: Some(date.parse().unwrap()),
+            kg_per_kwh: Some(0.1),
+            hourly: None,
+            monthly: None,
+        };
+        let error = EmissionHistory::new(vec![dated("2026-02-01"), dated("2026-01-01")]).unwrap_err();
+        assert_eq!(error.field, "versions[1].valid_from");
+        let error = EmissionHistory::new(vec![not_finite]).unwrap_err();
+        assert_eq!(error.field, "versions[0].monthly[0]");
+    }
+}

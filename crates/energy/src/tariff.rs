@@ -833,6 +833,45 @@ mod tests {
     }
 
     #[test]
+    fn time_of_use_follows_local_time_across_both_dst_changes() {
+        let history = history(vec![tariff(serde_json::json!({"currency": "EUR", "periods": [
+            {"days": ALL_DAYS, "from": "00:00", "to": "07:00", "price_per_kwh": 0.20},
+            {"days": ALL_DAYS, "from": "07:00", "to": "24:00", "price_per_kwh": 0.30}]}))]);
+        let utc =
+            |text: &str| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap().and_utc().timestamp_millis();
+        // 2026-03-29 (CEST, +2 from 01:00 UTC): 04:45 UTC = 06:45 local, 05:00 UTC = 07:00.
+        assert!(close(history.price_at(Berlin, utc("2026-03-29 04:45")), 0.20));
+        assert!(close(history.price_at(Berlin, utc("2026-03-29 05:00")), 0.30));
+        // 2026-10-25 (CET, +1 from 01:00 UTC): 05:45 UTC = 06:45 local, 06:00 UTC = 07:00.
+        assert!(close(history.price_at(Berlin, utc("2026-10-25 05:45")), 0.20));
+        assert!(close(history.price_at(Berlin, utc("2026-10-25 06:00")), 0.30));
+    }
+
+    #[test]
+    fn hourly_demand_intervals_keep_the_repeated_hour_apart() {
+        let mut json = flat(0.0);
+        json["demand_charge"] = serde_json::json!({"per_kw": 1.0, "basis": "day"});
+        json["demand_interval_minutes"] = serde_json::json!(60);
+        let history = history(vec![tariff(json)]);
+        // 2026-10-25: local 02:00–03:00 happens twice, as CEST (00:00–01:00 UTC) and as CET
+        // (01:00–02:00 UTC). 1 kWh per slot in the first, 2 kWh in the second: 4 kW and 8 kW,
+        // not one 12 kW hour.
+        let hour = |first_utc_ms: i64, kwh: f64| -> Vec<Slot> {
+            (0..4)
+                .map(|i| Slot { start_ms: first_utc_ms + i * SLOT_MS, kwh, idle_kwh: 0.0, covered_ms: SLOT_MS })
+                .collect()
+        };
+        let cest = Berlin.with_ymd_and_hms(2026, 10, 25, 0, 0, 0).unwrap().timestamp_millis() + 2 * 3_600_000;
+        let cet = cest + 3_600_000;
+        let slots = [hour(cest, 1.0), hour(cet, 2.0)].concat();
+        let bill = bill(&history, Berlin, &slots, at("2026-10-25 00:00"), at("2026-10-26 00:00"));
+        assert_eq!(bill.demand.len(), 1);
+        assert_eq!(bill.demand[0].peaks, vec![(cet, 8.0)]);
+        // The local day is 25 hours long.
+        assert_eq!(bill.demand[0].period_end_ms - bill.demand[0].period_start_ms, 25 * 3_600_000);
+    }
+
+    #[test]
     fn a_holiday_is_priced_as_a_sunday() {
         let history = history(vec![tariff(serde_json::json!({"currency": "EUR", "periods": [
             {"days": ["mon", "tue", "wed", "thu", "fri", "sat"], "from": "00:00", "to": "24:00", "price_per_kwh": 0.30},
@@ -1084,6 +1123,24 @@ mod tests {
         // 30 kWh / 0.25 h = 120 kW on a Saturday night; 120 · 12 = 1440
         assert_eq!(bill.demand[0].peaks, vec![(at("2026-11-07 03:00"), 120.0)]);
         assert!(close(bill.demand[0].charge, 1440.0));
+    }
+
+    #[test]
+    fn the_version_in_force_at_the_start_of_the_month_decides_its_demand_charge() {
+        let mut first = flat(0.0);
+        first["demand_charge_per_kw"] = serde_json::json!(10.0);
+        let mut second = first.clone();
+        second["valid_from"] = serde_json::json!("2026-11-15");
+        second["demand_charge_per_kw"] = serde_json::json!(20.0);
+        let history = history(vec![tariff(first), tariff(second)]);
+        // A 100 kW peak on 11-20 (25 kWh / 0.25 h) in November: the version of 11-01 bills
+        // it, 100 · 10 = 1000 (not 100 · 20).
+        let november = bill_of(&history, &[slot("2026-11-20 10:00", 25.0)]);
+        assert!(close(november.demand[0].charge, 1000.0));
+        // In December the new version is in force on the 1st: 100 · 20 = 2000.
+        let december =
+            bill(&history, Berlin, &[slot("2026-12-02 10:00", 25.0)], at("2026-12-01 00:00"), at("2027-01-01 00:00"));
+        assert!(close(december.demand[0].charge, 2000.0));
     }
 
     #[test]
