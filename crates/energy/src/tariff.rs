@@ -5,6 +5,26 @@
 //! month), in the factory's time zone. A slot is priced by the local time of its start;
 //! slots are 15 minutes wide and period boundaries lie on the 15-minute grid, so a slot
 //! never straddles two periods.
+//!
+//! The API shape (`PUT /energy/tariff`), extended with seasons, holidays and a detailed
+//! demand charge:
+//!
+//! ```json
+//! {"currency": "EUR", "valid_from": "2027-01-01",
+//!  "periods": [
+//!    {"days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:00", "to": "19:00", "price_per_kwh": 0.30,
+//!     "season": {"from": "11-01", "to": "03-31"}},
+//!    …every day type × every date × every quarter hour exactly once…],
+//!  "holidays": ["2027-12-25"], "holiday_as": "sun",
+//!  "demand_charge": {"per_kw": 12.0, "basis": "month", "method": "mean_of_highest", "count": 3,
+//!    "windows": [{"days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:00", "to": "19:00",
+//!                 "months": [11, 12, 1, 2, 3]}]},
+//!  "demand_interval_minutes": 15,
+//!  "fixed_per_month": 50.0}
+//! ```
+//!
+//! Build a [`TariffHistory`] from the stored versions (it validates them), then price
+//! slots with [`cost_of`] (a bucket's cost) or [`bill`] (energy + demand + fixed fees).
 
 use std::collections::BTreeMap;
 use std::fmt;
