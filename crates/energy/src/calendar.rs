@@ -64,7 +64,7 @@ pub fn local_date(tz: Tz, ms: i64) -> Option<NaiveDate> {
 /// instant after the gap; an ambiguous one (fall-back) maps to its first occurrence.
 pub fn local_instant(tz: Tz, date: NaiveDate, at: LocalMinute) -> i64 {
     let minutes = u32::from(at.minutes());
-    let (date, minutes) = if minutes == 24 * 60 { (date + Days::new(1), 0) } else { (date, minutes) };
+    let (date, minutes) = if minutes == 24 * 60 { (date.succ_opt().unwrap_or(date), 0) } else { (date, minutes) };
     let Some(time) = NaiveTime::from_hms_opt(minutes / 60, minutes % 60, 0) else {
         return naive_utc_ms(date, 0);
     };
