@@ -64,7 +64,7 @@ pub fn local_date(tz: Tz, ms: i64) -> Option<NaiveDate> {
 /// instant after the gap; an ambiguous one (fall-back) maps to its first occurrence.
 pub fn local_instant(tz: Tz, date: NaiveDate, at: LocalMinute) -> i64 {
     let minutes = u32::from(at.minutes());
-    let (date, minutes) = if minutes == 24 * 60 { (date + Days::new(1), 0) } else { (date, minutes) };
+    let (date, minutes) = if minutes == 24 * 60 { (date.succ_opt().unwrap_or(date), 0) } else { (date, minutes) };
     let Some(time) = NaiveTime::from_hms_opt(minutes / 60, minutes % 60, 0) else {
         return naive_utc_ms(date, 0);
     };
@@ -176,8 +176,9 @@ fn date_boundaries(tz: Tz, from_ms: i64, to_ms: i64, bucket: Bucket) -> Result<V
 /// The totals of the slots (sorted by start) that start inside `span`.
 pub fn fold(slots: &[Slot], span: &Span) -> Totals {
     let first = slots.partition_point(|s| s.start_ms < span.start_ms);
+    let count = slots[first..].partition_point(|s| s.start_ms < span.end_ms);
     let mut totals = Totals::default();
-    for slot in slots[first..].iter().take_while(|s| s.start_ms < span.end_ms) {
+    for slot in &slots[first..first + count] {
         totals.kwh += slot.kwh;
         totals.idle_kwh += slot.idle_kwh;
         totals.covered_ms += slot.covered_ms;
@@ -185,9 +186,31 @@ pub fn fold(slots: &[Slot], span: &Span) -> Totals {
     totals
 }
 
-/// [`fold`] for many spans at once (one result per span, in the spans' order).
+/// [`fold`] for many spans at once (one result per span, in the spans' order). Sorted,
+/// non-overlapping spans (what [`spans`] returns) take one pass over the slots.
 pub fn fold_spans(slots: &[Slot], spans: &[Span]) -> Vec<Totals> {
-    spans.iter().map(|span| fold(slots, span)).collect()
+    if !spans.windows(2).all(|w| w[0].end_ms <= w[1].start_ms) {
+        return spans.iter().map(|span| fold(slots, span)).collect();
+    }
+    // One binary search, then a linear walk: a search per span would miss the cache on
+    // every probe, which costs more than the sums themselves.
+    let mut ix = spans.first().map_or(0, |first| slots.partition_point(|s| s.start_ms < first.start_ms));
+    let mut out = Vec::with_capacity(spans.len());
+    for span in spans {
+        while ix < slots.len() && slots[ix].start_ms < span.start_ms {
+            ix += 1;
+        }
+        let mut totals = Totals::default();
+        while ix < slots.len() && slots[ix].start_ms < span.end_ms {
+            let slot = &slots[ix];
+            totals.kwh += slot.kwh;
+            totals.idle_kwh += slot.idle_kwh;
+            totals.covered_ms += slot.covered_ms;
+            ix += 1;
+        }
+        out.push(totals);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -315,7 +338,17 @@ mod tests {
         let span = Span { start_ms: SLOT_MS, end_ms: 3 * SLOT_MS, label: None };
         // Slots 15 and 30: 2 + 3 = 5 kWh, idle 1.0, 2 × 900 000 ms.
         assert_eq!(fold(&slots, &span), Totals { kwh: 5.0, idle_kwh: 1.0, covered_ms: 2 * SLOT_MS });
-        let all = fold_spans(&slots, &[span, Span { start_ms: 0, end_ms: 4 * SLOT_MS, label: None }]);
-        assert_eq!(all[1].kwh, 10.0);
+        // Overlapping spans are folded one by one: the whole hour is 1 + 2 + 3 + 4 = 10.
+        let all = fold_spans(&slots, &[span.clone(), Span { start_ms: 0, end_ms: 4 * SLOT_MS, label: None }]);
+        assert_eq!((all[0].kwh, all[1].kwh), (5.0, 10.0));
+        // Sorted spans with a hole (as shifts leave) take the single pass: slot 0 → 1 kWh,
+        // slot 1 lies in no span, slots 2 and 3 → 3 + 4 = 7 kWh.
+        let sorted = [
+            Span { start_ms: 0, end_ms: SLOT_MS, label: None },
+            Span { start_ms: 2 * SLOT_MS, end_ms: 5 * SLOT_MS, label: None },
+        ];
+        let got: Vec<f64> = fold_spans(&slots, &sorted).iter().map(|t| t.kwh).collect();
+        assert_eq!(got, vec![1.0, 7.0]);
+        assert_eq!(fold(&slots, &sorted[1]).kwh, 7.0);
     }
 }

@@ -155,3 +155,106 @@ fn sum_intervals<K>(devices: &[(K, &[Slot])], bounds: &[(i64, i64)]) -> (Vec<f64
     }
     (kwh, has_data)
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use chrono_tz::{Asia::Kolkata, Europe::Berlin};
+
+    use super::*;
+    use crate::calendar::{Bucket, spans};
+
+    fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> i64 {
+        Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap().timestamp_millis()
+    }
+
+    /// Slots of `[from, to)` with `base` kWh each plus `extra` kWh in the slots listed.
+    fn series(from: i64, to: i64, base: f64, extra: &[(i64, f64)]) -> Vec<Slot> {
+        (0..(to - from) / SLOT_MS)
+            .map(|i| {
+                let start_ms = from + i * SLOT_MS;
+                let bump: f64 = extra.iter().filter(|(t, _)| *t == start_ms).map(|(_, e)| e).sum();
+                Slot { start_ms, kwh: base + bump, idle_kwh: 0.0, covered_ms: SLOT_MS }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_peak_of_a_day_with_its_top_devices() {
+        // Berlin 2026-01-05 (CET): the local day is 01-04 23:00Z … 01-05 23:00Z.
+        let (day0, day1) = (utc(2026, 1, 4, 23, 0), utc(2026, 1, 5, 23, 0));
+        let eight = utc(2026, 1, 5, 7, 0); // 08:00 local
+        let nine = utc(2026, 1, 5, 8, 0); // 09:00 local
+        // a: 2.5 kWh every slot (10 kW). b: 25 kWh in the 08:00 slot (100 kW). c: 5 kWh at
+        // 08:00 (20 kW) and 7.5 kWh at 09:00 (30 kW).
+        let a = series(day0, day1, 2.5, &[]);
+        let b = series(day0, day1, 0.0, &[(eight, 25.0)]);
+        let c = series(day0, day1, 0.0, &[(eight, 5.0), (nine, 7.5)]);
+        let devices: Vec<(&str, &[Slot])> = vec![("a", &a), ("b", &b), ("c", &c)];
+        let days = spans(Berlin, day0, day1, Bucket::Day, None).unwrap();
+        // 15 min: 08:00 holds (2.5 + 25 + 5) / 0.25 h = 130 kW: b 100, c 20, a 10.
+        let peaks = demand(&devices, Berlin, 15, &days).unwrap();
+        assert_eq!(peaks.len(), 1);
+        assert_eq!((peaks[0].period_start_ms, peaks[0].kw, peaks[0].at_ms), (day0, 130.0, eight));
+        assert_eq!(peaks[0].top_devices, vec![("b", 100.0), ("c", 20.0), ("a", 10.0)]);
+        // 60 min: 08:00–09:00 holds 4 × 2.5 + 25 + 5 = 40 kWh → 40 kW (b 25, a 10, c 5);
+        // 09:00–10:00 only 10 + 7.5 = 17.5 kW.
+        let peaks = demand(&devices, Berlin, 60, &days).unwrap();
+        assert_eq!((peaks[0].kw, peaks[0].at_ms), (40.0, eight));
+        assert_eq!(peaks[0].top_devices, vec![("b", 25.0), ("a", 10.0), ("c", 5.0)]);
+    }
+
+    #[test]
+    fn monthly_peaks_pick_the_highest_day_and_skip_periods_without_data() {
+        // January and February 2026 in Berlin; data only from 01-30 to 02-01 local.
+        let from = utc(2025, 12, 31, 23, 0);
+        let to = utc(2026, 2, 28, 23, 0);
+        let data_from = utc(2026, 1, 29, 23, 0);
+        let data_to = utc(2026, 1, 31, 23, 0);
+        // 1 kWh per slot (4 kW) with 3 kWh more (16 kW in all) on 01-31 12:00Z and 2 kWh
+        // more (12 kW) on 01-30 12:00Z: the January peak is 16 kW on 01-31.
+        let slots = series(data_from, data_to, 1.0, &[(utc(2026, 1, 31, 12, 0), 3.0), (utc(2026, 1, 30, 12, 0), 2.0)]);
+        let devices = [(1u32, slots.as_slice())];
+        let months = spans(Berlin, from, to, Bucket::Month, None).unwrap();
+        let peaks = demand(&devices, Berlin, 15, &months).unwrap();
+        // February has no data: no item rather than 0 kW.
+        assert_eq!(peaks.len(), 1);
+        assert_eq!((peaks[0].period_start_ms, peaks[0].kw, peaks[0].at_ms), (from, 16.0, utc(2026, 1, 31, 12, 0)));
+        assert_eq!(peaks[0].top_devices, vec![(1, 16.0)]);
+    }
+
+    #[test]
+    fn intervals_align_to_the_local_clock_in_kolkata() {
+        // Kolkata +05:30. From 00:15Z (05:45 local) to 02:30Z (08:00 local).
+        let (from, to) = (utc(2026, 1, 1, 0, 15), utc(2026, 1, 1, 2, 30));
+        // 30 min: local 06:00, 06:30, … = 00:30Z, 01:00Z, …; the partial 05:45–06:00 is left out.
+        let got = intervals(Kolkata, 30, from, to).unwrap();
+        assert_eq!(got.first(), Some(&(utc(2026, 1, 1, 0, 30), utc(2026, 1, 1, 1, 0))));
+        assert_eq!(got.len(), 4);
+        // 60 min: local hours 06:00 and 07:00 = 00:30Z and 01:30Z; 02:30Z ends the last.
+        let got = intervals(Kolkata, 60, from, to).unwrap();
+        assert_eq!(got, vec![(utc(2026, 1, 1, 0, 30), utc(2026, 1, 1, 1, 30)), (utc(2026, 1, 1, 1, 30), to)]);
+        // 45 min: local minutes divisible by 45 are 06:00 and 06:45, 07:30 = 00:30Z, 01:15Z, 02:00Z.
+        let got = intervals(Kolkata, 45, from, to).unwrap();
+        assert_eq!(
+            got,
+            vec![(utc(2026, 1, 1, 0, 30), utc(2026, 1, 1, 1, 15)), (utc(2026, 1, 1, 1, 15), utc(2026, 1, 1, 2, 0))]
+        );
+        // The series: 1 kWh per slot of one device, 2 kWh per slot of another = 12 kW.
+        let one = series(from, to, 1.0, &[]);
+        let two = series(from, to, 2.0, &[]);
+        let s = interval_series(&[("x", one.as_slice()), ("y", two.as_slice())], Kolkata, 30, from, to).unwrap();
+        assert_eq!(s.len(), 4);
+        assert!(s.iter().all(|i| (i.kw - 12.0).abs() < 1e-12));
+        assert_eq!(s[0].start_ms, utc(2026, 1, 1, 0, 30));
+    }
+
+    #[test]
+    fn the_fall_back_day_has_25_hourly_intervals_and_bad_lengths_are_refused() {
+        let got = intervals(Berlin, 60, utc(2026, 10, 24, 22, 0), utc(2026, 10, 25, 23, 0)).unwrap();
+        assert_eq!(got.len(), 25);
+        for bad in [0, 10, 20, 75, 90] {
+            assert_eq!(intervals(Berlin, bad, 0, SLOT_MS).unwrap_err().field, "interval_minutes");
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! the gap, an ambiguous fall-back time to its first occurrence. So in Europe/Berlin the
 //! 22:00–06:00 shift starting 2026-03-28 lasts 7 h and the one starting 2026-10-24 lasts 9 h.
 
-use chrono::{Datelike, Days, NaiveDate};
+use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -230,7 +230,7 @@ impl ShiftCalendar {
                 let day = Day::of(date.weekday());
                 for shift in plan.shifts.iter().filter(|s| s.start_days().contains(&day)) {
                     let start = local_instant(tz, date, shift.from);
-                    let end_date = if shift.crosses_midnight() { date + Days::new(1) } else { date };
+                    let end_date = if shift.crosses_midnight() { date.succ_opt().unwrap_or(date) } else { date };
                     let end = local_instant(tz, end_date, shift.to);
                     let (start_ms, end_ms) = (start.max(from_ms), end.min(to_ms));
                     if start_ms < end_ms {

@@ -43,3 +43,36 @@ pub fn rank<K>(items: Vec<(K, f64, f64)>) -> Vec<RankItem<K>> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specific_energy_needs_production() {
+        // 120 kWh / 40 units = 3 kWh per unit.
+        assert_eq!(specific_energy(120.0, 40.0), Some(3.0));
+        assert_eq!(specific_energy(120.0, 0.0), None);
+        assert_eq!(specific_energy(120.0, -1.0), None);
+    }
+
+    #[test]
+    fn ranking_is_ascending_with_shared_ranks_and_unproductive_devices_last() {
+        // a 100/50 = 2, b 90/30 = 3, c 50/0 = none, d 40/20 = 2 (ties with a), e 10/100 = 0.1.
+        let ranked =
+            rank(vec![("a", 100.0, 50.0), ("b", 90.0, 30.0), ("c", 50.0, 0.0), ("d", 40.0, 20.0), ("e", 10.0, 100.0)]);
+        let got: Vec<(&str, Option<f64>, Option<u32>)> =
+            ranked.iter().map(|r| (r.key, r.kwh_per_unit, r.rank)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("e", Some(0.1), Some(1)),
+                ("a", Some(2.0), Some(2)),
+                ("d", Some(2.0), Some(2)),
+                ("b", Some(3.0), Some(4)),
+                ("c", None, None),
+            ]
+        );
+        assert_eq!((ranked[4].kwh, ranked[4].units), (50.0, 0.0));
+    }
+}
