@@ -7,7 +7,9 @@ use std::sync::Arc;
 use factoryops_tsdb::TelemetryStore;
 use factoryops_types::{DeviceId, FactoryId};
 
-use crate::store::{DeviceEnergyConfig, EnergyStore, StoreError};
+use chrono::NaiveDate;
+
+use crate::store::{DeviceEnergyConfig, EnergyStore, NewSetting, SettingVersion, StoreError};
 
 /// Cheap to clone; one per process.
 #[derive(Clone)]
@@ -28,6 +30,17 @@ impl EnergyService {
 
     pub fn store(&self) -> &EnergyStore {
         &self.inner.store
+    }
+
+    /// Appends a setting version (tariff, shifts, emission factor).
+    pub async fn append_setting(
+        &self,
+        factory: &FactoryId,
+        new: NewSetting<'_>,
+        today: NaiveDate,
+        now_ms: i64,
+    ) -> Result<SettingVersion, StoreError> {
+        self.inner.store.append_setting(factory, new, today, now_ms).await
     }
 
     /// Replaces a device's energy configuration.

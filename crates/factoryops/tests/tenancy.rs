@@ -108,6 +108,18 @@ fn matrix() -> Vec<Case> {
         case(M::DELETE, "/groups/{group}?cascade=true", None),
         case(M::GET, "/energy/devices/{device}", None),
         case(M::PUT, "/energy/devices/{device}", Some(json!({"idle_below_kw": 99.0}))),
+        case(M::GET, "/energy/tariff", None),
+        case(
+            M::PUT,
+            "/energy/tariff",
+            Some(
+                json!({"currency": "EUR", "periods": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "from": "00:00", "to": "24:00", "price_per_kwh": 9.0}]}),
+            ),
+        ),
+        case(M::GET, "/energy/shifts", None),
+        case(M::PUT, "/energy/shifts", Some(json!({"shifts": [{"name": "x", "from": "00:00", "to": "12:00"}]}))),
+        case(M::GET, "/energy/emission-factor", None),
+        case(M::PUT, "/energy/emission-factor", Some(json!({"kg_per_kwh": 9.0}))),
     ]
 }
 
@@ -233,9 +245,12 @@ async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
     let groups = app.get(&format!("/api/v1/factories/{factory}/groups"), Some(&t.admin)).await.1;
     let energy_config =
         app.get(&format!("/api/v1/factories/{factory}/energy/devices/{}", t.device), Some(&t.admin)).await.1;
+    let tariff = app.get(&format!("/api/v1/factories/{factory}/energy/tariff"), Some(&t.admin)).await.1;
+    let shifts = app.get(&format!("/api/v1/factories/{factory}/energy/shifts"), Some(&t.admin)).await.1;
+    let factor = app.get(&format!("/api/v1/factories/{factory}/energy/emission-factor"), Some(&t.admin)).await.1;
     json!({ "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
             "rules": rules["items"], "alerts": alerts["items"], "notifications": notifications["items"], "prefs": prefs,
-            "groups": groups["items"], "energy_config": energy_config })
+            "groups": groups["items"], "energy_config": energy_config, "tariff": tariff, "shifts": shifts, "factor": factor })
 }
 
 async fn factory_a_never_reaches_factory_b(db: TestDatabase) {

@@ -7,8 +7,18 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use factoryops_energy::store::{DeviceEnergyConfig, Group, GroupKind, GroupUpdate, NewGroup, StoreError};
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use factoryops_energy::InvalidSetting;
+use factoryops_energy::emission::EmissionFactor;
+use factoryops_energy::shifts::ShiftPlan;
+use factoryops_energy::store::{
+    DeviceEnergyConfig, Group, GroupKind, GroupUpdate, NewGroup, NewSetting, SettingKind, SettingVersion, StoreError,
+    in_force,
+};
+use factoryops_energy::tariff::Tariff;
 use factoryops_types::{DeviceId, FactoryId, PropertyName, format_rfc3339_ms};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -25,6 +35,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_groups, create_group))
         .routes(routes!(get_group, update_group, delete_group))
         .routes(routes!(get_device_config, put_device_config))
+        .routes(routes!(get_tariff, put_tariff))
+        .routes(routes!(get_shifts, put_shifts))
+        .routes(routes!(get_emission_factor, put_emission_factor))
 }
 
 type ApiResult<T> = Result<T, Problem>;
@@ -348,4 +361,190 @@ async fn put_device_config(
     )
     .await;
     Ok(Json(config_view(&device, Some((config, now)))))
+}
+
+// ---------------------------------------------------------------------------------------
+// Versioned settings: tariff, shifts, emission factor
+
+/// The factory's time zone (its local date decides which setting version is in force).
+pub(crate) async fn factory_tz(state: &AppState, factory: &FactoryId) -> ApiResult<Tz> {
+    let found = state.identity.factory(factory).await?.ok_or_else(|| Problem::not_found("no such factory"))?;
+    found.timezone.parse::<Tz>().map_err(|e| Problem::internal(&format!("factory time zone {}: {e}", found.timezone)))
+}
+
+/// A setting body as PUT: the pure crate's type, which validates itself.
+trait Setting: DeserializeOwned + Serialize {
+    const KIND: SettingKind;
+    fn valid_from_mut(&mut self) -> &mut Option<NaiveDate>;
+    fn check(&self) -> Result<(), InvalidSetting>;
+}
+
+impl Setting for Tariff {
+    const KIND: SettingKind = SettingKind::Tariff;
+    fn valid_from_mut(&mut self) -> &mut Option<NaiveDate> {
+        &mut self.valid_from
+    }
+    fn check(&self) -> Result<(), InvalidSetting> {
+        self.validate()
+    }
+}
+
+impl Setting for ShiftPlan {
+    const KIND: SettingKind = SettingKind::Shifts;
+    fn valid_from_mut(&mut self) -> &mut Option<NaiveDate> {
+        &mut self.valid_from
+    }
+    fn check(&self) -> Result<(), InvalidSetting> {
+        self.validate()
+    }
+}
+
+impl Setting for EmissionFactor {
+    const KIND: SettingKind = SettingKind::EmissionFactor;
+    fn valid_from_mut(&mut self) -> &mut Option<NaiveDate> {
+        &mut self.valid_from
+    }
+    fn check(&self) -> Result<(), InvalidSetting> {
+        self.validate()
+    }
+}
+
+impl From<InvalidSetting> for Problem {
+    fn from(e: InvalidSetting) -> Self {
+        let field = if e.field.is_empty() { "body".to_string() } else { e.field };
+        Problem::invalid_field(&field, e.message)
+    }
+}
+
+/// One stored version in the PUT shape plus `valid_from`, `created_at`, `created_by`.
+fn version_json(v: &SettingVersion) -> serde_json::Value {
+    let mut body = match &v.body {
+        serde_json::Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    body.insert("valid_from".into(), json!(v.valid_from.map(|d| d.to_string())));
+    body.insert("created_at".into(), json!(format_rfc3339_ms(v.created_at)));
+    body.insert("created_by".into(), json!(v.created_by));
+    serde_json::Value::Object(body)
+}
+
+/// The GET answer: the version in force today (its fields at the top level), and every
+/// version oldest first. Not set yet: `versions` is empty and `created_at` is `null`; a
+/// first version that starts later: `versions` lists it, the top level has only nulls.
+fn setting_view(versions: &[SettingVersion], today: NaiveDate) -> serde_json::Value {
+    let mut top = match in_force(versions, today) {
+        Some(current) => match version_json(current) {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        },
+        None => {
+            let mut map = serde_json::Map::new();
+            for key in ["valid_from", "created_at", "created_by"] {
+                map.insert(key.into(), serde_json::Value::Null);
+            }
+            map
+        }
+    };
+    top.insert("versions".into(), serde_json::Value::Array(versions.iter().map(version_json).collect()));
+    serde_json::Value::Object(top)
+}
+
+async fn get_setting(state: &AppState, factory: &FactoryId, kind: SettingKind) -> ApiResult<Response> {
+    let tz = factory_tz(state, factory).await?;
+    let today = factoryops_energy::calendar::local_date(tz, state.clock.now_ms())
+        .ok_or_else(|| Problem::internal(&"the clock is out of range"))?;
+    let versions = state.energy.store().setting_versions(factory, kind).await?;
+    Ok(Json(setting_view(&versions, today)).into_response())
+}
+
+async fn put_setting<T: Setting>(
+    state: &AppState,
+    t: &Tenant<DevicesWrite>,
+    body: serde_json::Value,
+) -> ApiResult<Response> {
+    let mut setting: T = serde_path_to_error::deserialize(body).map_err(|e| crate::problem::from_path_error(&e))?;
+    setting.check()?;
+    let valid_from = setting.valid_from_mut().take();
+    let stored = serde_json::to_value(&setting).map_err(|e| Problem::internal(&e))?;
+    let tz = factory_tz(state, &t.factory).await?;
+    let now = state.clock.now_ms();
+    let today = factoryops_energy::calendar::local_date(tz, now)
+        .ok_or_else(|| Problem::internal(&"the clock is out of range"))?;
+    let actor = t.principal.actor();
+    let new = NewSetting { kind: T::KIND, valid_from, body: &stored, created_by: &actor };
+    let version = state.energy.append_setting(&t.factory, new, today, now).await?;
+    audit(
+        state,
+        t,
+        &format!("energy.{}.updated", T::KIND.as_str()),
+        T::KIND.as_str(),
+        json!({ "version": version.version, "valid_from": valid_from.map(|d| d.to_string()) }),
+    )
+    .await;
+    get_setting(state, &t.factory, T::KIND).await
+}
+
+/// The tariff in force today and every version. `versions: []` means no tariff is set (costs are `null`).
+#[utoipa::path(get, path = "/api/v1/factories/{factory_id}/energy/tariff", tag = "energy",
+    params(("factory_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Object, description = "the tariff in force (PUT shape) with `valid_from`, `created_at`, `created_by`, and `versions` (oldest first); nulls and `versions: []` when none is set")))]
+async fn get_tariff(State(state): State<AppState>, t: Tenant<CanRead>) -> ApiResult<Response> {
+    get_setting(&state, &t.factory, SettingKind::Tariff).await
+}
+
+/// Adds a tariff version (`devices:write`). The first version may omit `valid_from`
+/// (in force since always: the only way to price history); later ones must start today or
+/// later, after the last one, so past cost never changes.
+#[utoipa::path(put, path = "/api/v1/factories/{factory_id}/energy/tariff", tag = "energy",
+    params(("factory_id" = String, Path)), security(("bearer" = [])),
+    request_body(content = Object, description = "`{currency, valid_from?, periods: [{days, from, to, price_per_kwh, season?: {from: \"MM-DD\", to}}], holidays?, holiday_as?, demand_charge_per_kw? | demand_charge?: {per_kw, basis: month|day, method: highest|mean_of_highest, count?, windows?: [{days, from, to, months?}]}, demand_interval_minutes?, fixed_per_month?}`; every day type × date × quarter hour must be covered by exactly one period"),
+    responses((status = 200, body = Object, description = "as GET"), (status = 422, body = Problem)))]
+async fn put_tariff(
+    State(state): State<AppState>,
+    t: Tenant<DevicesWrite>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    put_setting::<Tariff>(&state, &t, body).await
+}
+
+/// The shift calendar in force today and every version.
+#[utoipa::path(get, path = "/api/v1/factories/{factory_id}/energy/shifts", tag = "energy",
+    params(("factory_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Object, description = "the shift plan in force (PUT shape) with `valid_from`, `created_at`, `created_by`, and `versions`; nulls and `versions: []` when none is set")))]
+async fn get_shifts(State(state): State<AppState>, t: Tenant<CanRead>) -> ApiResult<Response> {
+    get_setting(&state, &t.factory, SettingKind::Shifts).await
+}
+
+/// Adds a shift plan version (`devices:write`); same `valid_from` rules as the tariff.
+#[utoipa::path(put, path = "/api/v1/factories/{factory_id}/energy/shifts", tag = "energy",
+    params(("factory_id" = String, Path)), security(("bearer" = [])),
+    request_body(content = Object, description = "`{valid_from?, shifts: [{name, from: \"22:00\", to: \"06:00\", days?: [\"mon\", …]}]}`; a shift whose `to` is not after `from` ends the next day; shifts must not overlap"),
+    responses((status = 200, body = Object, description = "as GET"), (status = 422, body = Problem)))]
+async fn put_shifts(
+    State(state): State<AppState>,
+    t: Tenant<DevicesWrite>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    put_setting::<ShiftPlan>(&state, &t, body).await
+}
+
+/// The grid emission factor in force today and every version.
+#[utoipa::path(get, path = "/api/v1/factories/{factory_id}/energy/emission-factor", tag = "energy",
+    params(("factory_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Object, description = "the factor in force (PUT shape) with `valid_from`, `created_at`, `created_by`, and `versions`; nulls and `versions: []` when none is set (CO2 is `null`)")))]
+async fn get_emission_factor(State(state): State<AppState>, t: Tenant<CanRead>) -> ApiResult<Response> {
+    get_setting(&state, &t.factory, SettingKind::EmissionFactor).await
+}
+
+/// Adds an emission factor version (`devices:write`); same `valid_from` rules as the tariff.
+#[utoipa::path(put, path = "/api/v1/factories/{factory_id}/energy/emission-factor", tag = "energy",
+    params(("factory_id" = String, Path)), security(("bearer" = [])),
+    request_body(content = Object, description = "`{valid_from?, kg_per_kwh}` or `{valid_from?, hourly: [24 values by local hour]}` or `{valid_from?, monthly: [12 values]}` (kg CO2e per kWh)"),
+    responses((status = 200, body = Object, description = "as GET"), (status = 422, body = Problem)))]
+async fn put_emission_factor(
+    State(state): State<AppState>,
+    t: Tenant<DevicesWrite>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    put_setting::<EmissionFactor>(&state, &t, body).await
 }
