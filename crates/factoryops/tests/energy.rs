@@ -5,6 +5,8 @@
 
 mod common;
 
+use chrono::{NaiveDate, TimeZone};
+use chrono_tz::Europe::Berlin;
 use common::TestApp;
 use factoryops_testkit::{TestDatabase, backend_matrix};
 use reqwest::Method;
@@ -117,8 +119,7 @@ async fn device_energy_config(db: TestDatabase) {
         json!({"device_id": "press-1", "source_property": null, "state_property": null, "idle_below_kw": null,
                "max_gap_minutes": null, "updated_at": null})
     );
-    let body =
-        json!({"source_property": "power_kw", "state_property": "state", "idle_below_kw": 2.0, "max_gap_minutes": 20});
+    let body = json!({"source_property": "power_kw", "idle_below_kw": 2.0, "max_gap_minutes": 20});
     let (status, _) = app.send(Method::PUT, &config_path, Some(&viewer), Some(body.clone())).await;
     assert_eq!(status, 403);
     let (status, saved) = app.send(Method::PUT, &config_path, Some(&admin), Some(body)).await;
@@ -130,6 +131,8 @@ async fn device_energy_config(db: TestDatabase) {
         (json!({"max_gap_minutes": 0}), "max_gap_minutes"),
         (json!({"idle_below_kw": -1}), "idle_below_kw"),
         (json!({"source_property": "bad name!"}), "source_property"),
+        // Idle energy from states needs stored state values: refused rather than ignored.
+        (json!({"state_property": "state"}), "state_property"),
     ] {
         let (status, problem) = app.send(Method::PUT, &config_path, Some(&admin), Some(bad)).await;
         assert_eq!(status, 422, "{problem}");
@@ -219,4 +222,301 @@ async fn versioned_settings(db: TestDatabase) {
     app.stop().await;
 }
 
-backend_matrix!(groups_through_the_api, device_energy_config, versioned_settings);
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+/// The UTC instant of a local wall time in Berlin.
+fn berlin(date: NaiveDate, hour: u32, minute: u32) -> i64 {
+    Berlin.from_local_datetime(&date.and_hms_opt(hour, minute, 0).unwrap()).earliest().unwrap().timestamp_millis()
+}
+
+/// A local day `days_ago` days before today (Berlin) that is not a DST change day, so the
+/// hand-computed figures below hold for 24 hours.
+fn plain_day(app: &TestApp, days_ago: u64) -> NaiveDate {
+    let today = chrono::DateTime::from_timestamp_millis(app.clock_now()).unwrap().with_timezone(&Berlin).date_naive();
+    let mut day = today.checked_sub_days(chrono::Days::new(days_ago)).unwrap();
+    while berlin(day.succ_opt().unwrap(), 0, 0) - berlin(day, 0, 0) != 24 * HOUR {
+        day = day.pred_opt().unwrap();
+    }
+    day
+}
+
+fn close(actual: &Value, expected: f64, what: &str) {
+    let actual = actual.as_f64().unwrap_or_else(|| panic!("{what}: {actual} is not a number"));
+    let tolerance = (expected.abs() * 0.001).max(1e-9);
+    assert!((actual - expected).abs() <= tolerance, "{what}: {actual} vs hand-computed {expected}");
+}
+
+/// (hits, misses) of the energy slot cache from `/metrics`.
+async fn cache_counts(app: &TestApp) -> (f64, f64) {
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    (value("factoryops_energy_cache_hits_total"), value("factoryops_energy_cache_misses_total"))
+}
+
+/// Posts messages in batches of at most 1,000 (the HTTP batch limit).
+async fn backfill(app: &TestApp, key: &str, messages: Vec<Value>) {
+    for chunk in messages.chunks(1000) {
+        let (status, body) = app.post(&path("/telemetry"), Some(key), json!({"messages": chunk})).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["results"].as_array().unwrap().iter().all(|r| r["status"] == "stored"), "{body}");
+    }
+}
+
+async fn annotate(app: &TestApp, admin: &str, device: &str, property: &str, semantics: Value) {
+    let (status, body) = app
+        .send(Method::PATCH, &path(&format!("/devices/{device}/properties/{property}")), Some(admin), Some(semantics))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn telemetry_key(app: &TestApp, admin: &str) -> String {
+    let (status, key) =
+        app.post(&path("/api-keys"), Some(admin), json!({"name": "gateway", "permissions": ["telemetry:write"]})).await;
+    assert_eq!(status, 201, "{key}");
+    key["key"].as_str().unwrap().to_string()
+}
+
+/// The headline: 24 h of backfilled power with a 40-minute gap and a 15-minute burst, an
+/// energy counter with a reset, a TOU tariff and an emission factor; hourly, daily and
+/// shift buckets, cost, CO2 and peak demand against hand-computed figures.
+async fn a_day_of_energy_matches_the_hand_computed_figures(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (admin, viewer) = setup(&app, &["press-1", "meter-1"]).await;
+    let key = telemetry_key(&app, &admin).await;
+    let d = plain_day(&app, 2);
+    let (d0, d1) = (berlin(d, 0, 0), berlin(d.succ_opt().unwrap(), 0, 0));
+    let at = |hour: u32, minute: u32| berlin(d, hour, minute);
+
+    // press-1: power every minute from 00:00 to 24:00 at 100 kW, except 400 kW from 10:00
+    // to 10:14 and no samples from 14:01 to 14:39 (a 40-minute gap after 14:00).
+    let mut messages = Vec::new();
+    let mut t = d0;
+    while t <= d1 {
+        let in_gap = t > at(14, 0) && t < at(14, 40);
+        if !in_gap {
+            let kw = if t >= at(10, 0) && t < at(10, 15) { 400.0 } else { 100.0 };
+            messages.push(json!({"device_id": "press-1", "ts": t, "power_kw": kw}));
+        }
+        t += MIN;
+    }
+    // meter-1: an energy counter in kWh every 15 minutes, +10 kWh each (40 kW), starting
+    // at 1000; at 12:00 it was reset and reads 5 (so the 11:45–12:00 interval counts 5).
+    let mut k = 0;
+    let mut t = d0;
+    while t <= d1 {
+        let value = if t < at(12, 0) { 1000.0 + 10.0 * f64::from(k) } else { 5.0 + 10.0 * f64::from(k - 48) };
+        messages.push(json!({"device_id": "meter-1", "ts": t, "energy_kwh": value}));
+        t += 15 * MIN;
+        k += 1;
+    }
+    backfill(&app, &key, messages).await;
+    annotate(&app, &admin, "press-1", "power_kw", json!({"quantity": "power", "unit": "kW"})).await;
+    annotate(&app, &admin, "meter-1", "energy_kwh", json!({"quantity": "energy_counter", "unit": "kWh"})).await;
+    for (setting, body) in [
+        ("/energy/tariff", tou_tariff()),
+        ("/energy/emission-factor", json!({"kg_per_kwh": 0.4})),
+        (
+            "/energy/shifts",
+            json!({"shifts": [{"name": "early", "from": "06:00", "to": "14:00"}, {"name": "late", "from": "14:00", "to": "22:00"}, {"name": "night", "from": "22:00", "to": "06:00"}]}),
+        ),
+    ] {
+        let (status, body) = app.send(Method::PUT, &path(setting), Some(&admin), Some(body)).await;
+        assert_eq!(status, 200, "{setting}: {body}");
+    }
+    let (status, group) =
+        app.post(&path("/groups"), Some(&admin), json!({"name": "Hall", "devices": ["press-1", "meter-1"]})).await;
+    assert_eq!(status, 201, "{group}");
+    let group_id = group["id"].as_str().unwrap().to_string();
+    let range =
+        format!("from={}&to={}", factoryops_types::format_rfc3339_ms(d0), factoryops_types::format_rfc3339_ms(d1));
+
+    // press-1, by hand: 24 h × 100 kW = 2400 kWh; the gap 14:00–14:40 loses 40 min × 100 kW
+    // = 66.667 kWh; the burst: slot 09:45 holds 14 min at 100 kW + the ramp 09:59→10:00
+    // (100→400, mean 250 kW for 1 min) = 23.333 + 4.1667 = 27.5 kWh (+2.5), slot 10:00
+    // holds 14 min at 400 kW + the ramp 10:14→10:15 = 93.333 + 4.1667 = 97.5 kWh (+72.5).
+    // Day: 2400 − 66.667 + 75 = 2408.333 kWh. Night (00–06, 22–24: 8 h) 800 kWh at 0.20,
+    // day 1608.333 kWh at 0.30: 160 + 482.5 = 642.5 EUR.
+    // meter-1: 96 intervals × 10 kWh, the reset interval counts 5: 955 kWh; night 320 kWh
+    // at 0.20 = 64, day 640 − 5 = 635 kWh at 0.30 = 190.5: 254.5 EUR.
+    let press_day = 2400.0 - 200.0 / 3.0 + 75.0;
+    let (status, day) =
+        app.get(&path(&format!("/energy/consumption?group_id={group_id}&{range}&bucket=day")), Some(&viewer)).await;
+    assert_eq!(status, 200, "{day}");
+    assert_eq!((day["unit"].as_str(), day["currency"].as_str()), (Some("kWh"), Some("EUR")));
+    let items = day["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{day}");
+    close(&items[0]["kwh"], press_day + 955.0, "day kWh");
+    close(&items[0]["cost"], 642.5 + 254.5, "day cost");
+    close(&items[0]["co2_kg"], (press_day + 955.0) * 0.4, "day CO2");
+    assert_eq!(items[0]["idle_kwh"], 0.0);
+    let by_device = &items[0]["by_device"];
+    assert_eq!(by_device[0]["device_id"], "meter-1");
+    close(&by_device[0]["kwh"], 955.0, "meter-1");
+    close(&by_device[1]["kwh"], press_day, "press-1");
+    assert_eq!((items[0]["start"].as_i64(), items[0]["start"].as_str().map(str::len)), (None, Some(24)));
+    // The gap with its bounds; the counter has none (its samples are 15 min apart).
+    assert_eq!(
+        day["gaps"],
+        json!([{"device_id": "press-1", "from": factoryops_types::format_rfc3339_ms(at(14, 0)),
+                "to": factoryops_types::format_rfc3339_ms(at(14, 40))}])
+    );
+    // The bill: no demand charge in this tariff, no fixed fee.
+    close(&day["charges"]["energy_cost"], 897.0, "charges.energy_cost");
+    close(&day["charges"]["total"], 897.0, "charges.total");
+
+    // Hours: 09:00 = 3 × 25 + 27.5 (press) + 40 (meter) = 142.5 kWh; 10:00 = 97.5 + 3 × 25
+    // + 40 = 212.5 kWh at 0.30 = 63.75 EUR; 11:00 = 100 + 35 (the reset) = 135; 14:00 =
+    // 20 min × 100 kW + 40 = 73.333; 03:00 = 100 + 40 = 140 at 0.20 = 28 EUR.
+    let (status, hours) =
+        app.get(&path(&format!("/energy/consumption?group_id={group_id}&{range}&bucket=hour")), Some(&viewer)).await;
+    assert_eq!(status, 200, "{hours}");
+    let hours = hours["items"].as_array().unwrap().clone();
+    assert_eq!(hours.len(), 24);
+    for (hour, kwh) in [(9, 142.5), (10, 212.5), (11, 135.0), (14, 100.0 / 3.0 + 40.0), (3, 140.0)] {
+        let item = &hours[hour];
+        assert_eq!(item["start"], factoryops_types::format_rfc3339_ms(at(hour as u32, 0)));
+        close(&item["kwh"], kwh, &format!("hour {hour}"));
+    }
+    close(&hours[10]["cost"], 63.75, "hour 10 cost");
+    close(&hours[3]["cost"], 28.0, "hour 3 cost");
+    let hourly_total: f64 = hours.iter().map(|h| h["kwh"].as_f64().unwrap()).sum();
+    close(&json!(hourly_total), press_day + 955.0, "the hours add up to the day");
+
+    // Shifts across midnight, clipped to the day: night 00–06, early 06–14, late 14–22,
+    // night 22–24. press: 600, 800 + 75, 800 − 66.667, 200; meter: 240, 315, 320, 80.
+    let (status, shifts) =
+        app.get(&path(&format!("/energy/consumption?group_id={group_id}&{range}&bucket=shift")), Some(&viewer)).await;
+    assert_eq!(status, 200, "{shifts}");
+    let shifts = shifts["items"].as_array().unwrap().clone();
+    let names: Vec<&str> = shifts.iter().map(|s| s["shift"].as_str().unwrap()).collect();
+    assert_eq!(names, ["night", "early", "late", "night"]);
+    for (item, kwh) in shifts.iter().zip([840.0, 1190.0, 800.0 - 200.0 / 3.0 + 320.0, 280.0]) {
+        close(&item["kwh"], kwh, &format!("shift {}", item["shift"]));
+    }
+    assert_eq!(shifts[3]["end"], factoryops_types::format_rfc3339_ms(d1));
+
+    // Peak demand: the 10:00–10:15 interval holds 97.5 + 10 kWh → 430 kW (press 390, meter 40).
+    let (status, peak) =
+        app.get(&path(&format!("/energy/peak-demand?group_id={group_id}&{range}")), Some(&viewer)).await;
+    assert_eq!(status, 200, "{peak}");
+    let items = peak["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{peak}");
+    close(&items[0]["kw"], 430.0, "peak kW");
+    assert_eq!(items[0]["at"], factoryops_types::format_rfc3339_ms(at(10, 0)));
+    assert_eq!(items[0]["period_start"], factoryops_types::format_rfc3339_ms(d0));
+    assert_eq!(items[0]["top_devices"][0]["device_id"], "press-1");
+    close(&items[0]["top_devices"][0]["kw"], 390.0, "press-1 at the peak");
+    close(&items[0]["top_devices"][1]["kw"], 40.0, "meter-1 at the peak");
+    // One hour intervals: 10:00–11:00 = 212.5 kWh → 212.5 kW.
+    let (_, hourly_peak) = app
+        .get(
+            &path(&format!("/energy/peak-demand?device_id=press-1&{range}&interval_minutes=60&period=month")),
+            Some(&viewer),
+        )
+        .await;
+    close(&hourly_peak["items"][0]["kw"], 172.5, "press-1 hourly peak");
+
+    // The day is closed: computed once per device, then served from memory.
+    let (hits, misses) = cache_counts(&app).await;
+    assert_eq!(misses, 2.0, "each device's day was computed once");
+    // Hour, shift and group peak: 2 devices each; press-1's hourly peak: 1.
+    assert_eq!(hits, 7.0, "the hour, shift and peak queries read the cached days");
+    // A late correction filling the
+    // gap (samples 10 minutes apart) drops the cached day and the next answer includes it.
+    let fill: Vec<Value> =
+        [10, 20, 30].iter().map(|m| json!({"device_id": "press-1", "ts": at(14, *m), "power_kw": 100.0})).collect();
+    backfill(&app, &key, fill).await;
+    let device_day = path(&format!("/energy/consumption?device_id=press-1&{range}&bucket=day"));
+    let mut filled = Value::Null;
+    for _ in 0..50 {
+        filled = app.get(&device_day, Some(&viewer)).await.1;
+        if filled["gaps"] == json!([]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(filled["gaps"], json!([]), "{filled}");
+    close(&filled["items"][0]["kwh"], 2475.0, "press-1 after the correction");
+
+    // Validation names the parameter; another device or group is a 404.
+    for (query, field) in [
+        (format!("device_id=press-1&group_id={group_id}&{range}&bucket=day"), "group_id"),
+        (format!("{range}&bucket=day"), "device_id"),
+        (format!("device_id=press-1&{range}&bucket=fortnight"), "bucket"),
+        ("device_id=press-1&from=yesterday&to=2026-01-01T00:00:00Z&bucket=day".to_string(), "from"),
+        ("device_id=press-1&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z&bucket=day".to_string(), "from"),
+        ("device_id=press-1&from=2024-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&bucket=day".to_string(), "to"),
+    ] {
+        let (status, problem) = app.get(&path(&format!("/energy/consumption?{query}")), Some(&viewer)).await;
+        assert_eq!(status, 422, "{query}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
+    }
+    let (status, problem) = app
+        .get(&path(&format!("/energy/peak-demand?device_id=press-1&{range}&interval_minutes=20")), Some(&viewer))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["errors"][0]["field"], "interval_minutes");
+    for query in [format!("device_id=ghost&{range}&bucket=day"), format!("group_id=nope&{range}&bucket=day")] {
+        let (status, _) = app.get(&path(&format!("/energy/consumption?{query}")), Some(&viewer)).await;
+        assert_eq!(status, 404, "{query}");
+    }
+    app.stop().await;
+}
+
+/// Three days of buffered power readings arriving in one burst: each day's energy is right.
+async fn a_three_day_backfill_in_one_burst(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (admin, viewer) = setup(&app, &["gw-2"]).await;
+    let key = telemetry_key(&app, &admin).await;
+    let last = plain_day(&app, 2);
+    let first = last.checked_sub_days(chrono::Days::new(2)).unwrap();
+    let (from, to) = (berlin(first, 0, 0), berlin(last.succ_opt().unwrap(), 0, 0));
+    // 50 kW every 5 minutes over the three days: one batch of 865 messages.
+    let messages: Vec<Value> = (0..=(to - from) / (5 * MIN))
+        .map(|i| json!({"device_id": "gw-2", "ts": from + i * 5 * MIN, "power_w": 50_000.0}))
+        .collect();
+    assert!(messages.len() <= 1000);
+    backfill(&app, &key, messages).await;
+    // In watts: the unit converts.
+    annotate(&app, &admin, "gw-2", "power_w", json!({"quantity": "power", "unit": "W"})).await;
+    let range =
+        format!("from={}&to={}", factoryops_types::format_rfc3339_ms(from), factoryops_types::format_rfc3339_ms(to));
+    let (status, days) =
+        app.get(&path(&format!("/energy/consumption?device_id=gw-2&{range}&bucket=day")), Some(&viewer)).await;
+    assert_eq!(status, 200, "{days}");
+    let items = days["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{days}");
+    let mut date = first;
+    for item in items {
+        // 50 kW × the local day's hours (24, or 23 / 25 on a DST change day).
+        let hours = (berlin(date.succ_opt().unwrap(), 0, 0) - berlin(date, 0, 0)) as f64 / HOUR as f64;
+        close(&item["kwh"], 50.0 * hours, &format!("{date}"));
+        assert_eq!(item["start"], factoryops_types::format_rfc3339_ms(berlin(date, 0, 0)));
+        assert_eq!(item["cost"], Value::Null, "no tariff: no cost");
+        date = date.succ_opt().unwrap();
+    }
+    assert_eq!(days["currency"], Value::Null);
+    assert_eq!(days["gaps"], json!([]));
+    assert!(days.get("charges").is_none());
+    // A week bucket sums them (the range is clipped to the three days).
+    let (_, week) =
+        app.get(&path(&format!("/energy/consumption?device_id=gw-2&{range}&bucket=week")), Some(&viewer)).await;
+    let total: f64 = week["items"].as_array().unwrap().iter().map(|i| i["kwh"].as_f64().unwrap()).sum();
+    close(&json!(total), 50.0 * (to - from) as f64 / HOUR as f64, "weeks");
+    app.stop().await;
+}
+
+backend_matrix!(
+    groups_through_the_api,
+    device_energy_config,
+    versioned_settings,
+    a_day_of_energy_matches_the_hand_computed_figures,
+    a_three_day_backfill_in_one_burst
+);

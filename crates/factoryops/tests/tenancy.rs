@@ -120,6 +120,19 @@ fn matrix() -> Vec<Case> {
         case(M::PUT, "/energy/shifts", Some(json!({"shifts": [{"name": "x", "from": "00:00", "to": "12:00"}]}))),
         case(M::GET, "/energy/emission-factor", None),
         case(M::PUT, "/energy/emission-factor", Some(json!({"kg_per_kwh": 9.0}))),
+        case(
+            M::GET,
+            "/energy/consumption?device_id={device}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&bucket=day",
+            None,
+        ),
+        case(
+            M::GET,
+            "/energy/consumption?group_id={group}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&bucket=hour",
+            None,
+        ),
+        case(M::GET, "/energy/peak-demand?device_id={device}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
+        case(M::GET, "/energy/peak-demand?group_id={group}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
+        case(M::GET, "/energy/ranking?device_type=press&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
     ]
 }
 

@@ -10,14 +10,16 @@ use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use factoryops_energy::InvalidSetting;
+use factoryops_energy::calendar::Bucket;
 use factoryops_energy::emission::EmissionFactor;
+use factoryops_energy::service::{Consumption, PeakDemand, PeakPeriod, Ranking, ServiceError, Target};
 use factoryops_energy::shifts::ShiftPlan;
 use factoryops_energy::store::{
     DeviceEnergyConfig, Group, GroupKind, GroupUpdate, NewGroup, NewSetting, SettingKind, SettingVersion, StoreError,
     in_force,
 };
 use factoryops_energy::tariff::Tariff;
-use factoryops_types::{DeviceId, FactoryId, PropertyName, format_rfc3339_ms};
+use factoryops_types::{DeviceId, FactoryId, PropertyName, format_rfc3339_ms, parse_rfc3339_ms};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -38,6 +40,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_tariff, put_tariff))
         .routes(routes!(get_shifts, put_shifts))
         .routes(routes!(get_emission_factor, put_emission_factor))
+        .routes(routes!(consumption))
+        .routes(routes!(peak_demand))
+        .routes(routes!(ranking))
 }
 
 type ApiResult<T> = Result<T, Problem>;
@@ -53,6 +58,18 @@ impl From<StoreError> for Problem {
             }
             StoreError::Conflict(message) => Problem::conflict(message),
             StoreError::Db(e) => Problem::internal(&e),
+        }
+    }
+}
+
+impl From<ServiceError> for Problem {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Invalid { field, message } => Problem::invalid_field(&field, message),
+            ServiceError::NotFound(what) => Problem::not_found(what),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Tsdb(e) => e.into(),
+            other => Problem::internal(&other),
         }
     }
 }
@@ -344,6 +361,14 @@ async fn put_device_config(
     let property = |field: &str, raw: Option<String>| -> ApiResult<Option<PropertyName>> {
         raw.map(|p| PropertyName::parse(p).map_err(|e| Problem::invalid_field(field, e.to_string()))).transpose()
     };
+    if body.state_property.is_some() {
+        // Idle energy from a state property needs state values in the store, which this
+        // build does not keep yet; refusing beats accepting a setting that changes nothing.
+        return Err(Problem::invalid_field(
+            "state_property",
+            "state properties are not stored yet: use `idle_below_kw` for idle energy",
+        ));
+    }
     let config = DeviceEnergyConfig {
         source_property: property("source_property", body.source_property)?,
         state_property: property("state_property", body.state_property)?,
@@ -547,4 +572,401 @@ async fn put_emission_factor(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Response> {
     put_setting::<EmissionFactor>(&state, &t, body).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Computed answers: consumption, peak demand, ranking
+
+#[derive(Deserialize, IntoParams)]
+pub struct ConsumptionParams {
+    /// One device (exactly one of `device_id` and `group_id`).
+    pub device_id: Option<String>,
+    /// A group and every group below it.
+    pub group_id: Option<String>,
+    /// RFC 3339, inclusive; floored to the 15-minute grid.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive; ceiled to the 15-minute grid. At most 400 days after `from`.
+    pub to: Option<String>,
+    /// `hour`, `day`, `week`, `month` or `shift` (local time of the factory).
+    pub bucket: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceKwh {
+    pub device_id: String,
+    pub kwh: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsumptionBucket {
+    #[schema(format = DateTime)]
+    pub start: String,
+    #[schema(format = DateTime)]
+    pub end: String,
+    /// The shift's name (shift buckets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shift: Option<String>,
+    pub kwh: f64,
+    /// In `currency`; `null` without a tariff in force.
+    #[schema(required = true)]
+    pub cost: Option<f64>,
+    /// `null` without an emission factor in force.
+    #[schema(required = true)]
+    pub co2_kg: Option<f64>,
+    /// Energy while the device was idle (power below its `idle_below_kw`).
+    pub idle_kwh: f64,
+    pub by_device: Vec<DeviceKwh>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceGapView {
+    pub device_id: String,
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DemandChargeView {
+    #[schema(format = DateTime)]
+    pub period_start: String,
+    #[schema(format = DateTime)]
+    pub period_end: String,
+    /// The kW charged: the highest counted interval, or the mean of the N highest.
+    pub basis_kw: f64,
+    pub charge: f64,
+}
+
+/// The tariff's bill of the whole range.
+#[derive(Serialize, ToSchema)]
+pub struct Charges {
+    pub energy_cost: f64,
+    pub demand: Vec<DemandChargeView>,
+    pub fixed: f64,
+    pub total: f64,
+}
+
+/// Energy per bucket in the factory's time zone.
+#[derive(Serialize, ToSchema)]
+pub struct ConsumptionView {
+    /// Always `kWh`.
+    pub unit: String,
+    /// `null` without a tariff.
+    #[schema(required = true)]
+    pub currency: Option<String>,
+    pub items: Vec<ConsumptionBucket>,
+    /// Stretches without data per device (no energy is invented for them).
+    pub gaps: Vec<DeviceGapView>,
+    /// Only with a tariff: energy cost, demand charges and fixed fees of the range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charges: Option<Charges>,
+    /// Devices without an energy source (no property annotated as power or an energy or
+    /// pulse counter): they count 0 kWh and their whole range is a gap.
+    pub devices_without_source: Vec<String>,
+}
+
+fn gaps_view(gaps: Vec<factoryops_energy::service::DeviceGap>) -> Vec<DeviceGapView> {
+    gaps.into_iter()
+        .map(|g| DeviceGapView {
+            device_id: g.device_id.into_string(),
+            from: format_rfc3339_ms(g.from_ms),
+            to: format_rfc3339_ms(g.to_ms),
+        })
+        .collect()
+}
+
+impl From<Consumption> for ConsumptionView {
+    fn from(c: Consumption) -> Self {
+        Self {
+            unit: "kWh".into(),
+            currency: c.currency,
+            items: c
+                .items
+                .into_iter()
+                .map(|i| ConsumptionBucket {
+                    start: format_rfc3339_ms(i.start_ms),
+                    end: format_rfc3339_ms(i.end_ms),
+                    shift: i.shift,
+                    kwh: i.kwh,
+                    cost: i.cost,
+                    co2_kg: i.co2_kg,
+                    idle_kwh: i.idle_kwh,
+                    by_device: i
+                        .by_device
+                        .into_iter()
+                        .map(|(d, kwh)| DeviceKwh { device_id: d.into_string(), kwh })
+                        .collect(),
+                })
+                .collect(),
+            gaps: gaps_view(c.gaps),
+            charges: c.charges.map(|b| Charges {
+                energy_cost: b.energy_cost,
+                demand: b
+                    .demand
+                    .into_iter()
+                    .map(|d| DemandChargeView {
+                        period_start: format_rfc3339_ms(d.period_start_ms),
+                        period_end: format_rfc3339_ms(d.period_end_ms),
+                        basis_kw: d.basis_kw,
+                        charge: d.charge,
+                    })
+                    .collect(),
+                fixed: b.fixed,
+                total: b.total,
+            }),
+            devices_without_source: c.without_source.into_iter().map(DeviceId::into_string).collect(),
+        }
+    }
+}
+
+/// Collects the 422s of a query, then answers them all at once.
+#[derive(Default)]
+struct QueryErrors(Vec<crate::problem::FieldError>);
+
+impl QueryErrors {
+    fn bad(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(crate::problem::FieldError { field: field.into(), message: message.into() });
+    }
+
+    fn time(&mut self, field: &str, raw: &Option<String>) -> Option<i64> {
+        match raw.as_deref() {
+            None => {
+                self.bad(field, "is required (RFC 3339)");
+                None
+            }
+            Some(text) => {
+                let parsed = parse_rfc3339_ms(text);
+                if parsed.is_none() {
+                    self.bad(field, "must be an RFC 3339 time");
+                }
+                parsed
+            }
+        }
+    }
+
+    fn target(&mut self, device_id: &Option<String>, group_id: &Option<String>) -> Option<Result<Target, Problem>> {
+        match (device_id, group_id) {
+            (Some(d), None) => {
+                Some(DeviceId::parse(d).map(Target::Device).map_err(|_| Problem::not_found("no such device")))
+            }
+            (None, Some(g)) => Some(Ok(Target::Group(g.clone()))),
+            (Some(_), Some(_)) => {
+                self.bad("group_id", "give exactly one of `device_id` and `group_id`");
+                None
+            }
+            (None, None) => {
+                self.bad("device_id", "give exactly one of `device_id` and `group_id`");
+                None
+            }
+        }
+    }
+
+    fn finish(self) -> ApiResult<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(Problem::validation(self.0)) }
+    }
+}
+
+/// Energy per bucket (`hour`, `day`, `week`, `month`, `shift` in the factory's time zone)
+/// with cost, CO2, idle energy and the split by device, and the gaps in the data. With a
+/// tariff, `charges` is the bill of the range (energy, demand charges, fixed fees).
+#[utoipa::path(get, path = "/api/v1/factories/{factory_id}/energy/consumption", tag = "energy",
+    params(("factory_id" = String, Path), ConsumptionParams), security(("bearer" = [])),
+    responses((status = 200, body = ConsumptionView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn consumption(
+    State(state): State<AppState>,
+    t: Tenant<CanRead>,
+    Query(q): Query<ConsumptionParams>,
+) -> ApiResult<Json<ConsumptionView>> {
+    let mut errors = QueryErrors::default();
+    let target = errors.target(&q.device_id, &q.group_id);
+    let from = errors.time("from", &q.from);
+    let to = errors.time("to", &q.to);
+    let bucket = match q.bucket.as_deref() {
+        Some("hour") => Some(Bucket::Hour),
+        Some("day") => Some(Bucket::Day),
+        Some("week") => Some(Bucket::Week),
+        Some("month") => Some(Bucket::Month),
+        Some("shift") => Some(Bucket::Shift),
+        _ => {
+            errors.bad("bucket", "must be hour, day, week, month or shift");
+            None
+        }
+    };
+    errors.finish()?;
+    let (Some(target), Some(from), Some(to), Some(bucket)) = (target, from, to, bucket) else {
+        return Err(Problem::internal(&"query parsing lost a value"));
+    };
+    let answer = state.energy.consumption(&t.factory, &target?, from, to, bucket).await?;
+    Ok(Json(answer.into()))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct PeakParams {
+    /// One device (exactly one of `device_id` and `group_id`).
+    pub device_id: Option<String>,
+    /// A group and every group below it.
+    pub group_id: Option<String>,
+    /// RFC 3339, inclusive; floored to the 15-minute grid.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive; ceiled to the 15-minute grid.
+    pub to: Option<String>,
+    /// The demand interval: 15 (default), 30, 45 or 60, aligned to the local clock.
+    pub interval_minutes: Option<u32>,
+    /// `day` (default) or `month`: the periods a peak is taken over.
+    pub period: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceKw {
+    pub device_id: String,
+    pub kw: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PeakItemView {
+    /// The local day or month the peak belongs to.
+    #[schema(format = DateTime)]
+    pub period_start: String,
+    /// The highest average power over one interval.
+    pub kw: f64,
+    /// The start of that interval.
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The devices with the highest average power in that interval (at most 5).
+    pub top_devices: Vec<DeviceKw>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PeakDemandView {
+    pub interval_minutes: u32,
+    /// One per period with data.
+    pub items: Vec<PeakItemView>,
+    pub gaps: Vec<DeviceGapView>,
+}
+
+impl From<PeakDemand> for PeakDemandView {
+    fn from(p: PeakDemand) -> Self {
+        Self {
+            interval_minutes: p.interval_minutes,
+            items: p
+                .items
+                .into_iter()
+                .map(|i| PeakItemView {
+                    period_start: format_rfc3339_ms(i.period_start_ms),
+                    kw: i.kw,
+                    at: format_rfc3339_ms(i.at_ms),
+                    top_devices: i
+                        .top_devices
+                        .into_iter()
+                        .map(|(d, kw)| DeviceKw { device_id: d.into_string(), kw })
+                        .collect(),
+                })
+                .collect(),
+            gaps: gaps_view(p.gaps),
+        }
+    }
+}
+
+/// The highest average power over the demand interval per local day or month, when it
+/// happened and which devices contributed most.
+#[utoipa::path(get, path = "/api/v1/factories/{factory_id}/energy/peak-demand", tag = "energy",
+    params(("factory_id" = String, Path), PeakParams), security(("bearer" = [])),
+    responses((status = 200, body = PeakDemandView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn peak_demand(
+    State(state): State<AppState>,
+    t: Tenant<CanRead>,
+    Query(q): Query<PeakParams>,
+) -> ApiResult<Json<PeakDemandView>> {
+    let mut errors = QueryErrors::default();
+    let target = errors.target(&q.device_id, &q.group_id);
+    let from = errors.time("from", &q.from);
+    let to = errors.time("to", &q.to);
+    let interval = q.interval_minutes.unwrap_or(15);
+    if factoryops_energy::peak::check_interval(interval).is_err() {
+        errors.bad("interval_minutes", "must be 15, 30, 45 or 60");
+    }
+    let period = match q.period.as_deref() {
+        None | Some("day") => Some(PeakPeriod::Day),
+        Some("month") => Some(PeakPeriod::Month),
+        Some(_) => {
+            errors.bad("period", "must be day or month");
+            None
+        }
+    };
+    errors.finish()?;
+    let (Some(target), Some(from), Some(to), Some(period)) = (target, from, to, period) else {
+        return Err(Problem::internal(&"query parsing lost a value"));
+    };
+    let answer = state.energy.peak_demand(&t.factory, &target?, from, to, interval, period).await?;
+    Ok(Json(answer.into()))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct RankingParams {
+    /// The device type to compare.
+    pub device_type: Option<String>,
+    /// RFC 3339, inclusive.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive.
+    pub to: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RankingItemView {
+    pub device_id: String,
+    /// 1 = least energy per unit; equal figures share a rank; `null` without production.
+    #[schema(required = true)]
+    pub rank: Option<u32>,
+    pub kwh: f64,
+    pub units: f64,
+    #[schema(required = true)]
+    pub kwh_per_unit: Option<f64>,
+    /// The property counted as production (`quantity: production_count`), `null` when the
+    /// device has none.
+    #[schema(required = true)]
+    pub production_property: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RankingView {
+    pub device_type: String,
+    /// Ascending by kWh per unit; devices without production come last.
+    pub items: Vec<RankingItemView>,
+}
+
+/// Devices of one type ranked by specific energy (kWh per unit produced, from a property
+/// annotated `production_count`); devices without one are listed last, unranked.
+#[utoipa::path(get, path = "/api/v1/factories/{factory_id}/energy/ranking", tag = "energy",
+    params(("factory_id" = String, Path), RankingParams), security(("bearer" = [])),
+    responses((status = 200, body = RankingView), (status = 422, body = Problem)))]
+async fn ranking(
+    State(state): State<AppState>,
+    t: Tenant<CanRead>,
+    Query(q): Query<RankingParams>,
+) -> ApiResult<Json<RankingView>> {
+    let mut errors = QueryErrors::default();
+    let from = errors.time("from", &q.from);
+    let to = errors.time("to", &q.to);
+    let device_type = q.device_type.filter(|d| !d.is_empty());
+    if device_type.is_none() {
+        errors.bad("device_type", "is required");
+    }
+    errors.finish()?;
+    let (Some(device_type), Some(from), Some(to)) = (device_type, from, to) else {
+        return Err(Problem::internal(&"query parsing lost a value"));
+    };
+    let Ranking { items, production_property, .. } = state.energy.ranking(&t.factory, &device_type, from, to).await?;
+    let items = items
+        .into_iter()
+        .map(|i| RankingItemView {
+            production_property: production_property.get(&i.key).cloned().flatten().map(PropertyName::into_string),
+            device_id: i.key.into_string(),
+            rank: i.rank,
+            kwh: i.kwh,
+            units: i.units,
+            kwh_per_unit: i.kwh_per_unit,
+        })
+        .collect();
+    Ok(Json(RankingView { device_type, items }))
 }
