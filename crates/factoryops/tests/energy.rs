@@ -513,7 +513,68 @@ async fn a_three_day_backfill_in_one_burst(db: TestDatabase) {
     app.stop().await;
 }
 
+/// Presses ranked by kWh per unit produced; the one without a production count comes last.
+async fn presses_ranked_by_specific_energy(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (admin, viewer) = setup(&app, &[]).await;
+    for device in ["p1", "p2", "p3"] {
+        let (status, body) =
+            app.post(&path("/devices"), Some(&admin), json!({"id": device, "name": device, "type": "press"})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, _) =
+        app.post(&path("/devices"), Some(&admin), json!({"id": "oven", "name": "oven", "type": "oven"})).await;
+    assert_eq!(status, 201);
+    let key = telemetry_key(&app, &admin).await;
+    let d = plain_day(&app, 2);
+    let (from, to) = (berlin(d, 8, 0), berlin(d, 10, 0));
+    let mut messages = Vec::new();
+    // Every press draws 100 kW from 08:00 to 10:00: 200 kWh each.
+    for device in ["p1", "p2", "p3"] {
+        let mut t = from;
+        while t <= to {
+            messages.push(json!({"device_id": device, "ts": t, "power_kw": 100.0}));
+            t += 5 * MIN;
+        }
+    }
+    // Cumulative counts: the reading before the range, then +50 and +50 (p1: 100 units →
+    // 2 kWh/unit) or +25 and +25 (p2: 50 units → 4 kWh/unit).
+    for (device, step) in [("p1", 50.0), ("p2", 25.0)] {
+        for (t, n) in [(from - 15 * MIN, 0.0), (from + HOUR, 1.0), (from + 105 * MIN, 2.0)] {
+            messages.push(json!({"device_id": device, "ts": t, "parts": 1000.0 + n * step}));
+        }
+    }
+    backfill(&app, &key, messages).await;
+    for device in ["p1", "p2", "p3"] {
+        annotate(&app, &admin, device, "power_kw", json!({"quantity": "power", "unit": "kW"})).await;
+    }
+    for device in ["p1", "p2"] {
+        annotate(&app, &admin, device, "parts", json!({"quantity": "production_count", "unit": "pcs"})).await;
+    }
+    let query = format!(
+        "/energy/ranking?device_type=press&from={}&to={}",
+        factoryops_types::format_rfc3339_ms(from),
+        factoryops_types::format_rfc3339_ms(to)
+    );
+    let (status, ranking) = app.get(&path(&query), Some(&viewer)).await;
+    assert_eq!(status, 200, "{ranking}");
+    let items = ranking["items"].as_array().unwrap();
+    let order: Vec<&str> = items.iter().map(|i| i["device_id"].as_str().unwrap()).collect();
+    assert_eq!(order, ["p1", "p2", "p3"], "{ranking}");
+    close(&items[0]["kwh"], 200.0, "p1 kWh");
+    close(&items[0]["units"], 100.0, "p1 units");
+    close(&items[0]["kwh_per_unit"], 2.0, "p1 kWh/unit");
+    close(&items[1]["kwh_per_unit"], 4.0, "p2 kWh/unit");
+    assert_eq!((items[0]["rank"].as_u64(), items[1]["rank"].as_u64()), (Some(1), Some(2)));
+    assert_eq!((items[2]["rank"].clone(), items[2]["production_property"].clone()), (Value::Null, Value::Null));
+    assert_eq!(items[0]["production_property"], "parts");
+    let (status, problem) = app.get(&path("/energy/ranking?device_type=press"), Some(&viewer)).await;
+    assert_eq!(status, 422, "{problem}");
+    app.stop().await;
+}
+
 backend_matrix!(
+    presses_ranked_by_specific_energy,
     groups_through_the_api,
     device_energy_config,
     versioned_settings,
