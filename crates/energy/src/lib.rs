@@ -1,6 +1,8 @@
-//! Energy intelligence as pure functions: no I/O, no clock. The service that reads the
-//! telemetry store and the settings lives beside the API; everything that decides a
-//! number lives here and is tested against hand-computed figures.
+//! Energy intelligence. The pure modules (slots, calendar, shifts, peak, specific,
+//! tariff, emission, baseline) do no I/O and read no clock: everything that decides a
+//! number lives there and is tested against hand-computed figures. The I/O half
+//! ([`store`], [`service`], [`cache`]) reads settings, groups and raw telemetry, caches
+//! closed days and shapes the answers (ADR 0015).
 //!
 //! The unit of work is the [`Slot`]: the energy of one device in one fixed interval of
 //! [`SLOT_MS`] aligned to the clock (UTC multiples, which are local multiples in every
