@@ -4,6 +4,8 @@
 //! a factory in Europe/Berlin, checked against figures computed by hand.
 
 mod common;
+#[path = "../../tsdb/tests/support/influxd.rs"]
+mod influxd;
 
 use chrono::{NaiveDate, TimeZone};
 use chrono_tz::Europe::Berlin;
@@ -287,7 +289,21 @@ async fn telemetry_key(app: &TestApp, admin: &str) -> String {
 /// energy counter with a reset, a TOU tariff and an emission factor; hourly, daily and
 /// shift buckets, cost, CO2 and peak demand against hand-computed figures.
 async fn a_day_of_energy_matches_the_hand_computed_figures(db: TestDatabase) {
-    let app = TestApp::spawn(db).await;
+    day_of_energy(TestApp::spawn(db).await).await;
+}
+
+/// The same day on the InfluxDB backend: the service reads raw points through the port,
+/// so the figures are identical (ADR 0015).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_of_energy_on_influxdb() {
+    let Some(influx) = influxd::Influxd::start() else { return };
+    let Some(db) = TestDatabase::create(factoryops_testkit::Backend::Sqlite).await else { return };
+    let mut config = common::test_config(&db);
+    config.tsdb_url = Some(factoryops_platform::secret::SecretUrl::new(influx.url("energy")));
+    day_of_energy(TestApp::spawn_with(db, config).await).await;
+}
+
+async fn day_of_energy(app: TestApp) {
     let (admin, viewer) = setup(&app, &["press-1", "meter-1"]).await;
     let key = telemetry_key(&app, &admin).await;
     let d = plain_day(&app, 2);
@@ -505,6 +521,16 @@ async fn a_three_day_backfill_in_one_burst(db: TestDatabase) {
     assert_eq!(days["currency"], Value::Null);
     assert_eq!(days["gaps"], json!([]));
     assert!(days.get("charges").is_none());
+    // Below a 60 kW idle threshold every kWh is idle energy; the new configuration drops
+    // the device's cached days, so the answer changes at once.
+    let (status, _) =
+        app.send(Method::PUT, &path("/energy/devices/gw-2"), Some(&admin), Some(json!({"idle_below_kw": 60.0}))).await;
+    assert_eq!(status, 200);
+    let (_, idle) =
+        app.get(&path(&format!("/energy/consumption?device_id=gw-2&{range}&bucket=day")), Some(&viewer)).await;
+    for (item, before) in idle["items"].as_array().unwrap().iter().zip(items) {
+        close(&item["idle_kwh"], before["kwh"].as_f64().unwrap(), "idle below the threshold");
+    }
     // A week bucket sums them (the range is clipped to the three days).
     let (_, week) =
         app.get(&path(&format!("/energy/consumption?device_id=gw-2&{range}&bucket=week")), Some(&viewer)).await;
