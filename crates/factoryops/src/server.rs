@@ -158,6 +158,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let engine_config = EngineConfig {
         notifier: Some(crate::notify::notifier(&config, identity.clone())),
         bus: Some(bus.clone()),
+        max_backtest_points: config.rules.max_backtest_points,
         ..EngineConfig::default()
     };
     let rules = RulesEngine::start(db.clone(), clock.clone(), engine_config).await?;

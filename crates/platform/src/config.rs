@@ -69,6 +69,22 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub ingest: IngestLimits,
     pub mqtt: MqttLimits,
+    pub rules: RulesLimits,
+}
+
+/// Bounds of the rules engine's work on behalf of one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesLimits {
+    /// Raw points one backtest may read into memory (tens of bytes each); a range holding
+    /// more is refused with a 422 asking for a shorter range.
+    pub max_backtest_points: usize,
+}
+
+impl Default for RulesLimits {
+    fn default() -> Self {
+        Self { max_backtest_points: 5_000_000 }
+    }
 }
 
 /// What one telemetry message (MQTT or HTTP) and one device may carry.
@@ -313,6 +329,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             ingest: IngestLimits::default(),
             mqtt: MqttLimits::default(),
+            rules: RulesLimits::default(),
         }
     }
 }
@@ -444,7 +461,7 @@ impl Config {
                 "WhatsApp needs twilio_account_sid, twilio_auth_token and twilio_from together",
             ));
         }
-        let positive: [(&str, u64); 17] = [
+        let positive: [(&str, u64); 18] = [
             ("http.header_read_timeout_secs", self.http.header_read_timeout_secs),
             ("http.idle_timeout_secs", self.http.idle_timeout_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
@@ -462,6 +479,7 @@ impl Config {
             ("mqtt.connects_per_ip_burst", u64::from(self.mqtt.connects_per_ip_burst)),
             ("mqtt.connects_per_sec", u64::from(self.mqtt.connects_per_sec)),
             ("mqtt.connects_burst", u64::from(self.mqtt.connects_burst)),
+            ("rules.max_backtest_points", self.rules.max_backtest_points as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(key, "must be at least 1"));

@@ -40,11 +40,19 @@ pub struct EngineConfig {
     /// The bus alert events go to: published right after each commit when it is
     /// in-process, else through the outbox (whose relay the server runs). `None`: outbox.
     pub bus: Option<Arc<dyn EventBus>>,
+    /// Most raw points one backtest reads (they are held in memory); more is a 422.
+    pub max_backtest_points: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { tick_interval: Duration::from_millis(500), timer_grace_ms: 1_000, notifier: None, bus: None }
+        Self {
+            tick_interval: Duration::from_millis(500),
+            timer_grace_ms: 1_000,
+            notifier: None,
+            bus: None,
+            max_backtest_points: crate::backtest::DEFAULT_MAX_BACKTEST_POINTS,
+        }
     }
 }
 
@@ -356,8 +364,16 @@ impl RulesEngine {
             (None, None) => return Err(RulesError::bad_request("rule", "a rule id or a draft rule is required")),
         };
         let timezone = self.factory_timezone(factory).await;
-        let request =
-            BacktestRequest { factory: factory.clone(), rule_id: id, spec, from_ms, to_ms, devices, timezone };
+        let request = BacktestRequest {
+            factory: factory.clone(),
+            rule_id: id,
+            spec,
+            from_ms,
+            to_ms,
+            devices,
+            timezone,
+            max_points: self.config.max_backtest_points,
+        };
         backtest(&request, tsdb).await
     }
 }
