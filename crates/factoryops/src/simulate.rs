@@ -66,7 +66,7 @@ pub struct SimulateArgs {
     /// Seconds to publish (after every device is connected).
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
-    /// Share of messages carrying an invalid property (a string), 0..1.
+    /// Share of messages carrying an invalid property (an array), 0..1.
     #[arg(long, default_value_t = 0.0)]
     pub bad_ratio: f64,
     /// Factory id prefix: factories are `<prefix>-1`, `<prefix>-2`, …
@@ -439,7 +439,8 @@ fn payload(count: usize, step: u64, phase: f64, bad: bool) -> String {
         let _ = write!(out, ",\"sensor_{i}\":{:.2}", 100.0 + 10.0 * noise(i as f64));
     }
     if bad {
-        out.push_str(if count > 0 { ",\"status\":\"not a number\"" } else { "\"status\":\"not a number\"" });
+        // An array: strings are state labels since ADR 0014, arrays are never accepted.
+        out.push_str(if count > 0 { ",\"status\":[\"not a number\"]" } else { "\"status\":[\"not a number\"]" });
     }
     out.push('}');
     out
