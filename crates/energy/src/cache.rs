@@ -32,7 +32,8 @@ pub struct CachedDay {
 
 struct DayEntry {
     source: SourceKey,
-    day: CachedDay,
+    /// Shared: a hit hands out a reference count, not a copy of the slots.
+    day: std::sync::Arc<CachedDay>,
     /// The raw-read window `[from, to)` the day was computed from.
     window: (i64, i64),
     tick: u64,
@@ -99,7 +100,7 @@ impl SlotCache {
         device: &DeviceId,
         day_start: i64,
         source: &SourceKey,
-    ) -> Option<CachedDay> {
+    ) -> Option<std::sync::Arc<CachedDay>> {
         let tick = self.tick();
         let key = (factory.clone(), device.clone());
         let found = self.devices.get_mut(&key).and_then(|d| d.days.get_mut(&day_start)).and_then(|entry| {
@@ -147,7 +148,7 @@ impl SlotCache {
     }
 
     /// Stores a computed closed day unless a point invalidated the device since the ticket.
-    pub fn insert(&mut self, ticket: Ticket, source: SourceKey, day: CachedDay) {
+    pub fn insert(&mut self, ticket: Ticket, source: SourceKey, day: std::sync::Arc<CachedDay>) {
         let bytes = entry_bytes(&day, &source);
         if bytes > self.capacity_bytes {
             return;
@@ -257,7 +258,7 @@ mod tests {
         let window = |start: i64| (start - 900_000, start + DAY + 900_000);
         for n in 0..3 {
             let ticket = cache.begin(&f(), &d("a"), n * DAY, window(n * DAY), &source());
-            cache.insert(ticket, source(), day(n as f64));
+            cache.insert(ticket, source(), day(n as f64).into());
         }
         assert_eq!(cache.get(&f(), &d("a"), DAY, &source()).unwrap().slots[0].kwh, 1.0);
         // Another source: a miss.
@@ -273,7 +274,7 @@ mod tests {
         assert!(cache.get(&f(), &d("a"), DAY, &source()).is_none());
         assert!(cache.get(&f(), &d("a"), 0, &source()).is_some());
         // The computation that started before the point does not store its result.
-        cache.insert(ticket, source(), day(5.0));
+        cache.insert(ticket, source(), day(5.0).into());
         assert!(cache.get(&f(), &d("a"), 5 * DAY, &source()).is_none());
         // A point in the overlap of two days' windows drops both.
         cache.observe(&f(), &d("a"), &p("power_kw"), 3 * DAY - 60_000);
@@ -289,11 +290,11 @@ mod tests {
         let window = |start: i64| (start, start + DAY);
         for n in 0..3 {
             let ticket = cache.begin(&f(), &d("a"), n * DAY, window(n * DAY), &source());
-            cache.insert(ticket, source(), day(0.0));
+            cache.insert(ticket, source(), day(0.0).into());
         }
         assert!(cache.get(&f(), &d("a"), 0, &source()).is_some());
         let ticket = cache.begin(&f(), &d("b"), 0, window(0), &source());
-        cache.insert(ticket, source(), day(0.0));
+        cache.insert(ticket, source(), day(0.0).into());
         assert!(cache.get(&f(), &d("a"), DAY, &source()).is_none(), "day 1 was the least recently used");
         assert!(cache.get(&f(), &d("a"), 0, &source()).is_some());
         assert!(cache.get(&f(), &d("b"), 0, &source()).is_some());

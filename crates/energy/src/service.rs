@@ -344,7 +344,7 @@ impl EnergyService {
                         None => {
                             self.inner.metrics.misses.inc();
                             let ticket = self.inner.cache.lock().begin(factory, device, day_start, window, &key);
-                            let day = self.compute(factory, device, &source, day_start, day_end).await?;
+                            let day = Arc::new(self.compute(factory, device, &source, day_start, day_end).await?);
                             let mut cache = self.inner.cache.lock();
                             cache.insert(ticket, key.clone(), day.clone());
                             self.inner.metrics.bytes.set(i64::try_from(cache.stats().0).unwrap_or(i64::MAX));
@@ -352,10 +352,10 @@ impl EnergyService {
                         }
                     }
                 } else {
-                    self.compute(factory, device, &source, a, b).await?
+                    Arc::new(self.compute(factory, device, &source, a, b).await?)
                 };
                 slots.extend(day.slots.iter().filter(|s| s.start_ms >= a && s.start_ms < b));
-                for gap in day.gaps {
+                for gap in &day.gaps {
                     let (g0, g1) = (gap.from_ms.max(a), gap.to_ms.min(b));
                     if g0 >= g1 {
                         continue;
