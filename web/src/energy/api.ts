@@ -66,28 +66,47 @@ export interface TariffPeriod {
   from: string;
   to: string;
   price_per_kwh: number;
-  season?: unknown;
+  /** `{from: "MM-DD", to: "MM-DD"}`, may wrap the year end. */
+  season?: { from: string; to: string } | null;
 }
 
-export interface Holiday {
-  date: string;
-  as: Day;
+export interface DemandWindow {
+  days: Day[];
+  from: string;
+  to: string;
+  /** 1 = January; absent = every month. */
+  months?: number[] | null;
+}
+
+/** The detailed demand charge: per kW of the monthly (or daily) basis, counted in windows. */
+export interface DemandChargeSpec {
+  per_kw: number;
+  basis?: "month" | "day";
+  method?: "highest" | "mean_of_highest";
+  count?: number | null;
+  windows?: DemandWindow[] | null;
 }
 
 export interface Tariff {
   currency: string;
   valid_from?: string | null;
   periods: TariffPeriod[];
+  /** Local dates priced as `holiday_as`. */
+  holidays?: string[];
+  holiday_as?: Day | null;
+  /** The simple demand charge: per kW of the month's single highest interval. */
   demand_charge_per_kw?: number | null;
+  demand_charge?: DemandChargeSpec | null;
+  demand_interval_minutes?: number | null;
   fixed_per_month?: number | null;
-  holidays?: Holiday[];
 }
 
 export interface Shift {
   name: string;
   from: string;
   to: string;
-  days: Day[];
+  /** Absent = every day. */
+  days?: Day[] | null;
 }
 
 export interface ShiftCalendar {
@@ -96,13 +115,23 @@ export interface ShiftCalendar {
 }
 
 export type EmissionKind = "constant" | "hourly" | "monthly";
+/** Exactly one of the three: a constant, 24 hourly values (local hour 0 … 23) or 12 monthly ones. */
 export interface EmissionFactor {
   valid_from?: string | null;
-  kind: EmissionKind;
-  /** constant: kg CO2e per kWh. */
   kg_per_kwh?: number | null;
-  /** hourly: 24 values (hour 0 … 23); monthly: 12 values (January … December). */
-  values?: number[] | null;
+  hourly?: number[] | null;
+  monthly?: number[] | null;
+}
+
+export function emissionKind(f: EmissionFactor | null): EmissionKind {
+  return f?.hourly ? "hourly" : f?.monthly ? "monthly" : "constant";
+}
+
+/** Who stored a version and when, when the server says. */
+export interface VersionMeta {
+  version?: number;
+  created_at?: string;
+  created_by?: string;
 }
 
 export interface Versioned<T> {
@@ -118,13 +147,18 @@ export interface Group {
   name: string;
   kind: GroupKind;
   parent_id: string | null;
-  device_ids: string[];
+  /** `site`, `area`, `line`, `machine` or free text. */
+  level?: string | null;
+  /** The devices on this group itself (energy with `group_id` adds those of the groups below). */
+  devices: string[];
 }
 
 export interface DeviceEnergyConfig {
   source_property: string | null;
   state_property: string | null;
-  idle_threshold_kw: number | null;
+  idle_below_kw: number | null;
+  max_gap_minutes?: number | null;
+  updated_at?: string | null;
 }
 
 const base = (factory: string) => `/api/v1/factories/${encodeURIComponent(factory)}`;
@@ -153,19 +187,26 @@ export function getRanking(factory: string, deviceType: string, from: number, to
  * A versioned setting as the server sends it: `{current, versions}`, a list of versions,
  * or the single version in force.
  */
-export function versionsOf<T extends { valid_from?: string | null }>(raw: unknown, today: string): Versioned<T> {
-  let versions: T[];
-  if (Array.isArray(raw)) versions = raw as T[];
-  else if (raw && typeof raw === "object" && Array.isArray((raw as { versions?: unknown }).versions)) versions = (raw as { versions: T[] }).versions;
-  else if (raw && typeof raw === "object") versions = [raw as T];
-  else versions = [];
+export function versionsOf<T extends { valid_from?: string | null }>(raw: unknown, today: string): Versioned<T & VersionMeta> {
+  let list: unknown[];
+  if (Array.isArray(raw)) list = raw;
+  else if (raw && typeof raw === "object" && Array.isArray((raw as { versions?: unknown }).versions)) list = (raw as { versions: unknown[] }).versions;
+  else if (raw && typeof raw === "object") list = [raw];
+  else list = [];
+  // A stored version may wrap the body: {version, valid_from, body, created_at, created_by}.
+  let versions = list.map((v) => {
+    const o = (v ?? {}) as Record<string, unknown>;
+    if (!o["body"] || typeof o["body"] !== "object") return o as unknown as T & VersionMeta;
+    const { body, ...meta } = o;
+    return { ...(body as object), ...meta } as unknown as T & VersionMeta;
+  });
   versions = [...versions].sort((a, b) => (a.valid_from ?? "").localeCompare(b.valid_from ?? ""));
   const inForce = versions.filter((v) => (v.valid_from ?? "") <= today);
   return { current: inForce[inForce.length - 1] ?? null, versions };
 }
 
 /** GET of a setting that may not be set yet (404 = none). */
-async function getSetting<T extends { valid_from?: string | null }>(path: string, today: string): Promise<Versioned<T>> {
+async function getSetting<T extends { valid_from?: string | null }>(path: string, today: string): Promise<Versioned<T & VersionMeta>> {
   try {
     return versionsOf<T>(await rawJson<unknown>("GET", path), today);
   } catch (e) {
@@ -185,14 +226,16 @@ export async function listGroups(factory: string): Promise<Group[]> {
   const raw = await rawJson<{ items: Group[] } | Group[]>("GET", `${base(factory)}/groups`);
   return Array.isArray(raw) ? raw : raw.items;
 }
-export const createGroup = (factory: string, body: { name: string; kind: GroupKind; parent_id?: string | null; device_ids?: string[] }) =>
+export const createGroup = (factory: string, body: { name: string; kind: GroupKind; parent_id?: string | null; level?: string | null; devices?: string[] }) =>
   rawJson<Group>("POST", `${base(factory)}/groups`, body);
-export const updateGroup = (factory: string, id: string, body: { name?: string; parent_id?: string | null; device_ids?: string[] }) =>
+export const updateGroup = (factory: string, id: string, body: { name?: string; parent_id?: string | null; level?: string | null; devices?: string[] }) =>
   rawJson<Group>("PATCH", `${base(factory)}/groups/${encodeURIComponent(id)}`, body);
-export const deleteGroup = (factory: string, id: string) => rawJson<void>("DELETE", `${base(factory)}/groups/${encodeURIComponent(id)}`);
+/** `cascade` also deletes the groups below (the server refuses otherwise while there are any). */
+export const deleteGroup = (factory: string, id: string, cascade = false) =>
+  rawJson<void>("DELETE", `${base(factory)}/groups/${encodeURIComponent(id)}${cascade ? "?cascade=true" : ""}`);
 
 export const getDeviceEnergy = (factory: string, device: string) => rawJson<DeviceEnergyConfig>("GET", `${base(factory)}/energy/devices/${encodeURIComponent(device)}`);
-export const putDeviceEnergy = (factory: string, device: string, body: DeviceEnergyConfig) =>
+export const putDeviceEnergy = (factory: string, device: string, body: { source_property: string | null; state_property: string | null; idle_below_kw: number | null; max_gap_minutes: number | null }) =>
   rawJson<DeviceEnergyConfig>("PUT", `${base(factory)}/energy/devices/${encodeURIComponent(device)}`, body);
 
 function iso(ms: number): string {

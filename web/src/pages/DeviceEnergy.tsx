@@ -6,7 +6,7 @@ import { ApiError, describe, fieldErrorMap } from "../api/problem";
 import type { PropertyView } from "../api/types";
 import { StateTimeline } from "../chart/StateTimeline";
 import { RANGES, type RangeKey } from "../chart/range";
-import { getDeviceEnergy, putDeviceEnergy, type DeviceEnergyConfig } from "../energy/api";
+import { getDeviceEnergy, putDeviceEnergy } from "../energy/api";
 import { QUANTITIES, QUANTITY_LABELS, parametersOf, stateBands, unitAfterQuantityChange, unitsFor, type Quantity } from "../energy/shape";
 import { useFactory } from "../factory";
 import { FieldErrorText, Loading, SelectField, TextField, useAsync } from "../ui/common";
@@ -263,11 +263,16 @@ export function EnergyConfigCard({ deviceId, properties }: { deviceId: string; p
       throw e;
     }
   }, [factory, deviceId]);
-  const [draft, setDraft] = useState<{ source: string; state: string; idle: string } | null>(null);
+  const [draft, setDraft] = useState<{ source: string; state: string; idle: string; maxGap: string } | null>(null);
   const [errors, setErrors] = useState<Record<string, string>>({});
   useEffect(() => {
     if (config.data)
-      setDraft({ source: config.data.source_property ?? "", state: config.data.state_property ?? "", idle: config.data.idle_threshold_kw === null ? "" : String(config.data.idle_threshold_kw) });
+      setDraft({
+        source: config.data.source_property ?? "",
+        state: config.data.state_property ?? "",
+        idle: config.data.idle_below_kw === null || config.data.idle_below_kw === undefined ? "" : String(config.data.idle_below_kw),
+        maxGap: config.data.max_gap_minutes ? String(config.data.max_gap_minutes) : "",
+      });
   }, [config.data]);
   const sources = useMemo(() => properties.filter((p) => p.quantity === "power" || p.quantity === "energy_counter" || p.quantity === "pulse_counter"), [properties]);
   const states = properties.filter(isStateProperty);
@@ -283,7 +288,12 @@ export function EnergyConfigCard({ deviceId, properties }: { deviceId: string; p
         <form
           onSubmit={async (e) => {
             e.preventDefault();
-            const body: DeviceEnergyConfig = { source_property: draft.source || null, state_property: draft.state || null, idle_threshold_kw: draft.idle.trim() ? Number(draft.idle) : null };
+            const body = {
+              source_property: draft.source || null,
+              state_property: draft.state || null,
+              idle_below_kw: draft.idle.trim() ? Number(draft.idle) : null,
+              max_gap_minutes: draft.maxGap.trim() ? Number(draft.maxGap) : null,
+            };
             try {
               config.setData(await putDeviceEnergy(factory, deviceId, body));
               setErrors({});
@@ -319,8 +329,21 @@ export function EnergyConfigCard({ deviceId, properties }: { deviceId: string; p
               value={draft.idle}
               disabled={readOnly}
               onChange={(e) => setDraft({ ...draft, idle: e.target.value })}
-              error={errors["idle_threshold_kw"]}
+              error={errors["idle_below_kw"]}
               help="Without a state property, a stretch whose mean power is below this counts as idle."
+            />
+            <TextField
+              label="Longest bridged gap (min)"
+              type="number"
+              step="1"
+              min="1"
+              max="1440"
+              placeholder="15"
+              value={draft.maxGap}
+              disabled={readOnly}
+              onChange={(e) => setDraft({ ...draft, maxGap: e.target.value })}
+              error={errors["max_gap_minutes"]}
+              help="Power samples further apart than this are a gap: reported, never bridged."
             />
           </div>
           {!readOnly && (

@@ -150,7 +150,7 @@ export function Energy() {
             ))}
           </SelectField>
         </div>
-        <div className="small muted" style={{ marginTop: "0.5rem" }} data-testid="energy-range">
+        <div className="small muted" style={{ marginTop: "0.5rem" }} data-testid="energy-range" data-from={from} data-to={to} data-target={targetValue} data-bucket={bucket}>
           {fmtTime(new Date(from).toISOString())} → {fmtTime(new Date(to).toISOString())}
         </div>
       </div>

@@ -5,6 +5,7 @@ import {
   DAYS,
   createGroup,
   deleteGroup,
+  emissionKind,
   getEmission,
   getShifts,
   getTariff,
@@ -200,16 +201,41 @@ function ValidFrom({ value, onChange, disabled, error }: { value: string; onChan
 
 // --- Tariff -----------------------------------------------------------------------
 
+interface PeriodDraft {
+  days: Day[];
+  from: string;
+  to: string;
+  price: string;
+  seasonFrom: string;
+  seasonTo: string;
+}
+
+interface WindowDraft {
+  days: Day[];
+  from: string;
+  to: string;
+  months: string;
+}
+
 interface TariffDraft {
   currency: string;
   validFrom: string;
-  periods: { days: Day[]; from: string; to: string; price: string; season?: unknown }[];
-  demandCharge: string;
+  periods: PeriodDraft[];
   fixed: string;
-  holidays: { date: string; as: Day }[];
+  holidays: string[];
+  holidayAs: Day;
+  /** none | simple (per kW of the month's highest interval) | detailed (basis, method, windows). */
+  demandMode: "none" | "simple" | "detailed";
+  demandPerKw: string;
+  demandBasis: "month" | "day";
+  demandMethod: "highest" | "mean_of_highest";
+  demandCount: string;
+  demandInterval: string;
+  windows: WindowDraft[];
 }
 
 function tariffDraft(t: Tariff | null): TariffDraft {
+  const spec = t?.demand_charge ?? null;
   return {
     currency: t?.currency ?? "EUR",
     validFrom: "",
@@ -218,28 +244,62 @@ function tariffDraft(t: Tariff | null): TariffDraft {
       from: p.from,
       to: p.to,
       price: String(p.price_per_kwh),
-      ...(p.season !== undefined && p.season !== null ? { season: p.season } : {}),
+      seasonFrom: p.season?.from ?? "",
+      seasonTo: p.season?.to ?? "",
     })),
-    demandCharge: str(t?.demand_charge_per_kw),
     fixed: str(t?.fixed_per_month),
     holidays: t?.holidays ?? [],
+    holidayAs: t?.holiday_as ?? "sun",
+    demandMode: spec ? "detailed" : t?.demand_charge_per_kw ? "simple" : "none",
+    demandPerKw: str(spec?.per_kw ?? t?.demand_charge_per_kw),
+    demandBasis: spec?.basis ?? "month",
+    demandMethod: spec?.method ?? "highest",
+    demandCount: str(spec?.count ?? 3),
+    demandInterval: str(t?.demand_interval_minutes),
+    windows: (spec?.windows ?? []).map((w) => ({ days: w.days, from: w.from, to: w.to, months: (w.months ?? []).join(",") })),
   };
 }
+
+const months = (text: string): number[] | null => {
+  const list = text
+    .split(/[,\s]+/)
+    .filter(Boolean)
+    .map(Number);
+  return list.length ? list : null;
+};
 
 function tariffBody(d: TariffDraft): Tariff {
   const body: Tariff = {
     currency: d.currency.trim(),
     periods: d.periods.map((p) => {
       const period: TariffPeriod = { days: p.days, from: p.from.trim(), to: p.to.trim(), price_per_kwh: num(p.price) ?? Number.NaN };
-      if (p.season !== undefined) period.season = p.season;
+      if (p.seasonFrom.trim() || p.seasonTo.trim()) period.season = { from: p.seasonFrom.trim(), to: p.seasonTo.trim() };
       return period;
     }),
   };
   if (d.validFrom) body.valid_from = d.validFrom;
-  if (num(d.demandCharge) !== null) body.demand_charge_per_kw = num(d.demandCharge);
+  if (d.holidays.length) {
+    body.holidays = d.holidays;
+    body.holiday_as = d.holidayAs;
+  }
+  if (d.demandMode === "simple") body.demand_charge_per_kw = num(d.demandPerKw) ?? Number.NaN;
+  if (d.demandMode === "detailed") {
+    body.demand_charge = { per_kw: num(d.demandPerKw) ?? Number.NaN, basis: d.demandBasis, method: d.demandMethod };
+    if (d.demandMethod === "mean_of_highest") body.demand_charge.count = num(d.demandCount) ?? Number.NaN;
+    if (d.windows.length) body.demand_charge.windows = d.windows.map((w) => ({ days: w.days, from: w.from.trim(), to: w.to.trim(), ...(months(w.months) ? { months: months(w.months) } : {}) }));
+  }
+  if (d.demandMode !== "none" && num(d.demandInterval) !== null) body.demand_interval_minutes = num(d.demandInterval);
   if (num(d.fixed) !== null) body.fixed_per_month = num(d.fixed);
-  if (d.holidays.length) body.holidays = d.holidays;
   return body;
+}
+
+function tariffSummary(v: Tariff): string {
+  const parts = v.periods.map((p) => `${p.days.join(",")} ${p.from}–${p.to}${p.season ? ` (${p.season.from}–${p.season.to})` : ""}: ${p.price_per_kwh} ${v.currency}/kWh`);
+  if (v.demand_charge_per_kw) parts.push(`demand ${v.demand_charge_per_kw} ${v.currency}/kW`);
+  if (v.demand_charge) parts.push(`demand ${v.demand_charge.per_kw} ${v.currency}/kW (${v.demand_charge.basis ?? "month"}, ${v.demand_charge.method ?? "highest"}${v.demand_charge.windows?.length ? ", in windows" : ""})`);
+  if (v.fixed_per_month) parts.push(`fixed ${v.fixed_per_month} ${v.currency}/month`);
+  if (v.holidays?.length) parts.push(`${v.holidays.length} holidays as ${v.holiday_as ?? "sun"}`);
+  return parts.join(" · ");
 }
 
 function TariffSettings() {
@@ -255,8 +315,30 @@ function TariffSettings() {
   if (tariff.error) return <div className="callout danger">{describe(tariff.error)}</div>;
   if (!tariff.data || !draft) return <Loading />;
   const e = save.errors;
-  const setPeriod = (i: number, patch: Partial<TariffDraft["periods"][number]>) => setDraft({ ...draft, periods: draft.periods.map((p, j) => (j === i ? { ...p, ...patch } : p)) });
-  const shown = (k: string) => ["currency", "valid_from", "demand_charge_per_kw", "fixed_per_month"].includes(k) || /^periods\[\d+\]\.(days|from|to|price_per_kwh)/.test(k) || /^holidays\[\d+\]/.test(k);
+  const setPeriod = (i: number, patch: Partial<PeriodDraft>) => setDraft({ ...draft, periods: draft.periods.map((p, j) => (j === i ? { ...p, ...patch } : p)) });
+  const setWindow = (i: number, patch: Partial<WindowDraft>) => setDraft({ ...draft, windows: draft.windows.map((w, j) => (j === i ? { ...w, ...patch } : w)) });
+  const fieldPaths = [
+    "currency",
+    "valid_from",
+    "periods",
+    "demand_charge_per_kw",
+    "demand_charge",
+    "demand_charge.per_kw",
+    "demand_charge.count",
+    "demand_charge.windows",
+    "demand_charge.basis",
+    "demand_charge.method",
+    "demand_interval_minutes",
+    "fixed_per_month",
+    "holidays",
+    "holiday_as",
+  ];
+  const shown = (k: string) =>
+    fieldPaths.includes(k) ||
+    /^periods\[\d+\](\.(days|from|to|price_per_kwh|season(\.from|\.to)?))?$/.test(k) ||
+    /^holidays\[\d+\]$/.test(k) ||
+    /^demand_charge\.windows\[\d+\](\.(days|from|to|months))?$/.test(k);
+  const err = (...paths: string[]) => paths.map((p) => e[p]).find(Boolean);
   const current = tariff.data.current;
   return (
     <>
@@ -266,7 +348,8 @@ function TariffSettings() {
           <span style={{ flex: 1 }} />
           {current ? (
             <span className="small muted" data-testid="tariff-in-force">
-              In force: {current.valid_from ? `since ${current.valid_from}` : "since always"} · {current.periods.length} period{current.periods.length === 1 ? "" : "s"} · {current.currency}
+              In force: {current.version ? `version ${current.version}, ` : ""}
+              {current.valid_from ? `since ${current.valid_from}` : "since always"} · {current.periods.length} period{current.periods.length === 1 ? "" : "s"} · {current.currency}
             </span>
           ) : (
             <Badge kind="warning">no tariff yet: costs are not computed</Badge>
@@ -283,20 +366,10 @@ function TariffSettings() {
         >
           <div className="form-grid">
             <TextField label="Currency" value={draft.currency} disabled={readOnly} maxLength={3} onChange={(ev) => setDraft({ ...draft, currency: ev.target.value.toUpperCase() })} error={e["currency"]} />
-            <TextField
-              label="Demand charge per kW (monthly peak)"
-              type="number"
-              step="any"
-              min="0"
-              value={draft.demandCharge}
-              disabled={readOnly}
-              onChange={(ev) => setDraft({ ...draft, demandCharge: ev.target.value })}
-              error={e["demand_charge_per_kw"]}
-            />
             <TextField label="Fixed fee per month" type="number" step="any" min="0" value={draft.fixed} disabled={readOnly} onChange={(ev) => setDraft({ ...draft, fixed: ev.target.value })} error={e["fixed_per_month"]} />
             <ValidFrom value={draft.validFrom} onChange={(v) => setDraft({ ...draft, validFrom: v })} disabled={readOnly} error={e["valid_from"]} />
           </div>
-          <h3>Periods</h3>
+          <h3>Energy prices</h3>
           <div className="table-wrap">
             <table data-testid="tariff-periods">
               <thead>
@@ -305,6 +378,7 @@ function TariffSettings() {
                   <th>From</th>
                   <th>To</th>
                   <th>Price per kWh</th>
+                  <th>Season (MM-DD, optional)</th>
                   <th />
                 </tr>
               </thead>
@@ -313,8 +387,7 @@ function TariffSettings() {
                   <tr key={i} data-testid={`tariff-period-${i}`}>
                     <td>
                       <DayPicker value={p.days} onChange={(days) => setPeriod(i, { days })} disabled={readOnly} label={`Period ${i + 1} days`} />
-                      <FieldErrorText error={e[`periods[${i}].days`]} />
-                      {p.season !== undefined && <div className="small muted">seasonal (kept as set through the API)</div>}
+                      <FieldErrorText error={err(`periods[${i}].days`, `periods[${i}]`)} />
                     </td>
                     <td>
                       <input className="narrow" aria-label={`Period ${i + 1} from`} value={p.from} disabled={readOnly} placeholder="HH:MM" onChange={(ev) => setPeriod(i, { from: ev.target.value })} aria-invalid={e[`periods[${i}].from`] ? true : undefined} />
@@ -336,7 +409,15 @@ function TariffSettings() {
                         onChange={(ev) => setPeriod(i, { price: ev.target.value })}
                         aria-invalid={e[`periods[${i}].price_per_kwh`] ? true : undefined}
                       />
-                      <FieldErrorText error={e[`periods[${i}].price_per_kwh`] ?? e[`periods[${i}]`]} />
+                      <FieldErrorText error={e[`periods[${i}].price_per_kwh`]} />
+                    </td>
+                    <td>
+                      <div className="row nowrap">
+                        <input className="narrow" style={{ width: "4.5rem" }} aria-label={`Period ${i + 1} season from`} value={p.seasonFrom} disabled={readOnly} placeholder="11-01" onChange={(ev) => setPeriod(i, { seasonFrom: ev.target.value })} />
+                        <span className="muted">–</span>
+                        <input className="narrow" style={{ width: "4.5rem" }} aria-label={`Period ${i + 1} season to`} value={p.seasonTo} disabled={readOnly} placeholder="03-31" onChange={(ev) => setPeriod(i, { seasonTo: ev.target.value })} />
+                      </div>
+                      <FieldErrorText error={err(`periods[${i}].season`, `periods[${i}].season.from`, `periods[${i}].season.to`)} />
                     </td>
                     <td className="right">
                       {!readOnly && (
@@ -352,33 +433,124 @@ function TariffSettings() {
           </div>
           <FieldErrorText error={e["periods"]} />
           {!readOnly && (
-            <button type="button" className="small" style={{ marginTop: "0.5rem" }} onClick={() => setDraft({ ...draft, periods: [...draft.periods, { days: ["mon", "tue", "wed", "thu", "fri"], from: "07:00", to: "19:00", price: "" }] })} data-testid="add-period">
+            <button
+              type="button"
+              className="small"
+              style={{ marginTop: "0.5rem" }}
+              onClick={() => setDraft({ ...draft, periods: [...draft.periods, { days: ["mon", "tue", "wed", "thu", "fri"], from: "07:00", to: "19:00", price: "", seasonFrom: "", seasonTo: "" }] })}
+              data-testid="add-period"
+            >
               + Add period
             </button>
           )}
+
+          <h3>Demand charge</h3>
+          <div className="form-grid">
+            <SelectField label="Demand charge" value={draft.demandMode} disabled={readOnly} onChange={(ev) => setDraft({ ...draft, demandMode: ev.target.value as TariffDraft["demandMode"] })} data-testid="demand-mode">
+              <option value="none">none</option>
+              <option value="simple">per kW of the month's highest interval</option>
+              <option value="detailed">detailed: basis, method, windows</option>
+            </SelectField>
+            {draft.demandMode !== "none" && (
+              <>
+                <TextField
+                  label={`Price per kW${draft.currency ? ` (${draft.currency})` : ""}`}
+                  type="number"
+                  step="any"
+                  min="0"
+                  value={draft.demandPerKw}
+                  disabled={readOnly}
+                  onChange={(ev) => setDraft({ ...draft, demandPerKw: ev.target.value })}
+                  error={err("demand_charge_per_kw", "demand_charge.per_kw", "demand_charge")}
+                />
+                <TextField
+                  label="Demand interval (min)"
+                  type="number"
+                  step="15"
+                  min="15"
+                  max="60"
+                  placeholder="15"
+                  value={draft.demandInterval}
+                  disabled={readOnly}
+                  onChange={(ev) => setDraft({ ...draft, demandInterval: ev.target.value })}
+                  error={e["demand_interval_minutes"]}
+                />
+              </>
+            )}
+            {draft.demandMode === "detailed" && (
+              <>
+                <SelectField label="Billed per" value={draft.demandBasis} disabled={readOnly} onChange={(ev) => setDraft({ ...draft, demandBasis: ev.target.value as "month" | "day" })} error={e["demand_charge.basis"]}>
+                  <option value="month">month</option>
+                  <option value="day">day</option>
+                </SelectField>
+                <SelectField label="Basis" value={draft.demandMethod} disabled={readOnly} onChange={(ev) => setDraft({ ...draft, demandMethod: ev.target.value as "highest" | "mean_of_highest" })} error={e["demand_charge.method"]}>
+                  <option value="highest">the single highest interval</option>
+                  <option value="mean_of_highest">the mean of the N highest</option>
+                </SelectField>
+                {draft.demandMethod === "mean_of_highest" && (
+                  <TextField label="N" type="number" step="1" min="1" value={draft.demandCount} disabled={readOnly} onChange={(ev) => setDraft({ ...draft, demandCount: ev.target.value })} error={e["demand_charge.count"]} />
+                )}
+              </>
+            )}
+          </div>
+          {draft.demandMode === "detailed" && (
+            <>
+              <div className="small muted" style={{ margin: "0.5rem 0" }}>
+                Counting windows: only intervals starting inside one count (e.g. weekdays 07:00–19:00 in months 11,12,1,2,3). None = every interval counts.
+              </div>
+              {draft.windows.map((w, i) => (
+                <div className="row" key={i} style={{ marginBottom: "0.4rem" }}>
+                  <DayPicker value={w.days} onChange={(days) => setWindow(i, { days })} disabled={readOnly} label={`Window ${i + 1} days`} />
+                  <input className="narrow" aria-label={`Window ${i + 1} from`} value={w.from} disabled={readOnly} placeholder="07:00" onChange={(ev) => setWindow(i, { from: ev.target.value })} />
+                  <span className="muted">–</span>
+                  <input className="narrow" aria-label={`Window ${i + 1} to`} value={w.to} disabled={readOnly} placeholder="19:00" onChange={(ev) => setWindow(i, { to: ev.target.value })} />
+                  <input aria-label={`Window ${i + 1} months`} value={w.months} disabled={readOnly} placeholder="months, e.g. 11,12,1,2,3" onChange={(ev) => setWindow(i, { months: ev.target.value })} />
+                  {!readOnly && (
+                    <button type="button" className="ghost small" onClick={() => setDraft({ ...draft, windows: draft.windows.filter((_, j) => j !== i) })}>
+                      Remove
+                    </button>
+                  )}
+                  <FieldErrorText error={err(`demand_charge.windows[${i}]`, `demand_charge.windows[${i}].days`, `demand_charge.windows[${i}].from`, `demand_charge.windows[${i}].to`, `demand_charge.windows[${i}].months`)} />
+                </div>
+              ))}
+              <FieldErrorText error={e["demand_charge.windows"]} />
+              {!readOnly && (
+                <button type="button" className="small" onClick={() => setDraft({ ...draft, windows: [...draft.windows, { days: ["mon", "tue", "wed", "thu", "fri"], from: "07:00", to: "19:00", months: "" }] })}>
+                  + Add window
+                </button>
+              )}
+            </>
+          )}
+
           <h3>Holidays</h3>
           {draft.holidays.length === 0 && <div className="small muted">No holidays: every date is priced as its weekday.</div>}
-          {draft.holidays.map((h, i) => (
-            <div className="row" key={i} style={{ marginBottom: "0.3rem" }}>
-              <input type="date" aria-label={`Holiday ${i + 1} date`} value={h.date} disabled={readOnly} onChange={(ev) => setDraft({ ...draft, holidays: draft.holidays.map((x, j) => (j === i ? { ...x, date: ev.target.value } : x)) })} />
-              <span className="muted small">priced as</span>
-              <select aria-label={`Holiday ${i + 1} priced as`} value={h.as} disabled={readOnly} onChange={(ev) => setDraft({ ...draft, holidays: draft.holidays.map((x, j) => (j === i ? { ...x, as: ev.target.value as Day } : x)) })}>
+          {draft.holidays.length > 0 && (
+            <div className="form-grid" style={{ marginBottom: "0.5rem" }}>
+              <SelectField label="Holidays are priced as" value={draft.holidayAs} disabled={readOnly} onChange={(ev) => setDraft({ ...draft, holidayAs: ev.target.value as Day })} error={e["holiday_as"]}>
                 {DAYS.map((d) => (
                   <option key={d} value={d}>
                     {d}
                   </option>
                 ))}
-              </select>
-              {!readOnly && (
-                <button type="button" className="ghost small" onClick={() => setDraft({ ...draft, holidays: draft.holidays.filter((_, j) => j !== i) })}>
-                  Remove
-                </button>
-              )}
-              <FieldErrorText error={e[`holidays[${i}].date`] ?? e[`holidays[${i}]`] ?? e[`holidays[${i}].as`]} />
+              </SelectField>
             </div>
-          ))}
+          )}
+          <div className="row">
+            {draft.holidays.map((h, i) => (
+              <span className="row" key={i}>
+                <input type="date" aria-label={`Holiday ${i + 1}`} value={h} disabled={readOnly} onChange={(ev) => setDraft({ ...draft, holidays: draft.holidays.map((x, j) => (j === i ? ev.target.value : x)) })} />
+                {!readOnly && (
+                  <button type="button" className="ghost small" aria-label={`Remove holiday ${i + 1}`} onClick={() => setDraft({ ...draft, holidays: draft.holidays.filter((_, j) => j !== i) })}>
+                    ✕
+                  </button>
+                )}
+                <FieldErrorText error={e[`holidays[${i}]`]} />
+              </span>
+            ))}
+          </div>
+          <FieldErrorText error={e["holidays"]} />
           {!readOnly && (
-            <button type="button" className="small" onClick={() => setDraft({ ...draft, holidays: [...draft.holidays, { date: today, as: "sun" }] })}>
+            <button type="button" className="small" style={{ marginTop: "0.4rem" }} onClick={() => setDraft({ ...draft, holidays: [...draft.holidays, today] })}>
               + Add holiday
             </button>
           )}
@@ -398,18 +570,7 @@ function TariffSettings() {
           )}
         </form>
       </div>
-      <VersionHistory
-        data={tariff.data}
-        testId="tariff-versions"
-        onEdit={readOnly ? undefined : (v) => setDraft(tariffDraft(v))}
-        summary={(v) => (
-          <>
-            {v.periods.map((p) => `${p.days.join(",")} ${p.from}–${p.to} ${p.price_per_kwh} ${v.currency}/kWh`).join(" · ")}
-            {v.demand_charge_per_kw ? ` · demand ${v.demand_charge_per_kw}/kW` : ""}
-            {v.fixed_per_month ? ` · fixed ${v.fixed_per_month}/month` : ""}
-          </>
-        )}
-      />
+      <VersionHistory data={tariff.data} testId="tariff-versions" onEdit={readOnly ? undefined : (v) => setDraft(tariffDraft(v))} summary={tariffSummary} />
     </>
   );
 }
@@ -472,7 +633,7 @@ function ShiftSettings() {
                       <FieldErrorText error={e[`shifts[${i}].to`]} />
                     </td>
                     <td>
-                      <DayPicker value={s.days} onChange={(days) => set(i, { days })} disabled={readOnly} label={`Shift ${i + 1} days`} />
+                      <DayPicker value={s.days ?? DAYS} onChange={(days) => set(i, { days })} disabled={readOnly} label={`Shift ${i + 1} days`} />
                       <FieldErrorText error={e[`shifts[${i}].days`]} />
                     </td>
                     <td className="right">
@@ -542,12 +703,12 @@ function ShiftSettings() {
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 function emissionDraft(f: EmissionFactor | null): { kind: EmissionKind; constant: string; values: string[]; validFrom: string } {
-  const kind = f?.kind ?? "constant";
-  const n = kind === "hourly" ? 24 : 12;
+  const kind = emissionKind(f);
+  const values = kind === "hourly" ? f?.hourly : kind === "monthly" ? f?.monthly : null;
   return {
     kind,
     constant: str(f?.kg_per_kwh),
-    values: Array.from({ length: n }, (_, i) => str(f?.values?.[i])),
+    values: Array.from({ length: kind === "hourly" ? 24 : 12 }, (_, i) => str(values?.[i])),
     validFrom: "",
   };
 }
@@ -573,10 +734,9 @@ function EmissionSettings() {
         <form
           onSubmit={async (ev) => {
             ev.preventDefault();
+            const values = draft.values.map((v) => num(v) ?? Number.NaN);
             const body: EmissionFactor =
-              draft.kind === "constant"
-                ? { kind: "constant", kg_per_kwh: num(draft.constant) ?? Number.NaN }
-                : { kind: draft.kind, values: draft.values.map((v) => num(v) ?? Number.NaN) };
+              draft.kind === "constant" ? { kg_per_kwh: num(draft.constant) ?? Number.NaN } : draft.kind === "hourly" ? { hourly: values } : { monthly: values };
             if (draft.validFrom) body.valid_from = draft.validFrom;
             if (await save.run("Emission factor", () => putEmission(factory, body))) {
               factor.reload();
@@ -589,7 +749,6 @@ function EmissionSettings() {
               label="Kind"
               value={draft.kind}
               disabled={readOnly}
-              error={e["kind"]}
               onChange={(ev) => {
                 const kind = ev.target.value as EmissionKind;
                 setDraft({ ...draft, kind, values: Array.from({ length: kind === "hourly" ? 24 : 12 }, (_, i) => draft.values[i] ?? "") });
@@ -616,13 +775,13 @@ function EmissionSettings() {
                   value={draft.values[i] ?? ""}
                   disabled={readOnly}
                   onChange={(ev) => setDraft({ ...draft, values: draft.values.map((v, j) => (j === i ? ev.target.value : v)) })}
-                  error={e[`values[${i}]`]}
+                  error={e[`${draft.kind}[${i}]`]}
                 />
               ))}
             </div>
           )}
-          <FieldErrorText error={e["values"]} />
-          <OtherErrors errors={e} shown={(k) => ["kind", "kg_per_kwh", "valid_from", "values"].includes(k) || /^values\[\d+\]$/.test(k)} />
+          <FieldErrorText error={draft.kind === "constant" ? undefined : e[draft.kind]} />
+          <OtherErrors errors={e} shown={(k) => ["kg_per_kwh", "valid_from", ...(draft.kind === "constant" ? [] : [draft.kind])].includes(k) || new RegExp(`^${draft.kind}\\[\\d+\\]$`).test(k)} />
           {save.problem && <div className="callout danger">{save.problem}</div>}
           {!readOnly && (
             <div className="row end" style={{ marginTop: "0.75rem" }}>
@@ -637,7 +796,9 @@ function EmissionSettings() {
         data={factor.data}
         testId="emission-versions"
         onEdit={readOnly ? undefined : (v) => setDraft(emissionDraft(v))}
-        summary={(v) => (v.kind === "constant" ? `${fmtNumber(v.kg_per_kwh, 4)} kg/kWh` : `${v.kind}: ${(v.values ?? []).map((x) => fmtNumber(x, 3)).join(", ")}`)}
+        summary={(v) =>
+          v.hourly ? `per hour: ${v.hourly.map((x) => fmtNumber(x, 3)).join(", ")}` : v.monthly ? `per month: ${v.monthly.map((x) => fmtNumber(x, 3)).join(", ")}` : `${fmtNumber(v.kg_per_kwh, 4)} kg/kWh`
+        }
       />
     </>
   );
@@ -659,7 +820,7 @@ function GroupSettings() {
   const tags = all.filter((g) => g.kind === "tag");
   const placed = useMemo(() => {
     const m = new Map<string, string>();
-    for (const g of all) if (g.kind !== "tag") for (const d of g.device_ids) m.set(d, g.name);
+    for (const g of all) if (g.kind !== "tag") for (const d of g.devices) m.set(d, g.name);
     return m;
   }, [all]);
   if (groups.error) return <div className="callout danger">{describe(groups.error)}</div>;
@@ -668,9 +829,10 @@ function GroupSettings() {
     <div className="tree-row" key={g.id} data-testid={`group-${g.name}`}>
       <span className="indent" style={{ width: `${depth * 1.5}rem` }} />
       <strong>{g.kind === "tag" ? `#${g.name}` : g.name}</strong>
+      {g.level && <Badge>{g.level}</Badge>}
       <span className="muted small">
-        {g.device_ids.length} device{g.device_ids.length === 1 ? "" : "s"}
-        {g.device_ids.length > 0 && `: ${g.device_ids.slice(0, 6).join(", ")}${g.device_ids.length > 6 ? ", …" : ""}`}
+        {g.devices.length} device{g.devices.length === 1 ? "" : "s"}
+        {g.devices.length > 0 && `: ${g.devices.slice(0, 6).join(", ")}${g.devices.length > 6 ? ", …" : ""}`}
       </span>
       <span style={{ flex: 1 }} />
       {!readOnly && (
@@ -730,10 +892,10 @@ function GroupSettings() {
           groups={all}
           devices={(devices.data ?? []).map((d) => ({ id: d.id, name: d.name }))}
           placed={placed}
-          initial={{ id: "", name: "", kind: creating.kind, parent_id: creating.parent, device_ids: [] }}
+          initial={{ id: "", name: "", kind: creating.kind, parent_id: creating.parent, devices: [] }}
           onClose={() => setCreating(null)}
           onSave={async (g) => {
-            await createGroup(factory, { name: g.name, kind: g.kind, parent_id: g.parent_id, device_ids: g.device_ids });
+            await createGroup(factory, { name: g.name, kind: g.kind, ...(g.kind === "tag" ? {} : { parent_id: g.parent_id, level: g.level ?? null }), devices: g.devices });
             setCreating(null);
             toast.show("success", `Group ${g.name} created`);
             groups.reload();
@@ -749,37 +911,53 @@ function GroupSettings() {
           initial={editing}
           onClose={() => setEditing(null)}
           onSave={async (g) => {
-            await updateGroup(factory, editing.id, { name: g.name, ...(g.kind === "tag" ? {} : { parent_id: g.parent_id }), device_ids: g.device_ids });
+            await updateGroup(factory, editing.id, { name: g.name, ...(g.kind === "tag" ? {} : { parent_id: g.parent_id, level: g.level ?? null }), devices: g.devices });
             setEditing(null);
             toast.show("success", `Group ${g.name} saved`);
             groups.reload();
           }}
         />
       )}
-      {deleting && (
-        <Modal title={`Delete ${deleting.name}?`} onClose={() => setDeleting(null)}>
-          <p>The group goes; its devices stay. {deleting.kind !== "tag" && "Its child groups move up to its parent — or the server refuses while it has children, and says so."}</p>
-          <div className="row end">
-            <button onClick={() => setDeleting(null)}>Cancel</button>
-            <button
-              className="danger"
-              onClick={async () => {
-                try {
-                  await deleteGroup(factory, deleting.id);
-                  toast.show("success", `Group ${deleting.name} deleted`);
-                  groups.reload();
-                } catch (err) {
-                  toast.error(err);
-                }
-                setDeleting(null);
-              }}
-            >
-              Delete
-            </button>
-          </div>
-        </Modal>
-      )}
+      {deleting && <DeleteGroupDialog group={deleting} hasChildren={all.some((x) => x.parent_id === deleting.id)} onClose={() => setDeleting(null)} onDeleted={() => groups.reload()} />}
     </div>
+  );
+}
+
+function DeleteGroupDialog({ group, hasChildren, onClose, onDeleted }: { group: Group; hasChildren: boolean; onClose: () => void; onDeleted: () => void }) {
+  const { factory } = useFactory();
+  const toast = useToast();
+  const [cascade, setCascade] = useState(false);
+  const [problem, setProblem] = useState<string | null>(null);
+  return (
+    <Modal title={`Delete ${group.name}?`} onClose={onClose}>
+      <p>The group goes; its devices stay (they are no longer in it).</p>
+      {hasChildren && (
+        <label className="check">
+          <input type="checkbox" checked={cascade} onChange={(e) => setCascade(e.target.checked)} />
+          Also delete every group below it (without this, a group with children is not deleted)
+        </label>
+      )}
+      {problem && <div className="callout danger">{problem}</div>}
+      <div className="row end">
+        <button onClick={onClose}>Cancel</button>
+        <button
+          className="danger"
+          data-testid="confirm-delete-group"
+          onClick={async () => {
+            try {
+              await deleteGroup(factory, group.id, cascade);
+              toast.show("success", `Group ${group.name} deleted`);
+              onDeleted();
+              onClose();
+            } catch (err) {
+              setProblem(describe(err));
+            }
+          }}
+        >
+          Delete
+        </button>
+      </div>
+    </Modal>
   );
 }
 
@@ -823,6 +1001,15 @@ function GroupDialog({
         <div className="form-grid">
           <TextField label="Name" value={g.name} onChange={(ev) => setG({ ...g, name: ev.target.value })} error={errors["name"]} required />
           {g.kind !== "tag" && (
+            <TextField label="Level" list="group-levels" value={g.level ?? ""} onChange={(ev) => setG({ ...g, level: ev.target.value || null })} error={errors["level"]} placeholder="site, area, line, machine…" />
+          )}
+          <datalist id="group-levels">
+            <option value="site" />
+            <option value="area" />
+            <option value="line" />
+            <option value="machine" />
+          </datalist>
+          {g.kind !== "tag" && (
             <SelectField label="Parent" value={g.parent_id ?? ""} onChange={(ev) => setG({ ...g, parent_id: ev.target.value || null })} error={errors["parent_id"]}>
               <option value="">— none (a root) —</option>
               {parents.map(({ group, depth }) => (
@@ -839,10 +1026,10 @@ function GroupDialog({
         <div className="stack" style={{ maxHeight: 260, overflow: "auto", marginTop: "0.5rem" }} role="group" aria-label="Devices in the group">
           {shownDevices.slice(0, 500).map((d) => {
             const elsewhere = g.kind !== "tag" ? placed.get(d.id) : undefined;
-            const checked = g.device_ids.includes(d.id);
+            const checked = g.devices.includes(d.id);
             return (
               <label key={d.id} className="check">
-                <input type="checkbox" checked={checked} onChange={(ev) => setG({ ...g, device_ids: ev.target.checked ? [...g.device_ids, d.id] : g.device_ids.filter((x) => x !== d.id) })} />
+                <input type="checkbox" checked={checked} onChange={(ev) => setG({ ...g, devices: ev.target.checked ? [...g.devices, d.id] : g.devices.filter((x) => x !== d.id) })} />
                 <span>
                   {d.name} <span className="mono small muted">{d.id}</span>
                   {elsewhere && !checked && elsewhere !== initial.name && <span className="small muted"> · now in {elsewhere} (moves here)</span>}
@@ -851,7 +1038,7 @@ function GroupDialog({
             );
           })}
         </div>
-        <FieldErrorText error={errors["device_ids"]} />
+        <FieldErrorText error={errors["devices"]} />
         {problem && (
           <div className="callout danger" style={{ marginTop: "0.5rem" }}>
             {problem}
