@@ -440,3 +440,17 @@ export function niceTicks(max: number, count = 5): number[] {
   for (let v = 0; v < max + step * 0.999; v += step) ticks.push(Number(v.toPrecision(12)));
   return ticks;
 }
+
+const zonedFormats = new Map<string, Intl.DateTimeFormat>();
+/** A date and time on the factory's wall clock (energy periods are the factory's days). */
+export function fmtZoned(iso: string | number | null | undefined, tz: string): string {
+  if (iso === null || iso === undefined) return "—";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  let f = zonedFormats.get(tz);
+  if (!f) {
+    f = new Intl.DateTimeFormat(undefined, { timeZone: tz, month: "short", day: "numeric", year: "numeric", hour: "2-digit", minute: "2-digit" });
+    zonedFormats.set(tz, f);
+  }
+  return f.format(d);
+}

@@ -57,7 +57,7 @@ export function SuggestionButton({ p, onApplied, onOpen }: { p: SemanticProperty
   if (!s || !isQuantity(s.quantity) || p.quantity) return null;
   const q = s.quantity;
   const unit = s.unit ?? unitAfterQuantityChange(q, p.unit ?? null);
-  const needsMore = q === "pulse_counter" || (unitsFor(q)?.length ?? 0) > 0 && !unit;
+  const needsMore = q === "pulse_counter" || ((unitsFor(q)?.length ?? 0) > 0 && !unit);
   return (
     <span className="suggestion" data-testid={`suggestion-${p.name}`}>
       suggested: {QUANTITY_LABELS[q].toLowerCase()}

@@ -13,6 +13,7 @@ import {
   fmtDuration,
   fmtMoney,
   fmtNumber,
+  fmtZoned,
   localDateString,
   periodRange,
   stackByDevice,
@@ -22,7 +23,7 @@ import {
 } from "../energy/shape";
 import { useFactory } from "../factory";
 import { describe } from "../api/problem";
-import { Empty, Loading, SelectField, fmtTime, useAsync } from "../ui/common";
+import { Empty, Loading, SelectField, useAsync } from "../ui/common";
 import { loadAllDevices } from "./data";
 
 /** `d:<device>` or `g:<group>`. */
@@ -151,7 +152,7 @@ export function Energy() {
           </SelectField>
         </div>
         <div className="small muted" style={{ marginTop: "0.5rem" }} data-testid="energy-range" data-from={from} data-to={to} data-target={targetValue} data-bucket={bucket}>
-          {fmtTime(new Date(from).toISOString())} → {fmtTime(new Date(to).toISOString())}
+          {fmtZoned(from, timezone)} → {fmtZoned(to, timezone)}
         </div>
       </div>
 
@@ -209,7 +210,7 @@ export function Energy() {
                 testId="energy-bars"
                 unit={consumption.data.unit}
                 labels={stacked.starts.map((s, i) => (bucket === "shift" && consumption.data?.items[i]?.shift ? `${consumption.data.items[i]?.shift}` : bucketLabel(s, bucket, timezone)))}
-                titles={stacked.starts.map((s, i) => `${fmtTime(new Date(s).toISOString())} – ${fmtTime(new Date(stacked.ends[i] ?? s).toISOString())}`)}
+                titles={stacked.starts.map((s, i) => `${fmtZoned(s, timezone)} – ${fmtZoned(stacked.ends[i] ?? s, timezone)}`)}
                 series={stacked.series.map((name, i) => ({ name: label(name), values: stacked.values[i] ?? [], color: name === OTHER ? "#94a3b8" : PALETTE[i % PALETTE.length]! }))}
               />
             )}
@@ -230,7 +231,7 @@ export function Energy() {
                     {consumption.data.items.map((i) => (
                       <tr key={i.start}>
                         <td className="small">
-                          {fmtTime(i.start)}
+                          {fmtZoned(i.start, timezone)}
                           {i.shift ? ` · ${i.shift}` : ""}
                         </td>
                         <td className="num right">{fmtNumber(i.kwh, 3)}</td>
@@ -275,8 +276,8 @@ export function Energy() {
                             <td>
                               <Link to={`/f/${factory}/devices/${g.device_id}`}>{label(g.device_id)}</Link>
                             </td>
-                            <td className="small">{fmtTime(g.from)}</td>
-                            <td className="small">{fmtTime(g.to)}</td>
+                            <td className="small">{fmtZoned(g.from, timezone)}</td>
+                            <td className="small">{fmtZoned(g.to, timezone)}</td>
                             <td className="num right">{fmtDuration(Date.parse(g.to) - Date.parse(g.from))}</td>
                           </tr>
                         ))}
@@ -312,7 +313,7 @@ export function Energy() {
                           <td className="num right" data-testid="peak-kw" data-value={p.kw}>
                             {fmtNumber(p.kw, 2)}
                           </td>
-                          <td className="small">{fmtTime(p.at)}</td>
+                          <td className="small">{fmtZoned(p.at, timezone)}</td>
                           <td className="small">
                             {p.top_devices.map((d) => (
                               <div key={d.device_id}>

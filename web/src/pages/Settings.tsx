@@ -356,6 +356,7 @@ function TariffSettings() {
           )}
         </div>
         <form
+          className="settings-form"
           onSubmit={async (ev) => {
             ev.preventDefault();
             if (await save.run("Tariff", () => putTariff(factory, tariffBody(draft)))) {
@@ -412,7 +413,7 @@ function TariffSettings() {
                       <FieldErrorText error={e[`periods[${i}].price_per_kwh`]} />
                     </td>
                     <td>
-                      <div className="row nowrap">
+                      <div className="row no-wrap">
                         <input className="narrow" style={{ width: "4.5rem" }} aria-label={`Period ${i + 1} season from`} value={p.seasonFrom} disabled={readOnly} placeholder="11-01" onChange={(ev) => setPeriod(i, { seasonFrom: ev.target.value })} />
                         <span className="muted">–</span>
                         <input className="narrow" style={{ width: "4.5rem" }} aria-label={`Period ${i + 1} season to`} value={p.seasonTo} disabled={readOnly} placeholder="03-31" onChange={(ev) => setPeriod(i, { seasonTo: ev.target.value })} />
@@ -597,6 +598,7 @@ function ShiftSettings() {
         <h2>Shift calendar</h2>
         <p className="small muted">Shifts may cross midnight (22:00 → 06:00 belongs to the day it starts). Times are on the 15-minute grid, in {timezone}.</p>
         <form
+          className="settings-form"
           onSubmit={async (ev) => {
             ev.preventDefault();
             const body: ShiftCalendar = { shifts: draft.shifts, ...(draft.validFrom ? { valid_from: draft.validFrom } : {}) };
@@ -732,6 +734,7 @@ function EmissionSettings() {
       <div className="card">
         <h2>Grid emission factor</h2>
         <form
+          className="settings-form"
           onSubmit={async (ev) => {
             ev.preventDefault();
             const values = draft.values.map((v) => num(v) ?? Number.NaN);
