@@ -8,7 +8,15 @@
 //! idle energy and peak demand are all folds over slots, so a bucket boundary, a tariff
 //! period boundary or a shift boundary on the 15-minute grid is exact.
 
+pub mod baseline;
+pub mod calendar;
 pub mod clock;
+pub mod emission;
+pub mod peak;
+pub mod shifts;
+pub mod slots;
+pub mod specific;
+pub mod tariff;
 
 pub use clock::{Day, LocalMinute, SLOT_MS};
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use factoryops_db::{Database, WriteTx};
 use factoryops_tsdb::Value;
-use factoryops_types::{DeviceId, FactoryId, PropertyName};
+use factoryops_types::{Counting, DeviceId, FactoryId, PropertyName, Quantity, Semantics, SemanticsError};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,24 @@ pub struct Property {
     pub first_seen: i64,
     /// Lags by up to the flush interval.
     pub last_seen: i64,
+    /// What the property measures; `None` until a person annotates it.
+    pub quantity: Option<Quantity>,
+    pub rollover: Option<f64>,
+    pub wh_per_pulse: Option<f64>,
+    pub counting: Option<Counting>,
+}
+
+impl Property {
+    /// The property's semantics, when it is annotated with a quantity.
+    pub fn semantics(&self) -> Option<Semantics> {
+        Some(Semantics {
+            quantity: self.quantity?,
+            unit: self.unit.clone(),
+            rollover: self.rollover,
+            wh_per_pulse: self.wh_per_pulse,
+            counting: self.counting,
+        })
+    }
 }
 
 /// A partial update: `None` leaves a field alone, `Some(None)` clears it.
@@ -73,13 +91,23 @@ pub struct PropertyUpdate {
     pub unit: Option<Option<String>>,
     #[serde(default, with = "double_option")]
     pub description: Option<Option<String>>,
+    /// Setting a quantity resets the parameters this update does not give (`rollover`,
+    /// `wh_per_pulse`, `counting`); clearing it clears them.
+    #[serde(default, with = "double_option")]
+    pub quantity: Option<Option<Quantity>>,
+    #[serde(default, with = "double_option")]
+    pub rollover: Option<Option<f64>>,
+    #[serde(default, with = "double_option")]
+    pub wh_per_pulse: Option<Option<f64>>,
+    #[serde(default, with = "double_option")]
+    pub counting: Option<Option<Counting>>,
 }
 
 mod double_option {
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Option<String>>, D::Error> {
-        Option::<String>::deserialize(de).map(Some)
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(de).map(Some)
     }
 }
 
@@ -625,10 +653,9 @@ impl PropertyCatalogue {
 
     /// Every property of one device, by name.
     pub async fn list_for_device(&self, factory: &FactoryId, device: &DeviceId) -> Result<Vec<Property>, RepoError> {
-        let rows = sqlx::query(
-            "SELECT device_id, name, value_type, unit, description, first_seen, last_seen FROM ingest_properties \
-             WHERE factory_id = ? AND device_id = ? ORDER BY name",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROPERTY_COLUMNS} FROM ingest_properties WHERE factory_id = ? AND device_id = ? ORDER BY name"
+        )))
         .bind(factory.as_str())
         .bind(device.as_str())
         .fetch_all(self.db.pool())
@@ -653,9 +680,7 @@ impl PropertyCatalogue {
         cursor: Option<&str>,
     ) -> Result<Page<Property>, RepoError> {
         let limit = limit.clamp(1, 1000);
-        let mut sql = String::from(
-            "SELECT device_id, name, value_type, unit, description, first_seen, last_seen FROM ingest_properties WHERE factory_id = ?",
-        );
+        let mut sql = format!("SELECT {PROPERTY_COLUMNS} FROM ingest_properties WHERE factory_id = ?");
         let after = match cursor {
             None => None,
             Some(c) => {
@@ -688,10 +713,9 @@ impl PropertyCatalogue {
         device: &DeviceId,
         name: &PropertyName,
     ) -> Result<Option<Property>, RepoError> {
-        let row = sqlx::query(
-            "SELECT device_id, name, value_type, unit, description, first_seen, last_seen FROM ingest_properties \
-             WHERE factory_id = ? AND device_id = ? AND name = ?",
-        )
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROPERTY_COLUMNS} FROM ingest_properties WHERE factory_id = ? AND device_id = ? AND name = ?"
+        )))
         .bind(factory.as_str())
         .bind(device.as_str())
         .bind(name.as_str())
@@ -700,7 +724,10 @@ impl PropertyCatalogue {
         row.map(|r| property_from_row(&r)).transpose()
     }
 
-    /// Edits unit and description; `None` when the property does not exist in this factory.
+    /// Edits unit, description and semantics; `None` when the property does not exist in
+    /// this factory. A unit without a quantity is free text; with one it must be a unit of
+    /// that quantity, and the quantity must suit the property's values (`state` only for
+    /// state properties, the others only for numbers).
     pub async fn update(
         &self,
         factory: &FactoryId,
@@ -711,25 +738,117 @@ impl PropertyCatalogue {
         let Some(mut current) = self.get(factory, device, name).await? else {
             return Ok(None);
         };
-        if let Some(unit) = update.unit {
-            check_len("unit", unit.as_deref(), MAX_UNIT_LEN)?;
-            current.unit = unit;
-        }
-        if let Some(description) = update.description {
-            check_len("description", description.as_deref(), MAX_DESCRIPTION_LEN)?;
-            current.description = description;
-        }
-        sqlx::query("UPDATE ingest_properties SET unit = ?, description = ? WHERE factory_id = ? AND device_id = ? AND name = ?")
-            .bind(current.unit.clone())
-            .bind(current.description.clone())
-            .bind(factory.as_str())
-            .bind(device.as_str())
-            .bind(name.as_str())
-            .execute(self.db.pool())
-            .await?;
+        apply_update(&mut current, update)?;
+        sqlx::query(
+            "UPDATE ingest_properties SET unit = ?, description = ?, quantity = ?, rollover = ?, wh_per_pulse = ?, \
+             counting = ? WHERE factory_id = ? AND device_id = ? AND name = ?",
+        )
+        .bind(current.unit.clone())
+        .bind(current.description.clone())
+        .bind(current.quantity.map(|q| q.as_str()))
+        .bind(current.rollover)
+        .bind(current.wh_per_pulse)
+        .bind(current.counting.map(|c| c.as_str()))
+        .bind(factory.as_str())
+        .bind(device.as_str())
+        .bind(name.as_str())
+        .execute(self.db.pool())
+        .await?;
         Ok(Some(current))
     }
+
+    /// Every annotated property of a factory (those with a quantity), by device and name:
+    /// what the energy computations read. One query.
+    pub async fn semantics_for_factory(
+        &self,
+        factory: &FactoryId,
+    ) -> Result<Vec<(DeviceId, PropertyName, Semantics)>, RepoError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROPERTY_COLUMNS} FROM ingest_properties WHERE factory_id = ? AND quantity IS NOT NULL \
+             ORDER BY device_id, name"
+        )))
+        .bind(factory.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let property = property_from_row(row)?;
+            if let Some(semantics) = property.semantics() {
+                out.push((property.device_id, property.name, semantics));
+            }
+        }
+        Ok(out)
+    }
 }
+
+/// Merges an update into a property and checks the result; on error nothing is applied
+/// that matters (the caller does not write).
+fn apply_update(current: &mut Property, update: PropertyUpdate) -> Result<(), RepoError> {
+    if let Some(unit) = update.unit {
+        check_len("unit", unit.as_deref(), MAX_UNIT_LEN)?;
+        current.unit = unit;
+    }
+    if let Some(description) = update.description {
+        check_len("description", description.as_deref(), MAX_DESCRIPTION_LEN)?;
+        current.description = description;
+    }
+    let mut errors = Vec::new();
+    let mut bad = |field: &'static str, message: String| errors.push(SemanticsError { field, message });
+    if let Some(quantity) = update.quantity {
+        // A new quantity starts from the parameters this update gives, not the old ones
+        // (an energy counter's rollover must not stick to what becomes a power property).
+        current.quantity = quantity;
+        current.rollover = None;
+        current.wh_per_pulse = None;
+        current.counting = None;
+    }
+    let given = [
+        ("rollover", update.rollover.is_some_and(|v| v.is_some())),
+        ("wh_per_pulse", update.wh_per_pulse.is_some_and(|v| v.is_some())),
+        ("counting", update.counting.is_some_and(|v| v.is_some())),
+    ];
+    current.rollover = update.rollover.unwrap_or(current.rollover);
+    current.wh_per_pulse = update.wh_per_pulse.unwrap_or(current.wh_per_pulse);
+    current.counting = update.counting.unwrap_or(current.counting);
+    let Some(quantity) = current.quantity else {
+        for (field, set) in given {
+            if set {
+                bad(field, "needs a `quantity` (none is set)".into());
+            }
+        }
+        current.rollover = None;
+        current.wh_per_pulse = None;
+        current.counting = None;
+        return if errors.is_empty() { Ok(()) } else { Err(RepoError::InvalidFields(errors)) };
+    };
+    match (quantity, current.value_type) {
+        (Quantity::State, ValueType::Number | ValueType::Boolean) => bad(
+            "quantity",
+            format!(
+                "`state` is only for properties whose values are state labels (strings); `{}` has {} values",
+                current.name,
+                current.value_type.as_str()
+            ),
+        ),
+        (_, ValueType::Boolean) => {
+            bad("quantity", format!("`{}` has boolean values, which measure no {quantity}", current.name))
+        }
+        _ => {}
+    }
+    if quantity == Quantity::ProductionCount && current.counting.is_none() {
+        current.counting = Some(Counting::Cumulative);
+    }
+    if let Some(semantics) = current.semantics()
+        && let Err(invalid) = semantics.validate()
+    {
+        errors.extend(invalid);
+    }
+    if errors.is_empty() { Ok(()) } else { Err(RepoError::InvalidFields(errors)) }
+}
+
+/// The columns [`property_from_row`] reads.
+const PROPERTY_COLUMNS: &str =
+    "device_id, name, value_type, unit, description, first_seen, last_seen, quantity, rollover, wh_per_pulse, counting";
 
 fn stripe_of(key: &DeviceKey) -> usize {
     let mut h = DefaultHasher::new();
@@ -759,5 +878,10 @@ fn property_from_row(row: &sqlx::any::AnyRow) -> Result<Property, RepoError> {
         description: row.try_get("description")?,
         first_seen: row.try_get("first_seen")?,
         last_seen: row.try_get("last_seen")?,
+        // Written only from the enums; an unknown text (a newer version's) reads as unset.
+        quantity: row.try_get::<Option<String>, _>("quantity")?.as_deref().and_then(Quantity::parse),
+        rollover: row.try_get("rollover")?,
+        wh_per_pulse: row.try_get("wh_per_pulse")?,
+        counting: row.try_get::<Option<String>, _>("counting")?.as_deref().and_then(Counting::parse),
     })
 }

@@ -9,6 +9,9 @@ pub enum RepoError {
     Conflict(String),
     #[error("invalid {field}: {message}")]
     Invalid { field: &'static str, message: String },
+    /// Several invalid fields at once (property semantics).
+    #[error("invalid: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidFields(Vec<factoryops_types::SemanticsError>),
 }
 
 impl From<sqlx::Error> for RepoError {

@@ -47,6 +47,9 @@ impl From<RepoError> for Problem {
     fn from(error: RepoError) -> Self {
         match error {
             RepoError::Invalid { field, message } => Problem::invalid_field(field, message),
+            RepoError::InvalidFields(errors) => Problem::validation(
+                errors.into_iter().map(|e| FieldError { field: e.field.to_string(), message: e.message }).collect(),
+            ),
             RepoError::Conflict(what) => Problem::conflict(format!("{what} already exists")),
             RepoError::Db(e) => Problem::internal(&e),
         }
@@ -114,18 +117,46 @@ pub struct PropertyView {
     pub description: Option<String>,
     pub first_seen: String,
     pub last_seen: String,
+    /// What the property measures: `power`, `energy_counter`, `pulse_counter`, `voltage`,
+    /// `current`, `power_factor`, `flow`, `temperature`, `production_count`, `state`;
+    /// `null` until annotated.
+    pub quantity: Option<String>,
+    /// Energy and pulse counters: the value at which the meter wraps to 0.
+    pub rollover: Option<f64>,
+    /// Pulse counters: Wh per pulse.
+    pub wh_per_pulse: Option<f64>,
+    /// Production counts: `cumulative` or `per_message`.
+    pub counting: Option<String>,
+    /// A quantity (and unit) suggested by the name, only while no quantity is set.
+    /// Offered, never applied: PATCH the property to accept it.
+    pub suggestion: Option<SemanticsSuggestion>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SemanticsSuggestion {
+    pub quantity: String,
+    pub unit: Option<String>,
 }
 
 impl From<Property> for PropertyView {
     fn from(p: Property) -> Self {
         Self {
             device_id: p.device_id.into_string(),
-            name: p.name.into_string(),
+            name: p.name.as_str().to_string(),
             value_type: p.value_type.as_str().into(),
             unit: p.unit,
             description: p.description,
             first_seen: format_rfc3339_ms(p.first_seen),
             last_seen: format_rfc3339_ms(p.last_seen),
+            quantity: p.quantity.map(|q| q.as_str().to_string()),
+            rollover: p.rollover,
+            wh_per_pulse: p.wh_per_pulse,
+            counting: p.counting.map(|c| c.as_str().to_string()),
+            suggestion: match p.quantity {
+                Some(_) => None,
+                None => factoryops_types::suggest(p.name.as_str())
+                    .map(|(q, unit)| SemanticsSuggestion { quantity: q.as_str().into(), unit: unit.map(Into::into) }),
+            },
         }
     }
 }
@@ -417,10 +448,18 @@ async fn device_properties(
     Ok(Json(PropertyList { items: items.into_iter().map(Into::into).collect(), next_cursor: None }))
 }
 
-/// Sets a property's unit or description (`devices:write`); `null` clears. Properties are never deleted.
+/// Sets a property's unit, description or semantics (`devices:write`); `null` clears.
+/// Properties are never deleted.
+///
+/// Semantics: `quantity` (`power` W/kW/MW, `energy_counter` Wh/kWh/MWh, `pulse_counter`
+/// with `wh_per_pulse`, `voltage` V/kV, `current` A/kA, `power_factor` no unit, `flow`
+/// m3/h, l/min, l/s, `temperature` °C/°F/K, `production_count` any unit with `counting`
+/// `cumulative` (default) or `per_message`, `state` no unit and only for state
+/// properties); `rollover` only for counters. Setting a quantity resets the parameters
+/// the body does not give. A `unit` without a quantity stays free text.
 #[utoipa::path(patch, path = "/api/v1/factories/{factory_id}/devices/{device_id}/properties/{name}", tag = "devices",
     params(("factory_id" = String, Path), ("device_id" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
-    request_body(content = Object, description = "`{unit?, description?}`"),
+    request_body(content = Object, description = "`{unit?, description?, quantity?, rollover?, wh_per_pulse?, counting?}`; unknown fields are a 422"),
     responses((status = 200, body = PropertyView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn update_property(
     State(state): State<AppState>,

@@ -171,14 +171,18 @@ async fn catalogue_registers_guards_and_edits(db: TestDatabase) {
             &a,
             &d,
             &names[0],
-            PropertyUpdate { unit: Some(Some("kW".into())), description: Some(Some("Active power".into())) },
+            PropertyUpdate {
+                unit: Some(Some("kW".into())),
+                description: Some(Some("Active power".into())),
+                ..Default::default()
+            },
         )
         .await
         .unwrap()
         .unwrap();
     assert_eq!((edited.unit.as_deref(), edited.description.as_deref()), (Some("kW"), Some("Active power")));
     let edited = catalogue
-        .update(&a, &d, &names[0], PropertyUpdate { unit: None, description: Some(None) })
+        .update(&a, &d, &names[0], PropertyUpdate { unit: None, description: Some(None), ..Default::default() })
         .await
         .unwrap()
         .unwrap();
@@ -262,7 +266,96 @@ async fn last_seen_flushes_and_registrations_do_not_starve_each_other(db: TestDa
     assert_eq!(registry.get(&f, &device("m-399")).await.unwrap().unwrap().last_seen, Some(2_399));
 }
 
+/// Semantics round trip through the database, validation naming fields, and the one-query
+/// read the energy computations use (annotated properties only, this factory only).
+async fn catalogue_semantics(db: TestDatabase) {
+    use factoryops_types::{Counting, Quantity};
+    let database = open_db(&db).await;
+    let registry = factoryops_ingest::DeviceRegistry::new(database.clone());
+    let catalogue = PropertyCatalogue::new(database, 100);
+    let (a, b) = (factory("plant-a"), factory("plant-b"));
+    let d = device("meter-1");
+    registry.create(&a, new_device("meter-1"), 0).await.unwrap();
+    registry.create(&b, new_device("meter-1"), 0).await.unwrap();
+    let names = [prop("power_kw"), prop("kwh_total"), prop("parts"), prop("running")];
+    let types = [ValueType::Number, ValueType::Number, ValueType::Number, ValueType::Boolean];
+    let props = names.iter().zip(types);
+    catalogue.register(&a, &d, props.clone(), 1_000).await.unwrap();
+    catalogue.register(&b, &d, props, 1_000).await.unwrap();
+
+    let set = |quantity: Quantity, unit: &str| PropertyUpdate {
+        quantity: Some(Some(quantity)),
+        unit: Some(Some(unit.into())),
+        ..Default::default()
+    };
+    let power = catalogue.update(&a, &d, &names[0], set(Quantity::Power, "kW")).await.unwrap().unwrap();
+    assert_eq!(power.semantics().unwrap().kw(2.0), Some(2.0));
+    let mut counter = set(Quantity::EnergyCounter, "Wh");
+    counter.rollover = Some(Some(4_294_967_296.0));
+    catalogue.update(&a, &d, &names[1], counter).await.unwrap().unwrap();
+    let parts = catalogue.update(&a, &d, &names[2], set(Quantity::ProductionCount, "pcs")).await.unwrap().unwrap();
+    assert_eq!(parts.counting, Some(Counting::Cumulative), "the default is stored");
+
+    // Invalid: each error names its field, nothing is written.
+    let mut wrong = set(Quantity::Power, "kWh");
+    wrong.rollover = Some(Some(10.0));
+    match catalogue.update(&a, &d, &names[0], wrong).await {
+        Err(RepoError::InvalidFields(errors)) => {
+            assert_eq!(errors.iter().map(|e| e.field).collect::<Vec<_>>(), ["unit", "rollover"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let boolean = catalogue.update(&a, &d, &names[3], set(Quantity::Power, "kW")).await;
+    assert!(matches!(boolean, Err(RepoError::InvalidFields(ref e)) if e[0].field == "quantity"), "{boolean:?}");
+    let state = catalogue
+        .update(
+            &a,
+            &d,
+            &names[0],
+            PropertyUpdate { quantity: Some(Some(Quantity::State)), unit: Some(None), ..Default::default() },
+        )
+        .await;
+    assert!(matches!(state, Err(RepoError::InvalidFields(ref e)) if e[0].field == "quantity"), "{state:?}");
+    let orphan = PropertyUpdate { wh_per_pulse: Some(Some(1.0)), ..Default::default() };
+    let orphan = catalogue.update(&a, &d, &names[3], orphan).await;
+    assert!(matches!(orphan, Err(RepoError::InvalidFields(ref e)) if e[0].field == "wh_per_pulse"), "{orphan:?}");
+
+    let read = catalogue.get(&a, &d, &names[1]).await.unwrap().unwrap();
+    assert_eq!(read.quantity, Some(Quantity::EnergyCounter));
+    assert_eq!((read.unit.as_deref(), read.rollover), (Some("Wh"), Some(4_294_967_296.0)));
+    assert_eq!(read.semantics().unwrap().kwh(2500.0), Some(2.5));
+    assert_eq!(catalogue.get(&a, &d, &names[0]).await.unwrap().unwrap().unit.as_deref(), Some("kW"));
+
+    let all = catalogue.semantics_for_factory(&a).await.unwrap();
+    let listed: Vec<(&str, Quantity)> = all.iter().map(|(_, n, s)| (n.as_str(), s.quantity)).collect();
+    assert_eq!(
+        listed,
+        [("kwh_total", Quantity::EnergyCounter), ("parts", Quantity::ProductionCount), ("power_kw", Quantity::Power)]
+    );
+    assert!(all.iter().all(|(device, _, _)| device == &d));
+    assert!(catalogue.semantics_for_factory(&b).await.unwrap().is_empty());
+
+    // A new quantity resets the old one's parameters; clearing the quantity keeps the unit
+    // as free text.
+    let changed = catalogue.update(&a, &d, &names[1], set(Quantity::Power, "W")).await.unwrap().unwrap();
+    assert_eq!((changed.quantity, changed.rollover), (Some(Quantity::Power), None));
+    let cleared = catalogue
+        .update(&a, &d, &names[1], PropertyUpdate { quantity: Some(None), ..Default::default() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((cleared.quantity, cleared.unit.as_deref()), (None, Some("W")));
+    let free = catalogue
+        .update(&a, &d, &names[1], PropertyUpdate { unit: Some(Some("furlongs".into())), ..Default::default() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(free.unit.as_deref(), Some("furlongs"));
+    assert_eq!(catalogue.semantics_for_factory(&a).await.unwrap().len(), 2);
+}
+
 backend_matrix!(
+    catalogue_semantics,
     devices_crud_filter_and_pages,
     last_seen_flushes_and_registrations_do_not_starve_each_other,
     secrets_issue_rotate_and_verify,
