@@ -124,14 +124,11 @@ async function main() {
       const r = await call("POST", `${base}/telemetry`, { token: key, body: { messages: messages.slice(i, i + 500) } });
       assert(r.results.every((x) => x.status === "stored" && x.rejected.length === 0), `stored: ${JSON.stringify(r.results.find((x) => x.status !== "stored" || x.rejected.length))}`);
     }
-    for (const d of ["press-1", "oven-1"]) {
-      await call("PATCH", `${base}/devices/${d}/properties/power_kw`, { token, body: { quantity: "power", unit: "kW" } });
-    }
-    groupId = (await call("POST", `${base}/groups`, { token, body: { name: "Watt Works site", kind: "hierarchy", level: "site", devices: ["press-1", "oven-1"] } })).id;
-    await call("PUT", `${base}/energy/emission-factor`, { token, body: { kg_per_kwh: 0.38 } });
+    // The oven through the API; the press through the device page below.
+    await call("PATCH", `${base}/devices/oven-1/properties/power_kw`, { token, body: { quantity: "power", unit: "kW" } });
   });
 
-  await step("the device page offers the suggestion and shows the semantics", async () => {
+  await step("the device page offers the server's suggestion; one click applies it", async () => {
     await page.goto(`${server.url}/`);
     await page.getByTestId("factory-select").selectOption(F.id);
     await page.getByLabel("Email").fill(BOSS.email);
@@ -140,7 +137,31 @@ async function main() {
     await page.waitForURL(`**/f/${F.id}`);
     await page.goto(`${server.url}/f/${F.id}/devices/press-1`);
     const table = page.getByTestId("properties-table");
+    // Suggested (power in kW from the name `power_kw`), not applied until clicked.
+    const suggestion = table.getByTestId("suggestion-power_kw");
+    await suggestion.waitFor();
+    assert((await suggestion.innerText()).includes("power · kW"), `suggestion: ${await suggestion.innerText()}`);
+    const before = await call("GET", `${base}/devices/press-1/properties`, { token });
+    assert(before.items.find((p) => p.name === "power_kw").quantity === null, "nothing applied silently");
+    await suggestion.getByRole("button", { name: "Apply suggestion" }).click();
     await table.getByText("power · kW").waitFor();
+    const after = await call("GET", `${base}/devices/press-1/properties`, { token });
+    const p = after.items.find((x) => x.name === "power_kw");
+    assert(p.quantity === "power" && p.unit === "kW", `applied: ${JSON.stringify(p)}`);
+    // The dialog: units follow the quantity; a counter takes a rollover.
+    await page.getByRole("button", { name: "Semantics of power_kw" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByTestId("semantics-quantity").selectOption("energy_counter");
+    const units = await dialog.getByTestId("semantics-unit").locator("option").allInnerTexts();
+    assert(units.join(",") === "Wh,kWh,MWh", `energy units: ${units}`);
+    await dialog.getByLabel("Rolls over at (optional)").waitFor();
+    await page.screenshot({ path: join(shots, "energy-device-semantics.png"), fullPage: true });
+    await dialog.getByRole("button", { name: "Cancel" }).click();
+  });
+
+  await step("energy settings through the API: the site group, the emission factor", async () => {
+    groupId = (await call("POST", `${base}/groups`, { token, body: { name: "Watt Works site", kind: "hierarchy", level: "site", devices: ["press-1", "oven-1"] } })).id;
+    await call("PUT", `${base}/energy/emission-factor`, { token, body: { kg_per_kwh: 0.38 } });
   });
 
   await step("admin sets a time-of-use tariff on the Settings page; a server problem shows at its field", async () => {
