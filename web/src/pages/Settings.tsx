@@ -27,7 +27,7 @@ import {
 } from "../energy/api";
 import { flattenTree, fmtNumber, localDateString, subtree } from "../energy/shape";
 import { useFactory } from "../factory";
-import { Badge, Empty, FieldErrorText, Loading, SelectField, TextField, useAsync } from "../ui/common";
+import { Badge, Empty, FieldErrorText, Loading, SelectField, TextField, fmtTime, useAsync } from "../ui/common";
 import { Modal } from "../ui/Modal";
 import { useToast } from "../ui/toast";
 import { loadAllDevices } from "./data";
@@ -136,7 +136,7 @@ function OtherErrors({ errors, shown }: { errors: Record<string, string>; shown:
   );
 }
 
-function VersionHistory<T extends { valid_from?: string | null }>({
+function VersionHistory<T extends { valid_from?: string | null; created_at?: string | null }>({
   data,
   summary,
   onEdit,
@@ -157,6 +157,7 @@ function VersionHistory<T extends { valid_from?: string | null }>({
             <tr>
               <th>Valid from</th>
               <th>Summary</th>
+              <th>Stored</th>
               <th />
               <th />
             </tr>
@@ -166,6 +167,7 @@ function VersionHistory<T extends { valid_from?: string | null }>({
               <tr key={`${v.valid_from ?? ""}-${i}`}>
                 <td>{v.valid_from ?? "since always"}</td>
                 <td className="small">{summary(v)}</td>
+                <td className="small nowrap">{v.created_at ? fmtTime(v.created_at) : "—"}</td>
                 <td>{v === data.current && <Badge kind="ok">in force</Badge>}</td>
                 <td className="right">
                   {onEdit && (
@@ -193,7 +195,7 @@ function ValidFrom({ value, onChange, disabled, error }: { value: string; onChan
       disabled={disabled}
       onChange={(e) => onChange(e.target.value)}
       error={error}
-      help="The local date the new version applies from; empty for the first version (since always)."
+      help="The factory-local date the new version applies from: today or later (past figures never change). Only the first version may leave it empty: in force since always."
       data-testid="valid-from"
     />
   );
@@ -310,7 +312,7 @@ function TariffSettings() {
   const [draft, setDraft] = useState<TariffDraft | null>(null);
   const save = useSave();
   useEffect(() => {
-    if (tariff.data && !draft) setDraft(tariffDraft(tariff.data.current));
+    if (tariff.data && !draft) setDraft({ ...tariffDraft(tariff.data.current), validFrom: tariff.data.versions.length ? today : "" });
   }, [tariff.data, draft]);
   if (tariff.error) return <div className="callout danger">{describe(tariff.error)}</div>;
   if (!tariff.data || !draft) return <Loading />;
@@ -361,7 +363,7 @@ function TariffSettings() {
             ev.preventDefault();
             if (await save.run("Tariff", () => putTariff(factory, tariffBody(draft)))) {
               tariff.reload();
-              setDraft({ ...draft, validFrom: "" });
+              setDraft({ ...draft, validFrom: today });
             }
           }}
         >
@@ -561,7 +563,7 @@ function TariffSettings() {
           </div>
           {!readOnly && (
             <div className="row end" style={{ marginTop: "0.75rem" }}>
-              <button type="button" onClick={() => setDraft(tariffDraft(tariff.data?.current ?? null))}>
+              <button type="button" onClick={() => setDraft({ ...tariffDraft(tariff.data?.current ?? null), validFrom: tariff.data?.versions.length ? today : "" })}>
                 Reset
               </button>
               <button className="primary" type="submit" disabled={save.saving} data-testid="save-tariff">
@@ -571,7 +573,7 @@ function TariffSettings() {
           )}
         </form>
       </div>
-      <VersionHistory data={tariff.data} testId="tariff-versions" onEdit={readOnly ? undefined : (v) => setDraft(tariffDraft(v))} summary={tariffSummary} />
+      <VersionHistory data={tariff.data} testId="tariff-versions" onEdit={readOnly ? undefined : (v) => setDraft({ ...tariffDraft(v), validFrom: today })} summary={tariffSummary} />
     </>
   );
 }
@@ -586,7 +588,7 @@ function ShiftSettings() {
   const [draft, setDraft] = useState<{ validFrom: string; shifts: Shift[] } | null>(null);
   const save = useSave();
   useEffect(() => {
-    if (shifts.data && !draft) setDraft({ validFrom: "", shifts: shifts.data.current?.shifts ?? [] });
+    if (shifts.data && !draft) setDraft({ validFrom: shifts.data.versions.length ? today : "", shifts: shifts.data.current?.shifts ?? [] });
   }, [shifts.data, draft]);
   if (shifts.error) return <div className="callout danger">{describe(shifts.error)}</div>;
   if (!shifts.data || !draft) return <Loading />;
@@ -604,7 +606,7 @@ function ShiftSettings() {
             const body: ShiftCalendar = { shifts: draft.shifts, ...(draft.validFrom ? { valid_from: draft.validFrom } : {}) };
             if (await save.run("Shifts", () => putShifts(factory, body))) {
               shifts.reload();
-              setDraft({ ...draft, validFrom: "" });
+              setDraft({ ...draft, validFrom: today });
             }
           }}
         >
@@ -693,7 +695,7 @@ function ShiftSettings() {
       <VersionHistory
         data={shifts.data}
         testId="shift-versions"
-        onEdit={readOnly ? undefined : (v) => setDraft({ validFrom: "", shifts: v.shifts })}
+        onEdit={readOnly ? undefined : (v) => setDraft({ validFrom: today, shifts: v.shifts })}
         summary={(v) => v.shifts.map((s) => `${s.name} ${s.from}–${s.to}`).join(" · ") || "no shifts"}
       />
     </>
@@ -723,7 +725,7 @@ function EmissionSettings() {
   const [draft, setDraft] = useState<ReturnType<typeof emissionDraft> | null>(null);
   const save = useSave();
   useEffect(() => {
-    if (factor.data && !draft) setDraft(emissionDraft(factor.data.current));
+    if (factor.data && !draft) setDraft({ ...emissionDraft(factor.data.current), validFrom: factor.data.versions.length ? today : "" });
   }, [factor.data, draft]);
   if (factor.error) return <div className="callout danger">{describe(factor.error)}</div>;
   if (!factor.data || !draft) return <Loading />;
@@ -743,7 +745,7 @@ function EmissionSettings() {
             if (draft.validFrom) body.valid_from = draft.validFrom;
             if (await save.run("Emission factor", () => putEmission(factory, body))) {
               factor.reload();
-              setDraft({ ...draft, validFrom: "" });
+              setDraft({ ...draft, validFrom: today });
             }
           }}
         >
@@ -798,7 +800,7 @@ function EmissionSettings() {
       <VersionHistory
         data={factor.data}
         testId="emission-versions"
-        onEdit={readOnly ? undefined : (v) => setDraft(emissionDraft(v))}
+        onEdit={readOnly ? undefined : (v) => setDraft({ ...emissionDraft(v), validFrom: today })}
         summary={(v) =>
           v.hourly ? `per hour: ${v.hourly.map((x) => fmtNumber(x, 3)).join(", ")}` : v.monthly ? `per month: ${v.monthly.map((x) => fmtNumber(x, 3)).join(", ")}` : `${fmtNumber(v.kg_per_kwh, 4)} kg/kWh`
         }
