@@ -828,6 +828,15 @@ function GroupSettings() {
     for (const g of all) if (g.kind !== "tag") for (const d of g.devices) m.set(d, g.name);
     return m;
   }, [all]);
+  /** A device sits in one hierarchy group: moving it here takes it out of the other one first. */
+  async function releaseDevices(g: Group) {
+    if (g.kind === "tag") return;
+    for (const other of all) {
+      if (other.kind === "tag" || other.id === g.id) continue;
+      const keep = other.devices.filter((d) => !g.devices.includes(d));
+      if (keep.length !== other.devices.length) await updateGroup(factory, other.id, { devices: keep });
+    }
+  }
   if (groups.error) return <div className="callout danger">{describe(groups.error)}</div>;
   if (!groups.data) return <Loading />;
   const row = (g: Group, depth: number) => (
@@ -900,6 +909,7 @@ function GroupSettings() {
           initial={{ id: "", name: "", kind: creating.kind, parent_id: creating.parent, devices: [] }}
           onClose={() => setCreating(null)}
           onSave={async (g) => {
+            await releaseDevices(g);
             await createGroup(factory, { name: g.name, kind: g.kind, ...(g.kind === "tag" ? {} : { parent_id: g.parent_id, level: g.level ?? null }), devices: g.devices });
             setCreating(null);
             toast.show("success", `Group ${g.name} created`);
@@ -916,6 +926,7 @@ function GroupSettings() {
           initial={editing}
           onClose={() => setEditing(null)}
           onSave={async (g) => {
+            await releaseDevices(g);
             await updateGroup(factory, editing.id, { name: g.name, ...(g.kind === "tag" ? {} : { parent_id: g.parent_id, level: g.level ?? null }), devices: g.devices });
             setEditing(null);
             toast.show("success", `Group ${g.name} saved`);
