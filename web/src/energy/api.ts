@@ -26,11 +26,30 @@ export interface EnergyGap {
   to: string;
 }
 
+export interface DemandChargeLine {
+  period_start: string;
+  period_end: string;
+  basis_kw: number;
+  charge: number;
+}
+
+/** The tariff's bill of the whole range. */
+export interface Charges {
+  energy_cost: number;
+  demand: DemandChargeLine[];
+  fixed: number;
+  total: number;
+}
+
 export interface Consumption {
   unit: string;
   currency?: string | null;
   items: ConsumptionItem[];
   gaps: EnergyGap[];
+  /** Only with a tariff. */
+  charges?: Charges | null;
+  /** Devices with no property annotated as power or an energy/pulse counter: 0 kWh, all gap. */
+  devices_without_source?: string[];
 }
 
 export interface PeakItem {
@@ -43,13 +62,17 @@ export interface PeakItem {
 export interface PeakDemand {
   interval_minutes?: number;
   items: PeakItem[];
+  gaps?: EnergyGap[];
 }
 
 export interface RankingItem {
   device_id: string;
+  /** 1 = least energy per unit; null without production. */
+  rank?: number | null;
   kwh: number;
   units: number;
   kwh_per_unit: number | null;
+  production_property?: string | null;
 }
 
 export interface Ranking {
@@ -175,8 +198,8 @@ export function getConsumption(factory: string, target: Target, from: number, to
   return rawJson("GET", `${base(factory)}/energy/consumption?${qs({ ...target, from: iso(from), to: iso(to), bucket })}`);
 }
 
-export function getPeakDemand(factory: string, target: Target, from: number, to: number, intervalMinutes = 15): Promise<PeakDemand> {
-  return rawJson("GET", `${base(factory)}/energy/peak-demand?${qs({ ...target, from: iso(from), to: iso(to), interval_minutes: intervalMinutes })}`);
+export function getPeakDemand(factory: string, target: Target, from: number, to: number, intervalMinutes = 15, period: "day" | "month" = "day"): Promise<PeakDemand> {
+  return rawJson("GET", `${base(factory)}/energy/peak-demand?${qs({ ...target, from: iso(from), to: iso(to), interval_minutes: intervalMinutes, period })}`);
 }
 
 export function getRanking(factory: string, deviceType: string, from: number, to: number): Promise<Ranking> {

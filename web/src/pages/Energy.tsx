@@ -2,7 +2,7 @@ import { useMemo, useState } from "react";
 import { Link } from "react-router-dom";
 import { BarChart } from "../chart/BarChart";
 import { PALETTE } from "../chart/TimeChart";
-import { getConsumption, getPeakDemand, getRanking, listGroups, type Group, type Target } from "../energy/api";
+import { getConsumption, getPeakDemand, getRanking, listGroups, type Charges, type Group, type Target } from "../energy/api";
 import {
   BUCKETS,
   OTHER,
@@ -57,7 +57,9 @@ export function Energy() {
     async () => (target ? getConsumption(factory, target, from, to, bucket) : null),
     [factory, targetValue, from, to, bucket],
   );
-  const peak = useAsync(async () => (target ? getPeakDemand(factory, target, from, to) : null), [factory, targetValue, from, to]);
+  const [peakPeriod, setPeakPeriod] = useState<"day" | "month">("day");
+  const [interval, setDemandInterval] = useState(15);
+  const peak = useAsync(async () => (target ? getPeakDemand(factory, target, from, to, interval, peakPeriod) : null), [factory, targetValue, from, to, interval, peakPeriod]);
 
   const stacked = useMemo(() => stackByDevice(consumption.data?.items ?? []), [consumption.data]);
   const totals = consumption.data ? totalsOf(consumption.data) : null;
@@ -168,6 +170,12 @@ export function Energy() {
         <Loading />
       ) : (
         <>
+          {(consumption.data.devices_without_source ?? []).length > 0 && (
+            <div className="callout warn small" style={{ marginBottom: "1rem" }} data-testid="energy-without-source">
+              No energy source on {(consumption.data.devices_without_source ?? []).map(label).join(", ")}: they count 0 kWh here. Annotate a power, energy counter or pulse counter
+              property on the device page.
+            </div>
+          )}
           <div className="grid cols-4" data-testid="energy-totals">
             <div className="card stat">
               <span className="label">Energy</span>
@@ -181,7 +189,15 @@ export function Energy() {
               <span className="value num" data-testid="total-cost" data-value={totals?.cost ?? ""}>
                 {fmtMoney(totals?.cost, currency)}
               </span>
-              <span className="hint">{totals?.cost === null ? <Link to={`/f/${factory}/settings/tariff`}>No tariff in force — set one</Link> : `energy price${currency ? ` in ${currency}` : ""}`}</span>
+              <span className="hint" data-testid="bill-total" data-value={consumption.data.charges?.total ?? ""}>
+                {totals?.cost === null || totals?.cost === undefined ? (
+                  <Link to={`/f/${factory}/settings/tariff`}>No tariff in force — set one</Link>
+                ) : consumption.data.charges && consumption.data.charges.total !== consumption.data.charges.energy_cost ? (
+                  `energy only; with demand charges and fixed fees ${fmtMoney(consumption.data.charges.total, currency)}`
+                ) : (
+                  "energy at the tariff in force"
+                )}
+              </span>
             </div>
             <div className="card stat">
               <span className="label">CO₂e</span>
@@ -214,6 +230,7 @@ export function Energy() {
                 series={stacked.series.map((name, i) => ({ name: label(name), values: stacked.values[i] ?? [], color: name === OTHER ? "#94a3b8" : PALETTE[i % PALETTE.length]! }))}
               />
             )}
+            {consumption.data.charges && <BillTable charges={consumption.data.charges} currency={currency} />}
             <details style={{ marginTop: "0.5rem" }}>
               <summary className="small muted">Table</summary>
               <div className="table-wrap">
@@ -288,7 +305,21 @@ export function Energy() {
               )}
             </div>
             <div className="card">
-              <h2>Peak demand</h2>
+              <div className="row" style={{ marginBottom: "0.5rem" }}>
+                <h2 style={{ margin: 0 }}>Peak demand</h2>
+                <span style={{ flex: 1 }} />
+                <select aria-label="Peak per" value={peakPeriod} onChange={(e) => setPeakPeriod(e.target.value as "day" | "month")}>
+                  <option value="day">per day</option>
+                  <option value="month">per month</option>
+                </select>
+                <select aria-label="Demand interval" value={interval} onChange={(e) => setDemandInterval(Number(e.target.value))}>
+                  {[15, 30, 45, 60].map((m) => (
+                    <option key={m} value={m}>
+                      {m} min
+                    </option>
+                  ))}
+                </select>
+              </div>
               {peak.error ? (
                 <div className="callout danger">{describe(peak.error)}</div>
               ) : !peak.data ? (
@@ -309,7 +340,7 @@ export function Energy() {
                     <tbody>
                       {peak.data.items.map((p) => (
                         <tr key={p.period_start}>
-                          <td className="small">{bucketLabel(Date.parse(p.period_start), "day", timezone)}</td>
+                          <td className="small">{bucketLabel(Date.parse(p.period_start), peakPeriod, timezone)}</td>
                           <td className="num right" data-testid="peak-kw" data-value={p.kw}>
                             {fmtNumber(p.kw, 2)}
                           </td>
@@ -325,7 +356,7 @@ export function Energy() {
                       ))}
                     </tbody>
                   </table>
-                  <div className="small muted">Highest {peak.data.interval_minutes ?? 15}-minute average power, aligned to the clock.</div>
+                  <div className="small muted">Highest {peak.data.interval_minutes ?? interval}-minute average power per {peakPeriod}, intervals aligned to the factory's clock.</div>
                 </div>
               )}
             </div>
@@ -381,7 +412,7 @@ function RankingCard({ types, from, to, label }: { types: string[]; from: number
             <tbody>
               {items.map((i, n) => (
                 <tr key={i.device_id}>
-                  <td>{n + 1}</td>
+                  <td>{i.rank ?? n + 1}</td>
                   <td>{label(i.device_id)}</td>
                   <td className="num right">{fmtNumber(i.kwh, 3)}</td>
                   <td className="num right">{fmtNumber(i.units, 0)}</td>
@@ -392,6 +423,50 @@ function RankingCard({ types, from, to, label }: { types: string[]; from: number
           </table>
         </div>
       )}
+    </div>
+  );
+}
+
+function BillTable({ charges, currency }: { charges: Charges; currency: string | null }) {
+  const { timezone } = useFactory();
+  return (
+    <div className="table-wrap" style={{ marginTop: "0.75rem" }}>
+      <table data-testid="energy-bill">
+        <thead>
+          <tr>
+            <th>Bill of the period</th>
+            <th className="right">Amount</th>
+          </tr>
+        </thead>
+        <tbody>
+          <tr>
+            <td>Energy</td>
+            <td className="num right">{fmtMoney(charges.energy_cost, currency)}</td>
+          </tr>
+          {charges.demand.map((d) => (
+            <tr key={d.period_start}>
+              <td>
+                Demand charge {bucketLabel(Date.parse(d.period_start), Date.parse(d.period_end) - Date.parse(d.period_start) > 2 * 86_400_000 ? "month" : "day", timezone)} · basis {fmtNumber(d.basis_kw, 2)} kW
+              </td>
+              <td className="num right">{fmtMoney(d.charge, currency)}</td>
+            </tr>
+          ))}
+          {charges.fixed > 0 && (
+            <tr>
+              <td>Fixed fees</td>
+              <td className="num right">{fmtMoney(charges.fixed, currency)}</td>
+            </tr>
+          )}
+          <tr>
+            <td>
+              <strong>Total</strong>
+            </td>
+            <td className="num right">
+              <strong>{fmtMoney(charges.total, currency)}</strong>
+            </td>
+          </tr>
+        </tbody>
+      </table>
     </div>
   );
 }

@@ -25,7 +25,7 @@ export function EnergyTiles() {
     const slotEnd = Math.floor(now / SLOT_MS) * SLOT_MS;
     const [today, month, current] = await Promise.all([
       getConsumption(factory, target, dayFrom, dayTo, "day"),
-      getPeakDemand(factory, target, monthFrom, monthTo),
+      getPeakDemand(factory, target, monthFrom, monthTo, 15, "month"),
       getPeakDemand(factory, target, slotEnd - SLOT_MS, slotEnd),
     ]);
     const peak = month.items.reduce<(typeof month.items)[number] | null>((best, i) => (!best || i.kw > best.kw ? i : best), null);
