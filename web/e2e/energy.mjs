@@ -47,6 +47,13 @@ async function step(name, fn) {
   }
 }
 
+/** A full-page screenshot from the top, without toasts. */
+async function shot(name) {
+  await page.evaluate(() => document.querySelectorAll(".toasts button").forEach((b) => b.click()));
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: join(shots, `energy-${name}.png`), fullPage: true });
+}
+
 async function call(method, path, { token, body } = {}) {
   const response = await fetch(`${server.url}${path}`, {
     method,
@@ -144,7 +151,8 @@ async function main() {
     const before = await call("GET", `${base}/devices/press-1/properties`, { token });
     assert(before.items.find((p) => p.name === "power_kw").quantity === null, "nothing applied silently");
     await suggestion.getByRole("button", { name: "Apply suggestion" }).click();
-    await table.getByText("power · kW").waitFor();
+    await suggestion.waitFor({ state: "detached" });
+    await table.getByText("power · kW", { exact: true }).waitFor();
     const after = await call("GET", `${base}/devices/press-1/properties`, { token });
     const p = after.items.find((x) => x.name === "power_kw");
     assert(p.quantity === "power" && p.unit === "kW", `applied: ${JSON.stringify(p)}`);
@@ -155,7 +163,7 @@ async function main() {
     const units = await dialog.getByTestId("semantics-unit").locator("option").allInnerTexts();
     assert(units.join(",") === "Wh,kWh,MWh", `energy units: ${units}`);
     await dialog.getByLabel("Rolls over at (optional)").waitFor();
-    await page.screenshot({ path: join(shots, "energy-device-semantics.png"), fullPage: true });
+    await shot("device-semantics");
     await dialog.getByRole("button", { name: "Cancel" }).click();
   });
 
@@ -180,7 +188,7 @@ async function main() {
     // 25:00 is not a time: the server's problem shows next to the field.
     const fieldError = page.getByTestId("tariff-period-1").locator(".field-error");
     await fieldError.first().waitFor();
-    await page.screenshot({ path: join(shots, "energy-settings-error.png"), fullPage: true });
+    await shot("settings-error");
     await page.getByLabel("Period 2 to").fill("24:00");
     await page.getByTestId("save-tariff").click();
     await page.getByTestId("tariff-in-force").waitFor();
@@ -188,8 +196,7 @@ async function main() {
     const stored = await call("GET", `${base}/energy/tariff`, { token });
     const text = JSON.stringify(stored);
     assert(text.includes("0.15") && text.includes("0.3") && text.includes("06:00"), `stored tariff: ${text}`);
-    await page.evaluate(() => document.querySelectorAll(".toasts button").forEach((b) => b.click()));
-    await page.screenshot({ path: join(shots, "energy-settings-tariff.png"), fullPage: true });
+    await shot("settings-tariff");
   });
 
   await step("the Energy page shows the API's figures, which match the hand-computed ones", async () => {
@@ -232,16 +239,37 @@ async function main() {
     assert(within(sum("cost"), expectCost), `cost ${sum("cost")} vs hand-computed ${expectCost}`);
     assert(within(sum("co2_kg"), expectKwh * 0.38), `CO2 ${sum("co2_kg")} vs ${expectKwh * 0.38}`);
     assert(within(peak.items[0].kw, 30), `peak ${peak.items[0].kw} vs 30 kW`);
-    await page.screenshot({ path: join(shots, "energy-page.png"), fullPage: true });
+    await shot("page");
     await page.evaluate(() => {
       document.documentElement.dataset.theme = "dark";
       window.dispatchEvent(new CustomEvent("factoryops-theme", { detail: "dark" }));
     });
-    await page.screenshot({ path: join(shots, "energy-page-dark.png"), fullPage: true });
+    await shot("page-dark");
     await page.evaluate(() => {
       document.documentElement.dataset.theme = "light";
       window.dispatchEvent(new CustomEvent("factoryops-theme", { detail: "light" }));
     });
+  });
+
+  await step("a child group created on the Settings page holds the press (moved out of the site)", async () => {
+    await page.goto(`${server.url}/f/${F.id}/settings/groups`);
+    await page.getByTestId("group-Watt Works site").getByRole("button", { name: "+ Child" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Name").fill("Press line");
+    await dialog.getByLabel("Level").fill("line");
+    await dialog.getByRole("checkbox", { name: /Press 1/ }).check();
+    await dialog.getByTestId("save-group").click();
+    await page.getByTestId("group-Press line").waitFor();
+    const { items } = await call("GET", `${base}/groups`, { token });
+    const line = items.find((g) => g.name === "Press line");
+    const site = items.find((g) => g.id === groupId);
+    assert(line.parent_id === groupId && line.level === "line" && line.devices.join() === "press-1", `child: ${JSON.stringify(line)}`);
+    assert(site.devices.join() === "oven-1", `the press left the site group: ${JSON.stringify(site)}`);
+    // The site still rolls up both machines: yesterday's energy is unchanged.
+    const q = `group_id=${groupId}&from=${new Date(dayStart).toISOString()}&to=${new Date(dayEnd).toISOString()}&bucket=day`;
+    const total = (await call("GET", `${base}/energy/consumption?${q}`, { token })).items.reduce((s, i) => s + i.kwh, 0);
+    assert(Math.abs(total - ((10 * hours * 60) / 60 + (20 * (hours * 60 - 65)) / 60)) < 0.001 * total, `site total ${total}`);
+    await shot("settings-groups");
   });
 
   await step("the dashboard's energy tiles read the site group", async () => {
