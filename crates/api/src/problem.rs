@@ -188,6 +188,13 @@ impl From<JsonRejection> for Problem {
     }
 }
 
+/// A 422 for a body that deserialised as JSON but not into its type: the field named by
+/// path, as [`ApiJson`] does (for handlers that parse a `serde_json::Value` themselves).
+pub fn from_path_error(error: &serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let (field, message) = field_error(&error.path().to_string(), &error.inner().to_string());
+    Problem::validation(vec![FieldError { field, message }])
+}
+
 /// The field path and message of a serde error at `path` (`.` is the body itself), in the
 /// same form as the validation problems of the components: an unknown or missing field is
 /// named by its own path (`notify.zzz`, `widgets[2].title`), not by its parent's.

@@ -34,6 +34,8 @@ pub struct AppState {
     /// Wakes the notification worker (when this process runs one) after new rows.
     pub notify_wake: Arc<tokio::sync::Notify>,
     pub ingestor: factoryops_ingest::Ingestor,
+    /// Groups, energy settings and the energy computations.
+    pub energy: factoryops_energy::service::EnergyService,
     pub store: Arc<dyn factoryops_tsdb::TelemetryStore>,
     pub bus: Arc<dyn factoryops_platform::bus::EventBus>,
     /// Closes a device's MQTT connections; `None` when this process runs no MQTT endpoint.
@@ -71,6 +73,7 @@ pub struct AppState {
         (name = "rules", description = "Alert rules and backtests"),
         (name = "alerts", description = "The alert inbox and lifecycle"),
         (name = "notifications", description = "Email and WhatsApp deliveries, dead letters, preferences"),
+        (name = "energy", description = "Device groups, energy settings (tariff, shifts, emission factor), consumption, cost, CO2, peak demand, ranking"),
     )
 )]
 pub struct ApiDoc;
@@ -102,6 +105,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::routes::ingest::routes())
         .merge(crate::routes::rules::routes())
         .merge(crate::routes::notifications::routes())
+        .merge(crate::routes::energy::routes())
 }
 
 /// The OpenAPI document as generated from the code (checked in as `docs/openapi.json`).

@@ -1,6 +1,8 @@
-//! Energy intelligence as pure functions: no I/O, no clock. The service that reads the
-//! telemetry store and the settings lives beside the API; everything that decides a
-//! number lives here and is tested against hand-computed figures.
+//! Energy intelligence. The pure modules (slots, calendar, shifts, peak, specific,
+//! tariff, emission, baseline) do no I/O and read no clock: everything that decides a
+//! number lives there and is tested against hand-computed figures. The I/O half
+//! ([`store`], [`service`], [`cache`]) reads settings, groups and raw telemetry, caches
+//! closed days and shapes the answers (ADR 0015).
 //!
 //! The unit of work is the [`Slot`]: the energy of one device in one fixed interval of
 //! [`SLOT_MS`] aligned to the clock (UTC multiples, which are local multiples in every
@@ -18,7 +20,22 @@ pub mod slots;
 pub mod specific;
 pub mod tariff;
 
+// The I/O half: storage, the slot cache and the service the API calls.
+pub mod cache;
+pub mod service;
+pub mod store;
+
 pub use clock::{Day, LocalMinute, SLOT_MS};
+
+use factoryops_db::Migrations;
+
+/// The I/O half's tables (`energy_groups`, `energy_group_devices`, `energy_settings`,
+/// `energy_device_config`).
+pub static MIGRATIONS: Migrations = Migrations {
+    component: "energy",
+    sqlite: sqlx::migrate!("migrations/sqlite"),
+    mysql: sqlx::migrate!("migrations/mysql"),
+};
 
 /// A domain error with the path of the offending field (e.g. `periods[2].to`), so the
 /// API can answer with a problem naming it.

@@ -2,6 +2,7 @@
 //! This is the only place that knows which adapters exist.
 
 mod components;
+mod energy;
 mod notify;
 mod rules;
 mod server;

@@ -96,6 +96,7 @@ pub async fn open_database(config: &Config) -> Result<Database, StartError> {
         &factoryops_ingest::MIGRATIONS,
         &factoryops_rules::MIGRATIONS,
         &factoryops_notify::MIGRATIONS,
+        &factoryops_energy::MIGRATIONS,
     ])
     .await?;
     Ok(db)
@@ -139,13 +140,41 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let catalogue = Arc::new(PropertyCatalogue::new(db.clone(), ingest_config.max_properties_per_device));
     let ingestor = Ingestor::start(
         ingest_config,
-        catalogue,
+        catalogue.clone(),
         store.clone(),
         bus.clone(),
         IngestMetrics::register(&metrics),
         clock.clone(),
     );
     let devices = DeviceRegistry::new(db.clone());
+    let energy = factoryops_energy::service::EnergyService::new(
+        factoryops_energy::store::EnergyStore::new(db.clone()),
+        store.clone(),
+        Arc::new(crate::energy::EnergyDirectory {
+            identity: identity.clone(),
+            devices: devices.clone(),
+            catalogue: catalogue.clone(),
+        }),
+        clock.clone(),
+        config.energy.cache_bytes,
+        {
+            let cache = factoryops_energy::service::CacheMetrics::default();
+            metrics.register(
+                "energy_cache_hits",
+                "Closed device-days of energy slots answered from memory",
+                cache.hits.clone(),
+            );
+            metrics.register(
+                "energy_cache_misses",
+                "Closed device-days of energy slots computed from raw points",
+                cache.misses.clone(),
+            );
+            metrics.register("energy_cache_bytes", "Bytes held by the energy slot cache", cache.bytes.clone());
+            cache
+        },
+    );
+    // Subscribed before any ingestion starts, so no late point slips past the cache.
+    let energy_cache = crate::energy::spawn_cache_consumer(energy.clone(), &bus, shutdown.clone());
     let notification_store = NotificationStore::new(db.clone());
     let worker = NotificationWorker::new(
         notification_store.clone(),
@@ -269,6 +298,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             notifications: notification_store.clone(),
             notify_wake: worker.wake(),
             ingestor: ingestor.clone(),
+            energy: energy.clone(),
             store: store.clone(),
             bus: bus.clone(),
             mqtt: mqtt.as_ref().map(MqttServer::handle),
@@ -325,6 +355,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             // 2. Drain the ingest queue into the store; stop rule evaluation.
             clean &= deadline.run("drain ingest", ingestor.shutdown()).await;
             clean &= deadline.run("stop rules", futures_join(rule_tasks)).await;
+            clean &= deadline.run("stop energy cache consumer", energy_cache).await;
             // Sends in flight finish (each bounded by its timeout); queued ones wait in the outbox.
             clean &= deadline.run("stop notifications", futures_join(notify_tasks)).await;
             // 2. Flush: points become durable in part files, events committed to the outbox reach the bus.

@@ -6,7 +6,7 @@
 //! Adding a route = adding one `Case` line to `matrix()`. Placeholders (in the path,
 //! the query and the body): `{user}` a user id of B, `{key}` an API key id of B,
 //! `{device}` a device id of B, `{rule}` a rule id of B, `{alert}` an alert id of B,
-//! `{notification}` a notification id of B.
+//! `{notification}` a notification id of B, `{group}` a device group of B.
 
 mod common;
 
@@ -101,10 +101,43 @@ fn matrix() -> Vec<Case> {
         case(M::POST, "/notifications/test", Some(json!({"channel": "email", "to": "intruder@evil.example"}))),
         case(M::GET, "/notification-preferences", None),
         case(M::PUT, "/notification-preferences", Some(json!({"email": false, "whatsapp": false}))),
+        case(M::GET, "/groups", None),
+        case(M::POST, "/groups", Some(json!({"name": "intruder", "devices": ["{device}"]}))),
+        case(M::GET, "/groups/{group}", None),
+        case(M::PATCH, "/groups/{group}", Some(json!({"name": "hijacked", "devices": []}))),
+        case(M::DELETE, "/groups/{group}?cascade=true", None),
+        case(M::GET, "/energy/devices/{device}", None),
+        case(M::PUT, "/energy/devices/{device}", Some(json!({"idle_below_kw": 99.0}))),
+        case(M::GET, "/energy/tariff", None),
+        case(
+            M::PUT,
+            "/energy/tariff",
+            Some(
+                json!({"currency": "EUR", "periods": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "from": "00:00", "to": "24:00", "price_per_kwh": 9.0}]}),
+            ),
+        ),
+        case(M::GET, "/energy/shifts", None),
+        case(M::PUT, "/energy/shifts", Some(json!({"shifts": [{"name": "x", "from": "00:00", "to": "12:00"}]}))),
+        case(M::GET, "/energy/emission-factor", None),
+        case(M::PUT, "/energy/emission-factor", Some(json!({"kg_per_kwh": 9.0}))),
+        case(
+            M::GET,
+            "/energy/consumption?device_id={device}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&bucket=day",
+            None,
+        ),
+        case(
+            M::GET,
+            "/energy/consumption?group_id={group}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&bucket=hour",
+            None,
+        ),
+        case(M::GET, "/energy/peak-demand?device_id={device}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
+        case(M::GET, "/energy/peak-demand?group_id={group}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
+        case(M::GET, "/energy/ranking?device_type=press&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
     ]
 }
 
 struct Tenant {
+    group_id: String,
     rule_id: String,
     alert_id: String,
     notification_id: String,
@@ -170,7 +203,25 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(!notification_id.is_empty(), "the fixture's notification was dead-lettered");
+    let (status, group) = app
+        .post(
+            &format!("/api/v1/factories/{factory}/groups"),
+            Some(&admin),
+            json!({"name": "Hall 1", "level": "area", "devices": [device]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let (status, config) = app
+        .send(
+            Method::PUT,
+            &format!("/api/v1/factories/{factory}/energy/devices/{device}"),
+            Some(&admin),
+            Some(json!({"source_property": "power_kw", "idle_below_kw": 1.5})),
+        )
+        .await;
+    assert_eq!(status, 200, "{config}");
     Tenant {
+        group_id: group["id"].as_str().unwrap().into(),
         rule_id: rule["id"].as_str().unwrap().into(),
         alert_id,
         notification_id,
@@ -204,8 +255,15 @@ async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
     let alerts = app.get(&format!("/api/v1/factories/{factory}/alerts"), Some(&t.admin)).await.1;
     let notifications = app.get(&format!("/api/v1/factories/{factory}/notifications"), Some(&t.admin)).await.1;
     let prefs = app.get(&format!("/api/v1/factories/{factory}/notification-preferences"), Some(&t.admin)).await.1;
+    let groups = app.get(&format!("/api/v1/factories/{factory}/groups"), Some(&t.admin)).await.1;
+    let energy_config =
+        app.get(&format!("/api/v1/factories/{factory}/energy/devices/{}", t.device), Some(&t.admin)).await.1;
+    let tariff = app.get(&format!("/api/v1/factories/{factory}/energy/tariff"), Some(&t.admin)).await.1;
+    let shifts = app.get(&format!("/api/v1/factories/{factory}/energy/shifts"), Some(&t.admin)).await.1;
+    let factor = app.get(&format!("/api/v1/factories/{factory}/energy/emission-factor"), Some(&t.admin)).await.1;
     json!({ "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
-            "rules": rules["items"], "alerts": alerts["items"], "notifications": notifications["items"], "prefs": prefs })
+            "rules": rules["items"], "alerts": alerts["items"], "notifications": notifications["items"], "prefs": prefs,
+            "groups": groups["items"], "energy_config": energy_config, "tariff": tariff, "shifts": shifts, "factor": factor })
 }
 
 async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
@@ -225,6 +283,7 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
                 .replace("{rule}", &b.rule_id)
                 .replace("{alert}", &b.alert_id)
                 .replace("{notification}", &b.notification_id)
+                .replace("{group}", &b.group_id)
         };
         let with_b_ids = fill(case.path);
         let body = case.body.as_ref().map(|v| serde_json::from_str::<Value>(&fill(&v.to_string())).unwrap());

@@ -69,6 +69,23 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub ingest: IngestLimits,
     pub mqtt: MqttLimits,
+    pub energy: EnergyConfig,
+}
+
+/// The energy computations (crates/energy, ADR 0015).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnergyConfig {
+    /// Memory for the computed 15-minute slots of closed local days, per device (an LRU;
+    /// a device-day takes about 2.5 KB, so the default holds ~50,000 device-days, e.g. a
+    /// month of 1,000 devices with room to spare).
+    pub cache_bytes: usize,
+}
+
+impl Default for EnergyConfig {
+    fn default() -> Self {
+        Self { cache_bytes: 128 * 1024 * 1024 }
+    }
 }
 
 /// What one telemetry message (MQTT or HTTP) and one device may carry.
@@ -313,6 +330,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             ingest: IngestLimits::default(),
             mqtt: MqttLimits::default(),
+            energy: EnergyConfig::default(),
         }
     }
 }

@@ -1,0 +1,302 @@
+//! A bounded in-memory LRU of computed slots of closed local days, per (factory, device).
+//!
+//! A closed day's slots only change when late points arrive (a backfill, a correction).
+//! Those come through the bus's `telemetry` batches: [`SlotCache::observe`] drops every
+//! cached day whose read window contains such a point of the device's energy or state
+//! property. A computation that raced with such a point must not store its (stale)
+//! result: each device carries an epoch that the invalidation bumps, and
+//! [`SlotCache::insert`] stores only when the epoch is still the one taken before the
+//! raw read ([`SlotCache::begin`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use factoryops_types::{DeviceId, FactoryId, PropertyName};
+
+use crate::{Gap, Slot};
+
+/// What a day's slots were computed from: a hit with a different source (another
+/// property, unit, threshold, gap) is a miss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceKey {
+    pub text: String,
+    /// The properties whose points change the result (energy source, state).
+    pub properties: Vec<PropertyName>,
+}
+
+/// One cached day of one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedDay {
+    pub slots: Vec<Slot>,
+    pub gaps: Vec<Gap>,
+}
+
+struct DayEntry {
+    source: SourceKey,
+    day: CachedDay,
+    /// The raw-read window `[from, to)` the day was computed from.
+    window: (i64, i64),
+    tick: u64,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct DeviceCache {
+    /// Bumped (from the cache-wide counter) by every invalidating point.
+    epoch: u64,
+    /// Points before this may change a cached or in-flight day: the latest window end.
+    horizon_ms: i64,
+    properties: Vec<PropertyName>,
+    days: BTreeMap<i64, DayEntry>,
+}
+
+type Key = (FactoryId, DeviceId);
+
+/// A computation in flight, from [`SlotCache::begin`].
+#[derive(Debug)]
+pub struct Ticket {
+    key: Key,
+    day_start: i64,
+    window: (i64, i64),
+    epoch: u64,
+}
+
+/// The cache; the service keeps it behind a mutex (every operation is short).
+pub struct SlotCache {
+    capacity_bytes: usize,
+    bytes: usize,
+    next: u64,
+    devices: HashMap<Key, DeviceCache>,
+    /// Least recently used first: tick → (device, day start).
+    lru: BTreeMap<u64, (Key, i64)>,
+    hits: u64,
+    misses: u64,
+}
+
+/// Bytes one cached day takes, roughly (slots, gaps, bookkeeping).
+fn entry_bytes(day: &CachedDay, source: &SourceKey) -> usize {
+    std::mem::size_of::<DayEntry>()
+        + day.slots.len() * std::mem::size_of::<Slot>()
+        + day.gaps.len() * std::mem::size_of::<Gap>()
+        + source.text.len()
+        + source.properties.iter().map(|p| p.as_str().len() + 16).sum::<usize>()
+        + 64
+}
+
+impl SlotCache {
+    pub fn new(capacity_bytes: usize) -> Self {
+        Self { capacity_bytes, bytes: 0, next: 1, devices: HashMap::new(), lru: BTreeMap::new(), hits: 0, misses: 0 }
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// The cached day, when computed from the same source.
+    pub fn get(
+        &mut self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        day_start: i64,
+        source: &SourceKey,
+    ) -> Option<CachedDay> {
+        let tick = self.tick();
+        let key = (factory.clone(), device.clone());
+        let found = self.devices.get_mut(&key).and_then(|d| d.days.get_mut(&day_start)).and_then(|entry| {
+            (entry.source == *source).then(|| {
+                let old = entry.tick;
+                entry.tick = tick;
+                (old, entry.day.clone())
+            })
+        });
+        match found {
+            Some((old, day)) => {
+                self.lru.remove(&old);
+                self.lru.insert(tick, (key, day_start));
+                self.hits += 1;
+                Some(day)
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Announces a computation of the closed day starting at `day_start` whose raw read
+    /// covers `window`; hand the ticket to [`SlotCache::insert`] with the result.
+    pub fn begin(
+        &mut self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        day_start: i64,
+        window: (i64, i64),
+        source: &SourceKey,
+    ) -> Ticket {
+        let next = self.next;
+        let key = (factory.clone(), device.clone());
+        let cache =
+            self.devices.entry(key.clone()).or_insert_with(|| DeviceCache { epoch: next, ..Default::default() });
+        cache.horizon_ms = cache.horizon_ms.max(window.1);
+        for p in &source.properties {
+            if !cache.properties.contains(p) {
+                cache.properties.push(p.clone());
+            }
+        }
+        Ticket { key, day_start, window, epoch: cache.epoch }
+    }
+
+    /// Stores a computed closed day unless a point invalidated the device since the ticket.
+    pub fn insert(&mut self, ticket: Ticket, source: SourceKey, day: CachedDay) {
+        let bytes = entry_bytes(&day, &source);
+        if bytes > self.capacity_bytes {
+            return;
+        }
+        let tick = self.tick();
+        let Ticket { key, day_start, window, epoch } = ticket;
+        let Some(cache) = self.devices.get_mut(&key) else {
+            return;
+        };
+        if cache.epoch != epoch {
+            return;
+        }
+        let entry = DayEntry { source, day, window, tick, bytes };
+        if let Some(old) = cache.days.insert(day_start, entry) {
+            self.bytes -= old.bytes;
+            self.lru.remove(&old.tick);
+        }
+        self.bytes += bytes;
+        self.lru.insert(tick, (key, day_start));
+        self.evict();
+    }
+
+    fn evict(&mut self) {
+        while self.bytes > self.capacity_bytes {
+            let Some((_, (key, day_start))) = self.lru.pop_first() else {
+                return;
+            };
+            if let Some(cache) = self.devices.get_mut(&key) {
+                if let Some(entry) = cache.days.remove(&day_start) {
+                    self.bytes -= entry.bytes;
+                }
+                if cache.days.is_empty() {
+                    self.devices.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// A durable point of `device` at `ts_ms` for `property`: drops the cached days whose
+    /// raw-read window contains it and voids computations in flight for the device.
+    pub fn observe(&mut self, factory: &FactoryId, device: &DeviceId, property: &PropertyName, ts_ms: i64) {
+        let key = (factory.clone(), device.clone());
+        let Some(cache) = self.devices.get_mut(&key) else {
+            return;
+        };
+        if ts_ms >= cache.horizon_ms || !cache.properties.contains(property) {
+            return;
+        }
+        self.next += 1;
+        cache.epoch = self.next;
+        let hit: Vec<i64> =
+            cache.days.iter().filter(|(_, e)| e.window.0 <= ts_ms && ts_ms < e.window.1).map(|(d, _)| *d).collect();
+        for day in hit {
+            if let Some(entry) = cache.days.remove(&day) {
+                self.bytes -= entry.bytes;
+                self.lru.remove(&entry.tick);
+            }
+        }
+    }
+
+    /// Forgets everything of a device (its configuration changed).
+    pub fn forget(&mut self, factory: &FactoryId, device: &DeviceId) {
+        if let Some(cache) = self.devices.remove(&(factory.clone(), device.clone())) {
+            for entry in cache.days.values() {
+                self.bytes -= entry.bytes;
+                self.lru.remove(&entry.tick);
+            }
+        }
+    }
+
+    /// (bytes held, cached days, hits, misses).
+    pub fn stats(&self) -> (usize, usize, u64, u64) {
+        (self.bytes, self.lru.len(), self.hits, self.misses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn f() -> FactoryId {
+        FactoryId::parse("plant-a").unwrap()
+    }
+
+    fn d(id: &str) -> DeviceId {
+        DeviceId::parse(id).unwrap()
+    }
+
+    fn p(name: &str) -> PropertyName {
+        PropertyName::parse(name).unwrap()
+    }
+
+    fn source() -> SourceKey {
+        SourceKey { text: "power_kw kW".into(), properties: vec![p("power_kw")] }
+    }
+
+    fn day(kwh: f64) -> CachedDay {
+        CachedDay { slots: vec![Slot { start_ms: 0, kwh, idle_kwh: 0.0, covered_ms: 900_000 }; 96], gaps: vec![] }
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn a_late_point_drops_its_day_and_voids_computations_in_flight() {
+        let mut cache = SlotCache::new(1 << 20);
+        let window = |start: i64| (start - 900_000, start + DAY + 900_000);
+        for n in 0..3 {
+            let ticket = cache.begin(&f(), &d("a"), n * DAY, window(n * DAY), &source());
+            cache.insert(ticket, source(), day(n as f64));
+        }
+        assert_eq!(cache.get(&f(), &d("a"), DAY, &source()).unwrap().slots[0].kwh, 1.0);
+        // Another source: a miss.
+        let other = SourceKey { text: "energy kWh".into(), ..source() };
+        assert!(cache.get(&f(), &d("a"), DAY, &other).is_none());
+        // Another property of the device, or a live point after the horizon: nothing changes.
+        cache.observe(&f(), &d("a"), &p("temp_c"), DAY + 5);
+        cache.observe(&f(), &d("a"), &p("power_kw"), 10 * DAY);
+        assert_eq!(cache.stats().1, 3);
+        // A backfilled point 1 h into day 1 (outside day 0's window, which ends 15 min in).
+        let ticket = cache.begin(&f(), &d("a"), 5 * DAY, window(5 * DAY), &source());
+        cache.observe(&f(), &d("a"), &p("power_kw"), DAY + 3_600_000);
+        assert!(cache.get(&f(), &d("a"), DAY, &source()).is_none());
+        assert!(cache.get(&f(), &d("a"), 0, &source()).is_some());
+        // The computation that started before the point does not store its result.
+        cache.insert(ticket, source(), day(5.0));
+        assert!(cache.get(&f(), &d("a"), 5 * DAY, &source()).is_none());
+        // A point in the overlap of two days' windows drops both.
+        cache.observe(&f(), &d("a"), &p("power_kw"), 3 * DAY - 60_000);
+        assert!(cache.get(&f(), &d("a"), 2 * DAY, &source()).is_none());
+        cache.forget(&f(), &d("a"));
+        assert_eq!(cache.stats().0, 0);
+    }
+
+    #[test]
+    fn the_least_recently_used_days_go_first() {
+        let one = entry_bytes(&day(0.0), &source());
+        let mut cache = SlotCache::new(one * 3);
+        let window = |start: i64| (start, start + DAY);
+        for n in 0..3 {
+            let ticket = cache.begin(&f(), &d("a"), n * DAY, window(n * DAY), &source());
+            cache.insert(ticket, source(), day(0.0));
+        }
+        assert!(cache.get(&f(), &d("a"), 0, &source()).is_some());
+        let ticket = cache.begin(&f(), &d("b"), 0, window(0), &source());
+        cache.insert(ticket, source(), day(0.0));
+        assert!(cache.get(&f(), &d("a"), DAY, &source()).is_none(), "day 1 was the least recently used");
+        assert!(cache.get(&f(), &d("a"), 0, &source()).is_some());
+        assert!(cache.get(&f(), &d("b"), 0, &source()).is_some());
+        assert!(cache.stats().0 <= one * 3);
+    }
+}

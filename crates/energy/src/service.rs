@@ -1,0 +1,747 @@
+//! The energy service (I/O): reads raw points through the `TelemetryStore` port, the
+//! settings and groups from the [`EnergyStore`], the property semantics and time zone
+//! through the [`Directory`] port, and answers the API's questions with the pure modules
+//! of this crate (ADR 0015).
+//!
+//! Every answer is a fold over per-device 15-minute slots of `[from, to)`. A device's
+//! slots are computed local day by local day; the days that are closed (their end plus
+//! the device's maximum gap lies in the past) are kept in the [`SlotCache`] and dropped
+//! again when a late point of the device's energy property arrives
+//! ([`EnergyService::observe`]), so a month of daily energy is served from memory after
+//! the first read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use factoryops_platform::bus::TelemetryBatch;
+use factoryops_tsdb::{SeriesQuery, TelemetryStore, TsdbError};
+use factoryops_types::{Clock, Counting as UnitCounting, DeviceId, FactoryId, PropertyName, Quantity, Semantics};
+use parking_lot::Mutex;
+
+use crate::cache::{CachedDay, SlotCache, SourceKey};
+use crate::calendar::{Bucket, Span, fold, local_date, local_instant, spans};
+use crate::emission::{EmissionFactor, EmissionHistory, co2_kg};
+use crate::peak::{PeakItem, check_interval, demand};
+use crate::shifts::{ShiftCalendar, ShiftPlan};
+use crate::slots::{Counting, Idle, slots_from_counter, slots_from_power, units_per_slot};
+use crate::specific::{RankItem, rank};
+use crate::store::{DeviceEnergyConfig, EnergyStore, NewSetting, SettingKind, SettingVersion, StoreError};
+use crate::tariff::{Bill, Tariff, TariffHistory, bill, cost_of};
+use crate::{Gap, InvalidSetting, LocalMinute, SLOT_MS, Slot};
+
+/// The longest range a query may span.
+pub const MAX_RANGE_DAYS: i64 = 400;
+const DAY_MS: i64 = 86_400_000;
+/// Counters are read this far before a day, so the difference into its first sample is
+/// known even after a silence longer than the maximum gap (the meter measured it).
+const COUNTER_LOOKBACK_MS: i64 = DAY_MS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A 422 naming the query parameter.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A 404: an unknown (or another factory's) device, group or factory.
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("telemetry store: {0}")]
+    Tsdb(#[from] TsdbError),
+    #[error("{0}")]
+    Directory(String),
+    /// A stored setting that no longer validates (it did when it was stored).
+    #[error("stored {kind} setting is invalid: {error}")]
+    Setting { kind: &'static str, error: InvalidSetting },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid { field: field.into(), message: message.into() }
+}
+
+/// What the service needs from the other components: the factory's time zone, the
+/// property semantics (ingest), which devices exist and their types.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The factory's IANA time zone; `None` when there is no such factory.
+    async fn timezone(&self, factory: &FactoryId) -> Result<Option<Tz>, ServiceError>;
+    /// Every annotated property of the factory's devices.
+    async fn semantics(&self, factory: &FactoryId) -> Result<Vec<(DeviceId, PropertyName, Semantics)>, ServiceError>;
+    async fn device_exists(&self, factory: &FactoryId, device: &DeviceId) -> Result<bool, ServiceError>;
+    /// The factory's devices of a type, ordered by id.
+    async fn devices_of_type(&self, factory: &FactoryId, device_type: &str) -> Result<Vec<DeviceId>, ServiceError>;
+}
+
+/// Whose energy a query asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Device(DeviceId),
+    /// A group and all groups below it.
+    Group(String),
+}
+
+/// One bucket of a consumption answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumptionItem {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// The shift's name for shift buckets.
+    pub shift: Option<String>,
+    pub kwh: f64,
+    /// `None` without a tariff in force.
+    pub cost: Option<f64>,
+    /// `None` without an emission factor in force.
+    pub co2_kg: Option<f64>,
+    pub idle_kwh: f64,
+    pub by_device: Vec<(DeviceId, f64)>,
+}
+
+/// A stretch of one device without data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceGap {
+    pub device_id: DeviceId,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumption {
+    /// The range actually folded: `from` floored and `to` ceiled to the 15-minute grid.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub currency: Option<String>,
+    pub items: Vec<ConsumptionItem>,
+    pub gaps: Vec<DeviceGap>,
+    /// The tariff's bill of the whole range (energy, demand charges, fixed fees).
+    pub charges: Option<Bill>,
+    /// Devices of the query without an energy source (no annotated power or counter
+    /// property): they count 0 kWh and their whole range is a gap.
+    pub without_source: Vec<DeviceId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeakPeriod {
+    Day,
+    Month,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeakDemand {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub interval_minutes: u32,
+    pub items: Vec<PeakItem<DeviceId>>,
+    pub gaps: Vec<DeviceGap>,
+}
+
+/// One device of a ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub items: Vec<RankItem<DeviceId>>,
+    /// Per device: the production property used, `None` when it has none.
+    pub production_property: HashMap<DeviceId, Option<PropertyName>>,
+}
+
+/// Where one device's energy comes from.
+#[derive(Debug, Clone, PartialEq)]
+struct Source {
+    property: PropertyName,
+    semantics: Semantics,
+    idle_below_kw: Option<f64>,
+    max_gap_ms: i64,
+}
+
+impl Source {
+    fn key(&self) -> SourceKey {
+        let s = &self.semantics;
+        SourceKey {
+            text: format!(
+                "{}|{}|{:?}|{:?}|{:?}|{}|{:?}",
+                self.property, s.quantity, s.unit, s.rollover, s.wh_per_pulse, self.max_gap_ms, self.idle_below_kw
+            ),
+            properties: vec![self.property.clone()],
+        }
+    }
+
+    fn lookback_ms(&self) -> i64 {
+        if self.semantics.quantity.is_counter() { self.max_gap_ms.max(COUNTER_LOOKBACK_MS) } else { self.max_gap_ms }
+    }
+}
+
+/// The factory context one request computes in.
+struct Context {
+    tz: Tz,
+    now_ms: i64,
+    sources: HashMap<DeviceId, Option<Source>>,
+}
+
+/// The slot cache on `/metrics` (registered by the server; unregistered ones just count).
+#[derive(Clone, Default)]
+pub struct CacheMetrics {
+    /// Closed device-days answered from memory.
+    pub hits: prometheus_client::metrics::counter::Counter,
+    /// Closed device-days computed from raw points.
+    pub misses: prometheus_client::metrics::counter::Counter,
+    /// Bytes the cache holds.
+    pub bytes: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// Cheap to clone; one per process.
+#[derive(Clone)]
+pub struct EnergyService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: EnergyStore,
+    telemetry: Arc<dyn TelemetryStore>,
+    directory: Arc<dyn Directory>,
+    clock: Arc<dyn Clock>,
+    cache: Mutex<SlotCache>,
+    metrics: CacheMetrics,
+}
+
+impl EnergyService {
+    pub fn new(
+        store: EnergyStore,
+        telemetry: Arc<dyn TelemetryStore>,
+        directory: Arc<dyn Directory>,
+        clock: Arc<dyn Clock>,
+        cache_bytes: usize,
+        metrics: CacheMetrics,
+    ) -> Self {
+        let cache = Mutex::new(SlotCache::new(cache_bytes));
+        Self { inner: Arc::new(Inner { store, telemetry, directory, clock, cache, metrics }) }
+    }
+
+    pub fn store(&self) -> &EnergyStore {
+        &self.inner.store
+    }
+
+    /// (bytes held, cached device-days, hits, misses) of the slot cache.
+    pub fn cache_stats(&self) -> (usize, usize, u64, u64) {
+        self.inner.cache.lock().stats()
+    }
+
+    /// A durable telemetry batch: drops cached days that its late points change.
+    pub fn observe(&self, batch: &TelemetryBatch) {
+        let mut cache = self.inner.cache.lock();
+        for message in &batch.messages {
+            for (property, _) in &message.values {
+                cache.observe(&batch.factory_id, &message.device_id, property, message.ts_ms);
+            }
+        }
+    }
+
+    /// Appends a setting version (tariff, shifts, emission factor).
+    pub async fn append_setting(
+        &self,
+        factory: &FactoryId,
+        new: NewSetting<'_>,
+        today: NaiveDate,
+        now_ms: i64,
+    ) -> Result<SettingVersion, StoreError> {
+        self.inner.store.append_setting(factory, new, today, now_ms).await
+    }
+
+    /// Replaces a device's energy configuration (its cached days are dropped).
+    pub async fn put_device_config(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        config: &DeviceEnergyConfig,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.store.put_device_config(factory, device, config, now_ms).await?;
+        self.inner.cache.lock().forget(factory, device);
+        Ok(())
+    }
+
+    /// The devices of a target (404 for an unknown or foreign device or group).
+    pub async fn devices_of(&self, factory: &FactoryId, target: &Target) -> Result<Vec<DeviceId>, ServiceError> {
+        match target {
+            Target::Device(device) => {
+                if self.inner.directory.device_exists(factory, device).await? {
+                    Ok(vec![device.clone()])
+                } else {
+                    Err(ServiceError::NotFound("no such device".into()))
+                }
+            }
+            Target::Group(id) => self
+                .inner
+                .store
+                .group_rollup(factory, id)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound("no such group".into())),
+        }
+    }
+
+    async fn context(&self, factory: &FactoryId, devices: &[DeviceId]) -> Result<Context, ServiceError> {
+        let tz = self
+            .inner
+            .directory
+            .timezone(factory)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("no such factory".into()))?;
+        let semantics = self.inner.directory.semantics(factory).await?;
+        let configs = self.inner.store.device_configs(factory).await?;
+        let mut annotated: HashMap<&DeviceId, Vec<(&PropertyName, &Semantics)>> = HashMap::new();
+        for (device, property, s) in &semantics {
+            annotated.entry(device).or_default().push((property, s));
+        }
+        let sources = devices
+            .iter()
+            .map(|d| {
+                let config = configs.get(d).cloned().unwrap_or_default();
+                let found = annotated.get(d).map(Vec::as_slice).unwrap_or_default();
+                (d.clone(), choose_source(found, &config))
+            })
+            .collect();
+        Ok(Context { tz, now_ms: self.inner.clock.now_ms(), sources })
+    }
+
+    /// Slots of `[from, to)` (on the grid) of one device, with its gaps. Closed local days
+    /// come from the cache or are computed whole and cached.
+    async fn device_slots(
+        &self,
+        factory: &FactoryId,
+        ctx: &Context,
+        device: &DeviceId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<Slot>, Vec<Gap>), ServiceError> {
+        let Some(source) = ctx.sources.get(device).cloned().flatten() else {
+            let slots = empty_slots(from_ms, to_ms);
+            return Ok((slots, vec![Gap { from_ms, to_ms }]));
+        };
+        let key = source.key();
+        let mut slots = Vec::with_capacity(usize::try_from((to_ms - from_ms) / SLOT_MS).unwrap_or(0));
+        let mut gaps: Vec<Gap> = Vec::new();
+        let mut date = local_date(ctx.tz, from_ms).ok_or_else(|| invalid("from", "out of range"))?;
+        loop {
+            let day_start = local_instant(ctx.tz, date, LocalMinute::MIDNIGHT);
+            let next = date.succ_opt().ok_or_else(|| invalid("to", "out of range"))?;
+            let day_end = local_instant(ctx.tz, next, LocalMinute::MIDNIGHT);
+            let (a, b) = (from_ms.max(day_start), to_ms.min(day_end));
+            if a < b {
+                let window = (day_start - source.lookback_ms(), day_end + source.max_gap_ms);
+                let closed = window.1 <= ctx.now_ms && day_start % SLOT_MS == 0 && day_end % SLOT_MS == 0;
+                let day = if closed {
+                    let cached = self.inner.cache.lock().get(factory, device, day_start, &key);
+                    match cached {
+                        Some(day) => {
+                            self.inner.metrics.hits.inc();
+                            day
+                        }
+                        None => {
+                            self.inner.metrics.misses.inc();
+                            let ticket = self.inner.cache.lock().begin(factory, device, day_start, window, &key);
+                            let day = self.compute(factory, device, &source, day_start, day_end).await?;
+                            let mut cache = self.inner.cache.lock();
+                            cache.insert(ticket, key.clone(), day.clone());
+                            self.inner.metrics.bytes.set(i64::try_from(cache.stats().0).unwrap_or(i64::MAX));
+                            day
+                        }
+                    }
+                } else {
+                    self.compute(factory, device, &source, a, b).await?
+                };
+                slots.extend(day.slots.iter().filter(|s| s.start_ms >= a && s.start_ms < b));
+                for gap in day.gaps {
+                    let (g0, g1) = (gap.from_ms.max(a), gap.to_ms.min(b));
+                    if g0 >= g1 {
+                        continue;
+                    }
+                    match gaps.last_mut() {
+                        Some(last) if last.to_ms == g0 => last.to_ms = g1,
+                        _ => gaps.push(Gap { from_ms: g0, to_ms: g1 }),
+                    }
+                }
+            }
+            if day_end >= to_ms {
+                break;
+            }
+            date = next;
+        }
+        Ok((slots, gaps))
+    }
+
+    /// Slots of `[from, to)` from the raw points around it.
+    async fn compute(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        source: &Source,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<CachedDay, ServiceError> {
+        let query = SeriesQuery {
+            device: device.clone(),
+            property: source.property.clone(),
+            from_ms: from_ms - source.lookback_ms(),
+            to_ms: to_ms + source.max_gap_ms,
+            aggregation: None,
+            limit: None,
+        };
+        let raw = self.inner.telemetry.query(factory, &query).await?;
+        let s = &source.semantics;
+        let idle = match source.idle_below_kw {
+            Some(kw) => Idle::BelowKw(kw),
+            None => Idle::None,
+        };
+        let run = if s.quantity == Quantity::Power {
+            let samples: Vec<(i64, f64)> =
+                raw.iter().filter_map(|p| s.kw(p.value.as_f64()).map(|kw| (p.ts_ms, kw))).collect();
+            slots_from_power(&samples, &idle, from_ms, to_ms, source.max_gap_ms)
+        } else {
+            let samples: Vec<(i64, f64)> =
+                raw.iter().filter_map(|p| s.kwh(p.value.as_f64()).map(|kwh| (p.ts_ms, kwh))).collect();
+            let rollover = s.rollover.and_then(|r| s.kwh(r));
+            slots_from_counter(&samples, rollover, &idle, from_ms, to_ms, source.max_gap_ms)
+        }
+        .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+        Ok(CachedDay { slots: run.slots, gaps: run.gaps })
+    }
+
+    /// Slots of every device of the query, in the devices' order.
+    async fn all_slots(
+        &self,
+        factory: &FactoryId,
+        ctx: &Context,
+        devices: &[DeviceId],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<Vec<Slot>>, Vec<DeviceGap>), ServiceError> {
+        let mut per_device = Vec::with_capacity(devices.len());
+        let mut gaps = Vec::new();
+        for device in devices {
+            let (slots, device_gaps) = self.device_slots(factory, ctx, device, from_ms, to_ms).await?;
+            per_device.push(slots);
+            gaps.extend(device_gaps.into_iter().map(|g| DeviceGap {
+                device_id: device.clone(),
+                from_ms: g.from_ms,
+                to_ms: g.to_ms,
+            }));
+        }
+        Ok((per_device, gaps))
+    }
+
+    /// Energy per bucket with cost, CO2 and idle energy, per device and in total.
+    pub async fn consumption(
+        &self,
+        factory: &FactoryId,
+        target: &Target,
+        from_ms: i64,
+        to_ms: i64,
+        bucket: Bucket,
+    ) -> Result<Consumption, ServiceError> {
+        let (from_ms, to_ms) = check_range(from_ms, to_ms)?;
+        let devices = self.devices_of(factory, target).await?;
+        let ctx = self.context(factory, &devices).await?;
+        let shifts = match bucket {
+            Bucket::Shift => {
+                let calendar = self.shift_calendar(factory).await?;
+                Some(
+                    calendar
+                        .ok_or_else(|| invalid("bucket", "the factory has no shift calendar (PUT /energy/shifts)"))?,
+                )
+            }
+            _ => None,
+        };
+        let tariff = self.tariff(factory).await?;
+        let emission = self.emission(factory).await?;
+        let buckets = spans(ctx.tz, from_ms, to_ms, bucket, shifts.as_ref())
+            .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+        let (per_device, gaps) = self.all_slots(factory, &ctx, &devices, from_ms, to_ms).await?;
+        let total = sum_slots(&per_device, from_ms, to_ms);
+        let priced = tariff.as_ref().map(|(history, first)| (history, only_from(&total, ctx.tz, *first)));
+        let weighed = emission.as_ref().map(|(history, first)| (history, only_from(&total, ctx.tz, *first)));
+        let items = buckets
+            .iter()
+            .map(|span| {
+                let totals = fold(&total, span);
+                let by_device =
+                    devices.iter().zip(&per_device).map(|(d, slots)| (d.clone(), fold(slots, span).kwh)).collect();
+                ConsumptionItem {
+                    start_ms: span.start_ms,
+                    end_ms: span.end_ms,
+                    shift: span.label.clone(),
+                    kwh: totals.kwh,
+                    cost: priced.as_ref().and_then(|(history, slots)| {
+                        priced_in(slots, span).then(|| cost_of(history, ctx.tz, within(slots, span)))
+                    }),
+                    co2_kg: weighed.as_ref().and_then(|(history, slots)| {
+                        priced_in(slots, span).then(|| co2_kg(history, ctx.tz, within(slots, span)))
+                    }),
+                    idle_kwh: totals.idle_kwh,
+                    by_device,
+                }
+            })
+            .collect();
+        let charges =
+            priced.as_ref().map(|(history, slots)| bill(history, ctx.tz, &zeroed(slots, &total), from_ms, to_ms));
+        let currency = charges.as_ref().map(|b| b.currency.clone());
+        let without_source =
+            devices.iter().filter(|d| ctx.sources.get(*d).is_none_or(Option::is_none)).cloned().collect();
+        Ok(Consumption { from_ms, to_ms, currency, items, gaps, charges, without_source })
+    }
+
+    /// The peak demand per local day or month, with the devices contributing most.
+    pub async fn peak_demand(
+        &self,
+        factory: &FactoryId,
+        target: &Target,
+        from_ms: i64,
+        to_ms: i64,
+        interval_minutes: u32,
+        period: PeakPeriod,
+    ) -> Result<PeakDemand, ServiceError> {
+        check_interval(interval_minutes).map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+        let (from_ms, to_ms) = check_range(from_ms, to_ms)?;
+        let devices = self.devices_of(factory, target).await?;
+        let ctx = self.context(factory, &devices).await?;
+        let bucket = match period {
+            PeakPeriod::Day => Bucket::Day,
+            PeakPeriod::Month => Bucket::Month,
+        };
+        let periods = spans(ctx.tz, from_ms, to_ms, bucket, None)
+            .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+        let (per_device, gaps) = self.all_slots(factory, &ctx, &devices, from_ms, to_ms).await?;
+        let keyed: Vec<(DeviceId, &[Slot])> =
+            devices.iter().cloned().zip(per_device.iter().map(Vec::as_slice)).collect();
+        let items = demand(&keyed, ctx.tz, interval_minutes, &periods)
+            .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+        Ok(PeakDemand { from_ms, to_ms, interval_minutes, items, gaps })
+    }
+
+    /// Devices of a type ranked by specific energy (kWh per unit produced); devices
+    /// without a production count property come last, unranked.
+    pub async fn ranking(
+        &self,
+        factory: &FactoryId,
+        device_type: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Ranking, ServiceError> {
+        let (from_ms, to_ms) = check_range(from_ms, to_ms)?;
+        let devices = self.inner.directory.devices_of_type(factory, device_type).await?;
+        let ctx = self.context(factory, &devices).await?;
+        let semantics = self.inner.directory.semantics(factory).await?;
+        let mut production: HashMap<DeviceId, (PropertyName, Semantics)> = HashMap::new();
+        for (device, property, s) in semantics {
+            if s.quantity == Quantity::ProductionCount && !production.contains_key(&device) {
+                production.insert(device, (property, s));
+            }
+        }
+        let (per_device, _) = self.all_slots(factory, &ctx, &devices, from_ms, to_ms).await?;
+        let mut rows = Vec::with_capacity(devices.len());
+        let mut used = HashMap::new();
+        for (device, slots) in devices.iter().zip(&per_device) {
+            let kwh: f64 = slots.iter().map(|s| s.kwh).sum();
+            let units = match production.get(device) {
+                Some((property, s)) => {
+                    let counting = match s.counting() {
+                        Some(UnitCounting::PerMessage) => Counting::PerMessage,
+                        _ => Counting::Cumulative,
+                    };
+                    // A cumulative count needs the reading before the range: look back a day.
+                    let query = SeriesQuery {
+                        device: device.clone(),
+                        property: property.clone(),
+                        from_ms: from_ms - if counting == Counting::Cumulative { DAY_MS } else { 0 },
+                        to_ms,
+                        aggregation: None,
+                        limit: None,
+                    };
+                    let raw = self.inner.telemetry.query(factory, &query).await?;
+                    let mut samples: Vec<(i64, f64)> = raw.iter().map(|p| (p.ts_ms, p.value.as_f64())).collect();
+                    if counting == Counting::Cumulative
+                        && let Some(first_inside) = samples.iter().position(|(t, _)| *t >= from_ms)
+                    {
+                        // Only the last reading before the range matters.
+                        samples.drain(..first_inside.saturating_sub(1));
+                    }
+                    let units = units_per_slot(&samples, counting, from_ms, to_ms)
+                        .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+                    used.insert(device.clone(), Some(property.clone()));
+                    units.iter().sum()
+                }
+                None => {
+                    used.insert(device.clone(), None);
+                    0.0
+                }
+            };
+            rows.push((device.clone(), kwh, units));
+        }
+        Ok(Ranking { from_ms, to_ms, items: rank(rows), production_property: used })
+    }
+
+    async fn tariff(&self, factory: &FactoryId) -> Result<Option<(TariffHistory, Option<NaiveDate>)>, ServiceError> {
+        let versions: Vec<Tariff> = self.versions(factory, SettingKind::Tariff).await?;
+        if versions.is_empty() {
+            return Ok(None);
+        }
+        let first = versions[0].valid_from;
+        TariffHistory::new(versions)
+            .map(|h| Some((h, first)))
+            .map_err(|error| ServiceError::Setting { kind: "tariff", error })
+    }
+
+    async fn emission(
+        &self,
+        factory: &FactoryId,
+    ) -> Result<Option<(EmissionHistory, Option<NaiveDate>)>, ServiceError> {
+        let versions: Vec<EmissionFactor> = self.versions(factory, SettingKind::EmissionFactor).await?;
+        if versions.is_empty() {
+            return Ok(None);
+        }
+        let first = versions[0].valid_from;
+        EmissionHistory::new(versions)
+            .map(|h| Some((h, first)))
+            .map_err(|error| ServiceError::Setting { kind: "emission factor", error })
+    }
+
+    async fn shift_calendar(&self, factory: &FactoryId) -> Result<Option<ShiftCalendar>, ServiceError> {
+        let versions: Vec<ShiftPlan> = self.versions(factory, SettingKind::Shifts).await?;
+        if versions.is_empty() {
+            return Ok(None);
+        }
+        ShiftCalendar::new(versions).map(Some).map_err(|error| ServiceError::Setting { kind: "shifts", error })
+    }
+
+    /// The stored versions of a setting as the pure crate's type, `valid_from` restored.
+    async fn versions<T: serde::de::DeserializeOwned + HasValidFrom>(
+        &self,
+        factory: &FactoryId,
+        kind: SettingKind,
+    ) -> Result<Vec<T>, ServiceError> {
+        let stored = self.inner.store.setting_versions(factory, kind).await?;
+        stored
+            .into_iter()
+            .map(|v| {
+                let mut value: T = serde_json::from_value(v.body).map_err(|e| {
+                    ServiceError::Store(StoreError::Db(factoryops_db::DbError::Malformed(format!(
+                        "{} version {}: {e}",
+                        kind.as_str(),
+                        v.version
+                    ))))
+                })?;
+                *value.valid_from_mut() = v.valid_from;
+                Ok(value)
+            })
+            .collect()
+    }
+}
+
+/// The settings' shared field.
+pub trait HasValidFrom {
+    fn valid_from_mut(&mut self) -> &mut Option<NaiveDate>;
+}
+
+impl HasValidFrom for Tariff {
+    fn valid_from_mut(&mut self) -> &mut Option<NaiveDate> {
+        &mut self.valid_from
+    }
+}
+
+impl HasValidFrom for EmissionFactor {
+    fn valid_from_mut(&mut self) -> &mut Option<NaiveDate> {
+        &mut self.valid_from
+    }
+}
+
+impl HasValidFrom for ShiftPlan {
+    fn valid_from_mut(&mut self) -> &mut Option<NaiveDate> {
+        &mut self.valid_from
+    }
+}
+
+/// `from` floored and `to` ceiled to the slot grid; `from < to`, at most [`MAX_RANGE_DAYS`].
+fn check_range(from_ms: i64, to_ms: i64) -> Result<(i64, i64), ServiceError> {
+    if from_ms >= to_ms {
+        return Err(invalid("from", "must be before `to`"));
+    }
+    if to_ms - from_ms > MAX_RANGE_DAYS * DAY_MS {
+        return Err(invalid("to", format!("the range may span at most {MAX_RANGE_DAYS} days")));
+    }
+    let from = from_ms - from_ms.rem_euclid(SLOT_MS);
+    let to = to_ms + (SLOT_MS - to_ms.rem_euclid(SLOT_MS)) % SLOT_MS;
+    Ok((from, to))
+}
+
+/// The device's energy source: the configured property when it is annotated as power or a
+/// counter, else an energy counter, else a pulse counter, else a power property (by name).
+fn choose_source(annotated: &[(&PropertyName, &Semantics)], config: &DeviceEnergyConfig) -> Option<Source> {
+    let usable = |s: &Semantics| match s.quantity {
+        Quantity::Power => s.kw(1.0).is_some(),
+        Quantity::EnergyCounter | Quantity::PulseCounter => s.kwh(1.0).is_some(),
+        _ => false,
+    };
+    let chosen = match &config.source_property {
+        Some(wanted) => annotated.iter().find(|(p, s)| *p == wanted && usable(s)),
+        None => [Quantity::EnergyCounter, Quantity::PulseCounter, Quantity::Power].iter().find_map(|q| {
+            let mut candidates: Vec<_> = annotated.iter().filter(|(_, s)| s.quantity == *q && usable(s)).collect();
+            candidates.sort_by(|a, b| a.0.cmp(b.0));
+            candidates.first().copied()
+        }),
+    }?;
+    Some(Source {
+        property: chosen.0.clone(),
+        semantics: chosen.1.clone(),
+        idle_below_kw: config.idle_below_kw,
+        max_gap_ms: config.max_gap_ms(),
+    })
+}
+
+fn empty_slots(from_ms: i64, to_ms: i64) -> Vec<Slot> {
+    (0..(to_ms - from_ms) / SLOT_MS).map(|i| Slot { start_ms: from_ms + i * SLOT_MS, ..Slot::default() }).collect()
+}
+
+/// The slots of all devices summed slot by slot over `[from, to)`.
+fn sum_slots(per_device: &[Vec<Slot>], from_ms: i64, to_ms: i64) -> Vec<Slot> {
+    let mut total = empty_slots(from_ms, to_ms);
+    for slots in per_device {
+        for slot in slots {
+            let Ok(i) = usize::try_from((slot.start_ms - from_ms) / SLOT_MS) else { continue };
+            if let Some(t) = total.get_mut(i) {
+                t.kwh += slot.kwh;
+                t.idle_kwh += slot.idle_kwh;
+                t.covered_ms += slot.covered_ms;
+            }
+        }
+    }
+    total
+}
+
+/// The slots on or after the first version's `valid_from` (a setting whose first version
+/// starts later prices nothing before it: only a first version without a date prices
+/// history).
+fn only_from(total: &[Slot], tz: Tz, first: Option<NaiveDate>) -> Vec<Slot> {
+    match first {
+        None => total.to_vec(),
+        Some(from) => total.iter().filter(|s| local_date(tz, s.start_ms).is_some_and(|d| d >= from)).copied().collect(),
+    }
+}
+
+/// `total` with the energy of slots missing from `kept` set to zero (for the bill).
+fn zeroed(kept: &[Slot], total: &[Slot]) -> Vec<Slot> {
+    let first = kept.first().map_or(i64::MAX, |s| s.start_ms);
+    total.iter().map(|s| if s.start_ms < first { Slot { kwh: 0.0, idle_kwh: 0.0, ..*s } } else { *s }).collect()
+}
+
+/// The slots (sorted) starting inside a span.
+fn within<'a>(slots: &'a [Slot], span: &Span) -> &'a [Slot] {
+    let first = slots.partition_point(|s| s.start_ms < span.start_ms);
+    let count = slots[first..].partition_point(|s| s.start_ms < span.end_ms);
+    &slots[first..first + count]
+}
+
+/// Whether a setting prices (some of) the span: it has slots there.
+fn priced_in(slots: &[Slot], span: &Span) -> bool {
+    !within(slots, span).is_empty()
+}

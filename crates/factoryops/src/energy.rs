@@ -1,0 +1,81 @@
+//! Wires the energy service: its directory (time zones from identity, devices and
+//! property semantics from ingest) and the consumer that keeps its slot cache true to
+//! late telemetry.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono_tz::Tz;
+use factoryops_energy::service::{Directory, EnergyService, ServiceError};
+use factoryops_identity::Identity;
+use factoryops_ingest::{DeviceFilter, DeviceRegistry, PropertyCatalogue};
+use factoryops_platform::bus::EventBus;
+use factoryops_platform::shutdown::Shutdown;
+use factoryops_types::{DeviceId, FactoryId, PropertyName, Semantics};
+use tokio::task::JoinHandle;
+
+pub struct EnergyDirectory {
+    pub identity: Arc<Identity>,
+    pub devices: DeviceRegistry,
+    pub catalogue: Arc<PropertyCatalogue>,
+}
+
+fn directory_error(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Directory(e.to_string())
+}
+
+#[async_trait]
+impl Directory for EnergyDirectory {
+    async fn timezone(&self, factory: &FactoryId) -> Result<Option<Tz>, ServiceError> {
+        let Some(found) = self.identity.factory(factory).await.map_err(directory_error)? else {
+            return Ok(None);
+        };
+        found
+            .timezone
+            .parse::<Tz>()
+            .map(Some)
+            .map_err(|e| directory_error(format!("time zone {}: {e}", found.timezone)))
+    }
+
+    async fn semantics(&self, factory: &FactoryId) -> Result<Vec<(DeviceId, PropertyName, Semantics)>, ServiceError> {
+        self.catalogue.semantics_for_factory(factory).await.map_err(directory_error)
+    }
+
+    async fn device_exists(&self, factory: &FactoryId, device: &DeviceId) -> Result<bool, ServiceError> {
+        Ok(self.devices.get(factory, device).await.map_err(directory_error)?.is_some())
+    }
+
+    async fn devices_of_type(&self, factory: &FactoryId, device_type: &str) -> Result<Vec<DeviceId>, ServiceError> {
+        let mut out = Vec::new();
+        let mut filter =
+            DeviceFilter { device_type: Some(device_type.to_string()), limit: Some(500), ..DeviceFilter::default() };
+        loop {
+            let page = self.devices.list(factory, &filter).await.map_err(directory_error)?;
+            out.extend(page.items.into_iter().map(|d| d.id));
+            match page.next_cursor {
+                Some(next) => filter.cursor = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Feeds every durable telemetry batch to the service, which drops the cached days its
+/// late points change. A durable subscriber: the work per batch is a few map lookups.
+pub fn spawn_cache_consumer(service: EnergyService, bus: &Arc<dyn EventBus>, shutdown: Shutdown) -> JoinHandle<()> {
+    let mut batches = bus.subscribe_telemetry(1024);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                delivery = batches.next() => match delivery {
+                    Some(delivery) => {
+                        service.observe(&delivery.event);
+                        delivery.ack().await;
+                    }
+                    None => return,
+                },
+                _ = shutdown.triggered() => return,
+            }
+        }
+    })
+}
