@@ -1,7 +1,8 @@
 // The energy routes (issue 18): consumption, peak demand, ranking, the factory's energy
-// settings (tariff, shifts, emission factor), device groups and a device's energy config.
-// Shapes follow the API brief; the calls share the client's auth, refresh and problems.
-import { rawJson } from "../api/client";
+// settings (tariff, shifts, emission factor), device groups and a device's energy config,
+// through the typed client (docs/openapi.json). The versioned settings are JSON objects in
+// the document, so their shapes are written out here (the energy crate's serde shapes).
+import { api, unwrap } from "../api/client";
 
 export interface DeviceKwh {
   device_id: string;
@@ -184,31 +185,36 @@ export interface DeviceEnergyConfig {
   updated_at?: string | null;
 }
 
-const base = (factory: string) => `/api/v1/factories/${encodeURIComponent(factory)}`;
-const qs = (params: Record<string, string | number | undefined | null>) => {
-  const s = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") s.set(k, String(v));
-  return s.toString();
-};
+const path = (factory: string) => ({ factory_id: factory });
+const iso = (ms: number) => new Date(ms).toISOString();
 
 /** Which series: a device or a group. */
 export type Target = { device_id: string } | { group_id: string };
 
-export function getConsumption(factory: string, target: Target, from: number, to: number, bucket: string): Promise<Consumption> {
-  return rawJson("GET", `${base(factory)}/energy/consumption?${qs({ ...target, from: iso(from), to: iso(to), bucket })}`);
+export async function getConsumption(factory: string, target: Target, from: number, to: number, bucket: string): Promise<Consumption> {
+  const data = await unwrap(
+    api.GET("/api/v1/factories/{factory_id}/energy/consumption", { params: { path: path(factory), query: { ...target, from: iso(from), to: iso(to), bucket } } }),
+  );
+  return data as Consumption;
 }
 
-export function getPeakDemand(factory: string, target: Target, from: number, to: number, intervalMinutes = 15, period: "day" | "month" = "day"): Promise<PeakDemand> {
-  return rawJson("GET", `${base(factory)}/energy/peak-demand?${qs({ ...target, from: iso(from), to: iso(to), interval_minutes: intervalMinutes, period })}`);
+export async function getPeakDemand(factory: string, target: Target, from: number, to: number, intervalMinutes = 15, period: "day" | "month" = "day"): Promise<PeakDemand> {
+  const data = await unwrap(
+    api.GET("/api/v1/factories/{factory_id}/energy/peak-demand", {
+      params: { path: path(factory), query: { ...target, from: iso(from), to: iso(to), interval_minutes: intervalMinutes, period } },
+    }),
+  );
+  return data as PeakDemand;
 }
 
-export function getRanking(factory: string, deviceType: string, from: number, to: number): Promise<Ranking> {
-  return rawJson("GET", `${base(factory)}/energy/ranking?${qs({ device_type: deviceType, from: iso(from), to: iso(to) })}`);
+export async function getRanking(factory: string, deviceType: string, from: number, to: number): Promise<Ranking> {
+  const data = await unwrap(api.GET("/api/v1/factories/{factory_id}/energy/ranking", { params: { path: path(factory), query: { device_type: deviceType, from: iso(from), to: iso(to) } } }));
+  return data as Ranking;
 }
 
 /**
- * A versioned setting as the server sends it: `{current, versions}`, a list of versions,
- * or the single version in force.
+ * A versioned setting as the server sends it: `{…in force, versions}` (each version
+ * flattened), a list of versions, or versions wrapping their `body`.
  */
 export function versionsOf<T extends { valid_from?: string | null }>(raw: unknown, today: string): Versioned<T & VersionMeta> {
   let list: unknown[];
@@ -216,7 +222,6 @@ export function versionsOf<T extends { valid_from?: string | null }>(raw: unknow
   else if (raw && typeof raw === "object" && Array.isArray((raw as { versions?: unknown }).versions)) list = (raw as { versions: unknown[] }).versions;
   else if (raw && typeof raw === "object") list = [raw];
   else list = [];
-  // A stored version may wrap the body: {version, valid_from, body, created_at, created_by}.
   let versions = list.map((v) => {
     const o = (v ?? {}) as Record<string, unknown>;
     if (!o["body"] || typeof o["body"] !== "object") return o as unknown as T & VersionMeta;
@@ -228,39 +233,35 @@ export function versionsOf<T extends { valid_from?: string | null }>(raw: unknow
   return { current: inForce[inForce.length - 1] ?? null, versions };
 }
 
-/** GET of a setting that may not be set yet (404 = none). */
-async function getSetting<T extends { valid_from?: string | null }>(path: string, today: string): Promise<Versioned<T & VersionMeta>> {
-  try {
-    return versionsOf<T>(await rawJson<unknown>("GET", path), today);
-  } catch (e) {
-    if (e && typeof e === "object" && "status" in e && (e as { status: number }).status === 404) return { current: null, versions: [] };
-    throw e;
-  }
-}
-
-export const getTariff = (factory: string, today: string) => getSetting<Tariff>(`${base(factory)}/energy/tariff`, today);
-export const putTariff = (factory: string, body: Tariff) => rawJson<unknown>("PUT", `${base(factory)}/energy/tariff`, body);
-export const getShifts = (factory: string, today: string) => getSetting<ShiftCalendar>(`${base(factory)}/energy/shifts`, today);
-export const putShifts = (factory: string, body: ShiftCalendar) => rawJson<unknown>("PUT", `${base(factory)}/energy/shifts`, body);
-export const getEmission = (factory: string, today: string) => getSetting<EmissionFactor>(`${base(factory)}/energy/emission-factor`, today);
-export const putEmission = (factory: string, body: EmissionFactor) => rawJson<unknown>("PUT", `${base(factory)}/energy/emission-factor`, body);
+export const getTariff = async (factory: string, today: string) =>
+  versionsOf<Tariff>(await unwrap(api.GET("/api/v1/factories/{factory_id}/energy/tariff", { params: { path: path(factory) } })), today);
+export const putTariff = (factory: string, body: Tariff) =>
+  unwrap(api.PUT("/api/v1/factories/{factory_id}/energy/tariff", { params: { path: path(factory) }, body: body as unknown as Record<string, unknown> }));
+export const getShifts = async (factory: string, today: string) =>
+  versionsOf<ShiftCalendar>(await unwrap(api.GET("/api/v1/factories/{factory_id}/energy/shifts", { params: { path: path(factory) } })), today);
+export const putShifts = (factory: string, body: ShiftCalendar) =>
+  unwrap(api.PUT("/api/v1/factories/{factory_id}/energy/shifts", { params: { path: path(factory) }, body: body as unknown as Record<string, unknown> }));
+export const getEmission = async (factory: string, today: string) =>
+  versionsOf<EmissionFactor>(await unwrap(api.GET("/api/v1/factories/{factory_id}/energy/emission-factor", { params: { path: path(factory) } })), today);
+export const putEmission = (factory: string, body: EmissionFactor) =>
+  unwrap(api.PUT("/api/v1/factories/{factory_id}/energy/emission-factor", { params: { path: path(factory) }, body: body as unknown as Record<string, unknown> }));
 
 export async function listGroups(factory: string): Promise<Group[]> {
-  const raw = await rawJson<{ items: Group[] } | Group[]>("GET", `${base(factory)}/groups`);
-  return Array.isArray(raw) ? raw : raw.items;
+  const data = await unwrap(api.GET("/api/v1/factories/{factory_id}/groups", { params: { path: path(factory) } }));
+  return data.items as Group[];
 }
-export const createGroup = (factory: string, body: { name: string; kind: GroupKind; parent_id?: string | null; level?: string | null; devices?: string[] }) =>
-  rawJson<Group>("POST", `${base(factory)}/groups`, body);
-export const updateGroup = (factory: string, id: string, body: { name?: string; parent_id?: string | null; level?: string | null; devices?: string[] }) =>
-  rawJson<Group>("PATCH", `${base(factory)}/groups/${encodeURIComponent(id)}`, body);
+export async function createGroup(factory: string, body: { name: string; kind: GroupKind; parent_id?: string | null; level?: string | null; devices?: string[] }): Promise<Group> {
+  return (await unwrap(api.POST("/api/v1/factories/{factory_id}/groups", { params: { path: path(factory) }, body }))) as Group;
+}
+export async function updateGroup(factory: string, id: string, body: { name?: string; parent_id?: string | null; level?: string | null; devices?: string[] }): Promise<Group> {
+  return (await unwrap(api.PATCH("/api/v1/factories/{factory_id}/groups/{group_id}", { params: { path: { factory_id: factory, group_id: id } }, body }))) as Group;
+}
 /** `cascade` also deletes the groups below (the server refuses otherwise while there are any). */
-export const deleteGroup = (factory: string, id: string, cascade = false) =>
-  rawJson<void>("DELETE", `${base(factory)}/groups/${encodeURIComponent(id)}${cascade ? "?cascade=true" : ""}`);
-
-export const getDeviceEnergy = (factory: string, device: string) => rawJson<DeviceEnergyConfig>("GET", `${base(factory)}/energy/devices/${encodeURIComponent(device)}`);
-export const putDeviceEnergy = (factory: string, device: string, body: { source_property: string | null; state_property: string | null; idle_below_kw: number | null; max_gap_minutes: number | null }) =>
-  rawJson<DeviceEnergyConfig>("PUT", `${base(factory)}/energy/devices/${encodeURIComponent(device)}`, body);
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
+export async function deleteGroup(factory: string, id: string, cascade = false): Promise<void> {
+  await unwrap(api.DELETE("/api/v1/factories/{factory_id}/groups/{group_id}", { params: { path: { factory_id: factory, group_id: id }, query: cascade ? { cascade: true } : {} } }));
 }
+
+export const getDeviceEnergy = (factory: string, device: string): Promise<DeviceEnergyConfig> =>
+  unwrap(api.GET("/api/v1/factories/{factory_id}/energy/devices/{device_id}", { params: { path: { factory_id: factory, device_id: device } } }));
+export const putDeviceEnergy = (factory: string, device: string, body: { source_property: string | null; state_property: string | null; idle_below_kw: number | null; max_gap_minutes: number | null }): Promise<DeviceEnergyConfig> =>
+  unwrap(api.PUT("/api/v1/factories/{factory_id}/energy/devices/{device_id}", { params: { path: { factory_id: factory, device_id: device } }, body }));
