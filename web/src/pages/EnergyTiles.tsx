@@ -1,6 +1,6 @@
 import { Link } from "react-router-dom";
 import { getConsumption, getPeakDemand, listGroups } from "../energy/api";
-import { flattenTree, fmtMoney, fmtNumber, periodRange, totalsOf } from "../energy/shape";
+import { flattenTree, fmtMoney, fmtNumber, fmtZoned, periodRange, totalsOf } from "../energy/shape";
 import { useFactory } from "../factory";
 import { ApiError, describe } from "../api/problem";
 import { useAsync } from "../ui/common";
@@ -76,7 +76,7 @@ export function EnergyTiles() {
         <div style={{ height: 6, background: "var(--border)", borderRadius: 3, overflow: "hidden" }} aria-hidden="true">
           <div style={{ width: `${share ?? 0}%`, height: "100%", background: share !== null && share > 90 ? "var(--danger)" : "var(--accent)" }} />
         </div>
-        <span className="hint">last 15-min average; peak {d && "peak" in d && d.peak?.at ? new Date(d.peak.at).toLocaleString() : "—"}</span>
+        <span className="hint">last 15-min average; peak {d && "peak" in d && d.peak?.at ? fmtZoned(d.peak.at, timezone) : "—"}</span>
       </div>
     </div>
   );
