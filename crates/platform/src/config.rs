@@ -112,6 +112,12 @@ pub struct IngestLimits {
     pub queue_capacity: usize,
     /// Length of each device's "last errors" list.
     pub last_errors_per_device: usize,
+    /// Longest state label (a string value) in characters, at most 255; a longer or
+    /// empty one is rejected (`state_too_long`). ADR 0014.
+    pub max_state_label_chars: usize,
+    /// Distinct state labels per (factory, property); a further new label is rejected
+    /// (`state_cardinality`).
+    pub max_state_labels: usize,
 }
 
 impl Default for IngestLimits {
@@ -125,6 +131,8 @@ impl Default for IngestLimits {
             max_properties_per_device: 1_000,
             queue_capacity: 4_096,
             last_errors_per_device: 20,
+            max_state_label_chars: 64,
+            max_state_labels: 64,
         }
     }
 }
@@ -462,7 +470,10 @@ impl Config {
                 "WhatsApp needs twilio_account_sid, twilio_auth_token and twilio_from together",
             ));
         }
-        let positive: [(&str, u64); 17] = [
+        if self.ingest.max_state_label_chars > 255 {
+            return Err(ConfigError::new("ingest.max_state_label_chars", "must be at most 255"));
+        }
+        let positive: [(&str, u64); 19] = [
             ("http.header_read_timeout_secs", self.http.header_read_timeout_secs),
             ("http.idle_timeout_secs", self.http.idle_timeout_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
@@ -471,6 +482,8 @@ impl Config {
             ("ingest.max_properties_per_device", self.ingest.max_properties_per_device as u64),
             ("ingest.queue_capacity", self.ingest.queue_capacity as u64),
             ("ingest.last_errors_per_device", self.ingest.last_errors_per_device as u64),
+            ("ingest.max_state_label_chars", self.ingest.max_state_label_chars as u64),
+            ("ingest.max_state_labels", self.ingest.max_state_labels as u64),
             ("mqtt.max_packet_bytes", self.mqtt.max_packet_bytes as u64),
             ("mqtt.receive_maximum", u64::from(self.mqtt.receive_maximum)),
             ("mqtt.max_inflight_total", self.mqtt.max_inflight_total as u64),

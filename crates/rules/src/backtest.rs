@@ -40,6 +40,8 @@ pub struct BacktestRequest {
     pub devices: Vec<BacktestDevice>,
     /// The factory's time zone (for `"timezone": "factory"` and `{time}`).
     pub timezone: Tz,
+    /// The codes of the state labels the rule names ([`crate::states::resolve`]).
+    pub state_codes: Vec<crate::states::StateCode>,
 }
 
 /// What a rule would have done over a time range.
@@ -128,6 +130,7 @@ pub async fn backtest(req: &BacktestRequest, store: &dyn TelemetryStore) -> Resu
 
     let mut evaluator = Evaluator::new();
     evaluator.set_timezone(&req.factory, req.timezone);
+    evaluator.set_state_codes(&req.factory, &req.state_codes);
     evaluator
         .upsert_rule(&req.factory, &req.rule_id, &spec, req.from_ms)
         .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("rule", m)]))?;
