@@ -272,6 +272,22 @@ async function main() {
     await shot("settings-groups");
   });
 
+  await step("an idle threshold set on the device page makes the press's energy idle", async () => {
+    await page.goto(`${server.url}/f/${F.id}/devices/press-1`);
+    const card = page.getByTestId("energy-config");
+    await card.getByLabel("Energy from").selectOption("power_kw");
+    await card.getByLabel("Idle below (kW)").fill("15");
+    await card.getByTestId("save-energy-config").click();
+    await page.getByText("Energy settings saved").waitFor();
+    const config = await call("GET", `${base}/energy/devices/press-1`, { token });
+    assert(config.idle_below_kw === 15 && config.source_property === "power_kw", `config: ${JSON.stringify(config)}`);
+    // 10 kW all day is below 15 kW: the press's whole day (240 kWh, or 250 on the fall-back day) is idle.
+    const q = `device_id=press-1&from=${new Date(dayStart).toISOString()}&to=${new Date(dayEnd).toISOString()}&bucket=day`;
+    const c = await call("GET", `${base}/energy/consumption?${q}`, { token });
+    const idle = c.items.reduce((s, i) => s + i.idle_kwh, 0);
+    assert(Math.abs(idle - 10 * hours) < 0.001 * 10 * hours, `idle ${idle} vs ${10 * hours}`);
+  });
+
   await step("the dashboard's energy tiles read the site group", async () => {
     await page.locator("aside").getByRole("link", { name: "Dashboard", exact: true }).click();
     await page.getByTestId("energy-tiles").waitFor();
