@@ -25,6 +25,7 @@ import { useFactory } from "../factory";
 import { describe } from "../api/problem";
 import { Empty, Loading, SelectField, useAsync } from "../ui/common";
 import { loadAllDevices } from "./data";
+import { BaselinesCard } from "./Baselines";
 
 /** `d:<device>` or `g:<group>`. */
 function parseTarget(value: string): Target | null {
@@ -363,6 +364,7 @@ export function Energy() {
           </div>
         </>
       )}
+      {target && <BaselinesCard target={target} from={from} to={to} label={label} />}
       <RankingCard types={[...new Set((devices.data ?? []).map((d) => d.type).filter((t): t is string => !!t))].sort()} from={from} to={to} label={label} />
     </>
   );
