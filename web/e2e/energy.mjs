@@ -104,6 +104,7 @@ async function main() {
   const base = `/api/v1/factories/${F.id}`;
   let token = "";
   let groupId = "";
+  let key = "";
   const now = Date.now();
   const dayStart = berlinMidnight(now, 1);
   const dayEnd = berlinMidnight(now, 0);
@@ -120,7 +121,7 @@ async function main() {
     await call("POST", `${base}/users`, { token, body: { email: VIEWER.email, name: VIEWER.name, password: VIEWER.password, role: "viewer" } });
     await call("POST", `${base}/devices`, { token, body: { id: "press-1", name: "Press 1", type: "press" } });
     await call("POST", `${base}/devices`, { token, body: { id: "oven-1", name: "Oven 1", type: "oven" } });
-    const key = (await call("POST", `${base}/api-keys`, { token, body: { name: "gateway", permissions: ["telemetry:write"] } })).key;
+    key = (await call("POST", `${base}/api-keys`, { token, body: { name: "gateway", permissions: ["telemetry:write"] } })).key;
     // Every 5 minutes from local midnight to the next one (both included): press 10 kW, oven 20 kW.
     const messages = [];
     for (let t = dayStart; t <= dayEnd; t += 5 * 60_000) {
@@ -286,6 +287,20 @@ async function main() {
     const c = await call("GET", `${base}/energy/consumption?${q}`, { token });
     const idle = c.items.reduce((s, i) => s + i.idle_kwh, 0);
     assert(Math.abs(idle - 10 * hours) < 0.001 * 10 * hours, `idle ${idle} vs ${10 * hours}`);
+  });
+
+  await step("a state property shows as a timeline of coloured bands", async () => {
+    const t0 = Date.now() - 3 * 3_600_000;
+    const states = ["running", "idle", "running", "off"];
+    const messages = states.map((state, i) => ({ device_id: "press-1", ts: t0 + i * 30 * 60_000, state }));
+    const r = await call("POST", `${base}/telemetry`, { token: key, body: { messages } });
+    assert(r.results.every((x) => x.status === "stored" && x.rejected.length === 0), `states stored: ${JSON.stringify(r.results)}`);
+    await page.goto(`${server.url}/f/${F.id}/devices/press-1`);
+    const timeline = page.getByTestId("state-timeline-state");
+    await timeline.waitFor();
+    // running, idle, running, off: four bands (the last one holds until now).
+    assert(Number(await timeline.getAttribute("data-bands")) === 4, `bands: ${await timeline.getAttribute("data-bands")}`);
+    await shot("device-states");
   });
 
   await step("the dashboard's energy tiles read the site group", async () => {
