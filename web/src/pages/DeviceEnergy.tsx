@@ -223,7 +223,7 @@ export function StatesCard({ deviceId, properties }: { deviceId: string; propert
         <span style={{ flex: 1 }} />
         <div className="segmented" role="group" aria-label="State range">
           {RANGES.filter((r) => r.key !== "15m").map((r) => (
-            <button key={r.key} type="button" aria-pressed={range === r.key} onClick={() => setRange(r.key)}>
+            <button key={r.key} type="button" aria-label={`States over ${r.label}`} aria-pressed={range === r.key} onClick={() => setRange(r.key)}>
               {r.label}
             </button>
           ))}
