@@ -191,6 +191,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         notifier: Some(crate::notify::notifier(&config, identity.clone())),
         bus: Some(bus.clone()),
         state_labels: Some(Arc::new(crate::rules::IngestStateLabels(ingestor.catalogue().states().clone()))),
+        max_backtest_points: config.rules.max_backtest_points,
         ..EngineConfig::default()
     };
     let rules = RulesEngine::start(db.clone(), clock.clone(), engine_config).await?;

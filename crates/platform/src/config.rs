@@ -70,6 +70,7 @@ pub struct Config {
     pub ingest: IngestLimits,
     pub mqtt: MqttLimits,
     pub energy: EnergyConfig,
+    pub rules: RulesLimits,
 }
 
 /// The energy computations (crates/energy, ADR 0015).
@@ -85,6 +86,21 @@ pub struct EnergyConfig {
 impl Default for EnergyConfig {
     fn default() -> Self {
         Self { cache_bytes: 128 * 1024 * 1024 }
+    }
+}
+
+/// Bounds of the rules engine's work on behalf of one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesLimits {
+    /// Raw points one backtest may read into memory (tens of bytes each); a range holding
+    /// more is refused with a 422 asking for a shorter range.
+    pub max_backtest_points: usize,
+}
+
+impl Default for RulesLimits {
+    fn default() -> Self {
+        Self { max_backtest_points: 5_000_000 }
     }
 }
 
@@ -339,6 +355,7 @@ impl Default for Config {
             ingest: IngestLimits::default(),
             mqtt: MqttLimits::default(),
             energy: EnergyConfig::default(),
+            rules: RulesLimits::default(),
         }
     }
 }
@@ -473,7 +490,7 @@ impl Config {
         if self.ingest.max_state_label_chars > 255 {
             return Err(ConfigError::new("ingest.max_state_label_chars", "must be at most 255"));
         }
-        let positive: [(&str, u64); 19] = [
+        let positive: [(&str, u64); 20] = [
             ("http.header_read_timeout_secs", self.http.header_read_timeout_secs),
             ("http.idle_timeout_secs", self.http.idle_timeout_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
@@ -493,6 +510,7 @@ impl Config {
             ("mqtt.connects_per_ip_burst", u64::from(self.mqtt.connects_per_ip_burst)),
             ("mqtt.connects_per_sec", u64::from(self.mqtt.connects_per_sec)),
             ("mqtt.connects_burst", u64::from(self.mqtt.connects_burst)),
+            ("rules.max_backtest_points", self.rules.max_backtest_points as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(key, "must be at least 1"));

@@ -44,6 +44,8 @@ pub struct EngineConfig {
     /// The codes of state labels (ingest's dictionary, wired by the server); `None`: a
     /// state leaf's label has no code, so `==` matches nothing.
     pub state_labels: Option<Arc<dyn StateLabels>>,
+    /// Most raw points one backtest reads (they are held in memory); more is a 422.
+    pub max_backtest_points: usize,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +56,7 @@ impl Default for EngineConfig {
             notifier: None,
             bus: None,
             state_labels: None,
+            max_backtest_points: crate::backtest::DEFAULT_MAX_BACKTEST_POINTS,
         }
     }
 }
@@ -404,6 +407,7 @@ impl RulesEngine {
             devices,
             timezone,
             state_codes,
+            max_points: self.config.max_backtest_points,
         };
         backtest(&request, tsdb).await
     }
