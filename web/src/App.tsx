@@ -24,6 +24,8 @@ const Alerts = lazy(() => import("./pages/Alerts").then((m) => ({ default: m.Ale
 const AlertDetail = lazy(() => import("./pages/Alerts").then((m) => ({ default: m.AlertDetail })));
 const Notifications = lazy(() => import("./pages/Notifications").then((m) => ({ default: m.Notifications })));
 const MyNotifications = lazy(() => import("./pages/MyNotifications").then((m) => ({ default: m.MyNotifications })));
+const Energy = lazy(() => import("./pages/Energy").then((m) => ({ default: m.Energy })));
+const Settings = lazy(() => import("./pages/Settings").then((m) => ({ default: m.Settings })));
 const Admin = lazy(() => import("./pages/Admin").then((m) => ({ default: m.Admin })));
 
 export function App() {
@@ -48,6 +50,8 @@ export function App() {
               <Route path="alerts/:alertId" element={<AlertDetail />} />
               <Route path="notifications" element={<Notifications />} />
               <Route path="settings/notifications" element={<MyNotifications />} />
+              <Route path="energy" element={<Energy />} />
+              <Route path="settings/*" element={<Settings />} />
               <Route path="admin/*" element={<Admin />} />
               <Route path="analytics" element={<ComingSoon what="Analytics" />} />
               <Route path="reports" element={<ComingSoon what="Reports" />} />
@@ -136,6 +140,8 @@ function Shell({ home, factoryName, children }: { home: string; factoryName: str
       { to: `${base}/rules`, label: "Rules", icon: "⚙" },
       { to: `${base}/alerts`, label: "Alerts", icon: "⚠" },
       { to: `${base}/notifications`, label: "Notifications", icon: "✉" },
+      { to: `${base}/energy`, label: "Energy", icon: "ϟ" },
+      { to: `${base}/settings`, label: "Factory settings", icon: "⚒" },
     ],
     [base],
   );

@@ -7,6 +7,7 @@ import { useFactory } from "../factory";
 import { useStreamEvent, useStreamRate } from "../stream";
 import { Badge, Empty, Loading, fmtAgo, fmtValue, isOnline, useAsync } from "../ui/common";
 import { ProviderHealthBanner } from "../ui/ProviderHealth";
+import { EnergyTiles } from "./EnergyTiles";
 import { listAlerts, loadAllDevices, loadPins, savePins, type Pin } from "./data";
 
 const SEVERITIES = ["critical", "warning", "info"] as const;
@@ -124,6 +125,7 @@ export function Dashboard() {
           <span className="hint">points in the last minute (live)</span>
         </div>
       </div>
+      <EnergyTiles />
       <div className="grid side" style={{ marginTop: "1rem" }}>
         <div className="stack">
           <div className="card">

@@ -15,6 +15,8 @@ import { useToast } from "../ui/toast";
 import { loadPins, savePins } from "./data";
 import { DeviceForm } from "./Devices";
 import { NotFound } from "./NotFound";
+import { EnergyConfigCard, SemanticsDialog, StatesCard, SuggestionButton, isQuantity, semanticsText, type SemanticProperty } from "./DeviceEnergy";
+import type { Quantity } from "../energy/shape";
 
 export function DeviceDetail() {
   const { deviceId = "" } = useParams();
@@ -184,6 +186,9 @@ export function DeviceDetail() {
         </div>
       </div>
 
+      <StatesCard deviceId={deviceId} properties={properties.data?.items ?? []} />
+      <EnergyConfigCard deviceId={deviceId} properties={properties.data?.items ?? []} />
+
       {editing && (
         <DeviceForm
           device={d}
@@ -272,7 +277,7 @@ function PropertiesCard({
   latest,
   onSaved,
 }: {
-  items: PropertyView[];
+  items: SemanticProperty[];
   loading: boolean;
   latest: Map<string, { value: unknown; ts: number }>;
   onSaved: () => void;
@@ -282,6 +287,7 @@ function PropertiesCard({
   const [units, setUnits] = useState<Record<string, string>>({});
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [pins, setPins] = useState(() => loadPins(factory));
+  const [semantics, setSemantics] = useState<{ p: SemanticProperty; initial?: { quantity: Quantity; unit: string | null } } | null>(null);
   async function saveUnit(p: PropertyView) {
     const unit = units[p.name] ?? p.unit ?? "";
     try {
@@ -322,6 +328,7 @@ function PropertiesCard({
                 <th>Property</th>
                 <th>Latest</th>
                 <th>Unit</th>
+                <th>Measures</th>
                 <th />
               </tr>
             </thead>
@@ -340,7 +347,7 @@ function PropertiesCard({
                       <div className="small muted">{l ? fmtAgo(new Date(l.ts).toISOString()) : ""}</div>
                     </td>
                     <td>
-                      {can("devices:write") ? (
+                      {can("devices:write") && !isQuantity((p as SemanticProperty).quantity) ? (
                         <form
                           className="row"
                           onSubmit={(e) => {
@@ -367,6 +374,17 @@ function PropertiesCard({
                         p.unit ?? <span className="muted">—</span>
                       )}
                     </td>
+                    <td>
+                      {semanticsText(p) ? <span className="small">{semanticsText(p)}</span> : <span className="muted small">not annotated</span>}
+                      {can("devices:write") && (
+                        <div className="row" style={{ marginTop: "0.2rem" }}>
+                          <button className="ghost small" onClick={() => setSemantics({ p })} aria-label={`Semantics of ${p.name}`}>
+                            {semanticsText(p) ? "Change" : "Annotate"}
+                          </button>
+                          <SuggestionButton p={p} onApplied={onSaved} onOpen={(quantity, unit) => setSemantics({ p, initial: { quantity, unit } })} />
+                        </div>
+                      )}
+                    </td>
                     <td className="right">
                       <button className="ghost small" onClick={() => togglePin(p)} aria-pressed={pinned} title="Pin to dashboard">
                         {pinned ? "★ Pinned" : "Pin"}
@@ -378,6 +396,17 @@ function PropertiesCard({
             </tbody>
           </table>
         </div>
+      )}
+      {semantics && (
+        <SemanticsDialog
+          p={semantics.p}
+          {...(semantics.initial ? { initial: semantics.initial } : {})}
+          onClose={() => setSemantics(null)}
+          onSaved={() => {
+            setSemantics(null);
+            onSaved();
+          }}
+        />
       )}
     </div>
   );
