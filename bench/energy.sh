@@ -8,7 +8,8 @@
 #
 # Environment: BIN (release binary), DEVICES (1000), PEAK_DEVICES (100), STEP_MIN (minutes
 # between power readings, 1), MONTH (2026-11, a closed month in Europe/Berlin), WRITERS
-# (HTTP backfill connections, 4), WARM (warm reads per case, 20), OUT (results directory),
+# (HTTP backfill connections, 4), WARM (warm reads per case, 20), RAW_DAYS (the embedded
+# store's raw retention, 90: the default 30 days would drop the start of the month), OUT (results directory),
 # KEEP_DATA=1 keeps the data dirs. Every case notes `uptime` first: the machine is shared,
 # so each figure is recorded with the load it was measured under.
 set -euo pipefail
@@ -19,6 +20,7 @@ BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/factoryops}"
 export DEVICES="${DEVICES:-1000}" PEAK_DEVICES="${PEAK_DEVICES:-100}" STEP_MIN="${STEP_MIN:-1}"
 export WRITERS="${WRITERS:-4}" WARM="${WARM:-20}"
 MONTH="${MONTH:-2026-11}"
+RAW_DAYS="${RAW_DAYS:-90}"
 OUT="${OUT:-bench/results/energy-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
 [[ -x "$BIN" ]] || { echo "build first: cargo build --release -p factoryops (BIN=$BIN)"; exit 1; }
@@ -87,9 +89,10 @@ start_server() {
   DATA="$(mktemp -d /tmp/factoryops-bench.XXXXXX)"
   local http; http="$(free_port)"
   export FACTORYOPS_ROOT_PASSWORD="bench-root-password-1"
-  FACTORYOPS_DATA_DIR="$DATA" FACTORYOPS_HTTP_ADDR="127.0.0.1:$http" \
+  # Energy reads raw points (ADR 0015): raw retention (30 days by default) must hold the month.
+  FACTORYOPS_TSDB__RETENTION_RAW_DAYS="$RAW_DAYS" FACTORYOPS_DATA_DIR="$DATA" FACTORYOPS_HTTP_ADDR="127.0.0.1:$http" \
     FACTORYOPS_MQTT_ADDR="127.0.0.1:$(free_port)" FACTORYOPS_LOG_LEVEL="${LOG_LEVEL:-warn}" \
-    ${TSDB_URL:+FACTORYOPS_TSDB_URL="$TSDB_URL"} "$BIN" serve >"$OUT/server-$1.log" 2>&1 &
+    ${TSDB_URL:+env FACTORYOPS_TSDB_URL="$TSDB_URL"} "$BIN" serve >"$OUT/server-$1.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 150); do curl -fsS "http://127.0.0.1:$http/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
   curl -fsS "http://127.0.0.1:$http/readyz" >/dev/null

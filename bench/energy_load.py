@@ -174,7 +174,7 @@ def time_queries():
         warm = sorted(timed(c, path, token)[0] for _ in range(WARM))
         p95 = warm[min(len(warm) - 1, int(round(0.95 * len(warm))) - 1)]
         if name == "consumption-day":
-            summary = {"days": len(body["items"]), "kwh": round(sum(i["kwh"] for i in body["items"]), 3), "gaps": len(body["gaps"])}
+            summary = {"days": len(body["items"]), "kwh": round(sum(i["kwh"] for i in body["items"]), 3), "gaps": len(body["gaps"]), "first_gap": body["gaps"][:1]}
         else:
             summary = {"kw": body["items"][0]["kw"], "at": body["items"][0]["at"], "gaps": len(body["gaps"])}
         print(json.dumps({"case": name, "devices": n, "cold_ms": round(cold, 1), "warm_median_ms": round(statistics.median(warm), 1),
