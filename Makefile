@@ -11,7 +11,7 @@ help:
 	@echo "make openapi  regenerate docs/openapi.json from the code"
 	@echo "make bench  run the benchmarks (release builds; slow)"
 	@echo "make web    build the web portal (web/dist, embedded in the binary)"
-	@echo "make test-web  Vitest unit tests + the Playwright e2e against the real binary"
+	@echo "make test-web  Vitest unit tests + the Playwright e2e against the real binary (embedded store, then InfluxDB)"
 	@echo "make bench-ingest  MQTT ingest and alert latency end to end, with the Mosquitto anchor"
 	@echo "make bench-energy  issue 18: a month of energy for 1,000 devices, embedded and InfluxDB"
 
@@ -61,6 +61,7 @@ test-web: web
 	  if [[ -f "$$bin" && web/dist/index.html -nt "$$bin" ]]; then touch crates/api/src/web.rs; fi
 	$(CARGO) test --workspace --no-run --quiet
 	cd web && npm run e2e
+	cd web && npm run e2e:influx
 
 openapi:
 	UPDATE_OPENAPI=1 $(CARGO) nextest run -p factoryops -E 'test(openapi_document_is_checked_in)'

@@ -54,7 +54,7 @@ fi
 if command -v influxd >/dev/null; then
   log "influxd is installed ($(influxd version 2>/dev/null | head -1)); tests start their own instance"
 else
-  log "WARNING: influxd is not installed; the InfluxDB adapter tests will skip (or fail under CI)"
+  log "WARNING: influxd is not installed; the InfluxDB tests (adapter, server, e2e) will skip (or fail under CI)"
 fi
 
 # mosquitto_pub: a second, independent MQTT client for the ingest end-to-end tests.

@@ -21,6 +21,7 @@ use factoryops_tsdb::{SeriesQuery, TelemetryStore, TsdbError};
 use factoryops_types::{Clock, Counting as UnitCounting, DeviceId, FactoryId, PropertyName, Quantity, Semantics};
 use parking_lot::Mutex;
 
+use crate::baseline::{BaselineError, Point, Row, daily_mean, degree_days, evaluate, fit, operating_hours};
 use crate::cache::{CachedDay, SlotCache, SourceKey};
 use crate::calendar::{Bucket, Span, fold, local_date, local_instant, spans};
 use crate::emission::{EmissionFactor, EmissionHistory, co2_kg};
@@ -28,7 +29,9 @@ use crate::peak::{PeakItem, check_interval, demand};
 use crate::shifts::{ShiftCalendar, ShiftPlan};
 use crate::slots::{Counting, Idle, slots_from_counter, slots_from_power, units_per_slot};
 use crate::specific::{RankItem, rank};
-use crate::store::{DeviceEnergyConfig, EnergyStore, NewSetting, SettingKind, SettingVersion, StoreError};
+use crate::store::{
+    Baseline, DeviceEnergyConfig, Driver, EnergyStore, NewSetting, SettingKind, SettingVersion, StoreError,
+};
 use crate::tariff::{Bill, Tariff, TariffHistory, bill, cost_of};
 use crate::{Gap, InvalidSetting, LocalMinute, SLOT_MS, Slot};
 
@@ -581,6 +584,184 @@ impl EnergyService {
         Ok(Ranking { from_ms, to_ms, items: rank(rows), production_property: used })
     }
 
+    /// Fits an EnPI baseline over the local days `[from, to)` and stores it as the next
+    /// version of its (name, target). Days without any energy data, and days without
+    /// temperature data when a degree-day driver needs it, are left out.
+    pub async fn fit_baseline(
+        &self,
+        factory: &FactoryId,
+        name: &str,
+        target: &Target,
+        drivers: Vec<Driver>,
+        period: (NaiveDate, NaiveDate),
+        created_by: &str,
+    ) -> Result<Baseline, ServiceError> {
+        let devices = self.devices_of(factory, target).await?;
+        let rows = self.daily_rows(factory, &devices, &drivers, period.0, period.1, "baseline_from").await?;
+        let names: Vec<String> = drivers.iter().map(Driver::name).collect();
+        let plain: Vec<Row> = rows.into_iter().map(|(_, row)| row).collect();
+        let model = fit(&plain, &names).map_err(|e| baseline_error(&e))?;
+        let (target_kind, target_id) = match target {
+            Target::Device(d) => ("device", d.to_string()),
+            Target::Group(g) => ("group", g.clone()),
+        };
+        let baseline = Baseline {
+            id: String::new(),
+            name: name.to_string(),
+            version: 0,
+            target_kind: target_kind.into(),
+            target_id,
+            drivers,
+            period_from: period.0,
+            period_to: period.1,
+            model,
+            created_at: self.inner.clock.now_ms(),
+            created_by: created_by.to_string(),
+        };
+        Ok(self.inner.store.create_baseline(factory, baseline).await?)
+    }
+
+    /// Expected vs actual, savings and CUSUM of a baseline per local day of `[from, to)`
+    /// (default: from the end of the baseline period to today).
+    pub async fn baseline_report(
+        &self,
+        factory: &FactoryId,
+        id: &str,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<(Baseline, NaiveDate, NaiveDate, Vec<(NaiveDate, Point)>), ServiceError> {
+        let baseline = self
+            .inner
+            .store
+            .get_baseline(factory, id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("no such baseline".into()))?;
+        let target = match baseline.target_kind.as_str() {
+            "group" => Target::Group(baseline.target_id.clone()),
+            _ => Target::Device(
+                DeviceId::parse(&baseline.target_id).map_err(|e| ServiceError::Directory(e.to_string()))?,
+            ),
+        };
+        let tz = self
+            .inner
+            .directory
+            .timezone(factory)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("no such factory".into()))?;
+        let today = local_date(tz, self.inner.clock.now_ms()).ok_or_else(|| invalid("to", "out of range"))?;
+        let from = from.unwrap_or(baseline.period_to);
+        let to = to.unwrap_or(today);
+        if from >= to {
+            return Ok((baseline, from, to, Vec::new()));
+        }
+        let devices = self.devices_of(factory, &target).await?;
+        let rows = self.daily_rows(factory, &devices, &baseline.drivers, from, to, "from").await?;
+        let (dates, plain): (Vec<NaiveDate>, Vec<Row>) = rows.into_iter().unzip();
+        let points = evaluate(&baseline.model, &plain).map_err(|e| baseline_error(&e))?;
+        Ok((baseline, from, to, dates.into_iter().zip(points).collect()))
+    }
+
+    /// One row per local day of `[from, to)`: the devices' kWh and the drivers' values.
+    async fn daily_rows(
+        &self,
+        factory: &FactoryId,
+        devices: &[DeviceId],
+        drivers: &[Driver],
+        from: NaiveDate,
+        to: NaiveDate,
+        from_field: &str,
+    ) -> Result<Vec<(NaiveDate, Row)>, ServiceError> {
+        if from >= to {
+            return Err(invalid(from_field, "must be before the end date"));
+        }
+        let ctx = self.context(factory, devices).await?;
+        let (from_ms, to_ms) =
+            (local_instant(ctx.tz, from, LocalMinute::MIDNIGHT), local_instant(ctx.tz, to, LocalMinute::MIDNIGHT));
+        check_range(from_ms, to_ms)?;
+        let days = spans(ctx.tz, from_ms, to_ms, Bucket::Day, None)
+            .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+        let (per_device, _) = self.all_slots(factory, &ctx, devices, from_ms, to_ms).await?;
+        let total = sum_slots(&per_device, from_ms, to_ms);
+        let semantics = self.inner.directory.semantics(factory).await?;
+        // Per driver, a value per day (None: no data that day).
+        let mut columns: Vec<Vec<Option<f64>>> = Vec::with_capacity(drivers.len());
+        for driver in drivers {
+            let column = match driver {
+                Driver::OperatingHours => days.iter().map(|d| Some(operating_hours(within(&total, d)))).collect(),
+                Driver::Production { device_id, property } => {
+                    let counting = semantics
+                        .iter()
+                        .find(|(d, p, _)| d == device_id && p == property)
+                        .and_then(|(_, _, s)| s.counting());
+                    let counting = match counting {
+                        Some(UnitCounting::PerMessage) => Counting::PerMessage,
+                        _ => Counting::Cumulative,
+                    };
+                    let raw = self.raw(factory, device_id, property, from_ms - DAY_MS, to_ms).await?;
+                    let mut samples: Vec<(i64, f64)> = raw;
+                    if counting == Counting::Cumulative
+                        && let Some(first_inside) = samples.iter().position(|(t, _)| *t >= from_ms)
+                    {
+                        samples.drain(..first_inside.saturating_sub(1));
+                    }
+                    let units = units_per_slot(&samples, counting, from_ms, to_ms)
+                        .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+                    days.iter()
+                        .map(|d| {
+                            let a = usize::try_from((d.start_ms - from_ms) / SLOT_MS).unwrap_or(0);
+                            let b = usize::try_from((d.end_ms - from_ms) / SLOT_MS).unwrap_or(0);
+                            Some(units.get(a..b).map_or(0.0, |u| u.iter().sum()))
+                        })
+                        .collect()
+                }
+                Driver::HeatingDegreeDays { device_id, property, base_c }
+                | Driver::CoolingDegreeDays { device_id, property, base_c } => {
+                    let raw = self.raw(factory, device_id, property, from_ms, to_ms).await?;
+                    let means: HashMap<NaiveDate, f64> = daily_mean(&raw, ctx.tz).into_iter().collect();
+                    let heating = matches!(driver, Driver::HeatingDegreeDays { .. });
+                    days.iter()
+                        .map(|d| {
+                            let date = local_date(ctx.tz, d.start_ms)?;
+                            let (hdd, cdd) = degree_days(&[*means.get(&date)?], *base_c)[0];
+                            Some(if heating { hdd } else { cdd })
+                        })
+                        .collect()
+                }
+            };
+            columns.push(column);
+        }
+        let mut rows = Vec::new();
+        for (i, day) in days.iter().enumerate() {
+            let totals = fold(&total, day);
+            if totals.covered_ms == 0 && totals.kwh == 0.0 {
+                continue;
+            }
+            let Some(x) = columns.iter().map(|c| c[i]).collect::<Option<Vec<f64>>>() else { continue };
+            let Some(date) = local_date(ctx.tz, day.start_ms) else { continue };
+            rows.push((date, Row { y: totals.kwh, x }));
+        }
+        Ok(rows)
+    }
+
+    async fn raw(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        property: &PropertyName,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, f64)>, ServiceError> {
+        let query = SeriesQuery {
+            device: device.clone(),
+            property: property.clone(),
+            from_ms,
+            to_ms,
+            aggregation: None,
+            limit: None,
+        };
+        Ok(self.inner.telemetry.query(factory, &query).await?.iter().map(|p| (p.ts_ms, p.value.as_f64())).collect())
+    }
+
     async fn tariff(&self, factory: &FactoryId) -> Result<Option<(TariffHistory, Option<NaiveDate>)>, ServiceError> {
         let versions: Vec<Tariff> = self.versions(factory, SettingKind::Tariff).await?;
         if versions.is_empty() {
@@ -636,6 +817,16 @@ impl EnergyService {
             })
             .collect()
     }
+}
+
+/// A fit or evaluation that the data does not allow: a 422 naming what to change.
+fn baseline_error(e: &BaselineError) -> ServiceError {
+    let field = match e {
+        BaselineError::TooFewRows { .. } => "baseline_to",
+        BaselineError::Singular { .. } | BaselineError::DriverCount { .. } => "drivers",
+        _ => "baseline_from",
+    };
+    invalid(field, e.to_string())
 }
 
 /// The settings' shared field.

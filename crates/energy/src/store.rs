@@ -246,6 +246,79 @@ impl DeviceEnergyConfig {
 }
 
 // ---------------------------------------------------------------------------------------
+// EnPI baselines
+
+/// A driver of an EnPI baseline, per local day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Driver {
+    /// Units produced by a device (a property annotated `production_count`).
+    Production { device_id: DeviceId, property: PropertyName },
+    /// `max(0, base − daily mean)` of an outdoor temperature property (°C).
+    HeatingDegreeDays { device_id: DeviceId, property: PropertyName, base_c: f64 },
+    /// `max(0, daily mean − base)` of an outdoor temperature property (°C).
+    CoolingDegreeDays { device_id: DeviceId, property: PropertyName, base_c: f64 },
+    /// Hours with non-idle energy of the baseline's own devices.
+    OperatingHours,
+}
+
+impl Driver {
+    /// The driver's name in the model's coefficients.
+    pub fn name(&self) -> String {
+        match self {
+            Driver::Production { device_id, property } => format!("production:{device_id}/{property}"),
+            Driver::HeatingDegreeDays { device_id, property, .. } => format!("hdd:{device_id}/{property}"),
+            Driver::CoolingDegreeDays { device_id, property, .. } => format!("cdd:{device_id}/{property}"),
+            Driver::OperatingHours => "operating_hours".into(),
+        }
+    }
+}
+
+/// A stored baseline version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    pub id: String,
+    pub name: String,
+    /// 1 for the first fit of (name, target), then 2, 3 …
+    pub version: i64,
+    /// `device` or `group`.
+    pub target_kind: String,
+    pub target_id: String,
+    pub drivers: Vec<Driver>,
+    /// The baseline period's local dates `[from, to)`.
+    pub period_from: NaiveDate,
+    pub period_to: NaiveDate,
+    pub model: crate::baseline::Model,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+const BASELINE_COLUMNS: &str = "baseline_id, name, version, target_kind, target_id, drivers, period_from, period_to, model, created_at, created_by";
+
+fn baseline_from_row(row: &sqlx::any::AnyRow) -> Result<Baseline, StoreError> {
+    let malformed = |what: String| StoreError::Db(DbError::Malformed(what));
+    let date = |column: &str| -> Result<NaiveDate, StoreError> {
+        let text: String = row.try_get(column)?;
+        text.parse().map_err(|e| malformed(format!("{column} {text:?}: {e}")))
+    };
+    let drivers: String = row.try_get("drivers")?;
+    let model: String = row.try_get("model")?;
+    Ok(Baseline {
+        id: row.try_get("baseline_id")?,
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        target_kind: row.try_get("target_kind")?,
+        target_id: row.try_get("target_id")?,
+        drivers: serde_json::from_str(&drivers).map_err(|e| malformed(format!("baseline drivers: {e}")))?,
+        period_from: date("period_from")?,
+        period_to: date("period_to")?,
+        model: serde_json::from_str(&model).map_err(|e| malformed(format!("baseline model: {e}")))?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
 pub struct EnergyStore {
@@ -575,6 +648,75 @@ impl EnergyStore {
             created_at: now_ms,
             created_by: created_by.into(),
         })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Baselines
+
+    /// Stores a fitted baseline as the next version of its (name, target); `version` and
+    /// `id` of the argument are ignored.
+    pub async fn create_baseline(&self, factory: &FactoryId, mut baseline: Baseline) -> Result<Baseline, StoreError> {
+        check_name("name", &baseline.name, MAX_NAME_LEN)?;
+        let malformed = |e: serde_json::Error| StoreError::Db(DbError::Malformed(e.to_string()));
+        let drivers = serde_json::to_string(&baseline.drivers).map_err(malformed)?;
+        let model = serde_json::to_string(&baseline.model).map_err(malformed)?;
+        let mut tx = self.db.begin_write().await?;
+        let lock = self.db.dialect().lock_rows();
+        let last: Option<i64> = sqlx::query(AssertSqlSafe(format!(
+            "SELECT version FROM energy_baselines WHERE factory_id = ? AND name = ? AND target_kind = ? AND target_id = ? \
+             ORDER BY version DESC LIMIT 1{lock}"
+        )))
+        .bind(factory.as_str())
+        .bind(&baseline.name)
+        .bind(&baseline.target_kind)
+        .bind(&baseline.target_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get("version"))
+        .transpose()?;
+        baseline.version = last.map_or(1, |v| v + 1);
+        baseline.id = new_id();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO energy_baselines (factory_id, {BASELINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(factory.as_str())
+        .bind(&baseline.id)
+        .bind(&baseline.name)
+        .bind(baseline.version)
+        .bind(&baseline.target_kind)
+        .bind(&baseline.target_id)
+        .bind(drivers)
+        .bind(baseline.period_from.to_string())
+        .bind(baseline.period_to.to_string())
+        .bind(model)
+        .bind(baseline.created_at)
+        .bind(&baseline.created_by)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(baseline)
+    }
+
+    /// The factory's baselines, oldest first (a factory keeps few: one per EnPI and fit).
+    pub async fn list_baselines(&self, factory: &FactoryId) -> Result<Vec<Baseline>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {BASELINE_COLUMNS} FROM energy_baselines WHERE factory_id = ? ORDER BY baseline_id LIMIT 1000"
+        )))
+        .bind(factory.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(baseline_from_row).collect()
+    }
+
+    pub async fn get_baseline(&self, factory: &FactoryId, id: &str) -> Result<Option<Baseline>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {BASELINE_COLUMNS} FROM energy_baselines WHERE factory_id = ? AND baseline_id = ?"
+        )))
+        .bind(factory.as_str())
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(baseline_from_row).transpose()
     }
 
     // -----------------------------------------------------------------------------------

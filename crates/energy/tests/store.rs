@@ -4,8 +4,10 @@
 
 use chrono::NaiveDate;
 use factoryops_db::Database;
+use factoryops_energy::baseline::Model;
 use factoryops_energy::store::{
-    DeviceEnergyConfig, EnergyStore, GroupKind, GroupUpdate, NewGroup, NewSetting, SettingKind, StoreError, in_force,
+    Baseline, DeviceEnergyConfig, Driver, EnergyStore, GroupKind, GroupUpdate, NewGroup, NewSetting, SettingKind,
+    StoreError, in_force,
 };
 use factoryops_testkit::{TestDatabase, backend_matrix};
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
@@ -262,4 +264,49 @@ async fn device_configs_round_trip(db: TestDatabase) {
     }
 }
 
-backend_matrix!(groups_form_a_hierarchy_and_tags, settings_are_versioned_forward_only, device_configs_round_trip);
+async fn baselines_are_versioned_per_name_and_target(db: TestDatabase) {
+    let store = open(&db).await;
+    let baseline = |name: &str, target: &str| Baseline {
+        id: String::new(),
+        name: name.into(),
+        version: 0,
+        target_kind: "device".into(),
+        target_id: target.into(),
+        drivers: vec![
+            Driver::OperatingHours,
+            Driver::HeatingDegreeDays {
+                device_id: dev("weather"),
+                property: PropertyName::parse("temp_c").unwrap(),
+                base_c: 15.5,
+            },
+        ],
+        period_from: date("2026-01-01"),
+        period_to: date("2026-02-01"),
+        model: Model {
+            intercept: 100.0,
+            coefficients: vec![("operating_hours".into(), 2.0), ("hdd:weather/temp_c".into(), 3.5)],
+            r2: 0.93,
+            cv_rmse: 0.08,
+            n: 31,
+        },
+        created_at: 7,
+        created_by: "user:a".into(),
+    };
+    let v1 = store.create_baseline(&fa(), baseline("EnPI", "press-1")).await.unwrap();
+    let v2 = store.create_baseline(&fa(), baseline("EnPI", "press-1")).await.unwrap();
+    let other = store.create_baseline(&fa(), baseline("EnPI", "press-2")).await.unwrap();
+    assert_eq!((v1.version, v2.version, other.version), (1, 2, 1));
+    assert_ne!(v1.id, v2.id);
+    let read = store.get_baseline(&fa(), &v2.id).await.unwrap().unwrap();
+    assert_eq!(read, v2);
+    assert_eq!(store.list_baselines(&fa()).await.unwrap().len(), 3);
+    assert!(store.get_baseline(&fb(), &v1.id).await.unwrap().is_none());
+    assert!(store.list_baselines(&fb()).await.unwrap().is_empty());
+}
+
+backend_matrix!(
+    groups_form_a_hierarchy_and_tags,
+    settings_are_versioned_forward_only,
+    device_configs_round_trip,
+    baselines_are_versioned_per_name_and_target
+);

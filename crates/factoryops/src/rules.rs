@@ -4,15 +4,32 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use factoryops_ingest::{DeviceFilter, DeviceRegistry};
+use factoryops_db::DbError;
+use factoryops_ingest::{DeviceFilter, DeviceRegistry, Encoded, RepoError, StateDictionary};
 use factoryops_platform::bus::EventBus;
 use factoryops_platform::metrics::Metrics;
 use factoryops_platform::shutdown::Shutdown;
-use factoryops_rules::{ApplySummary, Observation, RulesEngine};
+use factoryops_rules::{ApplySummary, Observation, RulesEngine, StateLabels};
 use factoryops_tsdb::TelemetryStore;
 use factoryops_types::{Clock, DeviceId, FactoryId, PropertyName};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
+
+/// The rules' view of ingest's state dictionary (ADR 0014): rules name labels, the
+/// evaluator compares codes; the rules never read ingest's tables.
+pub struct IngestStateLabels(pub Arc<StateDictionary>);
+
+#[async_trait::async_trait]
+impl StateLabels for IngestStateLabels {
+    async fn code(&self, factory: &FactoryId, property: &PropertyName, label: &str) -> Result<Option<u32>, DbError> {
+        match self.0.encode(factory, property, label).await {
+            Ok(Encoded::Code(code)) => Ok(Some(code)),
+            Ok(Encoded::Full) => Ok(None),
+            Err(RepoError::Db(e)) => Err(e),
+            Err(other) => Err(DbError::Malformed(other.to_string())),
+        }
+    }
+}
 
 /// How long a device's type is trusted before it is read again (scopes by device type).
 const DEVICE_TYPE_TTL_MS: i64 = 30_000;

@@ -137,7 +137,10 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         crate::telemetry::announce_health(health, bus.clone(), clock.clone());
     }
     let ingest_config = ingest_config(&config);
-    let catalogue = Arc::new(PropertyCatalogue::new(db.clone(), ingest_config.max_properties_per_device));
+    let catalogue = Arc::new(
+        PropertyCatalogue::new(db.clone(), ingest_config.max_properties_per_device)
+            .with_max_state_labels(config.ingest.max_state_labels),
+    );
     let ingestor = Ingestor::start(
         ingest_config,
         catalogue.clone(),
@@ -187,6 +190,8 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let engine_config = EngineConfig {
         notifier: Some(crate::notify::notifier(&config, identity.clone())),
         bus: Some(bus.clone()),
+        state_labels: Some(Arc::new(crate::rules::IngestStateLabels(ingestor.catalogue().states().clone()))),
+        max_backtest_points: config.rules.max_backtest_points,
         ..EngineConfig::default()
     };
     let rules = RulesEngine::start(db.clone(), clock.clone(), engine_config).await?;
@@ -450,6 +455,7 @@ fn ingest_config(config: &Config) -> IngestConfig {
     ingest.limits.max_payload_bytes = limits.max_payload_bytes;
     ingest.limits.max_properties = limits.max_properties_per_message;
     ingest.limits.max_depth = limits.max_depth;
+    ingest.limits.max_state_label_chars = limits.max_state_label_chars;
     ingest.limits.max_clock_skew_ms =
         i64::try_from(limits.max_clock_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     // The pipeline caps it by the store's raw retention per factory.

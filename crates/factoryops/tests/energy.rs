@@ -291,10 +291,21 @@ async fn telemetry_key(app: &TestApp, admin: &str) -> String {
 /// energy counter with a reset, a TOU tariff and an emission factor; hourly, daily and
 /// shift buckets, cost, CO2 and peak demand against hand-computed figures.
 async fn a_day_of_energy_matches_the_hand_computed_figures(db: TestDatabase) {
-    a_day_of_energy(TestApp::spawn(db).await).await;
+    day_of_energy(TestApp::spawn(db).await).await;
 }
 
-async fn a_day_of_energy(app: TestApp) {
+/// The same day on the InfluxDB backend: the service reads raw points through the port,
+/// so the figures are identical (ADR 0015).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_of_energy_on_influxdb() {
+    let Some(influx) = influxd::Influxd::start() else { return };
+    let Some(db) = TestDatabase::create(factoryops_testkit::Backend::Sqlite).await else { return };
+    let mut config = common::test_config(&db);
+    config.tsdb_url = Some(factoryops_platform::secret::SecretUrl::new(influx.url("energy")));
+    day_of_energy(TestApp::spawn_with(db, config).await).await;
+}
+
+async fn day_of_energy(app: TestApp) {
     let (admin, viewer) = setup(&app, &["press-1", "meter-1"]).await;
     let key = telemetry_key(&app, &admin).await;
     let d = plain_day(&app, 2);
@@ -529,13 +540,23 @@ async fn three_day_backfill(app: TestApp) {
                 "to": factoryops_types::format_rfc3339_ms(hole_to)}])
     );
     assert!(days.get("charges").is_none());
+    // Below a 60 kW idle threshold every kWh is idle energy; the new configuration drops
+    // the device's cached days, so the answer changes at once.
+    let (status, _) =
+        app.send(Method::PUT, &path("/energy/devices/gw-2"), Some(&admin), Some(json!({"idle_below_kw": 60.0}))).await;
+    assert_eq!(status, 200);
+    let (_, idle) =
+        app.get(&path(&format!("/energy/consumption?device_id=gw-2&{range}&bucket=day")), Some(&viewer)).await;
+    for (item, before) in idle["items"].as_array().unwrap().iter().zip(items) {
+        close(&item["idle_kwh"], before["kwh"].as_f64().unwrap(), "idle below the threshold");
+    }
     // A week bucket sums them (the range is clipped to the three days).
     let (_, week) =
         app.get(&path(&format!("/energy/consumption?device_id=gw-2&{range}&bucket=week")), Some(&viewer)).await;
     let total: f64 = week["items"].as_array().unwrap().iter().map(|i| i["kwh"].as_f64().unwrap()).sum();
     close(&json!(total), 50.0 * ((to - from) as f64 / HOUR as f64 - 2.0), "weeks");
     let (_, misses) = cache_counts(&app).await;
-    assert_eq!(misses, 3.0, "each closed day computed once, then cached");
+    assert_eq!(misses, 6.0, "each closed day computed once, and again after the configuration change");
 
     // The second burst lands in the cached middle day: the bus drops that day (ADR 0015
     // §6) and the next answer has the whole day, while the other two stay cached.
@@ -557,7 +578,7 @@ async fn three_day_backfill(app: TestApp) {
         date = date.succ_opt().unwrap();
     }
     let (_, misses) = cache_counts(&app).await;
-    assert_eq!(misses, 4.0, "only the middle day was computed again");
+    assert_eq!(misses, 7.0, "only the middle day was computed again");
     app.stop().await;
 }
 
@@ -621,7 +642,88 @@ async fn presses_ranked_by_specific_energy(db: TestDatabase) {
     app.stop().await;
 }
 
+/// An EnPI baseline: daily kWh = 100 + 2 × units over 8 days is recovered exactly; then 2
+/// reporting days use 10 % less than expected: savings and the CUSUM follow.
+async fn a_baseline_recovers_its_coefficients_and_tracks_savings(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (admin, viewer) = setup(&app, &["line-1"]).await;
+    let key = telemetry_key(&app, &admin).await;
+    let last = plain_day(&app, 2);
+    let first = last.checked_sub_days(chrono::Days::new(9)).unwrap();
+    let units = [10.0, 20.0, 15.0, 30.0, 25.0, 5.0, 40.0, 35.0, 20.0, 10.0];
+    let mut messages = Vec::new();
+    let (mut reading, mut count) = (0.0, 1000.0);
+    messages.push(json!({"device_id": "line-1", "ts": berlin(first, 0, 0) - HOUR, "parts": count}));
+    let mut date = first;
+    for (i, u) in units.iter().enumerate() {
+        // The energy counter rises evenly through the day by the day's kWh (every 15 min).
+        let kwh = (100.0 + 2.0 * u) * if i >= 8 { 0.9 } else { 1.0 };
+        let (d0, d1) = (berlin(date, 0, 0), berlin(date.succ_opt().unwrap(), 0, 0));
+        let slots = (d1 - d0) / (15 * MIN);
+        for s in 0..slots {
+            messages.push(json!({"device_id": "line-1", "ts": d0 + s * 15 * MIN, "energy_kwh": reading}));
+            reading += kwh / slots as f64;
+        }
+        count += u;
+        messages.push(json!({"device_id": "line-1", "ts": berlin(date, 12, 0), "parts": count}));
+        date = date.succ_opt().unwrap();
+    }
+    messages.push(json!({"device_id": "line-1", "ts": berlin(date, 0, 0), "energy_kwh": reading}));
+    backfill(&app, &key, messages).await;
+    annotate(&app, &admin, "line-1", "energy_kwh", json!({"quantity": "energy_counter", "unit": "kWh"})).await;
+    annotate(&app, &admin, "line-1", "parts", json!({"quantity": "production_count", "unit": "pcs"})).await;
+
+    let report_from = first.checked_add_days(chrono::Days::new(8)).unwrap();
+    let body = json!({"name": "Line 1 EnPI", "device_id": "line-1",
+        "drivers": [{"kind": "production", "device_id": "line-1", "property": "parts"}],
+        "baseline_from": first.to_string(), "baseline_to": report_from.to_string()});
+    let (status, _) = app.post(&path("/energy/baselines"), Some(&viewer), body.clone()).await;
+    assert_eq!(status, 403, "analytics:run is needed");
+    let (status, baseline) = app.post(&path("/energy/baselines"), Some(&admin), body.clone()).await;
+    assert_eq!(status, 201, "{baseline}");
+    assert_eq!((baseline["version"].as_i64(), baseline["model"]["n"].as_u64()), (Some(1), Some(8)));
+    close(&baseline["model"]["intercept"], 100.0, "intercept");
+    close(&baseline["model"]["coefficients"][0]["coefficient"], 2.0, "kWh per unit");
+    assert_eq!(baseline["model"]["coefficients"][0]["driver"], "production:line-1/parts");
+    close(&baseline["model"]["r2"], 1.0, "R²");
+    // A new fit of the same name and target is the next version.
+    let (status, again) = app.post(&path("/energy/baselines"), Some(&admin), body).await;
+    assert_eq!((status, again["version"].as_i64()), (201, Some(2)), "{again}");
+
+    // Reporting days 8 and 9: expected 140 and 120 kWh, actual 126 and 108.
+    let id = baseline["id"].as_str().unwrap();
+    let to = report_from.checked_add_days(chrono::Days::new(2)).unwrap();
+    let (status, report) =
+        app.get(&path(&format!("/energy/baselines/{id}?from={report_from}&to={to}")), Some(&viewer)).await;
+    assert_eq!(status, 200, "{report}");
+    let series = report["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{report}");
+    assert_eq!(series[0]["date"], report_from.to_string());
+    for (point, (expected, actual, cusum)) in series.iter().zip([(140.0, 126.0, -14.0), (120.0, 108.0, -26.0)]) {
+        close(&point["expected"], expected, "expected");
+        close(&point["actual"], actual, "actual");
+        close(&point["savings"], expected - actual, "savings");
+        close(&point["cusum"], cusum, "CUSUM");
+    }
+    let (_, list) = app.get(&path("/energy/baselines"), Some(&viewer)).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    // Too few days for the drivers: a 422 naming what to change.
+    let (status, problem) = app
+        .post(
+            &path("/energy/baselines"),
+            Some(&admin),
+            json!({"name": "short", "device_id": "line-1", "drivers": [{"kind": "operating_hours"}, {"kind": "production", "device_id": "line-1", "property": "parts"}],
+                   "baseline_from": first.to_string(), "baseline_to": first.succ_opt().unwrap().to_string()}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, _) = app.get(&path("/energy/baselines/nope"), Some(&viewer)).await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+
 backend_matrix!(
+    a_baseline_recovers_its_coefficients_and_tracks_savings,
     presses_ranked_by_specific_energy,
     groups_through_the_api,
     device_energy_config,
@@ -630,7 +732,8 @@ backend_matrix!(
     a_three_day_backfill_in_one_burst
 );
 
-/// The server on InfluxDB (its own `influxd`, `tsdb_url`): the same hand-computed figures.
+/// The server on InfluxDB (its own `influxd`, `tsdb_url`): the same hand-computed figures
+/// (the day itself: `a_day_of_energy_on_influxdb`).
 /// Missing `influxd` skips loudly, and fails under `CI=true`.
 async fn on_influxdb() -> Option<(TestApp, Influxd)> {
     let influxd = Influxd::start()?;
@@ -641,12 +744,6 @@ async fn on_influxdb() -> Option<(TestApp, Influxd)> {
 }
 
 mod influxdb {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_day_of_energy_matches_the_hand_computed_figures() {
-        let Some((app, _influxd)) = super::on_influxdb().await else { return };
-        super::a_day_of_energy(app).await;
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_three_day_backfill_in_one_burst() {
         let Some((app, _influxd)) = super::on_influxdb().await else { return };

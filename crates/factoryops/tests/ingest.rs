@@ -34,7 +34,7 @@ async fn mqtt_publish_reaches_the_api(db: TestDatabase) {
 
     let (client, mut el) = mqtt::client(app.mqtt_port, "plant-a/press-1", secret);
     assert_eq!(mqtt::connack(&mut el).await.unwrap(), rumqttc::ConnectReturnCode::Success);
-    let payload = r#"{"power_kw": 12.5, "running": true, "phase": {"l1": {"v": 231}}, "status": "ok"}"#;
+    let payload = r#"{"power_kw": 12.5, "running": true, "phase": {"l1": {"v": 231}}, "status": "ok", "tags": ["x"]}"#;
     mqtt::publish_acked(&client, &mut el, "factories/plant-a/devices/press-1/telemetry", payload).await.unwrap();
 
     // PUBACK means durable: the values are readable at once.
@@ -48,12 +48,18 @@ async fn mqtt_publish_reaches_the_api(db: TestDatabase) {
         .collect();
     assert_eq!(
         values,
-        vec![("phase.l1.v".into(), json!(231.0)), ("power_kw".into(), json!(12.5)), ("running".into(), json!(true))]
+        vec![
+            ("phase.l1.v".into(), json!(231.0)),
+            ("power_kw".into(), json!(12.5)),
+            ("running".into(), json!(true)),
+            ("status".into(), json!("ok"))
+        ]
     );
 
     let (_, props) = app.get("/api/v1/factories/plant-a/devices/press-1/properties", Some(&admin)).await;
     let names: Vec<&str> = props["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["phase.l1.v", "power_kw", "running"]);
+    assert_eq!(names, ["phase.l1.v", "power_kw", "running", "status"]);
+    assert_eq!(props["items"][3]["value_type"], "state", "a string is a state label (ADR 0014)");
     let (status, p) = app
         .send(
             Method::PATCH,
@@ -65,11 +71,11 @@ async fn mqtt_publish_reaches_the_api(db: TestDatabase) {
     assert_eq!(status, 200, "{p}");
     assert_eq!(p["unit"], "kW");
     let (_, catalogue) = app.get("/api/v1/factories/plant-a/properties", Some(&admin)).await;
-    assert_eq!(catalogue["items"].as_array().unwrap().len(), 3);
+    assert_eq!(catalogue["items"].as_array().unwrap().len(), 4);
 
-    // The string property was rejected with its reason; the numbers of the same message were kept.
+    // The array property was rejected with its reason; the rest of the same message was kept.
     let (_, errors) = app.get("/api/v1/factories/plant-a/devices/press-1/errors", Some(&admin)).await;
-    assert_eq!(errors["items"][0]["property"], "status", "{errors}");
+    assert_eq!(errors["items"][0]["property"], "tags", "{errors}");
 
     let (status, series) =
         app.get("/api/v1/factories/plant-a/telemetry/series?device_id=press-1&property=power_kw", Some(&admin)).await;
@@ -360,9 +366,14 @@ async fn the_live_stream_pushes_this_factorys_telemetry(db: TestDatabase) {
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let (client, mut el) = mqtt::client(app.mqtt_port, "plant-a/press-1", creds["secret"].as_str().unwrap());
     mqtt::connack(&mut el).await.unwrap();
-    mqtt::publish_acked(&client, &mut el, "factories/plant-a/devices/press-1/telemetry", r#"{"temp_c": 81}"#)
-        .await
-        .unwrap();
+    mqtt::publish_acked(
+        &client,
+        &mut el,
+        "factories/plant-a/devices/press-1/telemetry",
+        r#"{"temp_c": 81, "state": "idle"}"#,
+    )
+    .await
+    .unwrap();
     let mut text = String::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while !text.contains("temp_c") {
@@ -372,6 +383,8 @@ async fn the_live_stream_pushes_this_factorys_telemetry(db: TestDatabase) {
     }
     assert!(text.contains("event: telemetry"), "{text}");
     assert!(text.contains("press-1"), "{text}");
+    // A state property's value is its label, not the stored code (ADR 0014).
+    assert!(text.contains(r#"{"property":"state","ts_ms""#) && text.contains(r#""value":"idle""#), "{text}");
     app.stop().await;
 }
 

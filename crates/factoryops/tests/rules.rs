@@ -400,7 +400,7 @@ async fn disabling_a_rule_resolves_its_alerts_and_stops_evaluation(db: TestDatab
 }
 
 /// A backtest may span at most 366 days: exactly 366 runs, one millisecond more is a 422
-/// validation problem naming `to`. (The 5 M-point bound needs 5 M stored points; not tested here.)
+/// validation problem naming `to`.
 async fn backtest_range_is_bounded_to_366_days(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     let root = app.root_token().await;
@@ -417,6 +417,77 @@ async fn backtest_range_is_bounded_to_366_days(db: TestDatabase) {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errors"][0]["field"], "to", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("366 days"), "{body}");
+    app.stop().await;
+}
+
+/// A backtest reads at most `rules.max_backtest_points` raw points (5 M by default; the
+/// same code path with a small limit here). Two presses send 500 points each: with a limit
+/// of 999 the backtest is a 422 on `to` naming the limit, with 1,000 it runs and each press
+/// opens and resolves one alert (the two 90 °C readings at 100 and 101 s).
+async fn backtest_points_are_bounded_by_the_configured_limit(db: TestDatabase) {
+    let mut config = common::test_config(&db);
+    config.rules.max_backtest_points = 999;
+    let app = TestApp::spawn_with(db, config.clone()).await;
+    let root = app.root_token().await;
+    let admin = app.factory_with_admin(&root, "plant-a", "boss@a.example", "boss-password-1").await;
+    for id in ["press-1", "press-2"] {
+        let (status, body) = app
+            .post("/api/v1/factories/plant-a/devices", Some(&admin), json!({"id": id, "name": id, "type": "press"}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, key) = app
+        .post(
+            "/api/v1/factories/plant-a/api-keys",
+            Some(&admin),
+            json!({"name": "gateway", "permissions": ["telemetry:write"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let key = key["key"].as_str().unwrap().to_string();
+    let mut rule_body = overheat_rule();
+    rule_body["scope"] = json!({"device_type": "press"});
+    let (status, rule) = app.post("/api/v1/factories/plant-a/rules", Some(&admin), rule_body).await;
+    assert_eq!(status, 201, "{rule}");
+
+    let t0 = app.clock_now() - 3_600_000;
+    for id in ["press-1", "press-2"] {
+        let messages: Vec<Value> = (0..500i64)
+            .map(|i| {
+                let temp = if i == 100 || i == 101 { 90.0 } else { 20.0 };
+                json!({"device_id": id, "ts": t0 + i * 1_000, "temp_c": temp})
+            })
+            .collect();
+        let (status, body) =
+            app.post("/api/v1/factories/plant-a/telemetry", Some(&key), json!({"messages": messages})).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["results"].as_array().unwrap().iter().all(|r| r["status"] == "stored"), "{body}");
+    }
+    let url = format!("/api/v1/factories/plant-a/rules/{}/backtest", rule["id"].as_str().unwrap());
+    let range = json!({
+        "from": factoryops_types::format_rfc3339_ms(t0),
+        "to": factoryops_types::format_rfc3339_ms(t0 + 500_000),
+    });
+
+    let (status, body) = app.post(&url, Some(&admin), range.clone()).await;
+    assert_eq!(status, 422, "1,000 points over a limit of 999: {body}");
+    assert_eq!(body["errors"][0]["field"], "to", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("more than 999 points"), "the problem names the limit: {body}");
+
+    // The access token outlives the restart (the signing key is kept in the data dir).
+    let db = app.stop().await;
+    config.rules.max_backtest_points = 1_000;
+    let app = TestApp::spawn_with(db, config).await;
+    let (status, body) = app.post(&url, Some(&admin), range).await;
+    assert_eq!(status, 200, "1,000 points within a limit of 1,000: {body}");
+    assert_eq!(body["points"], 1_000, "{body}");
+    assert_eq!(body["events"], 1_000, "{body}");
+    assert_eq!((body["opened"].as_u64(), body["resolved"].as_u64()), (Some(2), Some(2)), "{body}");
+    let opened: Vec<&str> =
+        body["alerts"].as_array().unwrap().iter().map(|a| a["opened_at"].as_str().unwrap()).collect();
+    let at = factoryops_types::format_rfc3339_ms(t0 + 100_000);
+    assert_eq!(opened, [at.as_str(), at.as_str()], "{body}");
     app.stop().await;
 }
 
@@ -450,6 +521,7 @@ async fn a_repeated_ts_is_a_correction_for_store_and_rules(db: TestDatabase) {
 
 backend_matrix!(
     a_repeated_ts_is_a_correction_for_store_and_rules,
+    backtest_points_are_bounded_by_the_configured_limit,
     backtest_range_is_bounded_to_366_days,
     disabling_a_rule_resolves_its_alerts_and_stops_evaluation,
     a_restart_catches_up_missed_evaluations_and_stale_devices,

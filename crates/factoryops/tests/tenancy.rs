@@ -133,11 +133,21 @@ fn matrix() -> Vec<Case> {
         case(M::GET, "/energy/peak-demand?device_id={device}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
         case(M::GET, "/energy/peak-demand?group_id={group}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
         case(M::GET, "/energy/ranking?device_type=press&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
+        case(M::GET, "/energy/baselines", None),
+        case(
+            M::POST,
+            "/energy/baselines",
+            Some(
+                json!({"name": "intruder", "device_id": "{device}", "drivers": [{"kind": "operating_hours"}], "baseline_from": "2026-01-01", "baseline_to": "2026-02-01"}),
+            ),
+        ),
+        case(M::GET, "/energy/baselines/{baseline}", None),
     ]
 }
 
 struct Tenant {
     group_id: String,
+    baseline_id: String,
     rule_id: String,
     alert_id: String,
     notification_id: String,
@@ -220,7 +230,10 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
         )
         .await;
     assert_eq!(status, 200, "{config}");
+    // A baseline: fitting one needs days of data, so it is written through the store.
+    let baseline_id = baseline_fixture(app, factory, &device).await;
     Tenant {
+        baseline_id,
         group_id: group["id"].as_str().unwrap().into(),
         rule_id: rule["id"].as_str().unwrap().into(),
         alert_id,
@@ -233,6 +246,34 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
         key: key["key"].as_str().unwrap().into(),
         viewer,
     }
+}
+
+/// A stored baseline of the factory's device, written through the energy store (fitting
+/// needs days of data the fixture does not have).
+async fn baseline_fixture(app: &TestApp, factory: &str, device: &str) -> String {
+    let db = factoryops_db::Database::connect(&app.db.url).await.unwrap();
+    let store = factoryops_energy::store::EnergyStore::new(db);
+    let baseline = factoryops_energy::store::Baseline {
+        id: String::new(),
+        name: "fixture".into(),
+        version: 0,
+        target_kind: "device".into(),
+        target_id: device.into(),
+        drivers: vec![factoryops_energy::store::Driver::OperatingHours],
+        period_from: "2026-01-01".parse().unwrap(),
+        period_to: "2026-02-01".parse().unwrap(),
+        model: factoryops_energy::baseline::Model {
+            intercept: 1.0,
+            coefficients: vec![("operating_hours".into(), 2.0)],
+            r2: 0.9,
+            cv_rmse: 0.1,
+            n: 31,
+        },
+        created_at: 0,
+        created_by: "fixture".into(),
+    };
+    let factory = factoryops_types::FactoryId::parse(factory).unwrap();
+    store.create_baseline(&factory, baseline).await.unwrap().id
 }
 
 async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
@@ -261,9 +302,11 @@ async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
     let tariff = app.get(&format!("/api/v1/factories/{factory}/energy/tariff"), Some(&t.admin)).await.1;
     let shifts = app.get(&format!("/api/v1/factories/{factory}/energy/shifts"), Some(&t.admin)).await.1;
     let factor = app.get(&format!("/api/v1/factories/{factory}/energy/emission-factor"), Some(&t.admin)).await.1;
+    let baselines = app.get(&format!("/api/v1/factories/{factory}/energy/baselines"), Some(&t.admin)).await.1;
     json!({ "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
             "rules": rules["items"], "alerts": alerts["items"], "notifications": notifications["items"], "prefs": prefs,
-            "groups": groups["items"], "energy_config": energy_config, "tariff": tariff, "shifts": shifts, "factor": factor })
+            "groups": groups["items"], "energy_config": energy_config, "tariff": tariff, "shifts": shifts, "factor": factor,
+            "baselines": baselines })
 }
 
 async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
@@ -284,6 +327,7 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
                 .replace("{alert}", &b.alert_id)
                 .replace("{notification}", &b.notification_id)
                 .replace("{group}", &b.group_id)
+                .replace("{baseline}", &b.baseline_id)
         };
         let with_b_ids = fill(case.path);
         let body = case.body.as_ref().map(|v| serde_json::from_str::<Value>(&fill(&v.to_string())).unwrap());

@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Row};
 use tokio_util::sync::CancellationToken;
 
+use crate::payload::RejectReason;
+use crate::states::{DEFAULT_MAX_STATE_LABELS, StateDictionary};
 use crate::{Page, RepoError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,6 +33,8 @@ use crate::{Page, RepoError};
 pub enum ValueType {
     Number,
     Boolean,
+    /// String values: state labels, stored as codes (ADR 0014).
+    State,
 }
 
 impl ValueType {
@@ -45,11 +49,28 @@ impl ValueType {
         match self {
             ValueType::Number => "number",
             ValueType::Boolean => "boolean",
+            ValueType::State => "state",
         }
     }
 
     fn parse(text: &str) -> Self {
-        if text == "boolean" { ValueType::Boolean } else { ValueType::Number }
+        match text {
+            "boolean" => ValueType::Boolean,
+            "state" => ValueType::State,
+            _ => ValueType::Number,
+        }
+    }
+
+    /// Whether a value of type `incoming` may be stored in a property registered as
+    /// `self`; otherwise the rejection reason. Numbers and booleans mix as before; state
+    /// labels and the others do not.
+    pub fn accepts(self, incoming: ValueType) -> Result<(), RejectReason> {
+        match (self, incoming) {
+            (ValueType::State, ValueType::State) => Ok(()),
+            (ValueType::State, _) => Err(RejectReason::NotAState),
+            (_, ValueType::State) => Err(RejectReason::String),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -221,6 +242,8 @@ pub struct PropertyCatalogue {
     /// without making unrelated devices wait for each other.
     stripes: Vec<tokio::sync::Mutex<()>>,
     seen: Mutex<SeenBuffer>,
+    /// The state labels of the factory's state properties.
+    states: Arc<StateDictionary>,
 }
 
 /// Write transactions of at most `per_transaction` statements, each inside this process's
@@ -299,29 +322,44 @@ impl<'a> ShortTransactions<'a> {
 impl PropertyCatalogue {
     pub fn new(db: Database, max_properties_per_device: usize) -> Self {
         Self {
-            db,
             max_per_device: max_properties_per_device.max(1),
             max_cached_properties: AtomicUsize::new(DEFAULT_MAX_CACHED_PROPERTIES),
             known: Mutex::new(KnownCache::default()),
             evictions: Mutex::new(Counter::default()),
             stripes: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             seen: Mutex::new(SeenBuffer::default()),
+            states: Arc::new(StateDictionary::new(db.clone(), DEFAULT_MAX_STATE_LABELS)),
+            db,
         }
     }
 
-    /// Makes sure every property is registered. Returns the names refused by the
-    /// cardinality guard (new properties beyond the per-device maximum); those must
-    /// not be stored. An error means nothing new was registered.
+    /// [`PropertyCatalogue::new`] with a bound on the distinct state labels per (factory,
+    /// property) other than the default.
+    pub fn with_max_state_labels(mut self, max_state_labels: usize) -> Self {
+        self.states = Arc::new(StateDictionary::new(self.db.clone(), max_state_labels));
+        self
+    }
+
+    /// The state dictionary (code ↔ label of state properties).
+    pub fn states(&self) -> &Arc<StateDictionary> {
+        &self.states
+    }
+
+    /// Makes sure every property is registered. Returns the names refused, with the
+    /// reason: new properties beyond the per-device maximum (`cardinality_limit`), values
+    /// whose kind does not suit the registered property (a string for a number: `string`;
+    /// a number for a state: `not_a_state`); those must not be stored. An error means
+    /// nothing new was registered.
     pub async fn register<'a>(
         &self,
         factory: &FactoryId,
         device: &DeviceId,
         properties: impl Iterator<Item = (&'a PropertyName, ValueType)> + Clone,
         now_ms: i64,
-    ) -> Result<Vec<PropertyName>, RepoError> {
+    ) -> Result<Vec<(PropertyName, RejectReason)>, RepoError> {
         let key = (factory.clone(), device.clone());
-        if self.all_known(&key, properties.clone()) {
-            return Ok(Vec::new());
+        if let Some(refused) = self.check_known(&key, properties.clone()) {
+            return Ok(refused);
         }
         let stripe = &self.stripes[stripe_of(&key)];
         let _guard = stripe.lock().await;
@@ -336,13 +374,19 @@ impl PropertyCatalogue {
         let mut to_insert: Vec<(PropertyName, ValueType)> = Vec::new();
         let mut refused = Vec::new();
         for (name, value_type) in properties {
-            if current.contains_key(name) || to_insert.iter().any(|(n, _)| n == name) {
+            if let Some(registered) = current.get(name) {
+                if let Err(reason) = registered.accepts(value_type) {
+                    refused.push((name.clone(), reason));
+                }
+                continue;
+            }
+            if to_insert.iter().any(|(n, _)| n == name) {
                 continue;
             }
             if to_insert.len() < room {
                 to_insert.push((name.clone(), value_type));
             } else {
-                refused.push(name.clone());
+                refused.push((name.clone(), RejectReason::CardinalityLimit));
             }
         }
         for chunk in to_insert.chunks(NAMES_PER_STATEMENT) {
@@ -370,16 +414,36 @@ impl PropertyCatalogue {
         (known.devices.len(), known.properties)
     }
 
-    fn all_known<'a>(
+    /// When every property is known (cached), the ones whose value kind does not suit
+    /// their registration; `None` when something must be registered or loaded.
+    fn check_known<'a>(
         &self,
         key: &DeviceKey,
-        mut properties: impl Iterator<Item = (&'a PropertyName, ValueType)>,
-    ) -> bool {
+        properties: impl Iterator<Item = (&'a PropertyName, ValueType)>,
+    ) -> Option<Vec<(PropertyName, RejectReason)>> {
         let mut known = self.known.lock();
-        match known.get(key) {
-            Some(names) => properties.all(|(name, _)| names.contains_key(name)),
-            None => false,
+        let names = known.get(key)?;
+        let mut refused = Vec::new();
+        for (name, value_type) in properties {
+            if let Err(reason) = names.get(name)?.accepts(value_type) {
+                refused.push((name.clone(), reason));
+            }
         }
+        Some(refused)
+    }
+
+    /// The value type of each of a device's properties, from the cache when the device
+    /// is in it (reads use this to find state properties without a query).
+    pub async fn value_types(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+    ) -> Result<HashMap<PropertyName, ValueType>, RepoError> {
+        let key = (factory.clone(), device.clone());
+        if let Some(known) = self.known.lock().get(&key) {
+            return Ok(known.clone());
+        }
+        self.load(factory, device).await
     }
 
     async fn load(
@@ -822,6 +886,7 @@ fn apply_update(current: &mut Property, update: PropertyUpdate) -> Result<(), Re
         return if errors.is_empty() { Ok(()) } else { Err(RepoError::InvalidFields(errors)) };
     };
     match (quantity, current.value_type) {
+        (Quantity::State, ValueType::State) => {}
         (Quantity::State, ValueType::Number | ValueType::Boolean) => bad(
             "quantity",
             format!(
@@ -833,6 +898,10 @@ fn apply_update(current: &mut Property, update: PropertyUpdate) -> Result<(), Re
         (_, ValueType::Boolean) => {
             bad("quantity", format!("`{}` has boolean values, which measure no {quantity}", current.name))
         }
+        (_, ValueType::State) => bad(
+            "quantity",
+            format!("`{}` has state labels as values: its only quantity is `state`, not {quantity}", current.name),
+        ),
         _ => {}
     }
     if quantity == Quantity::ProductionCount && current.counting.is_none() {

@@ -6,6 +6,7 @@
 //! - [`payload`]: the pure JSON payload parser (flattening, limits, per-property rejection).
 //! - [`pipeline::Ingestor`]: parse → register → group-committed durable write → bus event.
 //!   Used by the MQTT endpoint and by HTTP ingestion alike.
+//! - [`states::StateDictionary`]: the code ↔ label dictionary of state properties (ADR 0014).
 //! - [`stamps::Stamps`]: unique server-given timestamps per device (ADR 0009).
 //! - [`mqtt::MqttServer`]: the built-in MQTT 3.1.1 / 5.0 endpoint with topic ACL and
 //!   PUBACK only after the points are durable.
@@ -18,6 +19,7 @@ pub mod mqtt;
 pub mod payload;
 pub mod pipeline;
 pub mod stamps;
+pub mod states;
 
 pub use catalogue::{Property, PropertyCatalogue, PropertyUpdate, ValueType};
 pub use devices::{
@@ -26,6 +28,7 @@ pub use devices::{
 pub use error::{IngestError, RepoError};
 pub use payload::{MessageRejection, ParsedPayload, PayloadLimits, RejectReason, RejectedProperty};
 pub use pipeline::{IngestConfig, IngestErrorRecord, IngestOutcome, Ingestor, SchemaMemo, StoredSummary};
+pub use states::{Encoded, Labels, StateDictionary};
 
 use factoryops_db::Migrations;
 

@@ -33,6 +33,9 @@ pub struct PayloadLimits {
     /// `None`: no bound here. The pipeline lowers it to what the store keeps as raw data
     /// for the message's factory, so a point is never acknowledged that the store would drop.
     pub max_backfill_ms: Option<i64>,
+    /// Longest state label (a string value) in characters; longer ones are rejected
+    /// (`state_too_long`).
+    pub max_state_label_chars: usize,
 }
 
 impl Default for PayloadLimits {
@@ -43,6 +46,7 @@ impl Default for PayloadLimits {
             max_depth: 8,
             max_clock_skew_ms: 24 * 3600 * 1000,
             max_backfill_ms: None,
+            max_state_label_chars: 64,
         }
     }
 }
@@ -63,6 +67,12 @@ pub enum RejectReason {
     Duplicate,
     /// The device already has the maximum number of distinct properties.
     CardinalityLimit,
+    /// A state label (string value) that is empty or longer than `max_state_label_chars`.
+    StateTooLong,
+    /// A new state label of a property that already has the maximum number of labels.
+    StateCardinality,
+    /// A number or boolean for a state property (whose values are labels).
+    NotAState,
 }
 
 impl RejectReason {
@@ -78,6 +88,9 @@ impl RejectReason {
             RejectReason::TooManyProperties => "too_many_properties",
             RejectReason::Duplicate => "duplicate",
             RejectReason::CardinalityLimit => "cardinality_limit",
+            RejectReason::StateTooLong => "state_too_long",
+            RejectReason::StateCardinality => "state_cardinality",
+            RejectReason::NotAState => "not_a_state",
         }
     }
 }
@@ -149,6 +162,9 @@ pub struct ParsedPayload {
     /// pipeline replaces by a unique server-given stamp (ADR 0009).
     pub device_ts: bool,
     pub values: Vec<(PropertyName, Value)>,
+    /// String values: state labels, stored as codes once the pipeline looked them up
+    /// (ADR 0014). Empty for the usual message.
+    pub states: Vec<(PropertyName, String)>,
     pub rejected: Vec<RejectedProperty>,
 }
 
@@ -171,7 +187,7 @@ pub fn parse_payload(
         None => received_at_ms,
     };
     let device_ts = map.contains_key(TS_KEY);
-    let mut out = Flattener { limits, values: Vec::new(), rejected: Vec::new(), seen: None };
+    let mut out = Flattener { limits, values: Vec::new(), states: Vec::new(), rejected: Vec::new(), seen: None };
     for (key, value) in &map {
         if key == TS_KEY {
             continue;
@@ -180,7 +196,7 @@ pub fn parse_payload(
         name.push_str(key);
         out.visit(&mut name, value, 0);
     }
-    Ok(ParsedPayload { ts_ms, device_ts, values: out.values, rejected: out.rejected })
+    Ok(ParsedPayload { ts_ms, device_ts, values: out.values, states: out.states, rejected: out.rejected })
 }
 
 /// The device's `ts` if it lies in `[received − max_backfill, received + max_clock_skew]`
@@ -216,6 +232,7 @@ fn device_time(value: &serde_json::Value) -> Option<i64> {
 struct Flattener<'a> {
     limits: &'a PayloadLimits,
     values: Vec<(PropertyName, Value)>,
+    states: Vec<(PropertyName, String)>,
     rejected: Vec<RejectedProperty>,
     /// Names accepted so far, once there are too many to compare one by one.
     seen: Option<HashSet<String>>,
@@ -249,7 +266,7 @@ impl Flattener<'_> {
                 _ => return self.reject(name, RejectReason::NonFinite),
             },
             J::Bool(b) => Value::Bool(*b),
-            J::String(_) => return self.reject(name, RejectReason::String),
+            J::String(label) => return self.visit_state(name, label),
             J::Array(_) => return self.reject(name, RejectReason::Array),
             J::Null => return self.reject(name, RejectReason::Null),
         };
@@ -259,23 +276,56 @@ impl Flattener<'_> {
         if self.is_duplicate(&property) {
             return self.reject(name, RejectReason::Duplicate);
         }
-        if self.values.len() >= self.limits.max_properties {
+        if self.accepted() >= self.limits.max_properties {
             return self.reject(name, RejectReason::TooManyProperties);
         }
+        self.remember(&property);
+        self.values.push((property, leaf));
+    }
+
+    /// A string value: a state label, checked like any property plus its length.
+    fn visit_state(&mut self, name: &str, label: &str) {
+        let max = self.limits.max_state_label_chars;
+        // Bytes bound characters from above: most labels skip the count.
+        if label.is_empty() || (label.len() > max && label.chars().nth(max).is_some()) {
+            return self.reject(name, RejectReason::StateTooLong);
+        }
+        let Ok(property) = PropertyName::parse(name) else {
+            return self.reject(name, RejectReason::InvalidName);
+        };
+        if self.is_duplicate(&property) {
+            return self.reject(name, RejectReason::Duplicate);
+        }
+        if self.accepted() >= self.limits.max_properties {
+            return self.reject(name, RejectReason::TooManyProperties);
+        }
+        self.remember(&property);
+        self.states.push((property, label.to_string()));
+    }
+
+    fn accepted(&self) -> usize {
+        self.values.len() + self.states.len()
+    }
+
+    fn remember(&mut self, property: &PropertyName) {
         if let Some(seen) = &mut self.seen {
             seen.insert(property.as_str().to_string());
-        } else if self.values.len() + 1 >= LINEAR_DUPLICATE_CHECK {
-            let mut seen: HashSet<String> = self.values.iter().map(|(n, _)| n.as_str().to_string()).collect();
+        } else if self.accepted() + 1 >= LINEAR_DUPLICATE_CHECK {
+            let mut seen: HashSet<String> = self
+                .values
+                .iter()
+                .map(|(n, _)| n.as_str().to_string())
+                .chain(self.states.iter().map(|(n, _)| n.as_str().to_string()))
+                .collect();
             seen.insert(property.as_str().to_string());
             self.seen = Some(seen);
         }
-        self.values.push((property, leaf));
     }
 
     fn is_duplicate(&self, property: &PropertyName) -> bool {
         match &self.seen {
             Some(seen) => seen.contains(property.as_str()),
-            None => self.values.iter().any(|(n, _)| n == property),
+            None => self.values.iter().any(|(n, _)| n == property) || self.states.iter().any(|(n, _)| n == property),
         }
     }
 
@@ -327,7 +377,7 @@ mod tests {
 
     #[test]
     fn bad_properties_are_rejected_good_ones_kept() {
-        let p = parse(r#"{"a": 1, "b": "text", "c": [1], "d": null, "e": false, "bad name": 2, "": 3, "x": {"": 1}}"#);
+        let p = parse(r#"{"a": 1, "b": "", "c": [1], "d": null, "e": false, "bad name": 2, "": 3, "x": {"": 1}}"#);
         assert_eq!(names(&p).len(), 2);
         let mut reasons: Vec<(String, RejectReason)> = p.rejected.iter().map(|r| (r.name.clone(), r.reason)).collect();
         reasons.sort_by(|a, b| a.0.cmp(&b.0));
@@ -335,13 +385,35 @@ mod tests {
             reasons,
             vec![
                 ("".into(), RejectReason::InvalidName),
-                ("b".into(), RejectReason::String),
+                ("b".into(), RejectReason::StateTooLong),
                 ("bad name".into(), RejectReason::InvalidName),
                 ("c".into(), RejectReason::Array),
                 ("d".into(), RejectReason::Null),
                 ("x.".into(), RejectReason::InvalidName),
             ]
         );
+    }
+
+    #[test]
+    fn strings_are_state_labels_within_the_length_bound() {
+        let limits = PayloadLimits { max_state_label_chars: 5, ..PayloadLimits::default() };
+        let text = r#"{"state": "idle", "mode": "übung", "long": "running", "power": 2, "n": {"s": "off"}}"#;
+        let p = parse_payload(text.as_bytes(), NOW, &limits).unwrap();
+        let mut states: Vec<(&str, &str)> = p.states.iter().map(|(n, l)| (n.as_str(), l.as_str())).collect();
+        states.sort_unstable();
+        // "übung" is 5 characters (6 bytes): within the bound.
+        assert_eq!(states, [("mode", "übung"), ("n.s", "off"), ("state", "idle")]);
+        assert_eq!(names(&p), ["power"]);
+        assert_eq!(p.rejected, [RejectedProperty { name: "long".into(), reason: RejectReason::StateTooLong }]);
+        // A state name counts against duplicates and the per-message maximum like any other.
+        let p = parse(r#"{"a.b": "x", "a": {"b": 1}}"#);
+        // (Keys are visited in order: `a` before `a.b`.)
+        assert_eq!((p.states.len(), p.values.len(), p.rejected[0].reason), (0, 1, RejectReason::Duplicate));
+        let p = parse(r#"{"a": {"b": "x"}, "a.b": 1}"#);
+        assert_eq!((p.states.len(), p.values.len(), p.rejected[0].reason), (1, 0, RejectReason::Duplicate));
+        let limits = PayloadLimits { max_properties: 1, ..PayloadLimits::default() };
+        let p = parse_payload(br#"{"a": "x", "b": "y"}"#, NOW, &limits).unwrap();
+        assert_eq!((p.states.len(), p.rejected[0].reason), (1, RejectReason::TooManyProperties));
     }
 
     #[test]
@@ -509,7 +581,7 @@ mod tests {
             leaves("", &reparsed, &mut expected);
             // Empty objects contribute no leaves.
             let expected: Vec<_> = expected.into_iter().filter(|(_, v)| !v.as_object().is_some_and(|m| m.is_empty())).collect();
-            prop_assert_eq!(p.values.len() + p.rejected.len(), expected.len());
+            prop_assert_eq!(p.values.len() + p.states.len() + p.rejected.len(), expected.len());
             for (name, value) in &p.values {
                 // Dotted keys can collide with nested paths, so any leaf of that name may be the source.
                 let matched = expected.iter().filter(|(n, _)| n == name.as_str()).any(|(_, original)| match value {
@@ -519,7 +591,7 @@ mod tests {
                 prop_assert!(matched, "{} has no matching leaf", name);
             }
             for r in &p.rejected {
-                if matches!(r.reason, RejectReason::String | RejectReason::Null) {
+                if matches!(r.reason, RejectReason::StateTooLong | RejectReason::Null) {
                     prop_assert!(expected.iter().any(|(n, _)| n == &r.name));
                 }
             }

@@ -16,8 +16,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use factoryops_platform::bus::{Event, EventBus, TelemetryBatch, TelemetryMessage, topics};
-use factoryops_tsdb::{Point, TelemetryStore, TsdbError};
-use factoryops_types::{Clock, DeviceId, FactoryId, new_id};
+use factoryops_tsdb::{Point, TelemetryStore, TsdbError, Value};
+use factoryops_types::{Clock, DeviceId, FactoryId, PropertyName, new_id};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -30,6 +30,7 @@ use crate::catalogue::{PropertyCatalogue, ValueType};
 use crate::metrics::IngestMetrics;
 use crate::payload::{MessageRejection, PayloadLimits, RejectReason, RejectedProperty, parse_payload};
 use crate::stamps::Stamps;
+use crate::states::Encoded;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -358,18 +359,24 @@ impl Ingestor {
                 return Ok(Prepared::Rejected(rejection));
             }
         };
-        let schema = SchemaMemo::fingerprint(&parsed.values);
+        let schema = SchemaMemo::fingerprint(&parsed.values, &parsed.states);
         let refused = if memo.known == Some(schema) {
             Ok(Vec::new())
         } else {
             // Boxed: registration runs database queries, whose large future would otherwise
             // size every connection's task (10k of them) for the rare first message.
-            Box::pin(self.inner.catalogue.register(
-                factory,
-                device,
-                parsed.values.iter().map(|(n, v)| (n, ValueType::of(v))),
-                received_at_ms,
-            ))
+            Box::pin(
+                self.inner.catalogue.register(
+                    factory,
+                    device,
+                    parsed
+                        .values
+                        .iter()
+                        .map(|(n, v)| (n, ValueType::of(v)))
+                        .chain(parsed.states.iter().map(|(n, _)| (n, ValueType::State))),
+                    received_at_ms,
+                ),
+            )
             .await
         };
         let refused = match refused {
@@ -386,12 +393,33 @@ impl Ingestor {
             }
         };
         if !refused.is_empty() {
-            parsed.values.retain(|(name, _)| !refused.contains(name));
+            let is_refused = |name: &PropertyName| refused.iter().any(|(n, _)| n == name);
+            parsed.values.retain(|(name, _)| !is_refused(name));
+            parsed.states.retain(|(name, _)| !is_refused(name));
             parsed.rejected.extend(
-                refused
-                    .into_iter()
-                    .map(|name| RejectedProperty { name: name.into_string(), reason: RejectReason::CardinalityLimit }),
+                refused.into_iter().map(|(name, reason)| RejectedProperty { name: name.into_string(), reason }),
             );
+        }
+        // State labels become their codes (new labels registered before the ack).
+        let mut labels = Vec::new();
+        if !parsed.states.is_empty() {
+            let (values, rejected) = (&mut parsed.values, &mut parsed.rejected);
+            for (name, label) in std::mem::take(&mut parsed.states) {
+                match Box::pin(self.inner.catalogue.states().encode(factory, &name, &label)).await {
+                    Ok(Encoded::Code(code)) => {
+                        values.push((name.clone(), Value::Float(f64::from(code))));
+                        labels.push((name, label));
+                    }
+                    Ok(Encoded::Full) => rejected
+                        .push(RejectedProperty { name: name.into_string(), reason: RejectReason::StateCardinality }),
+                    Err(e) => {
+                        IngestMetrics::reason(&self.inner.metrics.failures, "registration");
+                        tracing::error!(factory_id = %factory, device_id = %device, error = %e, "state label registration failed; message not acknowledged");
+                        self.health_event(format!("state label registration failed: {e}"));
+                        return Err(IngestError::Registration(e));
+                    }
+                }
+            }
         }
         if !parsed.device_ts && !parsed.values.is_empty() {
             // The receive time could collide with another message of the device (another
@@ -415,6 +443,7 @@ impl Ingestor {
             ts_ms: parsed.ts_ms,
             key: event_key(factory, device, parsed.ts_ms, payload),
             values: parsed.values,
+            labels,
         });
         Ok(Prepared::Ready { points, message, summary })
     }
@@ -594,11 +623,18 @@ pub struct SchemaMemo {
 }
 
 impl SchemaMemo {
-    fn fingerprint(values: &[(factoryops_types::PropertyName, factoryops_tsdb::Value)]) -> u64 {
+    /// The names of a message; state (string) values add a marker, so a message without
+    /// strings hashes exactly as before and a name that changes kind misses the memo (the
+    /// catalogue then checks the kind).
+    fn fingerprint(values: &[(PropertyName, Value)], states: &[(PropertyName, String)]) -> u64 {
         use std::hash::{Hash, Hasher};
         // Fixed keys: a fingerprint only ever meets fingerprints of the same connection.
         let mut h = std::hash::DefaultHasher::new();
         for (name, _) in values {
+            name.as_str().hash(&mut h);
+        }
+        for (name, _) in states {
+            0xff_u8.hash(&mut h);
             name.as_str().hash(&mut h);
         }
         h.finish()

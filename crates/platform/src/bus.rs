@@ -90,10 +90,15 @@ pub struct TelemetryMessage {
     /// Stable identity of the message: a redelivery has the same key.
     pub key: String,
     pub values: Vec<(PropertyName, Value)>,
+    /// The labels of the state properties among `values` (stored as codes, ADR 0014);
+    /// empty for a message without states.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<(PropertyName, String)>,
 }
 
 impl TelemetryMessage {
-    /// `{"factory_id", "device_id", "points": [{"property", "ts_ms", "value"}]}`.
+    /// `{"factory_id", "device_id", "points": [{"property", "ts_ms", "value"}]}`; a state
+    /// property's `value` is its label.
     pub fn to_json(&self, factory: &FactoryId) -> serde_json::Value {
         use serde_json::Value as Json;
         let points: Vec<Json> = self
@@ -103,9 +108,11 @@ impl TelemetryMessage {
                 let mut point = serde_json::Map::new();
                 point.insert("property".to_owned(), Json::String(name.as_str().to_owned()));
                 point.insert("ts_ms".to_owned(), Json::from(self.ts_ms));
-                let value = match value {
-                    Value::Float(f) => Json::from(*f),
-                    Value::Bool(b) => Json::Bool(*b),
+                let label = self.labels.iter().find(|(n, _)| n == name).map(|(_, l)| l.as_str());
+                let value = match (label, value) {
+                    (Some(label), _) => Json::String(label.to_owned()),
+                    (None, Value::Float(f)) => Json::from(*f),
+                    (None, Value::Bool(b)) => Json::Bool(*b),
                 };
                 point.insert("value".to_owned(), value);
                 Json::Object(point)
@@ -330,6 +337,7 @@ mod tests {
                 ts_ms: n,
                 key: n.to_string(),
                 values: vec![(PropertyName::parse("p").unwrap(), Value::Float(n as f64))],
+                labels: Vec::new(),
             }],
         }
     }
@@ -358,7 +366,9 @@ mod tests {
                 (PropertyName::parse("power_kw").unwrap(), Value::Float(12.5)),
                 (PropertyName::parse("running").unwrap(), Value::Bool(true)),
                 (PropertyName::parse("count").unwrap(), Value::Float(3.0)),
+                (PropertyName::parse("state").unwrap(), Value::Float(1.0)),
             ],
+            labels: vec![(PropertyName::parse("state").unwrap(), "idle".into())],
         };
         let expected = serde_json::json!({
             "factory_id": "plant-a",
@@ -367,6 +377,7 @@ mod tests {
                 {"property": "power_kw", "ts_ms": 1_000, "value": 12.5},
                 {"property": "running", "ts_ms": 1_000, "value": true},
                 {"property": "count", "ts_ms": 1_000, "value": 3.0},
+                {"property": "state", "ts_ms": 1_000, "value": "idle"},
             ],
         });
         let json = message.to_json(&FactoryId::parse("plant-a").unwrap());

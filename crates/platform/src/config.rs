@@ -70,6 +70,7 @@ pub struct Config {
     pub ingest: IngestLimits,
     pub mqtt: MqttLimits,
     pub energy: EnergyConfig,
+    pub rules: RulesLimits,
 }
 
 /// The energy computations (crates/energy, ADR 0015).
@@ -85,6 +86,21 @@ pub struct EnergyConfig {
 impl Default for EnergyConfig {
     fn default() -> Self {
         Self { cache_bytes: 128 * 1024 * 1024 }
+    }
+}
+
+/// Bounds of the rules engine's work on behalf of one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesLimits {
+    /// Raw points one backtest may read into memory (tens of bytes each); a range holding
+    /// more is refused with a 422 asking for a shorter range.
+    pub max_backtest_points: usize,
+}
+
+impl Default for RulesLimits {
+    fn default() -> Self {
+        Self { max_backtest_points: 5_000_000 }
     }
 }
 
@@ -112,6 +128,12 @@ pub struct IngestLimits {
     pub queue_capacity: usize,
     /// Length of each device's "last errors" list.
     pub last_errors_per_device: usize,
+    /// Longest state label (a string value) in characters, at most 255; a longer or
+    /// empty one is rejected (`state_too_long`). ADR 0014.
+    pub max_state_label_chars: usize,
+    /// Distinct state labels per (factory, property); a further new label is rejected
+    /// (`state_cardinality`).
+    pub max_state_labels: usize,
 }
 
 impl Default for IngestLimits {
@@ -125,6 +147,8 @@ impl Default for IngestLimits {
             max_properties_per_device: 1_000,
             queue_capacity: 4_096,
             last_errors_per_device: 20,
+            max_state_label_chars: 64,
+            max_state_labels: 64,
         }
     }
 }
@@ -331,6 +355,7 @@ impl Default for Config {
             ingest: IngestLimits::default(),
             mqtt: MqttLimits::default(),
             energy: EnergyConfig::default(),
+            rules: RulesLimits::default(),
         }
     }
 }
@@ -462,7 +487,10 @@ impl Config {
                 "WhatsApp needs twilio_account_sid, twilio_auth_token and twilio_from together",
             ));
         }
-        let positive: [(&str, u64); 17] = [
+        if self.ingest.max_state_label_chars > 255 {
+            return Err(ConfigError::new("ingest.max_state_label_chars", "must be at most 255"));
+        }
+        let positive: [(&str, u64); 20] = [
             ("http.header_read_timeout_secs", self.http.header_read_timeout_secs),
             ("http.idle_timeout_secs", self.http.idle_timeout_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
@@ -471,6 +499,8 @@ impl Config {
             ("ingest.max_properties_per_device", self.ingest.max_properties_per_device as u64),
             ("ingest.queue_capacity", self.ingest.queue_capacity as u64),
             ("ingest.last_errors_per_device", self.ingest.last_errors_per_device as u64),
+            ("ingest.max_state_label_chars", self.ingest.max_state_label_chars as u64),
+            ("ingest.max_state_labels", self.ingest.max_state_labels as u64),
             ("mqtt.max_packet_bytes", self.mqtt.max_packet_bytes as u64),
             ("mqtt.receive_maximum", u64::from(self.mqtt.receive_maximum)),
             ("mqtt.max_inflight_total", self.mqtt.max_inflight_total as u64),
@@ -480,6 +510,7 @@ impl Config {
             ("mqtt.connects_per_ip_burst", u64::from(self.mqtt.connects_per_ip_burst)),
             ("mqtt.connects_per_sec", u64::from(self.mqtt.connects_per_sec)),
             ("mqtt.connects_burst", u64::from(self.mqtt.connects_burst)),
+            ("rules.max_backtest_points", self.rules.max_backtest_points as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(key, "must be at least 1"));

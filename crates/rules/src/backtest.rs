@@ -17,8 +17,9 @@ use crate::model::{Condition, RuleSpec, Scope};
 
 /// Longest range a backtest may cover.
 pub const MAX_BACKTEST_RANGE_MS: i64 = 366 * 86_400_000;
-/// Most raw points a backtest reads.
-pub const MAX_BACKTEST_POINTS: usize = 5_000_000;
+/// Most raw points a backtest reads unless configured otherwise
+/// ([`crate::EngineConfig::max_backtest_points`], the `rules.max_backtest_points` key).
+pub const DEFAULT_MAX_BACKTEST_POINTS: usize = 5_000_000;
 
 /// A device of the factory and its type (from the device registry).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,10 @@ pub struct BacktestRequest {
     pub devices: Vec<BacktestDevice>,
     /// The factory's time zone (for `"timezone": "factory"` and `{time}`).
     pub timezone: Tz,
+    /// The codes of the state labels the rule names ([`crate::states::resolve`]).
+    pub state_codes: Vec<crate::states::StateCode>,
+    /// Most raw points to read; a range holding more is refused (the points are held in memory).
+    pub max_points: usize,
 }
 
 /// What a rule would have done over a time range.
@@ -90,6 +95,7 @@ pub async fn backtest(req: &BacktestRequest, store: &dyn TelemetryStore) -> Resu
         }
         Scope::All { .. } => req.devices.clone(),
     };
+    let max_points = req.max_points;
     let rule_props = spec.properties();
     let devicewide = has_devicewide_stale(&spec.condition);
     // (ts, device index, property, value)
@@ -110,14 +116,15 @@ pub async fn backtest(req: &BacktestRequest, store: &dyn TelemetryStore) -> Resu
                 from_ms: req.from_ms,
                 to_ms: req.to_ms,
                 aggregation: None,
-                limit: Some(MAX_BACKTEST_POINTS + 1 - points.len().min(MAX_BACKTEST_POINTS)),
+                // One more than the room left, to tell "exactly full" from "too many".
+                limit: Some(max_points + 1 - points.len().min(max_points)),
             };
             let samples = store.query(&req.factory, &query).await?;
             points.extend(samples.into_iter().map(|s| (s.ts_ms, di, property.clone(), s.value)));
-            if points.len() > MAX_BACKTEST_POINTS {
+            if points.len() > max_points {
                 return Err(RulesError::bad_request(
                     "to",
-                    format!("the range holds more than {MAX_BACKTEST_POINTS} points; backtest a shorter range"),
+                    format!("the range holds more than {max_points} points; backtest a shorter range"),
                 ));
             }
         }
@@ -128,6 +135,7 @@ pub async fn backtest(req: &BacktestRequest, store: &dyn TelemetryStore) -> Resu
 
     let mut evaluator = Evaluator::new();
     evaluator.set_timezone(&req.factory, req.timezone);
+    evaluator.set_state_codes(&req.factory, &req.state_codes);
     evaluator
         .upsert_rule(&req.factory, &req.rule_id, &spec, req.from_ms)
         .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("rule", m)]))?;

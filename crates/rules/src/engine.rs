@@ -23,6 +23,7 @@ use crate::backtest::{BacktestDevice, BacktestRequest, BacktestResult};
 use crate::effects::Effect;
 use crate::eval::{Evaluator, EvaluatorStats, Observation};
 use crate::schedule::parse_tz;
+use crate::states::{StateCode, StateLabels, resolve};
 use crate::store::{Alert, ApplySummary, RulesStore, StoredRule};
 use crate::validate::{Warning, validate_rule};
 use crate::{RulesError, backtest};
@@ -40,11 +41,23 @@ pub struct EngineConfig {
     /// The bus alert events go to: published right after each commit when it is
     /// in-process, else through the outbox (whose relay the server runs). `None`: outbox.
     pub bus: Option<Arc<dyn EventBus>>,
+    /// The codes of state labels (ingest's dictionary, wired by the server); `None`: a
+    /// state leaf's label has no code, so `==` matches nothing.
+    pub state_labels: Option<Arc<dyn StateLabels>>,
+    /// Most raw points one backtest reads (they are held in memory); more is a 422.
+    pub max_backtest_points: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { tick_interval: Duration::from_millis(500), timer_grace_ms: 1_000, notifier: None, bus: None }
+        Self {
+            tick_interval: Duration::from_millis(500),
+            timer_grace_ms: 1_000,
+            notifier: None,
+            bus: None,
+            state_labels: None,
+            max_backtest_points: crate::backtest::DEFAULT_MAX_BACKTEST_POINTS,
+        }
     }
 }
 
@@ -85,6 +98,8 @@ impl RulesEngine {
         let mut eval = Evaluator::new();
         let now = clock.now_ms();
         for rule in store.all_rules().await? {
+            let codes = resolve(config.state_labels.as_deref(), &rule.factory_id, &rule.spec).await?;
+            eval.set_state_codes(&rule.factory_id, &codes);
             if let Err(e) = eval.upsert_rule(&rule.factory_id, &rule.id, &rule.spec, now) {
                 tracing::warn!(factory_id = %rule.factory_id, rule_id = %rule.id, error = %e, "stored rule does not compile; skipped");
             }
@@ -227,10 +242,12 @@ impl RulesEngine {
         body: &serde_json::Value,
         known_properties: &HashSet<String>,
     ) -> Result<RuleWithWarnings, RulesError> {
-        let valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
+        let mut valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
         self.check_users(factory, &valid.spec).await?;
+        let codes = self.state_codes(factory, &valid.spec, &mut valid.warnings).await?;
         let mut inner = self.inner.lock().await;
         let rule = self.store.create_rule(factory, &valid.spec, self.clock.now_ms()).await?;
+        inner.eval.set_state_codes(factory, &codes);
         let effects = inner
             .eval
             .upsert_rule(factory, &rule.id, &rule.spec, self.clock.now_ms())
@@ -248,16 +265,40 @@ impl RulesEngine {
         body: &serde_json::Value,
         known_properties: &HashSet<String>,
     ) -> Result<RuleWithWarnings, RulesError> {
-        let valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
+        let mut valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
         self.check_users(factory, &valid.spec).await?;
+        let codes = self.state_codes(factory, &valid.spec, &mut valid.warnings).await?;
         let mut inner = self.inner.lock().await;
         let rule = self.store.update_rule(factory, id, &valid.spec, self.clock.now_ms()).await?;
+        inner.eval.set_state_codes(factory, &codes);
         let effects = inner
             .eval
             .upsert_rule(factory, &rule.id, &rule.spec, self.clock.now_ms())
             .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("", m)]))?;
         self.commit(&mut inner, effects).await?;
         Ok(RuleWithWarnings { rule, warnings: valid.warnings })
+    }
+
+    /// The codes of the state labels a rule names, registering new labels (ADR 0014); a
+    /// label that cannot be registered (its property's dictionary is full) is a warning.
+    async fn state_codes(
+        &self,
+        factory: &FactoryId,
+        spec: &crate::RuleSpec,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Vec<StateCode>, RulesError> {
+        let codes = resolve(self.config.state_labels.as_deref(), factory, spec).await?;
+        for (property, label, code) in &codes {
+            if code.is_none() {
+                warnings.push(Warning {
+                    field: "condition".into(),
+                    message: format!(
+                        "`{property}` has no state `{label}` and no room for a new one: `==` matches nothing, `!=` everything"
+                    ),
+                });
+            }
+        }
+        Ok(codes)
     }
 
     /// Every user a rule notifies (`notify.users`, `notify.escalate_to.users`) must be a
@@ -356,8 +397,18 @@ impl RulesEngine {
             (None, None) => return Err(RulesError::bad_request("rule", "a rule id or a draft rule is required")),
         };
         let timezone = self.factory_timezone(factory).await;
-        let request =
-            BacktestRequest { factory: factory.clone(), rule_id: id, spec, from_ms, to_ms, devices, timezone };
+        let state_codes = resolve(self.config.state_labels.as_deref(), factory, &spec).await?;
+        let request = BacktestRequest {
+            factory: factory.clone(),
+            rule_id: id,
+            spec,
+            from_ms,
+            to_ms,
+            devices,
+            timezone,
+            state_codes,
+            max_points: self.config.max_backtest_points,
+        };
         backtest(&request, tsdb).await
     }
 }

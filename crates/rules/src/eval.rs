@@ -139,10 +139,36 @@ enum Node {
     All(Vec<Node>),
     Any(Vec<Node>),
     Not(Box<Node>),
-    Cmp { prop: u32, op: CmpOp, value: Value },
-    Range { prop: u32, outside: bool, min: f64, max: f64 },
-    Rate { prop: u32, window_ms: i64, op: CmpOp, value: f64, per_s: f64 },
-    Stale { prop: Option<u32>, ms: i64 },
+    Cmp {
+        prop: u32,
+        op: CmpOp,
+        value: Value,
+    },
+    /// A state leaf: the value is the label's code (`None`: the label has no code, so no
+    /// value equals it).
+    State {
+        prop: u32,
+        equal: bool,
+        code: Option<u32>,
+        label: String,
+    },
+    Range {
+        prop: u32,
+        outside: bool,
+        min: f64,
+        max: f64,
+    },
+    Rate {
+        prop: u32,
+        window_ms: i64,
+        op: CmpOp,
+        value: f64,
+        per_s: f64,
+    },
+    Stale {
+        prop: Option<u32>,
+        ms: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +323,9 @@ struct FactoryState {
     scratch: Vec<u32>,
     /// Values older than their series' latest, not evaluated (see `observe`).
     out_of_order: u64,
+    /// (property, label) → code of the state labels rules compare with, set by the engine
+    /// through [`Evaluator::set_state_codes`] before it compiles a rule.
+    state_codes: HashMap<(String, String), u32>,
 }
 
 /// Read-only view used while evaluating one (rule, device).
@@ -345,6 +374,17 @@ impl Evaluator {
     /// The factory's time zone for `"timezone": "factory"` schedules and `{time}` (default UTC).
     pub fn set_timezone(&mut self, factory: &FactoryId, tz: Tz) {
         self.factory_mut(factory).tz = tz;
+    }
+
+    /// The codes of state labels (from the ingest dictionary, via the engine); a rule
+    /// compiled afterwards compares with them. Call before [`Evaluator::upsert_rule`].
+    pub fn set_state_codes(&mut self, factory: &FactoryId, codes: &[crate::states::StateCode]) {
+        let fs = self.factory_mut(factory);
+        for (property, label, code) in codes {
+            if let Some(code) = code {
+                fs.state_codes.insert((property.as_str().to_string(), label.clone()), *code);
+            }
+        }
     }
 
     /// Adds or replaces a rule; returns effects (resolves) when it was disabled or stopped
@@ -536,6 +576,7 @@ impl FactoryState {
             heap: BinaryHeap::new(),
             scratch: Vec::new(),
             out_of_order: 0,
+            state_codes: HashMap::default(),
         }
     }
 
@@ -623,6 +664,10 @@ impl FactoryState {
             Condition::Not(inner) => Node::Not(Box::new(self.compile_node(inner, stale))),
             Condition::Compare { property, op, value } => {
                 Node::Cmp { prop: self.intern_prop(property), op: *op, value: *value }
+            }
+            Condition::State { property, equal, label } => {
+                let code = self.state_codes.get(&(property.as_str().to_string(), label.clone())).copied();
+                Node::State { prop: self.intern_prop(property), equal: *equal, code, label: label.clone() }
             }
             Condition::Range { property, outside, min, max } => {
                 Node::Range { prop: self.intern_prop(property), outside: *outside, min: *min, max: *max }
@@ -900,6 +945,15 @@ fn eval<'a>(n: &'a Node, cx: &Ctx<'_>, relax: f64, w: &mut Witness<'a>) -> Optio
             }
             Some(r)
         }
+        Node::State { prop, equal, code, .. } => {
+            let (_, v) = cx.latest.get(&(cx.dev, *prop))?;
+            let Value::Float(x) = *v else { return None };
+            let r = code.is_some_and(|c| x == f64::from(c)) == *equal;
+            if r && w.is_none() {
+                *w = Some((n, *v));
+            }
+            Some(r)
+        }
         Node::Range { prop, outside, min, max } => {
             let (_, v) = cx.latest.get(&(cx.dev, *prop))?;
             let Value::Float(x) = *v else { return None };
@@ -943,7 +997,9 @@ fn first_leaf(n: &Node) -> Option<&Node> {
 
 fn leaf_prop(n: &Node) -> Option<u32> {
     match n {
-        Node::Cmp { prop, .. } | Node::Range { prop, .. } | Node::Rate { prop, .. } => Some(*prop),
+        Node::Cmp { prop, .. } | Node::State { prop, .. } | Node::Range { prop, .. } | Node::Rate { prop, .. } => {
+            Some(*prop)
+        }
         Node::Stale { prop, .. } => *prop,
         _ => None,
     }
@@ -959,6 +1015,8 @@ fn fmt_value(v: Value) -> String {
 fn threshold_text(n: &Node) -> Option<String> {
     Some(match n {
         Node::Cmp { value, .. } => fmt_value(*value),
+        Node::State { equal: true, label, .. } => label.clone(),
+        Node::State { equal: false, label, .. } => format!("not {label}"),
         Node::Range { outside: false, min, max, .. } => format!("{min}..{max}"),
         Node::Range { outside: true, min, max, .. } => format!("outside {min}..{max}"),
         Node::Rate { value, per_s, .. } => {
@@ -981,6 +1039,8 @@ struct Explain {
     property: Option<String>,
     value: Option<Value>,
     threshold: Option<String>,
+    /// The value as a state label, when the leaf is `state == label` and holds.
+    label: Option<String>,
 }
 
 fn explain(rule: &CompiledRule, cx: &Ctx<'_>, witness: Witness<'_>) -> Explain {
@@ -992,7 +1052,14 @@ fn explain(rule: &CompiledRule, cx: &Ctx<'_>, witness: Witness<'_>) -> Explain {
             (leaf, value)
         }
     };
+    let label = match (leaf, value) {
+        (Some(Node::State { equal: true, code: Some(c), label, .. }), Some(Value::Float(x))) if x == f64::from(*c) => {
+            Some(label.clone())
+        }
+        _ => None,
+    };
     Explain {
+        label,
         property: leaf.and_then(leaf_prop).and_then(|p| cx.prop_names.get(p as usize)).map(|p| p.as_str().to_string()),
         value,
         threshold: leaf.and_then(threshold_text),
@@ -1013,7 +1080,10 @@ fn render(rule: &CompiledRule, device: &DeviceId, ex: &Explain, at: i64, tz: Tz)
         match name {
             "device" => out.push_str(device.as_str()),
             "property" => out.push_str(ex.property.as_deref().unwrap_or("-")),
-            "value" => out.push_str(&ex.value.map(fmt_value).unwrap_or_else(|| "-".into())),
+            "value" => match &ex.label {
+                Some(label) => out.push_str(label),
+                None => out.push_str(&ex.value.map(fmt_value).unwrap_or_else(|| "-".into())),
+            },
             "threshold" => out.push_str(ex.threshold.as_deref().unwrap_or("-")),
             "rule" => out.push_str(&rule.name),
             "time" => match chrono::DateTime::from_timestamp_millis(at) {
@@ -1278,7 +1348,7 @@ fn resolve(
 ) {
     out.push(Effect::Resolve { alert: alert_ref(&key), value, reason, at_ms: now });
     if notified && !rule.targets.is_empty() {
-        let ex = Explain { property: None, value, threshold: None };
+        let ex = Explain { property: None, value, threshold: None, label: None };
         out.push(Effect::Notify(Notification {
             alert: alert_ref(&key),
             kind: NotifyKind::Resolved,

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod eval;
 pub mod model;
 pub mod schedule;
+pub mod states;
 pub mod store;
 pub mod validate;
 
@@ -23,6 +24,7 @@ pub use eval::{Evaluator, EvaluatorStats, Observation, RestoredAlert};
 pub use model::{
     CmpOp, Condition, Day, Notify, OutsideSchedule, RatePer, RuleSpec, Schedule, Scope, Severity, Targets, TimeWindow,
 };
+pub use states::{StateCode, StateLabels};
 pub use store::{Alert, AlertHistoryEntry, AlertQuery, AlertStatus, ApplySummary, RulesStore, StoredRule};
 pub use validate::{FieldError, ValidRule, Warning, validate_rule};
 

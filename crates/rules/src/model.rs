@@ -324,6 +324,13 @@ pub enum Condition {
         op: CmpOp,
         value: Value,
     },
+    /// `{"property", "op": "=="|"!=", "value": "idle"}`: a state property's label (ADR
+    /// 0014); `equal` is false for `!=`.
+    State {
+        property: PropertyName,
+        equal: bool,
+        label: String,
+    },
     /// `{"property", "op": "between"|"outside", "min", "max"}` (bounds inclusive for between).
     Range {
         property: PropertyName,
@@ -358,6 +365,7 @@ impl Condition {
     pub fn property(&self) -> Option<&PropertyName> {
         match self {
             Condition::Compare { property, .. }
+            | Condition::State { property, .. }
             | Condition::Range { property, .. }
             | Condition::RateOfChange { property, .. } => Some(property),
             Condition::Stale { property, .. } => property.as_ref(),
@@ -396,6 +404,9 @@ impl Condition {
             Condition::Not(inner) => json!({ "not": inner.to_json() }),
             Condition::Compare { property, op, value } => {
                 json!({ "property": property, "op": op.as_str(), "value": literal(value) })
+            }
+            Condition::State { property, equal, label } => {
+                json!({ "property": property, "op": if *equal { "==" } else { "!=" }, "value": label })
             }
             Condition::Range { property, outside, min, max } => json!({
                 "property": property, "op": if *outside { "outside" } else { "between" }, "min": num(*min), "max": num(*max)
@@ -566,6 +577,8 @@ fn seconds_field(
     }
 }
 
+/// Longest state label a rule may name (the most ingestion can be configured to accept).
+pub const MAX_STATE_LABEL_CHARS: usize = 255;
 /// Longest `window_seconds` of a rate of change (1 day).
 pub const MAX_RATE_WINDOW_SECONDS: u64 = 86_400;
 /// Longest `seconds` of a stale condition (30 days).
@@ -589,6 +602,30 @@ fn parse_leaf(object: &Map<String, serde_json::Value>, path: &str, errors: &mut 
         only_keys(object, &["property", "op", "value"], path, errors);
         let property = property_field(object, path, true, errors).flatten();
         let value_path = join(path, "value");
+        if let Some(serde_json::Value::String(label)) = object.get("value") {
+            let equal = match cmp {
+                CmpOp::Eq => true,
+                CmpOp::Ne => false,
+                _ => {
+                    errors.push(FieldError::new(
+                        &value_path,
+                        format!("a state label can only be compared with == or != (not {op})"),
+                    ));
+                    return None;
+                }
+            };
+            if label.is_empty() || label.chars().count() > MAX_STATE_LABEL_CHARS {
+                errors.push(FieldError::new(
+                    &value_path,
+                    format!("a state label has 1 to {MAX_STATE_LABEL_CHARS} characters"),
+                ));
+                return None;
+            }
+            if errors.len() > before {
+                return None;
+            }
+            return property.map(|property| Condition::State { property, equal, label: label.clone() });
+        }
         let value = match object.get("value") {
             Some(serde_json::Value::Bool(b)) => {
                 if !matches!(cmp, CmpOp::Eq | CmpOp::Ne) {
@@ -602,7 +639,7 @@ fn parse_leaf(object: &Map<String, serde_json::Value>, path: &str, errors: &mut 
             Some(v) => match v.as_f64().filter(|f| f.is_finite()) {
                 Some(f) => Some(Value::Float(f)),
                 None => {
-                    errors.push(FieldError::new(&value_path, "must be a finite number or a boolean"));
+                    errors.push(FieldError::new(&value_path, "must be a finite number, a boolean or a state label"));
                     None
                 }
             },
@@ -802,8 +839,10 @@ fn condition_parts() -> Vec<(&'static str, RefOr<Schema>)> {
                     (
                         "value",
                         ObjectBuilder::new()
-                            .schema_type(SchemaType::Array(vec![Type::Number, Type::Boolean]))
-                            .description(Some("A number, or a boolean (only with `==` / `!=`)."))
+                            .schema_type(SchemaType::Array(vec![Type::Number, Type::Boolean, Type::String]))
+                            .description(Some(
+                                "A number; a boolean or a state label (a string, for state properties) only with `==` / `!=`.",
+                            ))
                             .into(),
                     ),
                 ],

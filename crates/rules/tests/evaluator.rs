@@ -190,6 +190,51 @@ fn for_duration_fires_from_the_timer_and_cancels_when_false() {
     assert_eq!(opens(&h.tick(100_000)), 1);
 }
 
+/// State leaves compare the property's stored code with the label's code (set by the
+/// engine from the ingest dictionary, ADR 0014); a label without a code matches nothing.
+#[test]
+fn state_labels_compare_by_code() {
+    let state = PropertyName::parse("state").unwrap();
+    let codes = |idle: Option<u32>| vec![(state.clone(), "idle".to_string(), idle)];
+    let with = |body: serde_json::Value, idle: Option<u32>| {
+        let mut ev = Evaluator::new();
+        ev.set_state_codes(&factory(), &codes(idle));
+        ev.upsert_rule(&factory(), "rule-1", &spec(body), 0).unwrap();
+        H { ev }
+    };
+    // "idle" is code 1; running is 0.
+    let mut body = base(json!({"property": "state", "op": "==", "value": "idle"}));
+    body["for_seconds"] = json!(600);
+    body["message"] = json!("{device} {value} ({threshold})");
+    let mut h = with(body.clone(), Some(1));
+    assert!(h.send(0, &[("state", f(0.0))]).is_empty());
+    assert!(h.send(60_000, &[("state", f(1.0))]).is_empty(), "idle, pending");
+    let out = h.tick(660_000);
+    assert_eq!(kinds(&out), ["open", "notify:opened"], "idle for 10 min");
+    let Effect::Open(open) = &out[0] else { panic!("{out:?}") };
+    assert_eq!(open.message, "press-1 idle (idle)");
+    assert_eq!(kinds(&h.send(700_000, &[("state", f(0.0))])), ["resolve", "notify:resolved"]);
+
+    // `!=`: every other state holds.
+    let mut h = with(base(json!({"property": "state", "op": "!=", "value": "idle"})), Some(1));
+    assert!(h.send(0, &[("state", f(1.0))]).is_empty());
+    assert_eq!(opens(&h.send(1_000, &[("state", f(2.0))])), 1);
+    // Without a code, `==` matches no value and `!=` every value.
+    let mut h = with(base(json!({"property": "state", "op": "==", "value": "idle"})), None);
+    assert!(h.send(0, &[("state", f(1.0))]).is_empty());
+    let mut h = with(base(json!({"property": "state", "op": "!=", "value": "idle"})), None);
+    assert_eq!(opens(&h.send(0, &[("state", f(1.0))])), 1);
+
+    // Only == and != take a label; the rule round-trips its JSON.
+    let bad = validate_rule(&base(json!({"not": {"property": "state", "op": "<", "value": "idle"}})), &HashSet::new());
+    let errors = bad.err().unwrap();
+    assert_eq!(errors[0].field, "condition.not.value", "{errors:?}");
+    assert!(validate_rule(&base(json!({"property": "state", "op": "==", "value": ""})), &HashSet::new()).is_err());
+    let parsed = spec(base(json!({"property": "state", "op": "!=", "value": "setup"})));
+    assert_eq!(parsed.condition, Condition::State { property: state.clone(), equal: false, label: "setup".into() });
+    assert_eq!(parsed.condition.to_json(), json!({"property": "state", "op": "!=", "value": "setup"}));
+}
+
 #[test]
 fn an_event_after_the_due_time_runs_the_timer_first() {
     let mut body = base(json!({"property": "temp_c", "op": ">", "value": 80}));
@@ -641,6 +686,7 @@ fn observations_from_the_ingest_telemetry_message() {
             (PropertyName::parse("temp_c").unwrap(), f(81.5)),
             (PropertyName::parse("running").unwrap(), Value::Bool(true)),
         ],
+        labels: Vec::new(),
     };
     let obs = Observation::from_message(&factory(), &message, Some("press".into()));
     assert_eq!((obs.factory_id, obs.device_id.as_str(), obs.ts_ms), (factory(), "press-1", 1000));

@@ -27,7 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{CanRead, DevicesWrite, Tenant};
+use crate::auth::{AnalyticsRun, CanRead, DevicesWrite, Tenant};
 use crate::problem::{ApiJson, Problem};
 use crate::router::AppState;
 use crate::routes::audit;
@@ -43,6 +43,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(consumption))
         .routes(routes!(peak_demand))
         .routes(routes!(ranking))
+        .routes(routes!(list_baselines, create_baseline))
+        .routes(routes!(get_baseline))
 }
 
 type ApiResult<T> = Result<T, Problem>;
@@ -969,4 +971,267 @@ async fn ranking(
         })
         .collect();
     Ok(Json(RankingView { device_type, items }))
+}
+
+// ---------------------------------------------------------------------------------------
+// EnPI baselines
+
+/// A driver of a baseline, per local day.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DriverBody {
+    /// Units produced (a property annotated `production_count`).
+    Production { device_id: String, property: String },
+    /// Heating degree days `max(0, base_c − daily mean)` of a temperature property (°C).
+    HeatingDegreeDays { device_id: String, property: String, base_c: f64 },
+    /// Cooling degree days `max(0, daily mean − base_c)`.
+    CoolingDegreeDays { device_id: String, property: String, base_c: f64 },
+    /// Hours with non-idle energy of the baseline's devices.
+    OperatingHours,
+}
+
+/// `POST /energy/baselines`: fit `daily kWh = intercept + Σ coefficient × driver` over the
+/// local days `[baseline_from, baseline_to)`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineBody {
+    pub name: String,
+    /// Exactly one of `device_id` and `group_id`.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub group_id: Option<String>,
+    pub drivers: Vec<DriverBody>,
+    /// A local date `YYYY-MM-DD`, inclusive.
+    #[schema(format = Date)]
+    pub baseline_from: String,
+    /// A local date, exclusive.
+    #[schema(format = Date)]
+    pub baseline_to: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CoefficientView {
+    pub driver: String,
+    pub coefficient: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelView {
+    pub intercept: f64,
+    pub coefficients: Vec<CoefficientView>,
+    pub r2: f64,
+    /// CV(RMSE) = sqrt(SSE / (n − p − 1)) / mean (ASHRAE Guideline 14).
+    pub cv_rmse: f64,
+    /// Days in the fit.
+    pub n: usize,
+}
+
+/// A stored baseline version.
+#[derive(Serialize, ToSchema)]
+pub struct BaselineView {
+    pub id: String,
+    pub name: String,
+    /// 1 for the first fit of (name, target), then 2, 3 …
+    pub version: i64,
+    #[schema(required = true)]
+    pub device_id: Option<String>,
+    #[schema(required = true)]
+    pub group_id: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub drivers: serde_json::Value,
+    #[schema(format = Date)]
+    pub baseline_from: String,
+    #[schema(format = Date)]
+    pub baseline_to: String,
+    pub model: ModelView,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub created_by: String,
+}
+
+impl From<factoryops_energy::store::Baseline> for BaselineView {
+    fn from(b: factoryops_energy::store::Baseline) -> Self {
+        let group = b.target_kind == "group";
+        Self {
+            id: b.id,
+            name: b.name,
+            version: b.version,
+            device_id: (!group).then(|| b.target_id.clone()),
+            group_id: group.then_some(b.target_id),
+            drivers: serde_json::to_value(&b.drivers).unwrap_or_default(),
+            baseline_from: b.period_from.to_string(),
+            baseline_to: b.period_to.to_string(),
+            model: ModelView {
+                intercept: b.model.intercept,
+                coefficients: b
+                    .model
+                    .coefficients
+                    .into_iter()
+                    .map(|(driver, coefficient)| CoefficientView { driver, coefficient })
+                    .collect(),
+                r2: b.model.r2,
+                cv_rmse: b.model.cv_rmse,
+                n: b.model.n,
+            },
+            created_at: format_rfc3339_ms(b.created_at),
+            created_by: b.created_by,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BaselineList {
+    pub items: Vec<BaselineView>,
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BaselinePoint {
+    #[schema(format = Date)]
+    pub date: String,
+    pub expected: f64,
+    pub actual: f64,
+    /// `expected − actual`: positive = saved.
+    pub savings: f64,
+    /// Running Σ (actual − expected): falling = savings accumulating.
+    pub cusum: f64,
+}
+
+/// A baseline with expected vs actual energy per local day of the reporting period.
+#[derive(Serialize, ToSchema)]
+pub struct BaselineReport {
+    #[serde(flatten)]
+    pub baseline: BaselineView,
+    #[schema(format = Date)]
+    pub from: String,
+    #[schema(format = Date)]
+    pub to: String,
+    pub series: Vec<BaselinePoint>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct BaselineReportParams {
+    /// First local date of the report (default: the end of the baseline period).
+    pub from: Option<String>,
+    /// Local date after the last one (default: today).
+    pub to: Option<String>,
+}
+
+fn date(field: &str, text: &str) -> ApiResult<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .filter(|_| text.len() == 10)
+        .ok_or_else(|| Problem::invalid_field(field, "must be a date YYYY-MM-DD"))
+}
+
+fn driver(index: usize, body: DriverBody) -> ApiResult<factoryops_energy::store::Driver> {
+    use factoryops_energy::store::Driver;
+    let device = |raw: String| {
+        DeviceId::parse(raw).map_err(|e| Problem::invalid_field(&format!("drivers[{index}].device_id"), e.to_string()))
+    };
+    let property = |raw: String| {
+        PropertyName::parse(raw)
+            .map_err(|e| Problem::invalid_field(&format!("drivers[{index}].property"), e.to_string()))
+    };
+    Ok(match body {
+        DriverBody::Production { device_id, property: p } => {
+            Driver::Production { device_id: device(device_id)?, property: property(p)? }
+        }
+        DriverBody::HeatingDegreeDays { device_id, property: p, base_c } => {
+            Driver::HeatingDegreeDays { device_id: device(device_id)?, property: property(p)?, base_c }
+        }
+        DriverBody::CoolingDegreeDays { device_id, property: p, base_c } => {
+            Driver::CoolingDegreeDays { device_id: device(device_id)?, property: property(p)?, base_c }
+        }
+        DriverBody::OperatingHours => Driver::OperatingHours,
+    })
+}
+
+/// The factory's EnPI baselines, oldest first (one page: at most 1,000).
+#[utoipa::path(get, path = "/api/v1/factories/{factory_id}/energy/baselines", tag = "energy",
+    params(("factory_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = BaselineList)))]
+async fn list_baselines(State(state): State<AppState>, t: Tenant<CanRead>) -> ApiResult<Json<BaselineList>> {
+    let items = state.energy.store().list_baselines(&t.factory).await?;
+    Ok(Json(BaselineList { items: items.into_iter().map(Into::into).collect(), next_cursor: None }))
+}
+
+/// Fits an EnPI baseline (`analytics:run`): a linear regression of daily kWh on the
+/// drivers over the baseline period, stored as the next version of (name, target) with
+/// R² and CV(RMSE). Days without energy data (or without temperature for a degree-day
+/// driver) are left out.
+#[utoipa::path(post, path = "/api/v1/factories/{factory_id}/energy/baselines", tag = "energy",
+    params(("factory_id" = String, Path)), request_body = BaselineBody, security(("bearer" = [])),
+    responses((status = 201, body = BaselineView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn create_baseline(
+    State(state): State<AppState>,
+    t: Tenant<AnalyticsRun>,
+    ApiJson(body): ApiJson<BaselineBody>,
+) -> ApiResult<Response> {
+    let mut errors = QueryErrors::default();
+    let target = errors.target(&body.device_id, &body.group_id);
+    errors.finish()?;
+    let Some(target) = target else {
+        return Err(Problem::internal(&"body parsing lost a value"));
+    };
+    let target = target?;
+    let period = (date("baseline_from", &body.baseline_from)?, date("baseline_to", &body.baseline_to)?);
+    let drivers = body.drivers.into_iter().enumerate().map(|(i, d)| driver(i, d)).collect::<ApiResult<Vec<_>>>()?;
+    for (i, d) in drivers.iter().enumerate() {
+        use factoryops_energy::store::Driver;
+        if let Driver::Production { device_id, .. }
+        | Driver::HeatingDegreeDays { device_id, .. }
+        | Driver::CoolingDegreeDays { device_id, .. } = d
+            && state.devices.get(&t.factory, device_id).await?.is_none()
+        {
+            return Err(Problem::invalid_field(
+                &format!("drivers[{i}].device_id"),
+                format!("no such device `{device_id}`"),
+            ));
+        }
+    }
+    let actor = t.principal.actor();
+    let baseline = state.energy.fit_baseline(&t.factory, &body.name, &target, drivers, period, &actor).await?;
+    audit(
+        &state,
+        &t,
+        "energy.baseline.created",
+        &baseline.id,
+        json!({ "name": baseline.name, "version": baseline.version }),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(BaselineView::from(baseline))).into_response())
+}
+
+/// A baseline with expected, actual, savings and CUSUM per local day of the reporting
+/// period (default: from the end of the baseline period to today).
+#[utoipa::path(get, path = "/api/v1/factories/{factory_id}/energy/baselines/{baseline_id}", tag = "energy",
+    params(("factory_id" = String, Path), ("baseline_id" = String, Path), BaselineReportParams), security(("bearer" = [])),
+    responses((status = 200, body = BaselineReport), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn get_baseline(
+    State(state): State<AppState>,
+    t: Tenant<CanRead>,
+    Path(ids): Path<(String, String)>,
+    Query(q): Query<BaselineReportParams>,
+) -> ApiResult<Json<BaselineReport>> {
+    let from = q.from.as_deref().map(|f| date("from", f)).transpose()?;
+    let to = q.to.as_deref().map(|f| date("to", f)).transpose()?;
+    let (baseline, from, to, points) = state.energy.baseline_report(&t.factory, &ids.1, from, to).await?;
+    Ok(Json(BaselineReport {
+        baseline: baseline.into(),
+        from: from.to_string(),
+        to: to.to_string(),
+        series: points
+            .into_iter()
+            .map(|(date, p)| BaselinePoint {
+                date: date.to_string(),
+                expected: p.expected,
+                actual: p.actual,
+                savings: p.savings,
+                cusum: p.cusum,
+            })
+            .collect(),
+    }))
 }

@@ -11,7 +11,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use factoryops_ingest::{
     Device, DeviceFilter, DeviceStatus, DeviceUpdate, IngestError, IngestOutcome, NewDevice, Property, PropertyUpdate,
-    RepoError,
+    RepoError, ValueType,
 };
 use factoryops_platform::bus::topics;
 use factoryops_tsdb::{Agg, SeriesQuery, Value};
@@ -111,7 +111,7 @@ pub struct DevicePage {
 pub struct PropertyView {
     pub device_id: String,
     pub name: String,
-    /// `number` or `boolean`.
+    /// `number`, `boolean` or `state` (string values: state labels).
     pub value_type: String,
     pub unit: Option<String>,
     pub description: Option<String>,
@@ -528,15 +528,87 @@ async fn latest(
 ) -> ApiResult<Json<Latest>> {
     let device = existing_device(&state, &t.factory, &q.device_id).await?;
     let values = state.store.latest(&t.factory, &device.id).await?;
-    let properties = values
-        .into_iter()
-        .map(|(name, s)| LatestProperty {
-            name: name.into_string(),
-            value: value_json(s.value),
-            ts: format_rfc3339_ms(s.ts_ms),
-        })
-        .collect();
+    let types = state.ingestor.catalogue().value_types(&t.factory, &device.id).await?;
+    let mut properties = Vec::with_capacity(values.len());
+    for (name, s) in values {
+        let value = if types.get(&name) == Some(&ValueType::State) {
+            state_label(&state, &t.factory, &name, s.value).await?
+        } else {
+            value_json(s.value)
+        };
+        properties.push(LatestProperty { name: name.into_string(), value, ts: format_rfc3339_ms(s.ts_ms) });
+    }
     Ok(Json(Latest { device_id: device.id.into_string(), properties }))
+}
+
+/// A state property's stored code as its label (ADR 0014); a code without a label (never
+/// expected: labels are registered before their points) stays a number.
+async fn state_label(
+    state: &AppState,
+    factory: &factoryops_types::FactoryId,
+    property: &PropertyName,
+    value: Value,
+) -> ApiResult<serde_json::Value> {
+    let code = value.as_f64();
+    let labels = state.ingestor.catalogue().states().labels_with(factory, property, code.max(0.0) as u32).await?;
+    Ok(labels.label_of(code).map_or_else(|| value_json(value), |l| serde_json::Value::String(l.to_string())))
+}
+
+/// How far before `from` the state in force at `from` is looked for (one `last` aggregate).
+const STATE_LOOKBACK_MS: i64 = 7 * 86_400_000;
+/// Most raw points of a state property read for time in state.
+const MAX_STATE_POINTS: usize = 1_000_000;
+
+/// Time in each state per bucket (ADR 0014): `{"running": 1800.0, "idle": 1800.0}`
+/// seconds; a state holds until the next point, never beyond `to` or now.
+async fn time_in_state_points(
+    state: &AppState,
+    factory: &factoryops_types::FactoryId,
+    device: &DeviceId,
+    property: &PropertyName,
+    (from, to, every): (i64, i64, i64),
+) -> ApiResult<Vec<TelemetryPoint>> {
+    let raw = SeriesQuery {
+        device: device.clone(),
+        property: property.clone(),
+        from_ms: from,
+        to_ms: to,
+        aggregation: None,
+        limit: Some(MAX_STATE_POINTS + 1),
+    };
+    let samples = state.store.query(factory, &raw).await?;
+    if samples.len() > MAX_STATE_POINTS {
+        return Err(Problem::invalid_field(
+            "from",
+            format!("the range holds more than {MAX_STATE_POINTS} state points; choose a shorter range"),
+        ));
+    }
+    let before = SeriesQuery {
+        from_ms: from.saturating_sub(STATE_LOOKBACK_MS),
+        to_ms: from,
+        aggregation: Some((STATE_LOOKBACK_MS, Agg::Last)),
+        limit: None,
+        ..raw
+    };
+    let code = |v: Value| {
+        let c = v.as_f64();
+        (c >= 0.0 && c.fract() == 0.0 && c <= f64::from(u32::MAX)).then_some(c as u32)
+    };
+    let initial = state.store.query(factory, &before).await?.last().and_then(|s| code(s.value));
+    let points: Vec<(i64, u32)> = samples.iter().filter_map(|s| Some((s.ts_ms, code(s.value)?))).collect();
+    let buckets = factoryops_types::states::time_in_state(initial, &points, from, to, every, now(state));
+    let highest = points.iter().map(|(_, c)| *c).chain(initial).max().unwrap_or(0);
+    let labels = state.ingestor.catalogue().states().labels_with(factory, property, highest).await?;
+    Ok(buckets
+        .into_iter()
+        .map(|(ts, states)| {
+            let value: serde_json::Map<String, serde_json::Value> = states
+                .into_iter()
+                .map(|(c, secs)| (labels.label(c).map_or_else(|| c.to_string(), |l| l.to_string()), secs.into()))
+                .collect();
+            TelemetryPoint { ts: format_rfc3339_ms(ts), value: serde_json::Value::Object(value) }
+        })
+        .collect())
 }
 
 /// Parses `30s`, `1m`, `15m`, `1h`, `1d`, `1w` into milliseconds.
@@ -568,6 +640,12 @@ fn parse_agg(text: &str) -> Option<Agg> {
 }
 
 /// Raw or aggregated points of one property over `[from, to)`.
+///
+/// State properties (string values, ADR 0014): raw points and `latest` carry the label
+/// string as `value`. With `every` and any `agg`, each point is a bucket whose `value` is
+/// the time in each state in seconds, e.g. `{"running": 1800.0, "idle": 1800.0}`: a state
+/// holds from its point until the next one, never beyond `to` or now; the state at `from`
+/// is the last point of the 7 days before it. Buckets without a known state are left out.
 #[utoipa::path(get, path = "/api/v1/factories/{factory_id}/telemetry/series", tag = "telemetry",
     params(("factory_id" = String, Path), SeriesParams), security(("bearer" = [])),
     responses((status = 200, body = Series), (status = 404, body = Problem), (status = 422, body = Problem)))]
@@ -632,24 +710,51 @@ async fn series(
             "gives more than 100000 buckets for this range; choose a larger one",
         ));
     }
-    let query = SeriesQuery {
-        device: device.id.clone(),
-        property: property.clone(),
-        from_ms: from,
-        to_ms: to,
-        aggregation,
-        limit: Some(limit),
+    let types = state.ingestor.catalogue().value_types(&t.factory, &device.id).await?;
+    let is_state = types.get(&property) == Some(&ValueType::State);
+    let points = match aggregation {
+        Some((every, _)) if is_state => {
+            time_in_state_points(&state, &t.factory, &device.id, &property, (from, to, every)).await?
+        }
+        _ => {
+            let query = SeriesQuery {
+                device: device.id.clone(),
+                property: property.clone(),
+                from_ms: from,
+                to_ms: to,
+                aggregation,
+                limit: Some(limit),
+            };
+            let samples = state.store.query(&t.factory, &query).await?;
+            let labels = match (is_state, samples.iter().map(|s| s.value.as_f64()).reduce(f64::max)) {
+                (true, Some(highest)) => Some(
+                    state
+                        .ingestor
+                        .catalogue()
+                        .states()
+                        .labels_with(&t.factory, &property, highest.max(0.0) as u32)
+                        .await?,
+                ),
+                _ => None,
+            };
+            samples
+                .into_iter()
+                .map(|s| {
+                    let value = match labels.as_ref().and_then(|l| l.label_of(s.value.as_f64())) {
+                        Some(label) => serde_json::Value::String(label.to_string()),
+                        None => value_json(s.value),
+                    };
+                    TelemetryPoint { ts: format_rfc3339_ms(s.ts_ms), value }
+                })
+                .collect()
+        }
     };
-    let samples = state.store.query(&t.factory, &query).await?;
     Ok(Json(Series {
         device_id: device.id.into_string(),
         property: property.into_string(),
         every: q.every,
         agg: q.agg,
-        points: samples
-            .into_iter()
-            .map(|s| TelemetryPoint { ts: format_rfc3339_ms(s.ts_ms), value: value_json(s.value) })
-            .collect(),
+        points,
     }))
 }
 

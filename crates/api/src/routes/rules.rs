@@ -56,7 +56,8 @@ pub struct PageQuery {
     pub cursor: Option<String>,
 }
 
-/// The time range of a backtest (at most 366 days).
+/// The time range of a backtest: at most 366 days and `rules.max_backtest_points` raw
+/// points (5,000,000 by default); beyond either, a 422 on `to`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BacktestRange {

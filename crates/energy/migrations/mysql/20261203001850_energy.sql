@@ -49,3 +49,22 @@ CREATE TABLE energy_device_config (
     updated_at      BIGINT NOT NULL,
     PRIMARY KEY (factory_id, device_id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- EnPI baselines: a fitted model per (name, target); a new fit of the same name and
+-- target is the next version. Drivers and the model are JSON.
+CREATE TABLE energy_baselines (
+    factory_id    VARCHAR(63) NOT NULL,
+    baseline_id   VARCHAR(36) NOT NULL,
+    name          VARCHAR(255) NOT NULL,
+    version       BIGINT NOT NULL,
+    target_kind   VARCHAR(16) NOT NULL,
+    target_id     VARCHAR(63) NOT NULL,
+    drivers       MEDIUMTEXT NOT NULL,
+    period_from   VARCHAR(10) NOT NULL,
+    period_to     VARCHAR(10) NOT NULL,
+    model         MEDIUMTEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    created_by    VARCHAR(255) NOT NULL,
+    PRIMARY KEY (factory_id, baseline_id),
+    UNIQUE INDEX energy_baselines_version (factory_id, name, target_kind, target_id, version)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -49,3 +49,22 @@ CREATE TABLE energy_device_config (
     updated_at      INTEGER NOT NULL,
     PRIMARY KEY (factory_id, device_id)
 );
+
+-- EnPI baselines: a fitted model per (name, target); a new fit of the same name and
+-- target is the next version. Drivers and the model are JSON.
+CREATE TABLE energy_baselines (
+    factory_id    TEXT NOT NULL,
+    baseline_id   TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    target_kind   TEXT NOT NULL,
+    target_id     TEXT NOT NULL,
+    drivers       TEXT NOT NULL,
+    period_from   TEXT NOT NULL,
+    period_to     TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    created_by    TEXT NOT NULL,
+    PRIMARY KEY (factory_id, baseline_id)
+);
+CREATE UNIQUE INDEX energy_baselines_version ON energy_baselines (factory_id, name, target_kind, target_id, version);

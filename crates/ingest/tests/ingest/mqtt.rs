@@ -114,7 +114,7 @@ async fn v311_publish_acl_and_sessions(db: TestDatabase) {
     let (client, mut el) = v4_client(port, "c1", "plant-a/press-1", &secret);
     let topic = telemetry_topic(&f, &d);
     client
-        .publish(&topic, QoS::AtLeastOnce, false, r#"{"power_kw": 12.5, "running": true, "label": "bad"}"#)
+        .publish(&topic, QoS::AtLeastOnce, false, r#"{"power_kw": 12.5, "running": true, "label": ["bad"]}"#)
         .await
         .unwrap();
     next_v4(&mut el, |p| matches!(p, Packet::PubAck(_))).await.unwrap();

@@ -19,13 +19,13 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
     let now = env.clock.now_ms();
     let outcome = env
         .ingestor
-        .ingest(&f, &d, br#"{"power_kw": 12.5, "running": true, "label": "x", "phase": {"l1": {"v": 231}}}"#, now)
+        .ingest(&f, &d, br#"{"power_kw": 12.5, "running": true, "label": ["x"], "phase": {"l1": {"v": 231}}}"#, now)
         .await
         .unwrap();
     let IngestOutcome::Stored(summary) = outcome else { panic!("{outcome:?}") };
     assert_eq!(summary.points, 3);
     assert_eq!(summary.rejected.len(), 1);
-    assert_eq!(summary.rejected[0].reason, RejectReason::String);
+    assert_eq!(summary.rejected[0].reason, RejectReason::Array);
 
     let latest = env.store.latest(&f, &d).await.unwrap();
     let names: Vec<&str> = latest.iter().map(|(n, _)| n.as_str()).collect();
@@ -47,7 +47,7 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
 
     let errors = env.ingestor.last_errors(&f, &d);
     assert_eq!(errors.len(), 1);
-    assert_eq!((errors[0].reason.as_str(), errors[0].property.as_deref()), ("string", Some("label")));
+    assert_eq!((errors[0].reason.as_str(), errors[0].property.as_deref()), ("array", Some("label")));
     assert!(env.ingestor.last_errors(&factory("plant-b"), &d).is_empty());
 
     // Redelivery of a message with its own ts: same event key.
@@ -60,7 +60,7 @@ async fn stores_points_registers_properties_and_publishes(db: TestDatabase) {
 
     let text = env.metrics.render();
     assert!(text.contains("factoryops_ingest_points_total 5"), "{text}");
-    assert!(text.contains(r#"factoryops_ingest_rejected_properties_total{reason="string"} 1"#), "{text}");
+    assert!(text.contains(r#"factoryops_ingest_rejected_properties_total{reason="array"} 1"#), "{text}");
 
     env.ingestor.shutdown().await;
     let device = env.registry.get(&f, &d).await.unwrap().unwrap();

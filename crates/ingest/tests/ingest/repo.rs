@@ -1,5 +1,6 @@
 use factoryops_ingest::{
-    DeviceFilter, DeviceStatus, DeviceUpdate, PropertyCatalogue, PropertyUpdate, RepoError, ValueType, Verification,
+    DeviceFilter, DeviceStatus, DeviceUpdate, Encoded, PropertyCatalogue, PropertyUpdate, RejectReason, RepoError,
+    ValueType, Verification,
 };
 use factoryops_testkit::{TestDatabase, backend_matrix};
 
@@ -143,12 +144,12 @@ async fn catalogue_registers_guards_and_edits(db: TestDatabase) {
     // Cardinality guard: one slot left, two new names → one refused; known names keep flowing.
     let more = [prop("temp_c"), prop("volts"), prop("power_kw")];
     let refused = catalogue.register(&a, &d, more.iter().map(|n| (n, ValueType::Number)), 3_000).await.unwrap();
-    assert_eq!(refused, vec![prop("volts")]);
+    assert_eq!(refused, vec![(prop("volts"), RejectReason::CardinalityLimit)]);
 
     // A fresh catalogue (restart) counts what is in the database.
     let restarted = PropertyCatalogue::new(database.clone(), 3);
     let refused = restarted.register(&a, &d, [(&more[1], ValueType::Number)].into_iter(), 4_000).await.unwrap();
-    assert_eq!(refused, vec![prop("volts")]);
+    assert_eq!(refused, vec![(prop("volts"), RejectReason::CardinalityLimit)]);
     assert!(restarted.register(&a, &d, [(&names[0], ValueType::Number)].into_iter(), 4_000).await.unwrap().is_empty());
 
     let listed = catalogue.list_for_device(&a, &d).await.unwrap();
@@ -354,7 +355,50 @@ async fn catalogue_semantics(db: TestDatabase) {
     assert_eq!(catalogue.semantics_for_factory(&a).await.unwrap().len(), 2);
 }
 
+/// State properties: the kind guard on registration (cached and from the database) and
+/// the label dictionary (dense codes per (factory, property), the bound, another
+/// process's catalogue reading what this one registered).
+async fn state_kinds_and_dictionary(db: TestDatabase) {
+    let database = open_db(&db).await;
+    let catalogue = PropertyCatalogue::new(database.clone(), 100).with_max_state_labels(3);
+    let (a, b) = (factory("plant-a"), factory("plant-b"));
+    let d = device("press-1");
+    let (state, power) = (prop("state"), prop("power_kw"));
+    let refused = catalogue
+        .register(&a, &d, [(&state, ValueType::State), (&power, ValueType::Number)].into_iter(), 1_000)
+        .await
+        .unwrap();
+    assert!(refused.is_empty());
+    let swapped = [(&state, ValueType::Number), (&power, ValueType::State)];
+    let expected = vec![(state.clone(), RejectReason::NotAState), (power.clone(), RejectReason::String)];
+    assert_eq!(catalogue.register(&a, &d, swapped.into_iter(), 2_000).await.unwrap(), expected);
+    // Booleans and numbers mix as before.
+    assert!(catalogue.register(&a, &d, [(&power, ValueType::Boolean)].into_iter(), 2_000).await.unwrap().is_empty());
+    let fresh = PropertyCatalogue::new(database.clone(), 100);
+    assert_eq!(fresh.register(&a, &d, swapped.into_iter(), 3_000).await.unwrap(), expected, "from the database");
+    assert_eq!(fresh.get(&a, &d, &state).await.unwrap().unwrap().value_type, ValueType::State);
+
+    let states = catalogue.states();
+    assert_eq!(states.encode(&a, &state, "running").await.unwrap(), Encoded::Code(0));
+    assert_eq!(states.encode(&a, &state, "idle").await.unwrap(), Encoded::Code(1));
+    assert_eq!(states.encode(&a, &state, "running").await.unwrap(), Encoded::Code(0));
+    assert_eq!(states.encode(&b, &state, "idle").await.unwrap(), Encoded::Code(0), "per factory");
+    assert_eq!(states.encode(&a, &state, "off").await.unwrap(), Encoded::Code(2));
+    assert_eq!(states.encode(&a, &state, "setup").await.unwrap(), Encoded::Full);
+    assert_eq!(states.encode(&a, &state, "idle").await.unwrap(), Encoded::Code(1), "known labels still encode");
+    // Another process: its cache is empty, the database has the labels.
+    let other = fresh.states();
+    let labels = other.labels(&a, &state).await.unwrap();
+    let listed: Vec<(u32, &str)> = labels.iter().map(|(c, l)| (c, l.as_ref())).collect();
+    assert_eq!(listed, [(0, "running"), (1, "idle"), (2, "off")]);
+    assert_eq!(labels.label_of(1.0).map(|l| l.as_ref()), Some("idle"));
+    assert_eq!(labels.label_of(1.5), None);
+    assert_eq!(other.encode(&a, &state, "idle").await.unwrap(), Encoded::Code(1));
+    assert!(other.labels(&b, &power).await.unwrap().is_empty());
+}
+
 backend_matrix!(
+    state_kinds_and_dictionary,
     catalogue_semantics,
     devices_crud_filter_and_pages,
     last_seen_flushes_and_registrations_do_not_starve_each_other,
