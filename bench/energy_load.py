@@ -108,9 +108,15 @@ def backfill():
                     f'{{"device_id":"{device_id(i)}","ts":{t},"power_kw":{kw(i, t)}}}' for i in range(lo, min(DEVICES, lo + 1000))
                 )
                 try:
-                    call(c, "POST", fp("/telemetry"), key, ('{"messages":[' + msgs + "]}").encode())
+                    answer = call(c, "POST", fp("/telemetry"), key, ('{"messages":[' + msgs + "]}").encode())
                 except SystemExit as e:
                     errors.append(str(e))
+                    return
+                # 200 with per-message results: a point outside the store's retention comes
+                # back "rejected" (timestamp_too_old), which would silently thin the month.
+                refused = [r for r in answer["results"] if r["status"] != "stored"]
+                if refused:
+                    errors.append(f"not stored: {refused[0]}")
                     return
 
     t0 = time.time()
