@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run build web test test-deps lint fmt test-rust test-web fuzz-smoke openapi bench bench-ingest clean-data help
+.PHONY: run build web test test-deps lint fmt test-rust test-web fuzz-smoke openapi bench bench-ingest bench-energy clean-data help
 
 help:
 	@echo "make run    build and start the all-in-one server on embedded defaults"
@@ -13,6 +13,7 @@ help:
 	@echo "make web    build the web portal (web/dist, embedded in the binary)"
 	@echo "make test-web  Vitest unit tests + the Playwright e2e against the real binary (embedded store, then InfluxDB)"
 	@echo "make bench-ingest  MQTT ingest and alert latency end to end, with the Mosquitto anchor"
+	@echo "make bench-energy  issue 18: a month of energy for 1,000 devices, embedded and InfluxDB"
 
 ## The all-in-one server: SQLite + embedded time-series store in ./data, nothing to install.
 run:
@@ -73,6 +74,12 @@ bench:
 bench-ingest:
 	$(CARGO) build --release -p factoryops
 	bench/ingest.sh all
+
+## Issue 18: a month of daily energy / peak demand through a release server, on the embedded
+## store and on a private influxd, with the InfluxQL anchor (see BENCHMARKS.md).
+bench-energy:
+	$(CARGO) build --release -p factoryops
+	bench/energy.sh all
 
 clean-data:
 	rm -rf ./data

@@ -10,7 +10,9 @@ mod influxd;
 use chrono::{NaiveDate, TimeZone};
 use chrono_tz::Europe::Berlin;
 use common::TestApp;
-use factoryops_testkit::{TestDatabase, backend_matrix};
+use factoryops_platform::secret::SecretUrl;
+use factoryops_testkit::{Backend, TestDatabase, backend_matrix};
+use influxd::Influxd;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -488,15 +490,24 @@ async fn day_of_energy(app: TestApp) {
 
 /// Three days of buffered power readings arriving in one burst: each day's energy is right.
 async fn a_three_day_backfill_in_one_burst(db: TestDatabase) {
-    let app = TestApp::spawn(db).await;
+    three_day_backfill(TestApp::spawn(db).await).await;
+}
+
+async fn three_day_backfill(app: TestApp) {
     let (admin, viewer) = setup(&app, &["gw-2"]).await;
     let key = telemetry_key(&app, &admin).await;
     let last = plain_day(&app, 2);
     let first = last.checked_sub_days(chrono::Days::new(2)).unwrap();
+    let middle = first.succ_opt().unwrap();
     let (from, to) = (berlin(first, 0, 0), berlin(last.succ_opt().unwrap(), 0, 0));
-    // 50 kW every 5 minutes over the three days: one batch of 865 messages.
+    // The gateway's second buffer: the middle day's 10:00–12:00 arrives in a later burst.
+    let (hole_from, hole_to) = (berlin(middle, 10, 0), berlin(middle, 12, 0));
+    let in_hole = |t: i64| t > hole_from && t < hole_to;
+    // 50 kW every 5 minutes over the three days: one batch of 842 messages.
     let messages: Vec<Value> = (0..=(to - from) / (5 * MIN))
-        .map(|i| json!({"device_id": "gw-2", "ts": from + i * 5 * MIN, "power_w": 50_000.0}))
+        .map(|i| from + i * 5 * MIN)
+        .filter(|t| !in_hole(*t))
+        .map(|t| json!({"device_id": "gw-2", "ts": t, "power_w": 50_000.0}))
         .collect();
     assert!(messages.len() <= 1000);
     backfill(&app, &key, messages).await;
@@ -504,22 +515,30 @@ async fn a_three_day_backfill_in_one_burst(db: TestDatabase) {
     annotate(&app, &admin, "gw-2", "power_w", json!({"quantity": "power", "unit": "W"})).await;
     let range =
         format!("from={}&to={}", factoryops_types::format_rfc3339_ms(from), factoryops_types::format_rfc3339_ms(to));
-    let (status, days) =
-        app.get(&path(&format!("/energy/consumption?device_id=gw-2&{range}&bucket=day")), Some(&viewer)).await;
+    let days_path = path(&format!("/energy/consumption?device_id=gw-2&{range}&bucket=day"));
+    // 50 kW × the local day's hours (24, or 23 / 25 on a DST change day), minus the hole.
+    let day_kwh = |date: NaiveDate, missing_hours: f64| {
+        let hours = (berlin(date.succ_opt().unwrap(), 0, 0) - berlin(date, 0, 0)) as f64 / HOUR as f64;
+        50.0 * (hours - missing_hours)
+    };
+    let (status, days) = app.get(&days_path, Some(&viewer)).await;
     assert_eq!(status, 200, "{days}");
     let items = days["items"].as_array().unwrap();
     assert_eq!(items.len(), 3, "{days}");
     let mut date = first;
     for item in items {
-        // 50 kW × the local day's hours (24, or 23 / 25 on a DST change day).
-        let hours = (berlin(date.succ_opt().unwrap(), 0, 0) - berlin(date, 0, 0)) as f64 / HOUR as f64;
-        close(&item["kwh"], 50.0 * hours, &format!("{date}"));
+        let missing = if date == middle { 2.0 } else { 0.0 };
+        close(&item["kwh"], day_kwh(date, missing), &format!("{date}"));
         assert_eq!(item["start"], factoryops_types::format_rfc3339_ms(berlin(date, 0, 0)));
         assert_eq!(item["cost"], Value::Null, "no tariff: no cost");
         date = date.succ_opt().unwrap();
     }
     assert_eq!(days["currency"], Value::Null);
-    assert_eq!(days["gaps"], json!([]));
+    assert_eq!(
+        days["gaps"],
+        json!([{"device_id": "gw-2", "from": factoryops_types::format_rfc3339_ms(hole_from),
+                "to": factoryops_types::format_rfc3339_ms(hole_to)}])
+    );
     assert!(days.get("charges").is_none());
     // Below a 60 kW idle threshold every kWh is idle energy; the new configuration drops
     // the device's cached days, so the answer changes at once.
@@ -535,7 +554,31 @@ async fn a_three_day_backfill_in_one_burst(db: TestDatabase) {
     let (_, week) =
         app.get(&path(&format!("/energy/consumption?device_id=gw-2&{range}&bucket=week")), Some(&viewer)).await;
     let total: f64 = week["items"].as_array().unwrap().iter().map(|i| i["kwh"].as_f64().unwrap()).sum();
-    close(&json!(total), 50.0 * (to - from) as f64 / HOUR as f64, "weeks");
+    close(&json!(total), 50.0 * ((to - from) as f64 / HOUR as f64 - 2.0), "weeks");
+    let (_, misses) = cache_counts(&app).await;
+    assert_eq!(misses, 6.0, "each closed day computed once, and again after the configuration change");
+
+    // The second burst lands in the cached middle day: the bus drops that day (ADR 0015
+    // §6) and the next answer has the whole day, while the other two stay cached.
+    let refill: Vec<Value> =
+        (1..24).map(|i| json!({"device_id": "gw-2", "ts": hole_from + i * 5 * MIN, "power_w": 50_000.0})).collect();
+    backfill(&app, &key, refill).await;
+    let mut days = Value::Null;
+    for _ in 0..50 {
+        days = app.get(&days_path, Some(&viewer)).await.1;
+        if days["gaps"] == json!([]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(days["gaps"], json!([]), "{days}");
+    let mut date = first;
+    for item in days["items"].as_array().unwrap() {
+        close(&item["kwh"], day_kwh(date, 0.0), &format!("{date} after the second burst"));
+        date = date.succ_opt().unwrap();
+    }
+    let (_, misses) = cache_counts(&app).await;
+    assert_eq!(misses, 7.0, "only the middle day was computed again");
     app.stop().await;
 }
 
@@ -688,3 +731,22 @@ backend_matrix!(
     a_day_of_energy_matches_the_hand_computed_figures,
     a_three_day_backfill_in_one_burst
 );
+
+/// The server on InfluxDB (its own `influxd`, `tsdb_url`): the same hand-computed figures
+/// (the day itself: `a_day_of_energy_on_influxdb`).
+/// Missing `influxd` skips loudly, and fails under `CI=true`.
+async fn on_influxdb() -> Option<(TestApp, Influxd)> {
+    let influxd = Influxd::start()?;
+    let db = TestDatabase::create(Backend::Sqlite).await?;
+    let mut config = common::test_config(&db);
+    config.tsdb_url = Some(SecretUrl::new(influxd.url("factoryops")));
+    Some((TestApp::spawn_with(db, config).await, influxd))
+}
+
+mod influxdb {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_three_day_backfill_in_one_burst() {
+        let Some((app, _influxd)) = super::on_influxdb().await else { return };
+        super::three_day_backfill(app).await;
+    }
+}
