@@ -499,6 +499,8 @@ async fn smtp_untrusted_certificate_is_refused_with_a_clear_reason(db: TestDatab
 #[derive(Default)]
 struct Hanging {
     calls: std::sync::atomic::AtomicUsize,
+    /// Signalled when a send has begun (a permit is kept if nobody waits yet).
+    entered: tokio::sync::Notify,
 }
 
 #[async_trait::async_trait]
@@ -508,6 +510,7 @@ impl Channel for Hanging {
     }
     async fn send(&self, _: &Outgoing) -> Result<String, SendError> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.entered.notify_one();
         std::future::pending().await
     }
 }
@@ -547,6 +550,9 @@ async fn a_send_of_a_crashed_worker_is_reclaimed_when_its_lease_expires(db: Test
     alert(&database, "notify:lease:opened:1", "critical", emails(&["ops@example.com"])).await;
     let items = wait_until(&database, "leased", all(NotificationStatus::Sending)).await;
     assert_eq!(items[0].attempts, 1);
+    // Kill it mid-send, not between the claim and the send: a busy machine can abort the
+    // task in that window, and then the provider was never called.
+    tokio::time::timeout(Duration::from_secs(10), hanging.entered.notified()).await.expect("the send began");
     task.abort();
     let _ = task.await;
     // The lease is the send timeout plus 30 s: live for 90 s after the claim.
