@@ -41,6 +41,9 @@ const DAY_MS: i64 = 86_400_000;
 /// Counters are read this far before a day, so the difference into its first sample is
 /// known even after a silence longer than the maximum gap (the meter measured it).
 const COUNTER_LOOKBACK_MS: i64 = DAY_MS;
+/// A state property is read this far before a day for the state in force at its start
+/// (as time in state does, ADR 0014); an older state counts as unknown (not idle).
+const STATE_LOOKBACK_MS: i64 = 7 * DAY_MS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -74,6 +77,9 @@ pub trait Directory: Send + Sync + 'static {
     /// Every annotated property of the factory's devices.
     async fn semantics(&self, factory: &FactoryId) -> Result<Vec<(DeviceId, PropertyName, Semantics)>, ServiceError>;
     async fn device_exists(&self, factory: &FactoryId, device: &DeviceId) -> Result<bool, ServiceError>;
+    /// The stored codes of a state property whose labels count as idle (`idle`, `off`,
+    /// `setup`, any case).
+    async fn idle_state_codes(&self, factory: &FactoryId, property: &PropertyName) -> Result<Vec<f64>, ServiceError>;
     /// The factory's devices of a type, ordered by id.
     async fn devices_of_type(&self, factory: &FactoryId, device_type: &str) -> Result<Vec<DeviceId>, ServiceError>;
 }
@@ -156,6 +162,8 @@ struct Source {
     property: PropertyName,
     semantics: Semantics,
     idle_below_kw: Option<f64>,
+    /// The state property and its codes that mean idle; wins over `idle_below_kw`.
+    state: Option<(PropertyName, Vec<f64>)>,
     max_gap_ms: i64,
 }
 
@@ -164,15 +172,32 @@ impl Source {
         let s = &self.semantics;
         SourceKey {
             text: format!(
-                "{}|{}|{:?}|{:?}|{:?}|{}|{:?}",
-                self.property, s.quantity, s.unit, s.rollover, s.wh_per_pulse, self.max_gap_ms, self.idle_below_kw
+                "{}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}",
+                self.property,
+                s.quantity,
+                s.unit,
+                s.rollover,
+                s.wh_per_pulse,
+                self.max_gap_ms,
+                self.idle_below_kw,
+                self.state
             ),
-            properties: vec![self.property.clone()],
+            properties: std::iter::once(self.property.clone())
+                .chain(self.state.as_ref().map(|(p, _)| p.clone()))
+                .collect(),
         }
     }
 
+    /// How far before a day the energy property's raw read starts.
     fn lookback_ms(&self) -> i64 {
         if self.semantics.quantity.is_counter() { self.max_gap_ms.max(COUNTER_LOOKBACK_MS) } else { self.max_gap_ms }
+    }
+
+    /// How far before a day a point can change the day's result: with a state property the
+    /// state in force at the day's start counts, so a late state point up to
+    /// `STATE_LOOKBACK_MS` earlier drops the cached day too.
+    fn window_lookback_ms(&self) -> i64 {
+        if self.state.is_some() { self.lookback_ms().max(STATE_LOOKBACK_MS) } else { self.lookback_ms() }
     }
 }
 
@@ -297,14 +322,25 @@ impl EnergyService {
         for (device, property, s) in &semantics {
             annotated.entry(device).or_default().push((property, s));
         }
-        let sources = devices
-            .iter()
-            .map(|d| {
-                let config = configs.get(d).cloned().unwrap_or_default();
-                let found = annotated.get(d).map(Vec::as_slice).unwrap_or_default();
-                (d.clone(), choose_source(found, &config))
-            })
-            .collect();
+        let mut idle_codes: HashMap<PropertyName, Vec<f64>> = HashMap::new();
+        let mut sources = HashMap::with_capacity(devices.len());
+        for d in devices {
+            let config = configs.get(d).cloned().unwrap_or_default();
+            let found = annotated.get(d).map(Vec::as_slice).unwrap_or_default();
+            let mut source = choose_source(found, &config);
+            if let (Some(source), Some(state)) = (source.as_mut(), &config.state_property) {
+                let codes = match idle_codes.get(state) {
+                    Some(codes) => codes.clone(),
+                    None => {
+                        let codes = self.inner.directory.idle_state_codes(factory, state).await?;
+                        idle_codes.insert(state.clone(), codes.clone());
+                        codes
+                    }
+                };
+                source.state = Some((state.clone(), codes));
+            }
+            sources.insert(d.clone(), source);
+        }
         Ok(Context { tz, now_ms: self.inner.clock.now_ms(), sources })
     }
 
@@ -332,7 +368,7 @@ impl EnergyService {
             let day_end = local_instant(ctx.tz, next, LocalMinute::MIDNIGHT);
             let (a, b) = (from_ms.max(day_start), to_ms.min(day_end));
             if a < b {
-                let window = (day_start - source.lookback_ms(), day_end + source.max_gap_ms);
+                let window = (day_start - source.window_lookback_ms(), day_end + source.max_gap_ms);
                 let closed = window.1 <= ctx.now_ms && day_start % SLOT_MS == 0 && day_end % SLOT_MS == 0;
                 let day = if closed {
                     let cached = self.inner.cache.lock().get(factory, device, day_start, &key);
@@ -393,9 +429,19 @@ impl EnergyService {
         };
         let raw = self.inner.telemetry.query(factory, &query).await?;
         let s = &source.semantics;
-        let idle = match source.idle_below_kw {
-            Some(kw) => Idle::BelowKw(kw),
-            None => Idle::None,
+        let states: Vec<(i64, bool)> = match &source.state {
+            Some((property, codes)) => {
+                let raw = self.raw(factory, device, property, from_ms - STATE_LOOKBACK_MS, to_ms).await?;
+                // The state in force at `from` is the last one before it; older ones change nothing.
+                let first = raw.iter().rposition(|&(t, _)| t <= from_ms).unwrap_or(0);
+                raw[first..].iter().map(|&(t, code)| (t, codes.contains(&code))).collect()
+            }
+            None => Vec::new(),
+        };
+        let idle = match (&source.state, source.idle_below_kw) {
+            (Some(_), _) => Idle::States(&states),
+            (None, Some(kw)) => Idle::BelowKw(kw),
+            (None, None) => Idle::None,
         };
         let run = if s.quantity == Quantity::Power {
             let samples: Vec<(i64, f64)> =
@@ -885,6 +931,7 @@ fn choose_source(annotated: &[(&PropertyName, &Semantics)], config: &DeviceEnerg
         property: chosen.0.clone(),
         semantics: chosen.1.clone(),
         idle_below_kw: config.idle_below_kw,
+        state: None,
         max_gap_ms: config.max_gap_ms(),
     })
 }

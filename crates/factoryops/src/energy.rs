@@ -45,6 +45,15 @@ impl Directory for EnergyDirectory {
         Ok(self.devices.get(factory, device).await.map_err(directory_error)?.is_some())
     }
 
+    async fn idle_state_codes(&self, factory: &FactoryId, property: &PropertyName) -> Result<Vec<f64>, ServiceError> {
+        let labels = self.catalogue.states().labels(factory, property).await.map_err(directory_error)?;
+        Ok(labels
+            .iter()
+            .filter(|(_, label)| ["idle", "off", "setup"].iter().any(|idle| label.eq_ignore_ascii_case(idle)))
+            .map(|(code, _)| f64::from(code))
+            .collect())
+    }
+
     async fn devices_of_type(&self, factory: &FactoryId, device_type: &str) -> Result<Vec<DeviceId>, ServiceError> {
         let mut out = Vec::new();
         let mut filter =

@@ -135,8 +135,7 @@ async fn device_energy_config(db: TestDatabase) {
         (json!({"max_gap_minutes": 0}), "max_gap_minutes"),
         (json!({"idle_below_kw": -1}), "idle_below_kw"),
         (json!({"source_property": "bad name!"}), "source_property"),
-        // Idle energy from states needs stored state values: refused rather than ignored.
-        (json!({"state_property": "state"}), "state_property"),
+        (json!({"state_property": "not a name"}), "state_property"),
     ] {
         let (status, problem) = app.send(Method::PUT, &config_path, Some(&admin), Some(bad)).await;
         assert_eq!(status, 422, "{problem}");
@@ -579,6 +578,39 @@ async fn three_day_backfill(app: TestApp) {
     }
     let (_, misses) = cache_counts(&app).await;
     assert_eq!(misses, 7.0, "only the middle day was computed again");
+
+    // Idle by the machine's state instead: running from the first midnight, idle from the
+    // middle day's. A state holds until the next one, so the last day, which has no state
+    // point of its own, is idle all day too.
+    let states = vec![
+        json!({"device_id": "gw-2", "ts": from, "state": "running"}),
+        json!({"device_id": "gw-2", "ts": berlin(middle, 0, 0), "state": "idle"}),
+    ];
+    backfill(&app, &key, states).await;
+    let (status, body) = app
+        .send(Method::PUT, &path("/energy/devices/gw-2"), Some(&admin), Some(json!({"state_property": "state"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, by_state) = app.get(&days_path, Some(&viewer)).await;
+    let by_state = by_state["items"].as_array().unwrap().clone();
+    assert_eq!(by_state[0]["idle_kwh"], 0.0, "running: {by_state:?}");
+    close(&by_state[1]["idle_kwh"], day_kwh(middle, 0.0), "idle on the middle day");
+    close(&by_state[2]["idle_kwh"], day_kwh(last, 0.0), "still idle on the last day");
+    // A late "running" at the middle day's noon changes that day and the next one (its
+    // state at midnight), both cached by now: the bus drops them.
+    backfill(&app, &key, vec![json!({"device_id": "gw-2", "ts": berlin(middle, 12, 0), "state": "running"})]).await;
+    let morning = 50.0 * (berlin(middle, 12, 0) - berlin(middle, 0, 0)) as f64 / HOUR as f64;
+    let mut items = Vec::new();
+    for _ in 0..50 {
+        items = app.get(&days_path, Some(&viewer)).await.1["items"].as_array().unwrap().clone();
+        if items[2]["idle_kwh"] == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(items[0]["idle_kwh"], 0.0);
+    close(&items[1]["idle_kwh"], morning, "idle until noon");
+    assert_eq!(items[2]["idle_kwh"], 0.0, "running since the middle day's noon: {items:?}");
     app.stop().await;
 }
 

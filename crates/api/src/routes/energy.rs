@@ -363,14 +363,6 @@ async fn put_device_config(
     let property = |field: &str, raw: Option<String>| -> ApiResult<Option<PropertyName>> {
         raw.map(|p| PropertyName::parse(p).map_err(|e| Problem::invalid_field(field, e.to_string()))).transpose()
     };
-    if body.state_property.is_some() {
-        // Idle energy from a state property needs state values in the store, which this
-        // build does not keep yet; refusing beats accepting a setting that changes nothing.
-        return Err(Problem::invalid_field(
-            "state_property",
-            "state properties are not stored yet: use `idle_below_kw` for idle energy",
-        ));
-    }
     let config = DeviceEnergyConfig {
         source_property: property("source_property", body.source_property)?,
         state_property: property("state_property", body.state_property)?,
