@@ -419,15 +419,9 @@ impl EnergyService {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<CachedDay, ServiceError> {
-        let query = SeriesQuery {
-            device: device.clone(),
-            property: source.property.clone(),
-            from_ms: from_ms - source.lookback_ms(),
-            to_ms: to_ms + source.max_gap_ms,
-            aggregation: None,
-            limit: None,
-        };
-        let raw = self.inner.telemetry.query(factory, &query).await?;
+        let raw = self
+            .raw(factory, device, &source.property, from_ms - source.lookback_ms(), to_ms + source.max_gap_ms)
+            .await?;
         let s = &source.semantics;
         let states: Vec<(i64, bool)> = match &source.state {
             Some((property, codes)) => {
@@ -444,12 +438,10 @@ impl EnergyService {
             (None, None) => Idle::None,
         };
         let run = if s.quantity == Quantity::Power {
-            let samples: Vec<(i64, f64)> =
-                raw.iter().filter_map(|p| s.kw(p.value.as_f64()).map(|kw| (p.ts_ms, kw))).collect();
+            let samples: Vec<(i64, f64)> = raw.iter().filter_map(|&(t, v)| s.kw(v).map(|kw| (t, kw))).collect();
             slots_from_power(&samples, &idle, from_ms, to_ms, source.max_gap_ms)
         } else {
-            let samples: Vec<(i64, f64)> =
-                raw.iter().filter_map(|p| s.kwh(p.value.as_f64()).map(|kwh| (p.ts_ms, kwh))).collect();
+            let samples: Vec<(i64, f64)> = raw.iter().filter_map(|&(t, v)| s.kwh(v).map(|kwh| (t, kwh))).collect();
             let rollover = s.rollover.and_then(|r| s.kwh(r));
             slots_from_counter(&samples, rollover, &idle, from_ms, to_ms, source.max_gap_ms)
         }
@@ -599,16 +591,8 @@ impl EnergyService {
                         _ => Counting::Cumulative,
                     };
                     // A cumulative count needs the reading before the range: look back a day.
-                    let query = SeriesQuery {
-                        device: device.clone(),
-                        property: property.clone(),
-                        from_ms: from_ms - if counting == Counting::Cumulative { DAY_MS } else { 0 },
-                        to_ms,
-                        aggregation: None,
-                        limit: None,
-                    };
-                    let raw = self.inner.telemetry.query(factory, &query).await?;
-                    let mut samples: Vec<(i64, f64)> = raw.iter().map(|p| (p.ts_ms, p.value.as_f64())).collect();
+                    let lookback = if counting == Counting::Cumulative { DAY_MS } else { 0 };
+                    let mut samples = self.raw(factory, device, property, from_ms - lookback, to_ms).await?;
                     if counting == Counting::Cumulative
                         && let Some(first_inside) = samples.iter().position(|(t, _)| *t >= from_ms)
                     {
