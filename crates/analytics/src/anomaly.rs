@@ -263,8 +263,9 @@ pub(crate) fn findings(column: &str, out: &AnomalyOutput) -> Vec<Finding> {
     f.push(Finding::new(
         "anomalies",
         format!(
-            "{} anomalies in {who} ({}% of {} values).",
+            "{} {} in {who} ({}% of {} values).",
             fmt_num(out.anomaly_count as f64, 0),
+            if out.anomaly_count == 1 { "anomaly" } else { "anomalies" },
             fmt_num(share, 2),
             fmt_num(out.points_scored as f64, 0)
         ),

@@ -167,31 +167,30 @@ fn fit_fc(spec: &Fc, reg: &Regular, end: usize, tz: Tz) -> Option<ForecastModel>
     }
 }
 
-fn season_features(reg: &Regular, periods: &[usize]) -> Vec<EngineeredFeature> {
-    let mut out = Vec::new();
-    if ts::DAY_MS % reg.step_ms == 0 {
-        let daily = (ts::DAY_MS / reg.step_ms) as usize;
-        for (name, lag) in [("daily season", daily), ("weekly season", 7 * daily)] {
-            let acf = ts::seasonal_acf(&reg.values, lag);
-            let found = periods.contains(&lag);
-            out.push(EngineeredFeature {
-                name: format!("season_{lag}"),
+fn season_features(tests: &[ts::SeasonTest]) -> Vec<EngineeredFeature> {
+    tests
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let name = if i == 0 { "daily season" } else { "weekly season (after the daily one is removed)" };
+            EngineeredFeature {
+                name: format!("season_{}", t.period),
                 kind: "seasonality",
-                used: found,
-                detail: if acf.is_finite() {
+                used: t.found,
+                detail: if t.acf.is_finite() {
                     format!(
-                        "{name} of {lag} points: autocorrelation {} ({} the {} needed)",
-                        fmt_num(acf, 2),
-                        if found { "reaches" } else { "below" },
+                        "{name} of {} points: autocorrelation {} ({} the {} needed)",
+                        t.period,
+                        fmt_num(t.acf, 2),
+                        if t.found { "reaches" } else { "below" },
                         ts::SEASON_ACF
                     )
                 } else {
-                    format!("{name} of {lag} points: not enough data to test (3 seasons needed)")
+                    format!("{name} of {} points: not enough data to test (3 seasons needed)", t.period)
                 },
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }
 
 fn correlated_features(frame: &Frame, target: &str, used: bool, why_not: &str) -> Vec<EngineeredFeature> {
@@ -231,7 +230,8 @@ fn forecast_goal(
             (FOLDS + 2) * horizon.max(2)
         )));
     }
-    let periods = ts::detect_periods(&reg.values, reg.step_ms);
+    let tests = ts::season_tests(&reg.values, reg.step_ms);
+    let periods: Vec<usize> = tests.iter().filter(|t| t.found).map(|t| t.period).collect();
     let daily = periods.first().copied();
     let train_points: u64 = fold_list.iter().map(|f| f.0 as u64).sum::<u64>() + n as u64;
 
@@ -342,7 +342,7 @@ fn forecast_goal(
     let out = forecast::output(&reg, &model, periods.clone(), horizon, 0.95);
     let cv = board[chosen_idx].cv.clone();
 
-    let mut features = season_features(&reg, &periods);
+    let mut features = season_features(&tests);
     if let Some(p) = daily {
         let reg_used = chosen.family == "feature_regression";
         for (name, detail) in [
@@ -502,8 +502,9 @@ fn explain(
     let unit = if metric_key == "mae" { unit } else { "%" };
     let best = &board[ranked[0]];
     let best_v = best.cv.get(metric_key).copied().unwrap_or(f64::NAN);
+    let intro = if seasons.is_empty() { goal.to_string() } else { format!("{goal} {seasons}") };
     let mut s = format!(
-        "{goal} {seasons} Compared {} candidate models by expanding-window cross-validation over {folds} folds (each trains on everything before its test window of {test} {test_unit}). ",
+        "{intro} Compared {} candidate models by expanding-window cross-validation over {folds} folds (each trains on everything before its test window of {test} {test_unit}). ",
         board.iter().filter(|e| e.status == "evaluated").count()
     );
     s.push_str(&format!(
@@ -568,7 +569,8 @@ fn anomaly_goal(
             10.max((FOLDS + 2) * 2)
         )));
     }
-    let periods = ts::detect_periods(&reg.values, reg.step_ms);
+    let tests = ts::season_tests(&reg.values, reg.step_ms);
+    let periods: Vec<usize> = tests.iter().filter(|t| t.found).map(|t| t.period).collect();
     let train_points: u64 = fold_list.iter().map(|f| f.0 as u64).sum::<u64>() + n as u64;
     #[derive(Clone)]
     enum An {
@@ -768,7 +770,7 @@ fn anomaly_goal(
     metrics.insert("points".into(), output.points_scored as f64);
     let mut artifact = artifact;
     artifact.metrics = metrics.clone();
-    let mut features = season_features(&reg, &periods);
+    let mut features = season_features(&tests);
     features.push(EngineeredFeature {
         name: "change_from_previous".into(),
         kind: "difference",

@@ -84,7 +84,9 @@ impl ForecastModel {
             m.insert("beta".into(), p.beta);
             m.insert("phi".into(), p.phi);
             m.insert("gamma".into(), p.gamma);
-            m.insert("period".into(), p.period as f64);
+            if p.period >= 2 {
+                m.insert("period".into(), p.period as f64);
+            }
         };
         match self {
             Self::Ets { params, .. } => hw(params),

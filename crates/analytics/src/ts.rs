@@ -282,34 +282,49 @@ pub fn seasonal_acf(y: &[f64], lag: usize) -> f64 {
 /// Autocorrelation above which a calendar season counts as present.
 pub const SEASON_ACF: f64 = 0.3;
 
+/// One calendar season tested on a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeasonTest {
+    pub period: usize,
+    /// Detrended autocorrelation at the period (NaN when the series is too short).
+    pub acf: f64,
+    pub found: bool,
+}
+
 /// Daily and weekly seasons in points, kept when the series is long enough (3 days /
-/// 3 weeks) and the detrended autocorrelation at that lag is ≥ 0.3; the weekly one must
-/// show after the daily profile is removed, since every weekly lag is also a daily one.
-pub fn detect_periods(y: &[f64], step_ms: i64) -> Vec<usize> {
+/// 3 weeks) and the detrended autocorrelation at that lag is ≥ 0.3; the weekly one is
+/// tested after the daily profile is removed, since every weekly lag is also a daily one.
+pub fn season_tests(y: &[f64], step_ms: i64) -> Vec<SeasonTest> {
     let mut out = Vec::new();
     if step_ms <= 0 || DAY_MS % step_ms != 0 {
         return out;
     }
     let daily = (DAY_MS / step_ms) as usize;
-    if daily < 2 || y.len() < 3 * daily {
+    if daily < 2 {
         return out;
     }
-    if seasonal_acf(y, daily) >= SEASON_ACF {
-        out.push(daily);
-    }
+    let acf = if y.len() >= 3 * daily { seasonal_acf(y, daily) } else { f64::NAN };
+    let daily_found = acf >= SEASON_ACF;
+    out.push(SeasonTest { period: daily, acf, found: daily_found });
     let weekly = 7 * daily;
-    if y.len() >= 3 * weekly {
-        let rest = if out.is_empty() {
-            y.to_vec()
-        } else {
+    let acf = if y.len() >= 3 * weekly {
+        if daily_found {
             let d = decompose(y, &[daily]);
-            (0..y.len()).map(|t| y[t] - d.seasonal_at(t)).collect()
-        };
-        if seasonal_acf(&rest, weekly) >= SEASON_ACF {
-            out.push(weekly);
+            let rest: Vec<f64> = (0..y.len()).map(|t| y[t] - d.seasonal_at(t)).collect();
+            seasonal_acf(&rest, weekly)
+        } else {
+            seasonal_acf(y, weekly)
         }
-    }
+    } else {
+        f64::NAN
+    };
+    out.push(SeasonTest { period: weekly, acf, found: acf >= SEASON_ACF });
     out
+}
+
+/// The periods [`season_tests`] found, ascending.
+pub fn detect_periods(y: &[f64], step_ms: i64) -> Vec<usize> {
+    season_tests(y, step_ms).into_iter().filter(|t| t.found).map(|t| t.period).collect()
 }
 
 #[cfg(test)]
