@@ -350,3 +350,20 @@ pub(crate) fn findings(column: &str, out: &ClusteringOutput) -> Vec<Finding> {
     }
     f
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_23_hour_dst_day_is_left_out() {
+        // 2026-03-28..30 in Berlin, hourly: the 29th has no 02:00 and is not a profile.
+        let tz: Tz = "Europe/Berlin".parse().expect("tz");
+        let start = 1_774_652_400_000; // 2026-03-27T23:00:00Z = 28th 00:00 local
+        let ts: Vec<i64> = (0..71).map(|i| start + i * 3_600_000).collect();
+        let v = vec![1.0; ts.len()];
+        let days: Vec<i64> = daily_profiles(&ts, &v, tz).iter().map(|d| d.0).collect();
+        // Days since the epoch of 2026-03-28 and 2026-03-30.
+        assert_eq!(days, vec![20_540, 20_542]);
+    }
+}
