@@ -76,3 +76,25 @@ fn mode_specific_fields() {
     );
     assert_eq!(errors(json!([1]))[0].1, "expected a JSON object");
 }
+
+#[test]
+fn a_parsed_request_serialises_back_to_the_api_shape() {
+    let body = json!({"mode": "standard", "analysis": "clustering", "dataset_id": "ds-1",
+        "target": "m/power_kw", "hyperparameters": {"k": 3}});
+    let r = parse_request(&body).expect("valid");
+    assert_eq!(
+        serde_json::to_value(&r).expect("json"),
+        json!({"mode": "standard", "analysis": "clustering", "dataset_id": "ds-1",
+            "target": "m/power_kw", "hyperparameters": {"k": 3, "seed": 0}})
+    );
+    let r = parse_request(&json!({"mode": "copilot", "goal": "baseline"})).expect("valid");
+    assert_eq!(
+        serde_json::to_value(&r).expect("json"),
+        json!({"mode": "copilot", "goal": "baseline", "budget_seconds": 60})
+    );
+    let r = parse_request(&json!({"mode": "standard", "analysis": "statistics"})).expect("valid");
+    assert_eq!(
+        serde_json::to_value(&r).expect("json"),
+        json!({"mode": "standard", "analysis": "statistics"})
+    );
+}
