@@ -41,8 +41,10 @@ proptest! {
         let mut t = 1_793_577_600_000i64;
         let ts: Vec<i64> = gaps.iter().map(|g| { t += g; t }).collect();
         let n = ts.len();
-        let frame = Frame::new(ts, vec![("m/power_kw".into(), vals[..n].to_vec())]).expect("frame");
-        for body in bodies() {
+        let second: Vec<f64> = vals[..n].iter().rev().map(|v| v * 0.5 + 1.0).collect();
+        let frame = Frame::new(ts, vec![("m/power_kw".into(), vals[..n].to_vec()), ("m/rate".into(), second)]).expect("frame");
+        for mut body in bodies() {
+            body["target"] = json!("m/power_kw");
             let req = parse_request(&body).expect("valid");
             if let Ok(r) = run(&frame, &req, chrono_tz::Tz::UTC, &NoControl) {
                 serde_json::to_vec(&r).expect("serialisable");

@@ -93,8 +93,5 @@ fn a_parsed_request_serialises_back_to_the_api_shape() {
         json!({"mode": "copilot", "goal": "baseline", "budget_seconds": 60})
     );
     let r = parse_request(&json!({"mode": "standard", "analysis": "statistics"})).expect("valid");
-    assert_eq!(
-        serde_json::to_value(&r).expect("json"),
-        json!({"mode": "standard", "analysis": "statistics"})
-    );
+    assert_eq!(serde_json::to_value(&r).expect("json"), json!({"mode": "standard", "analysis": "statistics"}));
 }
