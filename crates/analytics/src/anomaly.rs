@@ -304,7 +304,9 @@ pub struct IsolationForest {
     pub trees: Vec<Vec<IfNode>>,
 }
 
-/// A node: `feature` < 0 marks a leaf, whose `value` is the number of samples it holds.
+/// A node: `feature` < 0 marks a leaf, whose `value` is c(size), the average path length
+/// still to go for the samples it holds (precomputed: a logarithm per leaf visit was a
+/// third of the scoring time over 1 M points).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct IfNode {
     pub feature: i8,
@@ -367,7 +369,7 @@ impl IsolationForest {
             let mut depth = 0.0;
             while let Some(node) = tree.get(i) {
                 if node.feature < 0 {
-                    total += depth + c_factor(node.value);
+                    total += depth + node.value;
                     break;
                 }
                 let v = x[node.feature as usize];
@@ -389,7 +391,7 @@ fn build(
     nodes: &mut Vec<IfNode>,
 ) -> u32 {
     let id = nodes.len() as u32;
-    let leaf = IfNode { feature: -1, value: rows.len() as f64, left: 0, right: 0 };
+    let leaf = IfNode { feature: -1, value: c_factor(rows.len() as f64), left: 0, right: 0 };
     nodes.push(leaf);
     if rows.len() <= 1 || depth >= limit {
         return id;
