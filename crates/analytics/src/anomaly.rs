@@ -427,3 +427,39 @@ fn build(
     nodes[id as usize] = IfNode { feature: k as i8, value: split, left, right };
     id
 }
+
+/// For a power column (`_kw`): the energy the flagged points drew above what was
+/// expected, each point standing for one sampling step.
+pub(crate) fn excess_energy(
+    column: &str,
+    values: &[f64],
+    scored: &Scored,
+    params: &AnomalyParams,
+    step_ms: i64,
+) -> Option<Finding> {
+    let expected = scored.expected.as_ref()?;
+    if unit_of(column) != " kW" || step_ms <= 0 {
+        return None;
+    }
+    let hours = step_ms as f64 / 3_600_000.0;
+    let (mut kwh, mut points) = (0.0, 0usize);
+    for i in 0..values.len() {
+        if is_flagged(params.method, scored.scores[i], params.threshold) && values[i] > expected[i] {
+            kwh += (values[i] - expected[i]) * hours;
+            points += 1;
+        }
+    }
+    (points > 0).then(|| {
+        Finding::new(
+            "anomaly_energy",
+            format!(
+                "The {} anomalous {} above expectation drew {} kWh more than expected ({} min per point).",
+                points,
+                if points == 1 { "point" } else { "points" },
+                fmt_num(kwh, 2),
+                fmt_num(hours * 60.0, 1)
+            ),
+            &[("excess_kwh", kwh), ("points", points as f64), ("step_hours", hours)],
+        )
+    })
+}

@@ -305,6 +305,28 @@ mod tests {
     }
 
     #[test]
+    fn refuses_text_columns_and_a_missing_ts() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), false),
+            Field::new("m/state", DataType::Utf8, true),
+        ]));
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow_array::TimestampSecondArray::from(vec![1])),
+                Arc::new(arrow_array::StringArray::from(vec!["idle"])),
+            ],
+        )
+        .expect("batch");
+        assert!(
+            matches!(Frame::from_record_batches(&[b]), Err(FrameError::Type { column, .. }) if column == "m/state")
+        );
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)]));
+        let b = RecordBatch::try_new(schema, vec![Arc::new(Float64Array::from(vec![1.0]))]).expect("batch");
+        assert_eq!(Frame::from_record_batches(&[b]), Err(FrameError::NoTimestamp));
+    }
+
+    #[test]
     fn refuses_unsorted_and_ragged() {
         assert_eq!(Frame::new(vec![0, 0], vec![]), Err(FrameError::Unsorted { index: 1 }));
         assert!(matches!(Frame::new(vec![0, 1], vec![("a".into(), vec![1.0])]), Err(FrameError::Length { .. })));

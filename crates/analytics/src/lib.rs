@@ -117,7 +117,8 @@ fn standard(
             let (target, values) = resolve_target(frame, request.target.as_deref())?;
             let scored = anomaly::score(frame.ts(), values, params, &Scoped { inner: control, start: 0.0, end: 0.9 })?;
             let out = anomaly::output(frame.ts(), values, &scored, params);
-            let findings = anomaly::findings(target, &out);
+            let mut findings = anomaly::findings(target, &out);
+            findings.extend(anomaly::excess_energy(target, values, &scored, params, frame.step_ms().unwrap_or(0)));
             let m = metrics(&[
                 ("anomaly_count", out.anomaly_count as f64),
                 ("points", out.points_scored as f64),

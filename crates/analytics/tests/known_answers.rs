@@ -31,6 +31,11 @@ fn robust_z_finds_the_injected_spike_at_its_timestamp() {
     assert_eq!(out.anomalies[0].ts, fmt_ts(ts[1234]));
     assert!(out.anomalies[0].score > 20.0);
     assert_eq!(r.findings[0].figures["count"], 1.0);
+    // 35 kW against the median (≈ 20 kW) for one 1-minute step: ≈ 15/60 kWh.
+    let e = r.findings.iter().find(|f| f.kind == "anomaly_energy").expect("energy finding");
+    let median = out.anomalies[0].expected.expect("expected");
+    assert!((e.figures["excess_kwh"] - (35.0 - median) / 60.0).abs() < 1e-12);
+    assert!((median - 20.0).abs() < 0.1);
 }
 
 #[test]
