@@ -36,7 +36,7 @@ impl Control for NoControl {
 
 /// A progress callback and a cancel flag, the shape the job runtime holds.
 pub struct Callbacks<'a> {
-    pub progress: &'a (dyn Fn(f64) + Sync),
+    pub progress: &'a dyn Fn(f64),
     pub cancel: &'a AtomicBool,
 }
 
