@@ -282,7 +282,7 @@ fn err(errs: &mut Vec<FieldError>, path: &str, message: &str) {
 }
 
 fn unknown(map: &Map<String, Value>, allowed: &[&str], prefix: &str, errs: &mut Vec<FieldError>) {
-    // serde_json's map is ordered by key, so the errors come in a stable order.
+    // In the map's order (by key, or as written if serde_json's preserve_order is on): stable for one body.
     for key in map.keys() {
         if !allowed.contains(&key.as_str()) {
             err(errs, &join(prefix, key), "unknown field");
