@@ -7,7 +7,11 @@ use crate::model::{Cell, ValueType};
 
 /// `1234567.891` with 2 decimals → `1,234,567.89`.
 pub fn number(v: f64, decimals: u8) -> String {
-    let text = format!("{:.*}", usize::from(decimals), v.abs());
+    // Halves round away from zero as on paper (0.8875 → 0.888), not as the binary value
+    // just below them would (0.88749999… → 0.887).
+    let scale = 10f64.powi(i32::from(decimals));
+    let rounded = (v.abs() * scale).round() / scale;
+    let text = format!("{:.*}", usize::from(decimals), rounded);
     let (int, frac) = match text.split_once('.') {
         Some((i, f)) => (i, Some(f)),
         None => (text.as_str(), None),
@@ -88,6 +92,8 @@ mod tests {
         assert_eq!(number(-1234.5, 1), "-1,234.5");
         assert_eq!(number(-0.001, 2), "0.00");
         assert_eq!(number(12.0, 0), "12");
+        assert_eq!(number(0.8875, 3), "0.888");
+        assert_eq!(number(102.25, 1), "102.3");
     }
 
     #[test]

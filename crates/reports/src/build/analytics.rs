@@ -52,6 +52,7 @@ pub fn build(input: &AnalyticsRunInput) -> Result<Report, BuildError> {
         run.key_figures.push(figure("Dataset rows", ValueType::number("", 0), (rows as f64).into()));
     }
     let mut inputs = vec![
+        vec![Cell::text("dataset"), Cell::text(input.dataset.name.clone())],
         vec![Cell::text("dataset id"), Cell::text(input.dataset.id.clone())],
         vec![Cell::text("dataset sha256"), Cell::text(input.dataset.sha256.clone())],
         vec![Cell::text("model"), Cell::text(input.model_name.clone())],
@@ -72,21 +73,10 @@ pub fn build(input: &AnalyticsRunInput) -> Result<Report, BuildError> {
         .iter()
         .map(|m| figure(&m.name, ValueType::Number { unit: m.unit.clone(), decimals: m.decimals }, m.value.into()))
         .collect();
-    metrics.tables.push(Table {
-        id: "Metrics".into(),
-        title: "Metrics".into(),
-        columns: vec![
-            Column::new("Metric", ValueType::Text),
-            Column::new("Value", ValueType::number("", 4)),
-            Column::new("Unit", ValueType::Text),
-        ],
-        rows: input
-            .metrics
-            .iter()
-            .map(|m| vec![Cell::text(m.name.clone()), m.value.into(), m.unit.clone().map_or(Cell::Empty, Cell::Text)])
-            .collect(),
-        total: None,
-    });
+    // The key figures are the metrics; the workbook's summary sheet lists them as numbers.
+    if input.metrics.is_empty() {
+        metrics.notes.push("The run reported no metrics.".into());
+    }
 
     let mut results = section("Results");
     results.charts = input.charts.clone();

@@ -89,7 +89,10 @@ pub(super) fn draw(l: &mut Layout, chart: &Chart, x0: f32, width: f32) {
     if hi <= lo {
         hi = lo + 1.0;
     }
+    // Counts get whole ticks: no axis of alerts reads 0.2, 0.4, …
+    let integral = chart.series.iter().flat_map(|s| s.values.iter().flatten()).all(|v| v.fract() == 0.0);
     let step = nice_step(hi - lo, 5.0);
+    let step = if integral { step.max(1.0).round() } else { step };
     let lo = (lo / step).floor() * step;
     let hi = (hi / step).ceil() * step;
     let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as u8 };
