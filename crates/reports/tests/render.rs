@@ -352,10 +352,10 @@ fn identical_input_gives_identical_bytes() {
 #[test]
 fn file_names_and_content_types() {
     let r = energy::build(&common::energy()).unwrap();
-    assert_eq!(file_name(&r, Format::Pdf), "energy-report_werk-s-d_2026-03-28_2026-03-31.pdf");
+    assert_eq!(file_name(&r, Format::Pdf), "energy-report_werk-sued_2026-03-28_2026-03-31.pdf");
     assert_eq!(Format::Xlsx.content_type(), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet");
     let h = health::build(&common::health()).unwrap();
-    assert_eq!(file_name(&h, Format::Json), "device-health-report_werk-s-d_2026-03-01_2026-03-02.json");
+    assert_eq!(file_name(&h, Format::Json), "device-health-report_werk-sued_2026-03-01_2026-03-02.json");
 }
 
 #[test]

@@ -60,8 +60,26 @@ pub fn file_name(report: &Report, format: Format) -> String {
     let tz = report.tz();
     let slug: String = report
         .factory_name
+        .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .flat_map(|c| {
+            let s: &str = match c {
+                'ä' | 'æ' => "ae",
+                'ö' | 'ø' | 'œ' => "oe",
+                'ü' => "ue",
+                'ß' => "ss",
+                'á' | 'à' | 'â' | 'å' | 'ã' => "a",
+                'é' | 'è' | 'ê' | 'ë' => "e",
+                'í' | 'ì' | 'î' | 'ï' => "i",
+                'ó' | 'ò' | 'ô' | 'õ' => "o",
+                'ú' | 'ù' | 'û' => "u",
+                'ç' => "c",
+                'ñ' => "n",
+                c if c.is_ascii_alphanumeric() => return vec![c],
+                _ => "-",
+            };
+            s.chars().collect()
+        })
         .collect::<String>()
         .split('-')
         .filter(|p| !p.is_empty())
