@@ -25,6 +25,9 @@ fi
 # The in-process SMTP server of the notification tests links the system OpenSSL.
 apt_install libssl-dev pkg-config
 
+# The report tests read their PDFs back with pdftotext and render pages with pdftoppm.
+apt_install poppler-utils
+
 # MariaDB: the scaled-out relational backend. Tests create and drop their own databases.
 if ! port_open 3306; then
   if ! command -v mariadbd >/dev/null && ! [[ -x /usr/sbin/mariadbd ]]; then
