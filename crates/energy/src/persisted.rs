@@ -171,7 +171,8 @@ impl EnergyStore {
                     window: (row.try_get("window_from")?, row.try_get("window_to")?),
                     source: row.try_get("source")?,
                     properties: parse_properties(&properties)?,
-                    day: decode(&body, day_start).map_err(|e| malformed(format!("{device_id} day {day_start}: {e}")))?,
+                    day: decode(&body, day_start)
+                        .map_err(|e| malformed(format!("{device_id} day {day_start}: {e}")))?,
                     dirty: dirty != 0,
                     computed_at: row.try_get("computed_at")?,
                 });
@@ -272,8 +273,7 @@ impl EnergyStore {
         let mut out: Horizons = HashMap::new();
         for row in rows {
             let factory: String = row.try_get("factory_id")?;
-            let factory =
-                FactoryId::parse(&factory).map_err(|e| malformed(format!("factory id {factory:?}: {e}")))?;
+            let factory = FactoryId::parse(&factory).map_err(|e| malformed(format!("factory id {factory:?}: {e}")))?;
             let device_id: String = row.try_get("device_id")?;
             let properties: String = row.try_get("properties")?;
             let horizon: i64 = row.try_get("horizon")?;
@@ -305,7 +305,8 @@ mod tests {
                 covered_ms: if i == 7 { 300_000 } else { SLOT_MS },
             })
             .collect();
-        let day = CachedDay { slots, gaps: vec![Gap { from_ms: start + 7 * SLOT_MS, to_ms: start + 7 * SLOT_MS + 600_000 }] };
+        let day =
+            CachedDay { slots, gaps: vec![Gap { from_ms: start + 7 * SLOT_MS, to_ms: start + 7 * SLOT_MS + 600_000 }] };
         let bytes = encode(&day);
         assert_eq!(bytes.len(), 1 + 4 + 1 + 100 * 20 + 4 + 16);
         assert_eq!(decode(&bytes, start).unwrap(), day);

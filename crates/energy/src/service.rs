@@ -625,7 +625,8 @@ impl EnergyService {
                 for day_start in missing {
                     let day_end = closed[&day_start];
                     let window = (day_start - source.window_lookback_ms(), day_end + source.max_gap_ms);
-                    out.tickets.insert((device.clone(), day_start), cache.begin(factory, device, day_start, window, &key));
+                    out.tickets
+                        .insert((device.clone(), day_start), cache.begin(factory, device, day_start, window, &key));
                 }
                 wanted.push(device.clone());
             }

@@ -119,7 +119,12 @@ impl Rig {
     async fn write(&self, service: &EnergyService, points: &[(i64, f64)]) {
         let written: Vec<Point> = points
             .iter()
-            .map(|&(ts_ms, kw)| Point { device: dev("press-1"), property: prop("power_kw"), ts_ms, value: Value::Float(kw) })
+            .map(|&(ts_ms, kw)| Point {
+                device: dev("press-1"),
+                property: prop("power_kw"),
+                ts_ms,
+                value: Value::Float(kw),
+            })
             .collect();
         self.tsdb.write(&f(), &written).await.unwrap();
         let batch = TelemetryBatch {
@@ -142,7 +147,10 @@ impl Rig {
 }
 
 async fn days(service: &EnergyService) -> Consumption {
-    service.consumption(&f(), &Target::Device(dev("press-1")), local(1, 0, 0), local(5, 0, 0), Bucket::Day).await.unwrap()
+    service
+        .consumption(&f(), &Target::Device(dev("press-1")), local(1, 0, 0), local(5, 0, 0), Bucket::Day)
+        .await
+        .unwrap()
 }
 
 fn kwh(c: &Consumption) -> Vec<f64> {
@@ -154,7 +162,8 @@ async fn persisted_days_answer_like_raw_and_outlive_retention(db: TestDatabase) 
     let (service, metrics) = rig.service().await;
     // 10 kW every 5 minutes from Nov 1 00:00 to now (Nov 5 12:00): 240 kWh a day.
     let step = 5 * 60_000;
-    let points: Vec<(i64, f64)> = (0..).map(|i| local(1, 0, 0) + i * step).take_while(|t| *t <= local(5, 12, 0)).map(|t| (t, 10.0)).collect();
+    let points: Vec<(i64, f64)> =
+        (0..).map(|i| local(1, 0, 0) + i * step).take_while(|t| *t <= local(5, 12, 0)).map(|t| (t, 10.0)).collect();
     rig.write(&service, &points).await;
 
     let raw = days(&service).await;
@@ -172,7 +181,8 @@ async fn persisted_days_answer_like_raw_and_outlive_retention(db: TestDatabase) 
 
     // The whole factory is every device with an energy source.
     assert_eq!(service.devices_of(&f(), &Target::Factory).await.unwrap(), vec![dev("press-1")]);
-    let factory_wide = service.consumption(&f(), &Target::Factory, local(1, 0, 0), local(5, 0, 0), Bucket::Day).await.unwrap();
+    let factory_wide =
+        service.consumption(&f(), &Target::Factory, local(1, 0, 0), local(5, 0, 0), Bucket::Day).await.unwrap();
     assert_eq!(kwh(&factory_wide), vec![240.0; 4]);
     let other = FactoryId::parse("plant-x").unwrap();
     assert!(matches!(service.devices_of(&other, &Target::Factory).await, Err(ServiceError::NotFound(_))));
