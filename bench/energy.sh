@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Energy benchmarks of issue 18: a month of daily energy for 1,000 devices and a month's
-# peak demand for 100 devices, cold (raw reads) and warm (closed days cached), through a
-# release FactoryOps on the embedded store and on InfluxDB 1.x, and in the same run the
-# nearest InfluxQL query straight on InfluxDB (integral() … GROUP BY time(1d) tz()).
+# peak demand for 100 devices, cold (raw reads) and warm (closed days cached), then after
+# a restart cold again from the persisted days (ADR 0017), through a release FactoryOps on
+# the embedded store and on InfluxDB 1.x, and in the same run the nearest InfluxQL query
+# straight on InfluxDB (integral() … GROUP BY time(1d) tz()).
 #
 #   bench/energy.sh [all|embedded|influx]            (make bench-energy = all)
 #
 # Environment: BIN (release binary), DEVICES (1000), PEAK_DEVICES (100), STEP_MIN (minutes
-# between power readings, 1), MONTH (2026-11, a closed month in Europe/Berlin), WRITERS
+# between power readings, 5: enough for power), MONTH (2026-11, a closed month in Europe/Berlin), WRITERS
 # (HTTP backfill connections, 4), WARM (warm reads per case, 20), RAW_DAYS (the embedded
 # store's raw retention, 90: the default 30 days would drop the start of the month), OUT (results directory),
 # KEEP_DATA=1 keeps the data dirs. Every case notes `uptime` first: the machine is shared,
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 WHAT="${1:-all}"
 BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/factoryops}"
-export DEVICES="${DEVICES:-1000}" PEAK_DEVICES="${PEAK_DEVICES:-100}" STEP_MIN="${STEP_MIN:-1}"
+export DEVICES="${DEVICES:-1000}" PEAK_DEVICES="${PEAK_DEVICES:-100}" STEP_MIN="${STEP_MIN:-5}"
 export WRITERS="${WRITERS:-4}" WARM="${WARM:-20}"
 MONTH="${MONTH:-2026-11}"
 RAW_DAYS="${RAW_DAYS:-90}"
@@ -85,11 +86,15 @@ EOF
   note "influxd $(influxd version) pid $INFLUX_PID http $INFLUX_PORT"
 }
 
+# start_server NAME [PERSIST_SECS]: a fresh data dir unless REUSE=1 (a restart).
 start_server() {
-  DATA="$(mktemp -d /tmp/factoryops-bench.XXXXXX)"
+  [[ -n "${REUSE:-}" && -n "$DATA" ]] || DATA="$(mktemp -d /tmp/factoryops-bench.XXXXXX)"
   local http; http="$(free_port)"
   export FACTORYOPS_ROOT_PASSWORD="bench-root-password-1"
   # Energy reads raw points (ADR 0015): raw retention (30 days by default) must hold the month.
+  # The background pass that persists closed days (ADR 0017) is off unless asked for, so
+  # the first timing is the raw path.
+  FACTORYOPS_ENERGY__PERSIST_INTERVAL_SECS="${2:-0}" \
   FACTORYOPS_TSDB__RETENTION_RAW_DAYS="$RAW_DAYS" FACTORYOPS_DATA_DIR="$DATA" FACTORYOPS_HTTP_ADDR="127.0.0.1:$http" \
     FACTORYOPS_MQTT_ADDR="127.0.0.1:$(free_port)" FACTORYOPS_LOG_LEVEL="${LOG_LEVEL:-warn}" \
     ${TSDB_URL:+env FACTORYOPS_TSDB_URL="$TSDB_URL"} "$BIN" serve >"$OUT/server-$1.log" 2>&1 &
@@ -98,6 +103,24 @@ start_server() {
   curl -fsS "http://127.0.0.1:$http/readyz" >/dev/null
   export API="127.0.0.1:$http" STATE="$DATA/bench-state.json"
   note "server ($1) pid $SERVER_PID http $http data $DATA"
+}
+
+stop_server() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+}
+
+metric() { curl -fsS "http://$API/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+
+# Waits until the background pass's persisted-day count stops growing.
+wait_persisted() {
+  local last=-1 now
+  while true; do
+    sleep 5
+    now="$(metric factoryops_energy_days_persisted_total)"; now="${now:-0}"
+    if [[ "$now" != 0 && "$now" == "$last" ]]; then break; fi
+    last="$now"
+  done
+  note "persisted $now device-days"
 }
 
 # One backend: provision, backfill the month over HTTP, annotate, group, time.
@@ -110,8 +133,19 @@ run_case() {
   step groups
   note "$name: server $(rss "$SERVER_PID")"
   step time
-  curl -fsS "http://$API/metrics" | grep -E "^factoryops_energy_cache" | tee -a "$OUT/log.txt" || true
+  curl -fsS "http://$API/metrics" | grep -E "^factoryops_energy_(cache|days)" | tee -a "$OUT/log.txt" || true
   note "$name: server $(rss "$SERVER_PID")"
+  # ADR 0017: restart with the background pass on and wait for it; restart again (empty
+  # memory, pass off) and time: the cold read now comes from the persisted days.
+  stop_server
+  local t0=$SECONDS
+  REUSE=1 start_server "$name-persist" 3600
+  wait_persisted
+  note "$name: persisting took about $((SECONDS - t0)) s"
+  stop_server
+  REUSE=1 start_server "$name-persisted" 0
+  PHASE="-persisted" step time
+  curl -fsS "http://$API/metrics" | grep -E "^factoryops_energy_(cache|days)" | tee -a "$OUT/log.txt" || true
 }
 
 # The anchor: InfluxQL straight on InfluxDB, timed with curl (median of WARM after a first).

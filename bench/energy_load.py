@@ -183,7 +183,7 @@ def time_queries():
             summary = {"days": len(body["items"]), "kwh": round(sum(i["kwh"] for i in body["items"]), 3), "gaps": len(body["gaps"]), "first_gap": body["gaps"][:1]}
         else:
             summary = {"kw": body["items"][0]["kw"], "at": body["items"][0]["at"], "gaps": len(body["gaps"])}
-        print(json.dumps({"case": name, "devices": n, "cold_ms": round(cold, 1), "warm_median_ms": round(statistics.median(warm), 1),
+        print(json.dumps({"case": name + os.environ.get("PHASE", ""), "devices": n, "cold_ms": round(cold, 1), "warm_median_ms": round(statistics.median(warm), 1),
                           "warm_p95_ms": round(p95, 1), "warm_n": len(warm), **summary}))
 
 

@@ -303,7 +303,7 @@ async function main() {
     await shot("device-states");
   });
 
-  await step("the dashboard's energy tiles read the site group", async () => {
+  await step("the dashboard's energy tiles read the whole factory", async () => {
     await page.locator("aside").getByRole("link", { name: "Dashboard", exact: true }).click();
     await page.getByTestId("energy-tiles").waitFor();
     // This month's peak is yesterday's 30 kW (both machines running), unless today is the 1st.

@@ -124,6 +124,18 @@ impl SlotCache {
         }
     }
 
+    /// The days of `day_starts` not cached from `source` (counts neither hits nor misses).
+    pub fn missing(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        day_starts: impl Iterator<Item = i64>,
+        source: &SourceKey,
+    ) -> Vec<i64> {
+        let days = self.devices.get(&(factory.clone(), device.clone())).map(|d| &d.days);
+        day_starts.filter(|s| !days.and_then(|d| d.get(s)).is_some_and(|e| e.source == *source)).collect()
+    }
+
     /// Announces a computation of the closed day starting at `day_start` whose raw read
     /// covers `window`; hand the ticket to [`SlotCache::insert`] with the result.
     pub fn begin(

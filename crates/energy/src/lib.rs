@@ -22,6 +22,7 @@ pub mod tariff;
 
 // The I/O half: storage, the slot cache and the service the API calls.
 pub mod cache;
+pub mod persisted;
 pub mod service;
 pub mod store;
 
@@ -30,7 +31,7 @@ pub use clock::{Day, LocalMinute, SLOT_MS};
 use factoryops_db::Migrations;
 
 /// The I/O half's tables (`energy_groups`, `energy_group_devices`, `energy_settings`,
-/// `energy_device_config`).
+/// `energy_device_config`, `energy_baselines`, `energy_days`).
 pub static MIGRATIONS: Migrations = Migrations {
     component: "energy",
     sqlite: sqlx::migrate!("migrations/sqlite"),

@@ -22,10 +22,11 @@ use factoryops_types::{Clock, Counting as UnitCounting, DeviceId, FactoryId, Pro
 use parking_lot::Mutex;
 
 use crate::baseline::{BaselineError, Point, Row, daily_mean, degree_days, evaluate, fit, operating_hours};
-use crate::cache::{CachedDay, SlotCache, SourceKey};
+use crate::cache::{CachedDay, SlotCache, SourceKey, Ticket};
 use crate::calendar::{Bucket, Span, fold, local_date, local_instant, spans};
 use crate::emission::{EmissionFactor, EmissionHistory, co2_kg};
 use crate::peak::{PeakItem, check_interval, demand};
+use crate::persisted::PersistedDay;
 use crate::shifts::{ShiftCalendar, ShiftPlan};
 use crate::slots::{Counting, Idle, slots_from_counter, slots_from_power, units_per_slot};
 use crate::specific::{RankItem, rank};
@@ -82,6 +83,8 @@ pub trait Directory: Send + Sync + 'static {
     async fn idle_state_codes(&self, factory: &FactoryId, property: &PropertyName) -> Result<Vec<f64>, ServiceError>;
     /// The factory's devices of a type, ordered by id.
     async fn devices_of_type(&self, factory: &FactoryId, device_type: &str) -> Result<Vec<DeviceId>, ServiceError>;
+    /// Every factory (the background pass persists closed days of each).
+    async fn factories(&self) -> Result<Vec<FactoryId>, ServiceError>;
 }
 
 /// Whose energy a query asks for.
@@ -90,6 +93,9 @@ pub enum Target {
     Device(DeviceId),
     /// A group and all groups below it.
     Group(String),
+    /// Every device of the factory with an energy source (an annotated power or counter
+    /// property).
+    Factory,
 }
 
 /// One bucket of a consumption answer.
@@ -201,6 +207,36 @@ impl Source {
     }
 }
 
+impl Prefetched {
+    /// The stored day when it may be served: computed from the same source and not dirty,
+    /// or (whatever its state) when its raw points may be gone, since it is then the only
+    /// record of the day's energy.
+    fn take(&mut self, device: &DeviceId, day_start: i64, key: &SourceKey) -> Option<CachedDay> {
+        let day = self.days.remove(&(device.clone(), day_start))?;
+        let current = !day.dirty && day.source == key.text;
+        let raw_gone = self.raw_horizon_ms.is_some_and(|h| day.window.0 < h);
+        (current || raw_gone).then_some(day.day)
+    }
+}
+
+/// The local days meeting `[from, to)` as (start, end).
+fn local_days(tz: Tz, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64)>, ServiceError> {
+    let mut out = Vec::new();
+    let mut date = local_date(tz, from_ms).ok_or_else(|| invalid("from", "out of range"))?;
+    loop {
+        let start = local_instant(tz, date, LocalMinute::MIDNIGHT);
+        let next = date.succ_opt().ok_or_else(|| invalid("to", "out of range"))?;
+        let end = local_instant(tz, next, LocalMinute::MIDNIGHT);
+        if start.max(from_ms) < end.min(to_ms) {
+            out.push((start, end));
+        }
+        if end >= to_ms {
+            return Ok(out);
+        }
+        date = next;
+    }
+}
+
 /// The factory context one request computes in.
 struct Context {
     tz: Tz,
@@ -217,6 +253,60 @@ pub struct CacheMetrics {
     pub misses: prometheus_client::metrics::counter::Counter,
     /// Bytes the cache holds.
     pub bytes: prometheus_client::metrics::gauge::Gauge,
+    /// Closed device-days read from the persisted `energy_days` (ADR 0017).
+    pub stored: prometheus_client::metrics::counter::Counter,
+    /// Closed device-days the background pass computed and persisted.
+    pub persisted: prometheus_client::metrics::counter::Counter,
+}
+
+/// How long the time-series store keeps raw points (`None` = forever, or not known: an
+/// InfluxDB's retention policy is its own). A persisted day whose raw read window starts
+/// before the horizon is the only record of its energy: it is served as stored and never
+/// recomputed (ADR 0017).
+#[derive(Debug, Clone, Default)]
+pub struct RawRetention {
+    pub default_days: Option<u64>,
+    pub per_factory: HashMap<FactoryId, Option<u64>>,
+}
+
+/// Days back the background pass looks when raw points are kept forever.
+const PERSIST_DAYS_BACK: u64 = 35;
+
+impl RawRetention {
+    fn days(&self, factory: &FactoryId) -> Option<u64> {
+        self.per_factory.get(factory).copied().flatten().or(self.default_days).filter(|d| *d > 0)
+    }
+
+    /// Raw points before this instant may be gone.
+    fn horizon_ms(&self, factory: &FactoryId, now_ms: i64) -> Option<i64> {
+        self.days(factory).map(|d| now_ms.saturating_sub(i64::try_from(d).unwrap_or(i64::MAX / DAY_MS) * DAY_MS))
+    }
+}
+
+/// A device with persisted days, as the telemetry consumer sees it.
+#[derive(Debug, Default)]
+struct Watched {
+    /// Points at or after this (the latest stored or in-flight window end) dirty nothing.
+    horizon_ms: i64,
+    properties: Vec<PropertyName>,
+    /// Bumped by every point that dirties stored days; a pass that computed a day before
+    /// the bump does not store it.
+    epoch: u64,
+}
+
+#[derive(Debug, Default)]
+struct PersistState {
+    devices: HashMap<FactoryId, HashMap<DeviceId, Watched>>,
+    next: u64,
+}
+
+/// Stored days read for one request, with cache tickets taken before the read.
+#[derive(Default)]
+struct Prefetched {
+    days: HashMap<(DeviceId, i64), PersistedDay>,
+    tickets: HashMap<(DeviceId, i64), Ticket>,
+    /// Raw points before this may be gone (the factory's raw retention).
+    raw_horizon_ms: Option<i64>,
 }
 
 /// Cheap to clone; one per process.
@@ -232,6 +322,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cache: Mutex<SlotCache>,
     metrics: CacheMetrics,
+    retention: RawRetention,
+    persisted: Mutex<PersistState>,
+    /// Orders a pass's write of computed days against the consumer's dirty marks (ADR 0017).
+    persist_lock: tokio::sync::Mutex<()>,
 }
 
 impl EnergyService {
@@ -242,9 +336,22 @@ impl EnergyService {
         clock: Arc<dyn Clock>,
         cache_bytes: usize,
         metrics: CacheMetrics,
+        retention: RawRetention,
     ) -> Self {
         let cache = Mutex::new(SlotCache::new(cache_bytes));
-        Self { inner: Arc::new(Inner { store, telemetry, directory, clock, cache, metrics }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                telemetry,
+                directory,
+                clock,
+                cache,
+                metrics,
+                retention,
+                persisted: Mutex::new(PersistState::default()),
+                persist_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
     }
 
     pub fn store(&self) -> &EnergyStore {
@@ -306,7 +413,31 @@ impl EnergyService {
                 .group_rollup(factory, id)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound("no such group".into())),
+            Target::Factory => {
+                if self.inner.directory.timezone(factory).await?.is_none() {
+                    return Err(ServiceError::NotFound("no such factory".into()));
+                }
+                Ok(self.source_devices(factory).await?)
+            }
         }
+    }
+
+    /// The factory's devices with an energy source (by the same rule as [`choose_source`]),
+    /// ordered by id.
+    async fn source_devices(&self, factory: &FactoryId) -> Result<Vec<DeviceId>, ServiceError> {
+        let semantics = self.inner.directory.semantics(factory).await?;
+        let configs = self.inner.store.device_configs(factory).await?;
+        let mut annotated: HashMap<&DeviceId, Vec<(&PropertyName, &Semantics)>> = HashMap::new();
+        for (device, property, s) in &semantics {
+            annotated.entry(device).or_default().push((property, s));
+        }
+        let mut devices: Vec<DeviceId> = annotated
+            .iter()
+            .filter(|(d, found)| choose_source(found, &configs.get(**d).cloned().unwrap_or_default()).is_some())
+            .map(|(d, _)| (*d).clone())
+            .collect();
+        devices.sort();
+        Ok(devices)
     }
 
     async fn context(&self, factory: &FactoryId, devices: &[DeviceId]) -> Result<Context, ServiceError> {
@@ -353,6 +484,7 @@ impl EnergyService {
         device: &DeviceId,
         from_ms: i64,
         to_ms: i64,
+        stored: &mut Prefetched,
     ) -> Result<(Vec<Slot>, Vec<Gap>), ServiceError> {
         let Some(source) = ctx.sources.get(device).cloned().flatten() else {
             let slots = empty_slots(from_ms, to_ms);
@@ -378,9 +510,20 @@ impl EnergyService {
                             day
                         }
                         None => {
-                            self.inner.metrics.misses.inc();
-                            let ticket = self.inner.cache.lock().begin(factory, device, day_start, window, &key);
-                            let day = Arc::new(self.compute(factory, device, &source, day_start, day_end).await?);
+                            let ticket = match stored.tickets.remove(&(device.clone(), day_start)) {
+                                Some(ticket) => ticket,
+                                None => self.inner.cache.lock().begin(factory, device, day_start, window, &key),
+                            };
+                            let day = match stored.take(device, day_start, &key) {
+                                Some(day) => {
+                                    self.inner.metrics.stored.inc();
+                                    Arc::new(day)
+                                }
+                                None => {
+                                    self.inner.metrics.misses.inc();
+                                    Arc::new(self.compute(factory, device, &source, day_start, day_end).await?)
+                                }
+                            };
                             let mut cache = self.inner.cache.lock();
                             cache.insert(ticket, key.clone(), day.clone());
                             self.inner.metrics.bytes.set(i64::try_from(cache.stats().0).unwrap_or(i64::MAX));
@@ -449,6 +592,210 @@ impl EnergyService {
         Ok(CachedDay { slots: run.slots, gaps: run.gaps })
     }
 
+    /// Reads the stored days of the devices that have closed days of `[from, to)` the
+    /// memory cache lacks, in one query per 200 devices (a warm request reads nothing).
+    /// Cache tickets are taken before the read, so a late point that dirties a day while
+    /// it is read keeps it out of the cache.
+    async fn prefetch(
+        &self,
+        factory: &FactoryId,
+        ctx: &Context,
+        devices: &[DeviceId],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Prefetched, ServiceError> {
+        let mut out =
+            Prefetched { raw_horizon_ms: self.inner.retention.horizon_ms(factory, ctx.now_ms), ..Default::default() };
+        let days = local_days(ctx.tz, from_ms, to_ms)?;
+        let mut wanted = Vec::new();
+        {
+            let mut cache = self.inner.cache.lock();
+            for device in devices {
+                let Some(source) = ctx.sources.get(device).and_then(Option::as_ref) else { continue };
+                let key = source.key();
+                let closed: HashMap<i64, i64> = days
+                    .iter()
+                    .filter(|(s, e)| e + source.max_gap_ms <= ctx.now_ms && s % SLOT_MS == 0 && e % SLOT_MS == 0)
+                    .copied()
+                    .collect();
+                let missing = cache.missing(factory, device, closed.keys().copied(), &key);
+                if missing.is_empty() {
+                    continue;
+                }
+                for day_start in missing {
+                    let day_end = closed[&day_start];
+                    let window = (day_start - source.window_lookback_ms(), day_end + source.max_gap_ms);
+                    out.tickets
+                        .insert((device.clone(), day_start), cache.begin(factory, device, day_start, window, &key));
+                }
+                wanted.push(device.clone());
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let first = days.first().map_or(from_ms, |d| d.0);
+        for day in self.inner.store.energy_days(factory, &wanted, first, to_ms).await? {
+            out.days.insert((day.device.clone(), day.day_start), day);
+        }
+        Ok(out)
+    }
+
+    /// Loads which devices have persisted days (at start, before the telemetry consumer
+    /// runs), so that a late point dirties them.
+    pub async fn load_persisted(&self) -> Result<(), ServiceError> {
+        let horizons = self.inner.store.energy_day_horizons().await?;
+        let mut state = self.inner.persisted.lock();
+        for (factory, devices) in horizons {
+            let known = state.devices.entry(factory).or_default();
+            for (device, (horizon_ms, properties)) in devices {
+                let watched = known.entry(device).or_default();
+                watched.horizon_ms = watched.horizon_ms.max(horizon_ms);
+                for p in properties {
+                    if !watched.properties.contains(&p) {
+                        watched.properties.push(p);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A durable telemetry batch: marks dirty the persisted days its late points change
+    /// (one statement per touched device; points of the live edge touch nothing). Returns
+    /// the days marked.
+    pub async fn observe_persisted(&self, batch: &TelemetryBatch) -> Result<u64, ServiceError> {
+        let mut touched: HashMap<&DeviceId, (i64, i64)> = HashMap::new();
+        {
+            let mut guard = self.inner.persisted.lock();
+            let state = &mut *guard;
+            let Some(devices) = state.devices.get_mut(&batch.factory_id) else { return Ok(0) };
+            for message in &batch.messages {
+                let Some(watched) = devices.get_mut(&message.device_id) else { continue };
+                if message.ts_ms >= watched.horizon_ms
+                    || !message.values.iter().any(|(p, _)| watched.properties.contains(p))
+                {
+                    continue;
+                }
+                state.next += 1;
+                watched.epoch = state.next;
+                let range = touched.entry(&message.device_id).or_insert((message.ts_ms, message.ts_ms));
+                range.0 = range.0.min(message.ts_ms);
+                range.1 = range.1.max(message.ts_ms);
+            }
+        }
+        if touched.is_empty() {
+            return Ok(0);
+        }
+        let _order = self.inner.persist_lock.lock().await;
+        let mut marked = 0;
+        for (device, (lo, hi)) in touched {
+            marked += self.inner.store.mark_energy_days_dirty(&batch.factory_id, device, lo, hi).await?;
+        }
+        Ok(marked)
+    }
+
+    /// Registers a day about to be computed for storing: points before `window_to` of its
+    /// properties now dirty the device. Returns the device's epoch.
+    fn watch(&self, factory: &FactoryId, device: &DeviceId, window_to: i64, properties: &[PropertyName]) -> u64 {
+        let mut state = self.inner.persisted.lock();
+        let watched = state.devices.entry(factory.clone()).or_default().entry(device.clone()).or_default();
+        watched.horizon_ms = watched.horizon_ms.max(window_to);
+        for p in properties {
+            if !watched.properties.contains(p) {
+                watched.properties.push(p.clone());
+            }
+        }
+        watched.epoch
+    }
+
+    fn epoch(&self, factory: &FactoryId, device: &DeviceId) -> u64 {
+        self.inner.persisted.lock().devices.get(factory).and_then(|d| d.get(device)).map_or(0, |w| w.epoch)
+    }
+
+    /// The background pass (ADR 0017): computes and stores every closed local day of every
+    /// device with an energy source that is not stored yet, is dirty, or was computed from
+    /// another source, back as far as the raw retention reaches. A day whose raw points may
+    /// be gone is left as stored. Returns the days written.
+    pub async fn persist_closed_days(&self) -> Result<usize, ServiceError> {
+        let mut written = 0;
+        for factory in self.inner.directory.factories().await? {
+            written += self.persist_factory(&factory).await?;
+        }
+        Ok(written)
+    }
+
+    async fn persist_factory(&self, factory: &FactoryId) -> Result<usize, ServiceError> {
+        let devices = self.source_devices(factory).await?;
+        if devices.is_empty() {
+            return Ok(0);
+        }
+        let ctx = self.context(factory, &devices).await?;
+        let raw_horizon = self.inner.retention.horizon_ms(factory, ctx.now_ms);
+        let back = self.inner.retention.days(factory).unwrap_or(PERSIST_DAYS_BACK).min(MAX_RANGE_DAYS.unsigned_abs());
+        let today = local_date(ctx.tz, ctx.now_ms).ok_or_else(|| invalid("now", "out of range"))?;
+        let first = today.checked_sub_days(chrono::Days::new(back)).unwrap_or(today);
+        let days = local_days(
+            ctx.tz,
+            local_instant(ctx.tz, first, LocalMinute::MIDNIGHT),
+            local_instant(ctx.tz, today, LocalMinute::MIDNIGHT),
+        )?;
+        let Some(&(from_ms, _)) = days.first() else { return Ok(0) };
+        let stored: HashMap<(DeviceId, i64), (String, bool)> = self
+            .inner
+            .store
+            .energy_day_index(factory, from_ms)
+            .await?
+            .into_iter()
+            .map(|d| ((d.device, d.day_start), (d.source, d.dirty)))
+            .collect();
+        let mut written = 0;
+        for device in &devices {
+            let Some(source) = ctx.sources.get(device).cloned().flatten() else { continue };
+            let key = source.key();
+            let mut batch = Vec::new();
+            for &(day_start, day_end) in &days {
+                let window = (day_start - source.window_lookback_ms(), day_end + source.max_gap_ms);
+                let closed = window.1 <= ctx.now_ms && day_start % SLOT_MS == 0 && day_end % SLOT_MS == 0;
+                // Recomputing a day whose raw points may be gone would lose its energy.
+                if !closed || raw_horizon.is_some_and(|h| window.0 < h) {
+                    continue;
+                }
+                if stored.get(&(device.clone(), day_start)).is_some_and(|(s, dirty)| !dirty && *s == key.text) {
+                    continue;
+                }
+                let epoch = self.watch(factory, device, window.1, &key.properties);
+                let day = self.compute(factory, device, &source, day_start, day_end).await?;
+                batch.push((
+                    epoch,
+                    PersistedDay {
+                        device: device.clone(),
+                        day_start,
+                        day_end,
+                        window,
+                        source: key.text.clone(),
+                        properties: key.properties.clone(),
+                        day,
+                        dirty: false,
+                        computed_at: ctx.now_ms,
+                    },
+                ));
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            // A point that dirtied the device while its days were computed voids them (the
+            // next pass redoes them); after this write, the consumer's marks find the rows.
+            let _order = self.inner.persist_lock.lock().await;
+            let epoch = self.epoch(factory, device);
+            let keep: Vec<PersistedDay> = batch.into_iter().filter(|(e, _)| *e == epoch).map(|(_, d)| d).collect();
+            self.inner.store.put_energy_days(factory, &keep).await?;
+            written += keep.len();
+            self.inner.metrics.persisted.inc_by(u64::try_from(keep.len()).unwrap_or(0));
+        }
+        Ok(written)
+    }
+
     /// Slots of every device of the query, in the devices' order.
     async fn all_slots(
         &self,
@@ -458,10 +805,11 @@ impl EnergyService {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<(Vec<Vec<Slot>>, Vec<DeviceGap>), ServiceError> {
+        let mut stored = self.prefetch(factory, ctx, devices, from_ms, to_ms).await?;
         let mut per_device = Vec::with_capacity(devices.len());
         let mut gaps = Vec::new();
         for device in devices {
-            let (slots, device_gaps) = self.device_slots(factory, ctx, device, from_ms, to_ms).await?;
+            let (slots, device_gaps) = self.device_slots(factory, ctx, device, from_ms, to_ms, &mut stored).await?;
             per_device.push(slots);
             gaps.extend(device_gaps.into_iter().map(|g| DeviceGap {
                 device_id: device.clone(),
@@ -634,6 +982,7 @@ impl EnergyService {
         let (target_kind, target_id) = match target {
             Target::Device(d) => ("device", d.to_string()),
             Target::Group(g) => ("group", g.clone()),
+            Target::Factory => ("factory", String::new()),
         };
         let baseline = Baseline {
             id: String::new(),
@@ -668,6 +1017,7 @@ impl EnergyService {
             .ok_or_else(|| ServiceError::NotFound("no such baseline".into()))?;
         let target = match baseline.target_kind.as_str() {
             "group" => Target::Group(baseline.target_id.clone()),
+            "factory" => Target::Factory,
             _ => Target::Device(
                 DeviceId::parse(&baseline.target_id).map_err(|e| ServiceError::Directory(e.to_string()))?,
             ),

@@ -322,7 +322,7 @@ fn baseline_from_row(row: &sqlx::any::AnyRow) -> Result<Baseline, StoreError> {
 
 #[derive(Clone, Debug)]
 pub struct EnergyStore {
-    db: Database,
+    pub(crate) db: Database,
 }
 
 const GROUP_COLUMNS: &str = "group_id, name, kind, parent_id, level, created_at, updated_at";

@@ -3,12 +3,14 @@
 //! late telemetry.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono_tz::Tz;
-use factoryops_energy::service::{Directory, EnergyService, ServiceError};
+use factoryops_energy::service::{Directory, EnergyService, RawRetention, ServiceError};
 use factoryops_identity::Identity;
 use factoryops_ingest::{DeviceFilter, DeviceRegistry, PropertyCatalogue};
+use factoryops_platform::Config;
 use factoryops_platform::bus::EventBus;
 use factoryops_platform::shutdown::Shutdown;
 use factoryops_types::{DeviceId, FactoryId, PropertyName, Semantics};
@@ -54,6 +56,11 @@ impl Directory for EnergyDirectory {
             .collect())
     }
 
+    async fn factories(&self) -> Result<Vec<FactoryId>, ServiceError> {
+        let all = self.identity.list_factories().await.map_err(directory_error)?;
+        all.iter().map(|f| FactoryId::parse(&f.id).map_err(directory_error)).collect()
+    }
+
     async fn devices_of_type(&self, factory: &FactoryId, device_type: &str) -> Result<Vec<DeviceId>, ServiceError> {
         let mut out = Vec::new();
         let mut filter =
@@ -69,8 +76,27 @@ impl Directory for EnergyDirectory {
     }
 }
 
+/// The embedded store's raw retention per factory; with InfluxDB (`tsdb_url`) its
+/// retention policy is its own, so none is assumed.
+pub fn raw_retention(config: &Config) -> RawRetention {
+    if config.tsdb_url.is_some() {
+        return RawRetention::default();
+    }
+    RawRetention {
+        default_days: Some(config.tsdb.retention_raw_days),
+        per_factory: config
+            .tsdb
+            .retention_factories
+            .iter()
+            .filter_map(|(f, days)| Some((FactoryId::parse(f).ok()?, days.raw_days)))
+            .collect(),
+    }
+}
+
 /// Feeds every durable telemetry batch to the service, which drops the cached days its
-/// late points change. A durable subscriber: the work per batch is a few map lookups.
+/// late points change and marks dirty the persisted days they change (ADR 0017). A
+/// durable subscriber: the work per batch is a few map lookups, plus one statement per
+/// device with late points below its persisted horizon.
 pub fn spawn_cache_consumer(service: EnergyService, bus: &Arc<dyn EventBus>, shutdown: Shutdown) -> JoinHandle<()> {
     let mut batches = bus.subscribe_telemetry(1024);
     tokio::spawn(async move {
@@ -79,10 +105,39 @@ pub fn spawn_cache_consumer(service: EnergyService, bus: &Arc<dyn EventBus>, shu
                 delivery = batches.next() => match delivery {
                     Some(delivery) => {
                         service.observe(&delivery.event);
+                        if let Err(e) = service.observe_persisted(&delivery.event).await {
+                            tracing::error!(error = %e, "marking persisted energy days dirty failed");
+                        }
                         delivery.ack().await;
                     }
                     None => return,
                 },
+                _ = shutdown.triggered() => return,
+            }
+        }
+    })
+}
+
+/// Stores the energy of closed local days in the background (ADR 0017): once at start,
+/// then every `interval` (zero: never).
+pub fn spawn_persister(service: EnergyService, interval: Duration, shutdown: Shutdown) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if interval.is_zero() {
+            return;
+        }
+        loop {
+            let started = std::time::Instant::now();
+            // A pass stops at shutdown; the days it did not store are redone by the next run.
+            tokio::select! {
+                done = service.persist_closed_days() => match done {
+                    Ok(0) => {}
+                    Ok(days) => tracing::info!(days, secs = started.elapsed().as_secs_f64(), "energy days persisted"),
+                    Err(e) => tracing::warn!(error = %e, "persisting energy days failed"),
+                },
+                _ = shutdown.triggered() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.triggered() => return,
             }
         }

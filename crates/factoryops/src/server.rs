@@ -49,6 +49,8 @@ pub enum StartError {
     Notify(#[from] crate::notify::NotifySetupError),
     #[error("JWT secret in data_dir: {0}")]
     JwtSecret(std::io::Error),
+    #[error("energy: {0}")]
+    Energy(String),
 }
 
 /// A running server. Dropping it does not stop it: call [`Server::shutdown`] or
@@ -173,11 +175,29 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                 cache.misses.clone(),
             );
             metrics.register("energy_cache_bytes", "Bytes held by the energy slot cache", cache.bytes.clone());
+            metrics.register(
+                "energy_days_read",
+                "Closed device-days of energy read from the persisted energy_days",
+                cache.stored.clone(),
+            );
+            metrics.register(
+                "energy_days_persisted",
+                "Closed device-days of energy computed and persisted by the background pass",
+                cache.persisted.clone(),
+            );
             cache
         },
+        crate::energy::raw_retention(&config),
     );
+    // Before the consumer: a late point must find every device that has persisted days.
+    energy.load_persisted().await.map_err(|e| StartError::Energy(e.to_string()))?;
     // Subscribed before any ingestion starts, so no late point slips past the cache.
     let energy_cache = crate::energy::spawn_cache_consumer(energy.clone(), &bus, shutdown.clone());
+    let energy_persist = crate::energy::spawn_persister(
+        energy.clone(),
+        Duration::from_secs(config.energy.persist_interval_secs),
+        shutdown.clone(),
+    );
     let notification_store = NotificationStore::new(db.clone());
     let worker = NotificationWorker::new(
         notification_store.clone(),
@@ -361,6 +381,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             clean &= deadline.run("drain ingest", ingestor.shutdown()).await;
             clean &= deadline.run("stop rules", futures_join(rule_tasks)).await;
             clean &= deadline.run("stop energy cache consumer", energy_cache).await;
+            clean &= deadline.run("stop energy persister", energy_persist).await;
             // Sends in flight finish (each bounded by its timeout); queued ones wait in the outbox.
             clean &= deadline.run("stop notifications", futures_join(notify_tasks)).await;
             // 2. Flush: points become durable in part files, events committed to the outbox reach the bus.

@@ -462,10 +462,26 @@ async fn day_of_energy(app: TestApp) {
     assert_eq!(filled["gaps"], json!([]), "{filled}");
     close(&filled["items"][0]["kwh"], 2475.0, "press-1 after the correction");
 
+    // Neither `device_id` nor `group_id`: the whole factory, every device with an energy
+    // source (both here), in the same shapes.
+    let (status, factory_day) = app.get(&path(&format!("/energy/consumption?{range}&bucket=day")), Some(&viewer)).await;
+    assert_eq!(status, 200, "{factory_day}");
+    close(&factory_day["items"][0]["kwh"], 2475.0 + 955.0, "factory day");
+    let devices: Vec<&str> = factory_day["items"][0]["by_device"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(devices, ["meter-1", "press-1"]);
+    let (status, factory_peak) = app.get(&path(&format!("/energy/peak-demand?{range}")), Some(&viewer)).await;
+    assert_eq!(status, 200, "{factory_peak}");
+    close(&factory_peak["items"][0]["kw"], 430.0, "factory peak kW");
+    assert_eq!(factory_peak["items"][0]["at"], factoryops_types::format_rfc3339_ms(at(10, 0)));
+
     // Validation names the parameter; another device or group is a 404.
     for (query, field) in [
         (format!("device_id=press-1&group_id={group_id}&{range}&bucket=day"), "group_id"),
-        (format!("{range}&bucket=day"), "device_id"),
         (format!("device_id=press-1&{range}&bucket=fortnight"), "bucket"),
         ("device_id=press-1&from=yesterday&to=2026-01-01T00:00:00Z&bucket=day".to_string(), "from"),
         ("device_id=press-1&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z&bucket=day".to_string(), "from"),

@@ -132,6 +132,8 @@ fn matrix() -> Vec<Case> {
         ),
         case(M::GET, "/energy/peak-demand?device_id={device}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
         case(M::GET, "/energy/peak-demand?group_id={group}&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
+        case(M::GET, "/energy/consumption?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&bucket=day", None),
+        case(M::GET, "/energy/peak-demand?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
         case(M::GET, "/energy/ranking?device_type=press&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", None),
         case(M::GET, "/energy/baselines", None),
         case(

@@ -81,11 +81,14 @@ pub struct EnergyConfig {
     /// a device-day takes about 2.5 KB, so the default holds ~50,000 device-days, e.g. a
     /// month of 1,000 devices with room to spare).
     pub cache_bytes: usize,
+    /// How often the background pass stores the energy of closed local days (ADR 0017),
+    /// so a month is read without raw points and outlives raw retention; 0 = never.
+    pub persist_interval_secs: u64,
 }
 
 impl Default for EnergyConfig {
     fn default() -> Self {
-        Self { cache_bytes: 128 * 1024 * 1024 }
+        Self { cache_bytes: 128 * 1024 * 1024, persist_interval_secs: 300 }
     }
 }
 

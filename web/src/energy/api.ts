@@ -190,15 +190,17 @@ const iso = (ms: number) => new Date(ms).toISOString();
 
 /** Which series: a device or a group. */
 export type Target = { device_id: string } | { group_id: string };
+/** A target, or `{}`: every device of the factory with an energy source. */
+export type Scope = Target | Record<string, never>;
 
-export async function getConsumption(factory: string, target: Target, from: number, to: number, bucket: string): Promise<Consumption> {
+export async function getConsumption(factory: string, target: Scope, from: number, to: number, bucket: string): Promise<Consumption> {
   const data = await unwrap(
     api.GET("/api/v1/factories/{factory_id}/energy/consumption", { params: { path: path(factory), query: { ...target, from: iso(from), to: iso(to), bucket } } }),
   );
   return data as Consumption;
 }
 
-export async function getPeakDemand(factory: string, target: Target, from: number, to: number, intervalMinutes = 15, period: "day" | "month" = "day"): Promise<PeakDemand> {
+export async function getPeakDemand(factory: string, target: Scope, from: number, to: number, intervalMinutes = 15, period: "day" | "month" = "day"): Promise<PeakDemand> {
   const data = await unwrap(
     api.GET("/api/v1/factories/{factory_id}/energy/peak-demand", {
       params: { path: path(factory), query: { ...target, from: iso(from), to: iso(to), interval_minutes: intervalMinutes, period } },

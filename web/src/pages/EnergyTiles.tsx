@@ -1,6 +1,6 @@
 import { Link } from "react-router-dom";
-import { getConsumption, getPeakDemand, listGroups } from "../energy/api";
-import { flattenTree, fmtMoney, fmtNumber, fmtZoned, periodRange, totalsOf } from "../energy/shape";
+import { getConsumption, getPeakDemand } from "../energy/api";
+import { fmtMoney, fmtNumber, fmtZoned, periodRange, totalsOf } from "../energy/shape";
 import { useFactory } from "../factory";
 import { ApiError, describe } from "../api/problem";
 import { useAsync } from "../ui/common";
@@ -8,17 +8,14 @@ import { useAsync } from "../ui/common";
 const SLOT_MS = 15 * 60_000;
 
 /**
- * The dashboard's energy tiles for the whole factory: the API has no factory-wide query,
- * so the first root of the group hierarchy stands for the factory.
+ * The dashboard's energy tiles for the whole factory: the energy queries without a device
+ * or group cover every device with an energy source.
  */
 export function EnergyTiles() {
   const { factory, timezone } = useFactory();
   const figures = useAsync(async () => {
-    const groups = await listGroups(factory);
-    const root = flattenTree(groups)[0]?.group;
-    if (!root) return { root: null };
     const now = Date.now();
-    const target = { group_id: root.id };
+    const target = {};
     const [dayFrom, dayTo] = periodRange("today", timezone, now);
     const [monthFrom, monthTo] = periodRange("month", timezone, now);
     // The last complete 15-minute interval: its average power is the current demand.
@@ -29,7 +26,9 @@ export function EnergyTiles() {
       getPeakDemand(factory, target, slotEnd - SLOT_MS, slotEnd),
     ]);
     const peak = month.items.reduce<(typeof month.items)[number] | null>((best, i) => (!best || i.kw > best.kw ? i : best), null);
-    return { root, today: totalsOf(today), currency: today.currency ?? null, peak, current: current.items[0]?.kw ?? 0 };
+    // No device has an annotated power or counter property: nothing to sum yet.
+    const sources = today.items.some((i) => (i.by_device?.length ?? 0) > 0);
+    return { sources, today: totalsOf(today), currency: today.currency ?? null, peak, current: current.items[0]?.kw ?? 0 };
   }, [factory, timezone]);
   const link = `/f/${factory}/energy`;
   // A server without the energy routes: no tiles.
@@ -42,10 +41,10 @@ export function EnergyTiles() {
     );
   }
   const d = figures.data;
-  if (d && !d.root) {
+  if (d && !d.sources) {
     return (
       <div className="callout small" style={{ marginTop: "1rem" }} data-testid="energy-tiles-empty">
-        Energy tiles need the factory's hierarchy: <Link to={`/f/${factory}/settings/groups`}>create a root group</Link> holding the devices.
+        Energy tiles need a device with an energy source: annotate a power or energy counter property on its <Link to={`/f/${factory}/devices`}>device page</Link>.
       </div>
     );
   }
@@ -53,7 +52,7 @@ export function EnergyTiles() {
   return (
     <div className="grid cols-3" style={{ marginTop: "1rem" }} data-testid="energy-tiles">
       <div className="card stat">
-        <span className="label">Energy today{d && "root" in d && d.root ? ` · ${d.root.name}` : ""}</span>
+        <span className="label">Energy today · whole factory</span>
         <span className="value num" data-testid="tile-kwh">
           {d && "today" in d ? fmtNumber(d.today?.kwh) : "…"} <small>kWh</small>
         </span>

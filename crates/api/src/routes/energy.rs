@@ -573,7 +573,8 @@ async fn put_emission_factor(
 
 #[derive(Deserialize, IntoParams)]
 pub struct ConsumptionParams {
-    /// One device (exactly one of `device_id` and `group_id`).
+    /// One device (at most one of `device_id` and `group_id`; neither = every device of
+    /// the factory with an energy source).
     pub device_id: Option<String>,
     /// A group and every group below it.
     pub group_id: Option<String>,
@@ -739,6 +740,18 @@ impl QueryErrors {
         }
     }
 
+    /// Like `target`, but neither means the whole factory.
+    fn target_or_factory(
+        &mut self,
+        device_id: &Option<String>,
+        group_id: &Option<String>,
+    ) -> Option<Result<Target, Problem>> {
+        if device_id.is_none() && group_id.is_none() {
+            return Some(Ok(Target::Factory));
+        }
+        self.target(device_id, group_id)
+    }
+
     fn target(&mut self, device_id: &Option<String>, group_id: &Option<String>) -> Option<Result<Target, Problem>> {
         match (device_id, group_id) {
             (Some(d), None) => {
@@ -773,7 +786,7 @@ async fn consumption(
     Query(q): Query<ConsumptionParams>,
 ) -> ApiResult<Json<ConsumptionView>> {
     let mut errors = QueryErrors::default();
-    let target = errors.target(&q.device_id, &q.group_id);
+    let target = errors.target_or_factory(&q.device_id, &q.group_id);
     let from = errors.time("from", &q.from);
     let to = errors.time("to", &q.to);
     let bucket = match q.bucket.as_deref() {
@@ -797,7 +810,8 @@ async fn consumption(
 
 #[derive(Deserialize, IntoParams)]
 pub struct PeakParams {
-    /// One device (exactly one of `device_id` and `group_id`).
+    /// One device (at most one of `device_id` and `group_id`; neither = every device of
+    /// the factory with an energy source).
     pub device_id: Option<String>,
     /// A group and every group below it.
     pub group_id: Option<String>,
@@ -873,7 +887,7 @@ async fn peak_demand(
     Query(q): Query<PeakParams>,
 ) -> ApiResult<Json<PeakDemandView>> {
     let mut errors = QueryErrors::default();
-    let target = errors.target(&q.device_id, &q.group_id);
+    let target = errors.target_or_factory(&q.device_id, &q.group_id);
     let from = errors.time("from", &q.from);
     let to = errors.time("to", &q.to);
     let interval = q.interval_minutes.unwrap_or(15);
