@@ -1155,10 +1155,8 @@ fn collect_energy(n: &Node, demand: &mut Vec<(u32, u32)>, idle: &mut bool) {
     match n {
         Node::All(items) | Node::Any(items) => items.iter().for_each(|c| collect_energy(c, demand, idle)),
         Node::Not(inner) => collect_energy(inner, demand, idle),
-        Node::Demand { prop, minutes, projected: false, .. } => {
-            if !demand.contains(&(*prop, *minutes)) {
-                demand.push((*prop, *minutes));
-            }
+        Node::Demand { prop, minutes, projected: false, .. } if !demand.contains(&(*prop, *minutes)) => {
+            demand.push((*prop, *minutes));
         }
         Node::Idle => *idle = true,
         _ => {}
