@@ -111,6 +111,10 @@ pub struct Point {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BaselineError {
+    #[error(
+        "at least one driver is needed: without drivers the regression has only an intercept, the mean energy, which explains nothing (add production, degree days or operating hours)"
+    )]
+    NoDrivers,
     #[error("{rows} rows are too few for {drivers} drivers: at least {needed} are needed (drivers + 2)")]
     TooFewRows { rows: usize, drivers: usize, needed: usize },
     #[error("row {row} has {got} driver values, expected {expected}")]
@@ -138,6 +142,9 @@ pub enum BaselineError {
 pub fn fit<S: AsRef<str>>(rows: &[Row], driver_names: &[S]) -> Result<Model, BaselineError> {
     let p = driver_names.len();
     let n = rows.len();
+    if p == 0 {
+        return Err(BaselineError::NoDrivers);
+    }
     if n < p + 2 {
         return Err(BaselineError::TooFewRows { rows: n, drivers: p, needed: p + 2 });
     }
@@ -273,6 +280,13 @@ mod tests {
         let slot = |kwh: f64, idle_kwh: f64| Slot { start_ms: 0, kwh, idle_kwh, covered_ms: 0 };
         // Two running quarter hours = 0.5 h; an all-idle one and an empty one do not count.
         assert_eq!(operating_hours(&[slot(2.0, 0.5), slot(1.0, 0.0), slot(0.3, 0.3), slot(0.0, 0.0)]), 0.5);
+    }
+
+    /// No drivers leave only the intercept: refused with a reason, not linregress's error.
+    #[test]
+    fn a_fit_without_drivers_is_refused() {
+        let rows: Vec<Row> = [100.0, 120.0, 90.0].iter().map(|&y| Row { y, x: Vec::new() }).collect();
+        assert_eq!(fit::<&str>(&rows, &[]), Err(BaselineError::NoDrivers));
     }
 
     #[test]

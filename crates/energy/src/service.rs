@@ -1203,7 +1203,7 @@ impl EnergyService {
 fn baseline_error(e: &BaselineError) -> ServiceError {
     let field = match e {
         BaselineError::TooFewRows { .. } => "baseline_to",
-        BaselineError::Singular { .. } | BaselineError::DriverCount { .. } => "drivers",
+        BaselineError::Singular { .. } | BaselineError::DriverCount { .. } | BaselineError::NoDrivers => "drivers",
         _ => "baseline_from",
     };
     invalid(field, e.to_string())

@@ -308,3 +308,101 @@ async fn replay_latest(engine: &RulesEngine, devices: &DeviceRegistry, replay: &
     }
     fed
 }
+
+/// The rules' view of the devices' energy configuration (ADR 0016): power properties from
+/// ingest's property semantics, the longest bridged gap and the idle definition from the
+/// energy component's device config. The rules never read those tables themselves.
+pub struct EnergyRulesConfig {
+    pub catalogue: Arc<factoryops_ingest::PropertyCatalogue>,
+    pub energy: factoryops_energy::store::EnergyStore,
+}
+
+/// State labels that count as idle, as the energy computations count them.
+const IDLE_LABELS: [&str; 3] = ["idle", "off", "setup"];
+
+#[async_trait::async_trait]
+impl factoryops_rules::EnergyConfig for EnergyRulesConfig {
+    async fn facts(&self, factory: &FactoryId) -> Result<factoryops_rules::EnergyFacts, DbError> {
+        use factoryops_rules::{IdleDefinition, PowerSource};
+        use factoryops_types::Quantity;
+        let semantics = self.catalogue.semantics_for_factory(factory).await.map_err(repo_error)?;
+        let configs = self.energy.device_configs(factory).await.map_err(|e| match e {
+            factoryops_energy::store::StoreError::Db(db) => db,
+            other => DbError::Malformed(other.to_string()),
+        })?;
+        let mut facts = factoryops_rules::EnergyFacts::default();
+        // Power properties by device, in name order (the catalogue's order).
+        let mut power: HashMap<&DeviceId, Vec<(&PropertyName, f64)>> = HashMap::new();
+        for (device, property, s) in &semantics {
+            if s.quantity != Quantity::Power {
+                continue;
+            }
+            let Some(kw_per_unit) = s.kw(1.0) else { continue };
+            let config = configs.get(device).cloned().unwrap_or_default();
+            facts.power.push(PowerSource {
+                device_id: device.clone(),
+                property: property.clone(),
+                kw_per_unit,
+                max_gap_ms: config.max_gap_ms(),
+            });
+            power.entry(device).or_default().push((property, kw_per_unit));
+        }
+        let mut idle_codes: HashMap<PropertyName, Vec<u32>> = HashMap::new();
+        for (device, config) in &configs {
+            if let Some(state) = &config.state_property {
+                let codes = match idle_codes.get(state) {
+                    Some(codes) => codes.clone(),
+                    None => {
+                        // The lower-case labels are registered (as a rule naming a label
+                        // registers it), so a device idle for the first time after the rule
+                        // was saved counts at once, not only after the next refresh.
+                        let dictionary = self.catalogue.states();
+                        let mut codes = Vec::new();
+                        for label in IDLE_LABELS {
+                            if let Encoded::Code(code) =
+                                dictionary.encode(factory, state, label).await.map_err(repo_error)?
+                            {
+                                codes.push(code);
+                            }
+                        }
+                        let labels = dictionary.labels(factory, state).await.map_err(repo_error)?;
+                        for (code, label) in labels.iter() {
+                            if IDLE_LABELS.iter().any(|idle| label.eq_ignore_ascii_case(idle)) && !codes.contains(&code)
+                            {
+                                codes.push(code);
+                            }
+                        }
+                        idle_codes.insert(state.clone(), codes.clone());
+                        codes
+                    }
+                };
+                facts.idle.push(IdleDefinition::State { device_id: device.clone(), property: state.clone(), codes });
+            } else if let Some(below_kw) = config.idle_below_kw {
+                // The configured energy source when it is a power property, else the
+                // device's first power property by name.
+                let Some(candidates) = power.get(device) else { continue };
+                let chosen = config
+                    .source_property
+                    .as_ref()
+                    .and_then(|wanted| candidates.iter().find(|(p, _)| *p == wanted))
+                    .or_else(|| candidates.first());
+                if let Some((property, kw_per_unit)) = chosen {
+                    facts.idle.push(IdleDefinition::BelowKw {
+                        device_id: device.clone(),
+                        property: (*property).clone(),
+                        kw_per_unit: *kw_per_unit,
+                        below_kw,
+                    });
+                }
+            }
+        }
+        Ok(facts)
+    }
+}
+
+fn repo_error(e: RepoError) -> DbError {
+    match e {
+        RepoError::Db(db) => db,
+        other => DbError::Malformed(other.to_string()),
+    }
+}

@@ -211,6 +211,10 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         notifier: Some(crate::notify::notifier(&config, identity.clone())),
         bus: Some(bus.clone()),
         state_labels: Some(Arc::new(crate::rules::IngestStateLabels(ingestor.catalogue().states().clone()))),
+        energy_config: Some(Arc::new(crate::rules::EnergyRulesConfig {
+            catalogue: catalogue.clone(),
+            energy: factoryops_energy::store::EnergyStore::new(db.clone()),
+        })),
         max_backtest_points: config.rules.max_backtest_points,
         ..EngineConfig::default()
     };

@@ -45,6 +45,8 @@ pub struct BacktestRequest {
     pub state_codes: Vec<crate::states::StateCode>,
     /// Most raw points to read; a range holding more is refused (the points are held in memory).
     pub max_points: usize,
+    /// The factory's energy configuration for `demand` and `idle` leaves ([`crate::EnergyConfig`]).
+    pub energy: crate::energy::EnergyFacts,
 }
 
 /// What a rule would have done over a time range.
@@ -98,6 +100,8 @@ pub async fn backtest(req: &BacktestRequest, store: &dyn TelemetryStore) -> Resu
     let max_points = req.max_points;
     let rule_props = spec.properties();
     let devicewide = has_devicewide_stale(&spec.condition);
+    let mut uses_idle = false;
+    spec.condition.visit_leaves(&mut |leaf| uses_idle |= matches!(leaf, Condition::Idle));
     // (ts, device index, property, value)
     let mut points: Vec<(i64, usize, PropertyName, Value)> = Vec::new();
     for (di, device) in devices.iter().enumerate() {
@@ -106,6 +110,14 @@ pub async fn backtest(req: &BacktestRequest, store: &dyn TelemetryStore) -> Resu
             for (p, _) in store.latest(&req.factory, &device.device_id).await? {
                 if !props.contains(&p) {
                     props.push(p);
+                }
+            }
+        }
+        if uses_idle {
+            // The property that defines this device's idle time.
+            for def in req.energy.idle.iter().filter(|d| d.device_id() == &device.device_id) {
+                if !props.contains(def.property()) {
+                    props.push(def.property().clone());
                 }
             }
         }
@@ -136,6 +148,7 @@ pub async fn backtest(req: &BacktestRequest, store: &dyn TelemetryStore) -> Resu
     let mut evaluator = Evaluator::new();
     evaluator.set_timezone(&req.factory, req.timezone);
     evaluator.set_state_codes(&req.factory, &req.state_codes);
+    evaluator.set_energy_facts(&req.factory, &req.energy);
     evaluator
         .upsert_rule(&req.factory, &req.rule_id, &spec, req.from_ms)
         .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("rule", m)]))?;

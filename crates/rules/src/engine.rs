@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::backtest::{BacktestDevice, BacktestRequest, BacktestResult};
 use crate::effects::Effect;
+use crate::energy::{EnergyConfig, EnergyFacts};
 use crate::eval::{Evaluator, EvaluatorStats, Observation};
 use crate::schedule::parse_tz;
 use crate::states::{StateCode, StateLabels, resolve};
@@ -46,6 +47,13 @@ pub struct EngineConfig {
     pub state_labels: Option<Arc<dyn StateLabels>>,
     /// Most raw points one backtest reads (they are held in memory); more is a 422.
     pub max_backtest_points: usize,
+    /// The devices' energy configuration for `demand` and `idle` leaves (ingest's
+    /// semantics and the energy component's device config, wired by the server); `None`:
+    /// those leaves stay unknown.
+    pub energy_config: Option<Arc<dyn EnergyConfig>>,
+    /// How often the energy configuration of factories with such rules is read again (a
+    /// property's unit or a device's idle threshold may change at any time).
+    pub energy_refresh: Duration,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +65,8 @@ impl Default for EngineConfig {
             bus: None,
             state_labels: None,
             max_backtest_points: crate::backtest::DEFAULT_MAX_BACKTEST_POINTS,
+            energy_config: None,
+            energy_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -74,6 +84,8 @@ struct Inner {
     /// Effects decided but not yet committed (the database was unavailable).
     pending: Vec<Effect>,
     timezones: HashMap<FactoryId, Tz>,
+    /// Factories with rules on energy quantities (their energy configuration is refreshed).
+    energy_factories: HashSet<FactoryId>,
 }
 
 /// Most effects kept while the database is down before the oldest are dropped (with an error log).
@@ -97,7 +109,12 @@ impl RulesEngine {
         let store = RulesStore::new(db).with_notifier(config.notifier.clone()).with_bus(config.bus.clone());
         let mut eval = Evaluator::new();
         let now = clock.now_ms();
+        let mut energy_factories = HashSet::new();
         for rule in store.all_rules().await? {
+            if rule.spec.condition.uses_energy() && energy_factories.insert(rule.factory_id.clone()) {
+                let facts = load_facts(config.energy_config.as_deref(), &rule.factory_id).await?;
+                eval.set_energy_facts(&rule.factory_id, &facts);
+            }
             let codes = resolve(config.state_labels.as_deref(), &rule.factory_id, &rule.spec).await?;
             eval.set_state_codes(&rule.factory_id, &codes);
             if let Err(e) = eval.upsert_rule(&rule.factory_id, &rule.id, &rule.spec, now) {
@@ -119,7 +136,12 @@ impl RulesEngine {
             store,
             clock,
             config,
-            inner: tokio::sync::Mutex::new(Inner { eval, pending: Vec::new(), timezones: HashMap::new() }),
+            inner: tokio::sync::Mutex::new(Inner {
+                eval,
+                pending: Vec::new(),
+                timezones: HashMap::new(),
+                energy_factories,
+            }),
             commit_wakes: parking_lot::Mutex::new(Vec::new()),
             out_of_order: AtomicU64::new(0),
         }))
@@ -219,10 +241,17 @@ impl RulesEngine {
     pub fn spawn_timer(self: &Arc<Self>, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
         let engine = Arc::clone(self);
         tokio::spawn(async move {
+            let mut refreshed = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.triggered() => break,
                     _ = tokio::time::sleep(engine.config.tick_interval) => {}
+                }
+                if refreshed.elapsed() >= engine.config.energy_refresh {
+                    refreshed = std::time::Instant::now();
+                    if let Err(e) = engine.refresh_energy().await {
+                        tracing::warn!(error = %e, "rules: cannot read the energy configuration; keeping the last one");
+                    }
                 }
                 if let Err(e) = engine.tick().await {
                     tracing::warn!(error = %e, "rules timer: could not commit alert changes; will retry");
@@ -235,6 +264,56 @@ impl RulesEngine {
         })
     }
 
+    /// Reads the energy configuration of every factory with rules on energy quantities again.
+    pub async fn refresh_energy(&self) -> Result<(), RulesError> {
+        let factories: Vec<FactoryId> = self.inner.lock().await.energy_factories.iter().cloned().collect();
+        for factory in factories {
+            let facts = load_facts(self.config.energy_config.as_deref(), &factory).await?;
+            self.inner.lock().await.eval.set_energy_facts(&factory, &facts);
+        }
+        Ok(())
+    }
+
+    /// The factory's energy configuration when `spec` needs it, with warnings for leaves
+    /// that cannot hold on any device as configured now.
+    async fn energy_facts(
+        &self,
+        factory: &FactoryId,
+        spec: &crate::RuleSpec,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Option<EnergyFacts>, RulesError> {
+        if !spec.condition.uses_energy() {
+            return Ok(None);
+        }
+        let facts = load_facts(self.config.energy_config.as_deref(), factory).await?;
+        let mut missing_power = Vec::new();
+        let mut idle = false;
+        spec.condition.visit_leaves(&mut |leaf| match leaf {
+            crate::Condition::Demand { property, .. }
+                if !facts.power.iter().any(|p| &p.property == property) && !missing_power.contains(property) =>
+            {
+                missing_power.push(property.clone());
+            }
+            crate::Condition::Idle => idle = true,
+            _ => {}
+        });
+        for property in missing_power {
+            warnings.push(Warning {
+                field: "condition".into(),
+                message: format!(
+                    "`{property}` is not annotated as power (quantity `power` with a unit) on any device: its demand stays unknown until it is"
+                ),
+            });
+        }
+        if idle && facts.idle.is_empty() {
+            warnings.push(Warning {
+                field: "condition".into(),
+                message: "no device has an idle definition (a state property or `idle_below_kw` with a power property): `idle` stays unknown".into(),
+            });
+        }
+        Ok(Some(facts))
+    }
+
     /// Validates and stores a rule, then evaluates it from the next event on.
     pub async fn create_rule(
         &self,
@@ -245,9 +324,14 @@ impl RulesEngine {
         let mut valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
         self.check_users(factory, &valid.spec).await?;
         let codes = self.state_codes(factory, &valid.spec, &mut valid.warnings).await?;
+        let facts = self.energy_facts(factory, &valid.spec, &mut valid.warnings).await?;
         let mut inner = self.inner.lock().await;
         let rule = self.store.create_rule(factory, &valid.spec, self.clock.now_ms()).await?;
         inner.eval.set_state_codes(factory, &codes);
+        if let Some(facts) = facts {
+            inner.eval.set_energy_facts(factory, &facts);
+            inner.energy_factories.insert(factory.clone());
+        }
         let effects = inner
             .eval
             .upsert_rule(factory, &rule.id, &rule.spec, self.clock.now_ms())
@@ -268,9 +352,14 @@ impl RulesEngine {
         let mut valid = validate_rule(body, known_properties).map_err(RulesError::Invalid)?;
         self.check_users(factory, &valid.spec).await?;
         let codes = self.state_codes(factory, &valid.spec, &mut valid.warnings).await?;
+        let facts = self.energy_facts(factory, &valid.spec, &mut valid.warnings).await?;
         let mut inner = self.inner.lock().await;
         let rule = self.store.update_rule(factory, id, &valid.spec, self.clock.now_ms()).await?;
         inner.eval.set_state_codes(factory, &codes);
+        if let Some(facts) = facts {
+            inner.eval.set_energy_facts(factory, &facts);
+            inner.energy_factories.insert(factory.clone());
+        }
         let effects = inner
             .eval
             .upsert_rule(factory, &rule.id, &rule.spec, self.clock.now_ms())
@@ -398,6 +487,11 @@ impl RulesEngine {
         };
         let timezone = self.factory_timezone(factory).await;
         let state_codes = resolve(self.config.state_labels.as_deref(), factory, &spec).await?;
+        let energy = if spec.condition.uses_energy() {
+            load_facts(self.config.energy_config.as_deref(), factory).await?
+        } else {
+            EnergyFacts::default()
+        };
         let request = BacktestRequest {
             factory: factory.clone(),
             rule_id: id,
@@ -408,7 +502,16 @@ impl RulesEngine {
             timezone,
             state_codes,
             max_points: self.config.max_backtest_points,
+            energy,
         };
         backtest(&request, tsdb).await
+    }
+}
+
+/// A factory's energy configuration; nothing without a port (the leaves stay unknown).
+async fn load_facts(port: Option<&dyn EnergyConfig>, factory: &FactoryId) -> Result<EnergyFacts, RulesError> {
+    match port {
+        Some(port) => Ok(port.facts(factory).await?),
+        None => Ok(EnergyFacts::default()),
     }
 }

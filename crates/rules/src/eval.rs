@@ -16,7 +16,8 @@ use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
 
 use crate::effects::{AlertRef, Effect, Notification, NotifyKind, OpenAlert, ResolveReason};
-use crate::model::{CmpOp, Condition, OutsideSchedule, RuleSpec, Scope, Severity, Targets};
+use crate::energy::{DemandAcc, EnergyFacts, IdleDefinition};
+use crate::model::{CmpOp, Condition, DemandWhen, OutsideSchedule, RuleSpec, Scope, Severity, Targets};
 use crate::schedule::CompiledSchedule;
 
 /// One telemetry message as the rules see it.
@@ -169,6 +170,23 @@ enum Node {
         prop: Option<u32>,
         ms: i64,
     },
+    /// Average kW over a demand interval (ADR 0016).
+    Demand {
+        prop: u32,
+        minutes: u32,
+        projected: bool,
+        op: CmpOp,
+        value: f64,
+    },
+    /// The device is idle by its energy configuration.
+    Idle,
+}
+
+/// A device's idle definition with interned properties.
+#[derive(Debug, Clone)]
+enum CIdle {
+    State { prop: u32, codes: Vec<u32> },
+    BelowKw { prop: u32, kw_per_unit: f64, below_kw: f64 },
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +209,8 @@ struct CompiledRule {
     any_trigger: bool,
     /// Stale leaves: (property, ms).
     stale: Vec<(Option<u32>, i64)>,
+    /// Completed-demand leaves: (property, interval minutes), for their closing timers.
+    demand: Vec<(u32, u32)>,
     scope: CScope,
     schedule: Option<CompiledSchedule>,
     for_ms: i64,
@@ -326,6 +346,14 @@ struct FactoryState {
     /// (property, label) → code of the state labels rules compare with, set by the engine
     /// through [`Evaluator::set_state_codes`] before it compiles a rule.
     state_codes: HashMap<(String, String), u32>,
+    /// Per property: the demand interval lengths (minutes) its leaves read.
+    demand_minutes: Vec<Vec<u32>>,
+    /// (device, property, minutes) → running demand.
+    demand: HashMap<(u32, u32, u32), DemandAcc>,
+    /// (device, property) → (kW per unit, longest bridged gap in ms) of power properties.
+    power: HashMap<(u32, u32), (f64, i64)>,
+    /// Device → how its idle time is known.
+    idle: HashMap<u32, CIdle>,
 }
 
 /// Read-only view used while evaluating one (rule, device).
@@ -336,6 +364,10 @@ struct Ctx<'a> {
     last_seen: i64,
     dev: u32,
     now: i64,
+    tz: Tz,
+    demand: &'a HashMap<(u32, u32, u32), DemandAcc>,
+    power: &'a HashMap<(u32, u32), (f64, i64)>,
+    idle: &'a HashMap<u32, CIdle>,
 }
 
 /// What made the condition true: the leaf and the value it saw.
@@ -373,7 +405,43 @@ impl Evaluator {
 
     /// The factory's time zone for `"timezone": "factory"` schedules and `{time}` (default UTC).
     pub fn set_timezone(&mut self, factory: &FactoryId, tz: Tz) {
-        self.factory_mut(factory).tz = tz;
+        let fs = self.factory_mut(factory);
+        if fs.tz != tz {
+            // Demand intervals align to the local clock: running ones start over.
+            fs.demand.clear();
+        }
+        fs.tz = tz;
+    }
+
+    /// The factory's energy configuration (power properties, idle definitions), replacing
+    /// the previous one; `demand` and `idle` leaves read it. Running demand of a property
+    /// that is no longer a power property (or changed unit) starts over.
+    pub fn set_energy_facts(&mut self, factory: &FactoryId, facts: &EnergyFacts) {
+        let fs = self.factory_mut(factory);
+        let mut power = HashMap::default();
+        for p in &facts.power {
+            if !(p.kw_per_unit.is_finite() && p.max_gap_ms > 0) {
+                continue;
+            }
+            let key = (fs.intern_device(&p.device_id), fs.intern_prop(&p.property));
+            power.insert(key, (p.kw_per_unit, p.max_gap_ms));
+        }
+        fs.demand
+            .retain(|(d, p, _), _| fs.power.get(&(*d, *p)) == power.get(&(*d, *p)) && power.contains_key(&(*d, *p)));
+        fs.power = power;
+        let mut idle = HashMap::default();
+        for def in &facts.idle {
+            let dev = fs.intern_device(def.device_id());
+            let prop = fs.intern_prop(def.property());
+            let compiled = match def {
+                IdleDefinition::State { codes, .. } => CIdle::State { prop, codes: codes.clone() },
+                IdleDefinition::BelowKw { kw_per_unit, below_kw, .. } => {
+                    CIdle::BelowKw { prop, kw_per_unit: *kw_per_unit, below_kw: *below_kw }
+                }
+            };
+            idle.insert(dev, compiled);
+        }
+        fs.idle = idle;
     }
 
     /// The codes of state labels (from the ingest dictionary, via the engine); a rule
@@ -577,6 +645,10 @@ impl FactoryState {
             scratch: Vec::new(),
             out_of_order: 0,
             state_codes: HashMap::default(),
+            demand_minutes: Vec::new(),
+            demand: HashMap::default(),
+            power: HashMap::default(),
+            idle: HashMap::default(),
         }
     }
 
@@ -588,6 +660,7 @@ impl FactoryState {
         self.props.insert(p.as_str().to_string(), i);
         self.prop_names.push(p.clone());
         self.rate_window.push(0);
+        self.demand_minutes.push(Vec::new());
         self.index.push(TriggerIndex::default());
         i
     }
@@ -621,6 +694,9 @@ impl FactoryState {
         };
         let mut stale = Vec::new();
         let cond = self.compile_node(&spec.condition, &mut stale);
+        let mut demand = Vec::new();
+        let mut idle = false;
+        collect_energy(&cond, &mut demand, &mut idle);
         let mut triggers = Vec::new();
         for p in spec.properties() {
             let id = self.intern_prop(&p);
@@ -628,7 +704,8 @@ impl FactoryState {
                 triggers.push(id);
             }
         }
-        let any_trigger = stale.iter().any(|(p, _)| p.is_none());
+        // An idle leaf reads whichever property defines the device's idle time.
+        let any_trigger = idle || stale.iter().any(|(p, _)| p.is_none());
         let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
         Ok(CompiledRule {
             id: rule_id.to_string(),
@@ -643,6 +720,7 @@ impl FactoryState {
             triggers,
             any_trigger,
             stale,
+            demand,
             scope,
             schedule,
             for_ms: secs(spec.for_seconds),
@@ -685,6 +763,21 @@ impl FactoryState {
                 stale.push((prop, ms));
                 Node::Stale { prop, ms }
             }
+            Condition::Demand { property, interval_minutes, when, compare, value } => {
+                let prop = self.intern_prop(property);
+                let list = &mut self.demand_minutes[prop as usize];
+                if !list.contains(interval_minutes) {
+                    list.push(*interval_minutes);
+                }
+                Node::Demand {
+                    prop,
+                    minutes: *interval_minutes,
+                    projected: *when == DemandWhen::Projected,
+                    op: *compare,
+                    value: *value,
+                }
+            }
+            Condition::Idle => Node::Idle,
         }
     }
 
@@ -815,6 +908,19 @@ impl FactoryState {
                     h.pop_front();
                 }
             }
+            if !self.demand_minutes[p as usize].is_empty()
+                && let (Some(&(kw_per_unit, max_gap)), Value::Float(x)) = (self.power.get(&(dev, p)), value)
+            {
+                let kw = x * kw_per_unit;
+                for &minutes in &self.demand_minutes[p as usize] {
+                    match self.demand.get_mut(&(dev, p, minutes)) {
+                        Some(acc) => acc.push(self.tz, max_gap, ts, kw),
+                        None => {
+                            self.demand.insert((dev, p, minutes), DemandAcc::new(self.tz, minutes, ts, kw));
+                        }
+                    }
+                }
+            }
             self.index[p as usize].collect(dev, device_type, &mut scratch);
         }
         if device_newer {
@@ -832,7 +938,22 @@ impl FactoryState {
 
     /// Evaluates one (rule, device) at `at` and reschedules its timer.
     fn evaluate(&mut self, slot: u32, dev: u32, at: i64, out: &mut Vec<Effect>) {
-        let Self { rules, states, latest, history, prop_names, last_seen, device_ids, id, tz, heap, .. } = self;
+        let Self {
+            rules,
+            states,
+            latest,
+            history,
+            prop_names,
+            last_seen,
+            device_ids,
+            id,
+            tz,
+            heap,
+            demand,
+            power,
+            idle,
+            ..
+        } = self;
         let Some(rule) = rules.get(slot as usize).and_then(Option::as_ref) else { return };
         let state = states.entry((slot, dev)).or_default();
         let now = at.max(state.last_eval);
@@ -844,6 +965,10 @@ impl FactoryState {
             last_seen: last_seen.get(dev as usize).copied().unwrap_or(i64::MIN),
             dev,
             now,
+            tz: *tz,
+            demand,
+            power,
+            idle,
         };
         let device = &device_ids[dev as usize];
         step(rule, state, &cx, id, device, *tz, out);
@@ -856,7 +981,7 @@ impl FactoryState {
     }
 
     fn reschedule(&mut self, slot: u32, dev: u32) {
-        let Self { rules, states, latest, history, prop_names, last_seen, heap, .. } = self;
+        let Self { rules, states, latest, history, prop_names, last_seen, heap, tz, demand, power, idle, .. } = self;
         let (Some(rule), Some(state)) =
             (rules.get(slot as usize).and_then(Option::as_ref), states.get_mut(&(slot, dev)))
         else {
@@ -869,6 +994,10 @@ impl FactoryState {
             last_seen: last_seen.get(dev as usize).copied().unwrap_or(i64::MIN),
             dev,
             now: state.last_eval,
+            tz: *tz,
+            demand,
+            power,
+            idle,
         };
         if let Some(due) = next_due(rule, state, &cx)
             && state.queued_at.is_none_or(|q| due < q)
@@ -984,6 +1113,53 @@ fn eval<'a>(n: &'a Node, cx: &Ctx<'_>, relax: f64, w: &mut Witness<'a>) -> Optio
             }
             Some(b)
         }
+        Node::Demand { prop, minutes, projected, op, value } => {
+            let kw = demand_kw(cx, *prop, *minutes, *projected)?;
+            let b = compare(Value::Float(kw), *op, Value::Float(*value), relax)?;
+            if b && w.is_none() {
+                *w = Some((n, Value::Float(kw)));
+            }
+            Some(b)
+        }
+        Node::Idle => {
+            let (b, seen) = match cx.idle.get(&cx.dev)? {
+                CIdle::State { prop, codes } => {
+                    let (_, v) = cx.latest.get(&(cx.dev, *prop))?;
+                    let Value::Float(x) = *v else { return None };
+                    (codes.iter().any(|c| f64::from(*c) == x), Value::Bool(true))
+                }
+                CIdle::BelowKw { prop, kw_per_unit, below_kw } => {
+                    let (_, v) = cx.latest.get(&(cx.dev, *prop))?;
+                    let Value::Float(x) = *v else { return None };
+                    let kw = x * kw_per_unit;
+                    (kw < *below_kw, Value::Float(kw))
+                }
+            };
+            if b && w.is_none() {
+                *w = Some((n, seen));
+            }
+            Some(b)
+        }
+    }
+}
+
+/// A demand leaf's kW at `cx.now` (`None`: not a power property here, or no data).
+fn demand_kw(cx: &Ctx<'_>, prop: u32, minutes: u32, projected: bool) -> Option<f64> {
+    let &(_, max_gap) = cx.power.get(&(cx.dev, prop))?;
+    let acc = cx.demand.get(&(cx.dev, prop, minutes))?;
+    if projected { acc.projected(max_gap, cx.now) } else { acc.completed(cx.tz, max_gap, cx.now).map(|(_, kw)| kw) }
+}
+
+/// The completed-demand leaves (for their closing timers) and whether an idle leaf exists.
+fn collect_energy(n: &Node, demand: &mut Vec<(u32, u32)>, idle: &mut bool) {
+    match n {
+        Node::All(items) | Node::Any(items) => items.iter().for_each(|c| collect_energy(c, demand, idle)),
+        Node::Not(inner) => collect_energy(inner, demand, idle),
+        Node::Demand { prop, minutes, projected: false, .. } if !demand.contains(&(*prop, *minutes)) => {
+            demand.push((*prop, *minutes));
+        }
+        Node::Idle => *idle = true,
+        _ => {}
     }
 }
 
@@ -997,9 +1173,11 @@ fn first_leaf(n: &Node) -> Option<&Node> {
 
 fn leaf_prop(n: &Node) -> Option<u32> {
     match n {
-        Node::Cmp { prop, .. } | Node::State { prop, .. } | Node::Range { prop, .. } | Node::Rate { prop, .. } => {
-            Some(*prop)
-        }
+        Node::Cmp { prop, .. }
+        | Node::State { prop, .. }
+        | Node::Range { prop, .. }
+        | Node::Rate { prop, .. }
+        | Node::Demand { prop, .. } => Some(*prop),
         Node::Stale { prop, .. } => *prop,
         _ => None,
     }
@@ -1030,6 +1208,8 @@ fn threshold_text(n: &Node) -> Option<String> {
             format!("{value}/{unit}")
         }
         Node::Stale { ms, .. } => format!("{}s", ms / 1000),
+        Node::Demand { value, .. } => format!("{value} kW"),
+        Node::Idle => "idle".to_string(),
         _ => return None,
     })
 }
@@ -1048,7 +1228,13 @@ fn explain(rule: &CompiledRule, cx: &Ctx<'_>, witness: Witness<'_>) -> Explain {
         Some((leaf, v)) => (Some(leaf), Some(v)),
         None => {
             let leaf = first_leaf(&rule.cond);
-            let value = leaf.and_then(leaf_prop).and_then(|p| cx.latest.get(&(cx.dev, p))).map(|(_, v)| *v);
+            let value = match leaf {
+                // A demand leaf is explained by its kW, not by the latest raw reading.
+                Some(Node::Demand { prop, minutes, projected, .. }) => {
+                    demand_kw(cx, *prop, *minutes, *projected).map(Value::Float)
+                }
+                _ => leaf.and_then(leaf_prop).and_then(|p| cx.latest.get(&(cx.dev, p))).map(|(_, v)| *v),
+            };
             (leaf, value)
         }
     };
@@ -1400,6 +1586,14 @@ fn next_due(rule: &CompiledRule, st: &RdState, cx: &Ctx<'_>) -> Option<i64> {
         };
         if let Some(last) = last {
             consider(last.saturating_add(*ms));
+        }
+    }
+    for &(prop, minutes) in &rule.demand {
+        if let (Some(&(_, max_gap)), Some(acc)) =
+            (cx.power.get(&(cx.dev, prop)), cx.demand.get(&(cx.dev, prop, minutes)))
+            && let Some(t) = acc.next_change(cx.tz, max_gap, now)
+        {
+            consider(t);
         }
     }
     due

@@ -9,6 +9,7 @@
 
 pub mod backtest;
 pub mod effects;
+pub mod energy;
 pub mod engine;
 pub mod eval;
 pub mod model;
@@ -19,10 +20,12 @@ pub mod validate;
 
 pub use backtest::{BacktestDevice, BacktestRequest, BacktestResult, backtest};
 pub use effects::{AlertLedger, AlertRecord, AlertRef, Effect, Notification, NotifyKind, OpenAlert, ResolveReason};
+pub use energy::{EnergyConfig, EnergyFacts, IdleDefinition, PowerSource};
 pub use engine::{EngineConfig, RuleWithWarnings, RulesEngine};
 pub use eval::{Evaluator, EvaluatorStats, Observation, RestoredAlert};
 pub use model::{
-    CmpOp, Condition, Day, Notify, OutsideSchedule, RatePer, RuleSpec, Schedule, Scope, Severity, Targets, TimeWindow,
+    CmpOp, Condition, Day, DemandWhen, Notify, OutsideSchedule, RatePer, RuleSpec, Schedule, Scope, Severity, Targets,
+    TimeWindow,
 };
 pub use states::{StateCode, StateLabels};
 pub use store::{Alert, AlertHistoryEntry, AlertQuery, AlertStatus, ApplySummary, RulesStore, StoredRule};

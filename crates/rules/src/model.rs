@@ -353,6 +353,38 @@ pub enum Condition {
         property: Option<PropertyName>,
         seconds: u64,
     },
+    /// `{"property", "op": "demand", "interval_minutes"?, "when"?, "compare", "value"}`: the
+    /// average power (kW) of a power property over a demand interval aligned to the local
+    /// clock, as crates/energy computes peak demand (ADR 0016).
+    Demand {
+        property: PropertyName,
+        interval_minutes: u32,
+        when: DemandWhen,
+        compare: CmpOp,
+        value: f64,
+    },
+    /// `{"op": "idle"}`: the device is idle by its energy configuration (its state property
+    /// shows idle/off/setup, or its power is below its idle threshold; ADR 0016).
+    Idle,
+}
+
+/// Which demand interval a `demand` leaf judges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DemandWhen {
+    /// The last completed interval: the figure the grid bills.
+    #[default]
+    Completed,
+    /// The running interval, its energy so far plus the latest power held to its end.
+    Projected,
+}
+
+impl DemandWhen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DemandWhen::Completed => "completed",
+            DemandWhen::Projected => "projected",
+        }
+    }
 }
 
 /// Deepest nesting accepted (the JSON parser itself stops at 128).
@@ -369,8 +401,16 @@ impl Condition {
             | Condition::Range { property, .. }
             | Condition::RateOfChange { property, .. } => Some(property),
             Condition::Stale { property, .. } => property.as_ref(),
+            Condition::Demand { property, .. } => Some(property),
             _ => None,
         }
+    }
+
+    /// Whether any leaf needs the devices' energy configuration ([`crate::EnergyFacts`]).
+    pub fn uses_energy(&self) -> bool {
+        let mut found = false;
+        self.visit_leaves(&mut |leaf| found |= matches!(leaf, Condition::Demand { .. } | Condition::Idle));
+        found
     }
 
     /// Calls `f` for every leaf, depth first, left to right.
@@ -419,6 +459,11 @@ impl Condition {
                 Some(p) => json!({ "property": p, "op": "stale", "seconds": seconds }),
                 None => json!({ "op": "stale", "seconds": seconds }),
             },
+            Condition::Demand { property, interval_minutes, when, compare, value } => json!({
+                "property": property, "op": "demand", "interval_minutes": interval_minutes, "when": when.as_str(),
+                "compare": compare.as_str(), "value": num(*value)
+            }),
+            Condition::Idle => json!({ "op": "idle" }),
         }
     }
 }
@@ -577,6 +622,19 @@ fn seconds_field(
     }
 }
 
+/// The demand interval when a `demand` leaf names none (the grid's usual 15 minutes).
+pub const DEFAULT_DEMAND_MINUTES: u32 = 15;
+
+fn compare_field(object: &Map<String, serde_json::Value>, path: &str, errors: &mut Vec<FieldError>) -> Option<CmpOp> {
+    match object.get("compare").and_then(|c| c.as_str()).and_then(CmpOp::parse) {
+        Some(c) => Some(c),
+        None => {
+            errors.push(FieldError::new(join(path, "compare"), "must be one of >, >=, <, <=, ==, !="));
+            None
+        }
+    }
+}
+
 /// Longest state label a rule may name (the most ingestion can be configured to accept).
 pub const MAX_STATE_LABEL_CHARS: usize = 255;
 /// Longest `window_seconds` of a rate of change (1 day).
@@ -675,13 +733,7 @@ fn parse_leaf(object: &Map<String, serde_json::Value>, path: &str, errors: &mut 
                 only_keys(object, &["property", "op", "window_seconds", "compare", "value", "per"], path, errors);
                 let property = property_field(object, path, true, errors).flatten();
                 let window = seconds_field(object, "window_seconds", path, MAX_RATE_WINDOW_SECONDS, errors);
-                let compare = match object.get("compare").and_then(|c| c.as_str()).and_then(CmpOp::parse) {
-                    Some(c) => Some(c),
-                    None => {
-                        errors.push(FieldError::new(join(path, "compare"), "must be one of >, >=, <, <=, ==, !="));
-                        None
-                    }
-                };
+                let compare = compare_field(object, path, errors);
                 let value = number_field(object, "value", path, errors);
                 let per = match object.get("per") {
                     None | Some(serde_json::Value::Null) => Some(RatePer::Second),
@@ -711,10 +763,47 @@ fn parse_leaf(object: &Map<String, serde_json::Value>, path: &str, errors: &mut 
                     _ => None,
                 }
             }
+            "demand" => {
+                only_keys(object, &["property", "op", "interval_minutes", "when", "compare", "value"], path, errors);
+                let property = property_field(object, path, true, errors).flatten();
+                let interval_minutes = match object.get("interval_minutes") {
+                    None | Some(serde_json::Value::Null) => Some(DEFAULT_DEMAND_MINUTES),
+                    Some(v) => match v.as_u64() {
+                        Some(m @ (15 | 30 | 45 | 60)) => Some(m as u32),
+                        _ => {
+                            errors.push(FieldError::new(join(path, "interval_minutes"), "must be 15, 30, 45 or 60"));
+                            None
+                        }
+                    },
+                };
+                let when = match object.get("when") {
+                    None | Some(serde_json::Value::Null) => Some(DemandWhen::Completed),
+                    Some(w) => match w.as_str() {
+                        Some("completed") => Some(DemandWhen::Completed),
+                        Some("projected") => Some(DemandWhen::Projected),
+                        _ => {
+                            errors.push(FieldError::new(join(path, "when"), "must be completed or projected"));
+                            None
+                        }
+                    },
+                };
+                let compare = compare_field(object, path, errors);
+                let value = number_field(object, "value", path, errors);
+                match (property, interval_minutes, when, compare, value) {
+                    (Some(property), Some(interval_minutes), Some(when), Some(compare), Some(value)) => {
+                        Some(Condition::Demand { property, interval_minutes, when, compare, value })
+                    }
+                    _ => None,
+                }
+            }
+            "idle" => {
+                only_keys(object, &["op"], path, errors);
+                Some(Condition::Idle)
+            }
             _ => {
                 errors.push(FieldError::new(
                     op_path,
-                    "must be one of >, >=, <, <=, ==, !=, between, outside, rate_of_change, stale",
+                    "must be one of >, >=, <, <=, ==, !=, between, outside, rate_of_change, stale, demand, idle",
                 ));
                 None
             }
@@ -910,6 +999,52 @@ fn condition_parts() -> Vec<(&'static str, RefOr<Schema>)> {
             .description(Some("No data (of `property`, or of the device at all) for at least `seconds`."))
             .into(),
         ),
+        (
+            "DemandCondition",
+            closed_object(
+                vec![
+                    ("property", property_name()),
+                    ("op", string_enum(&["demand"])),
+                    (
+                        "interval_minutes",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .enum_values(Some([15, 30, 45, 60]))
+                            .description(Some("The demand interval, aligned to the factory's local clock. Default 15."))
+                            .into(),
+                    ),
+                    (
+                        "when",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(["completed", "projected"]))
+                            .description(Some(
+                                "`completed` (default): the last completed interval, as billed; `projected`: the \
+                                 running interval's energy so far plus the latest power held to its end.",
+                            ))
+                            .into(),
+                    ),
+                    ("compare", string_enum(&COMPARE_OPS)),
+                    ("value", number()),
+                ],
+                &["property", "op", "compare", "value"],
+            )
+            .description(Some(
+                "The average power in kW of a power property (annotated quantity `power`, converted from its unit) \
+                 over a demand interval, compared with `compare` / `value`. Responses always carry \
+                 `interval_minutes` and `when`.",
+            ))
+            .into(),
+        ),
+        (
+            "IdleCondition",
+            closed_object(vec![("op", string_enum(&["idle"]))], &["op"])
+                .description(Some(
+                    "The device is idle by its energy configuration: its state property shows idle, off or setup, \
+                     or its power is below its `idle_below_kw`.",
+                ))
+                .into(),
+        ),
         ("AllCondition", list("all", "True when every condition is true.")),
         ("AnyCondition", list("any", "True when at least one condition is true.")),
         ("NotCondition", closed_object(vec![("not", condition())], &["not"]).description(Some("The negation.")).into()),
@@ -919,7 +1054,7 @@ fn condition_parts() -> Vec<(&'static str, RefOr<Schema>)> {
 impl PartialSchema for Condition {
     fn schema() -> RefOr<Schema> {
         let mut one_of = OneOfBuilder::new().description(Some(
-            "A condition: a leaf (compare, range, rate of change, stale) or a combinator (`all`, `any`, `not`); \
+            "A condition: a leaf (compare, range, rate of change, stale, demand, idle) or a combinator (`all`, `any`, `not`); \
              non-empty lists, nesting depth ≤ 16, ≤ 256 leaves.",
         ));
         for (name, _) in condition_parts() {

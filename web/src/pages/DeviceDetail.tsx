@@ -15,7 +15,7 @@ import { useToast } from "../ui/toast";
 import { loadPins, savePins } from "./data";
 import { DeviceForm } from "./Devices";
 import { NotFound } from "./NotFound";
-import { EnergyConfigCard, SemanticsDialog, StatesCard, SuggestionButton, isQuantity, semanticsText, type SemanticProperty } from "./DeviceEnergy";
+import { EnergyConfigCard, SemanticsDialog, StatesCard, SuggestionButton, isQuantity, isStateProperty, semanticsText, type SemanticProperty } from "./DeviceEnergy";
 import type { Quantity } from "../energy/shape";
 
 export function DeviceDetail() {
@@ -347,7 +347,8 @@ function PropertiesCard({
                       <div className="small muted">{l ? fmtAgo(new Date(l.ts).toISOString()) : ""}</div>
                     </td>
                     <td>
-                      {can("devices:write") && !isQuantity((p as SemanticProperty).quantity) ? (
+                      {/* States have no unit: no free-text box for them, annotated or discovered. */}
+                      {can("devices:write") && !isQuantity((p as SemanticProperty).quantity) && !isStateProperty(p as SemanticProperty) ? (
                         <form
                           className="row"
                           onSubmit={(e) => {

@@ -134,7 +134,7 @@ export function SemanticsDialog({ p, initial, onClose, onSaved }: { p: SemanticP
               </option>
             ))}
           </SelectField>
-          {quantity === "" || units === null ? (
+          {state && quantity === "" ? null : quantity === "" || units === null ? (
             <TextField label="Unit" value={unit} onChange={(e) => setUnit(e.target.value)} error={errors["unit"]} placeholder={quantity === "production_count" ? "pcs, bottles, …" : "free text"} />
           ) : units.length > 0 ? (
             <SelectField label="Unit" value={unit} onChange={(e) => setUnit(e.target.value)} error={errors["unit"]} data-testid="semantics-unit">

@@ -16,6 +16,8 @@ const LABELS: Record<string, string> = {
   outside: "outside",
   rate_of_change: "rate of change",
   stale: "no data for",
+  demand: "demand (kW)",
+  idle: "idle (energy config)",
 };
 
 export function ConditionEditor(props: Props) {
@@ -120,6 +122,7 @@ function LeafView({
   return (
     <div>
       <div className="cond-leaf" data-path={path}>
+        {leaf.op !== "idle" && (
         <input
           className="prop"
           list="rule-properties"
@@ -130,6 +133,7 @@ function LeafView({
           aria-invalid={invalid("property")}
           onChange={(e) => set({ property: e.target.value })}
         />
+        )}
         <select aria-label="Operator" value={leaf.op} disabled={readOnly} onChange={(e) => set({ op: e.target.value as LeafNode["op"] })}>
           {LEAF_OPS.map((op) => (
             <option key={op} value={op}>
@@ -169,6 +173,30 @@ function LeafView({
             <span className="muted">seconds</span>
           </>
         )}
+        {leaf.op === "demand" && (
+          <>
+            <span className="muted">over</span>
+            <select aria-label="Demand interval" value={leaf.intervalMinutes} disabled={readOnly} aria-invalid={invalid("interval_minutes")} onChange={(e) => set({ intervalMinutes: e.target.value })}>
+              {["15", "30", "45", "60"].map((m) => (
+                <option key={m} value={m}>
+                  {m} min
+                </option>
+              ))}
+            </select>
+            <select aria-label="Demand interval judged" value={leaf.when} disabled={readOnly} onChange={(e) => set({ when: e.target.value as LeafNode["when"] })}>
+              <option value="completed">completed (billed)</option>
+              <option value="projected">projected (running)</option>
+            </select>
+            <select aria-label="Compare" value={leaf.compare} disabled={readOnly} onChange={(e) => set({ compare: e.target.value as CompareOp })}>
+              {COMPARE_OPS.map((op) => (
+                <option key={op}>{op}</option>
+              ))}
+            </select>
+            <input aria-label="Value" inputMode="decimal" placeholder="kW" value={leaf.value} disabled={readOnly} aria-invalid={invalid("value")} onChange={(e) => set({ value: e.target.value })} />
+            <span className="muted">kW</span>
+          </>
+        )}
+        {leaf.op === "idle" && <span className="muted">by the device's energy settings (state or power below its idle threshold); use “for” to say how long</span>}
         {(COMPARE_OPS as string[]).includes(leaf.op) && (
           <input aria-label="Value" placeholder="value or true/false" value={leaf.value} disabled={readOnly} aria-invalid={invalid("value")} onChange={(e) => set({ value: e.target.value })} />
         )}

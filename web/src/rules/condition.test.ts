@@ -16,6 +16,29 @@ const example: Condition = {
   ],
 };
 
+describe("energy leaves", () => {
+  const energy: Condition = {
+    any: [
+      { property: "power_kw", op: "demand", interval_minutes: 15, when: "projected", compare: ">", value: 800 },
+      { op: "idle" },
+    ],
+  };
+
+  it("round-trips demand and idle", () => {
+    expect(toJson(fromJson(energy))).toEqual(energy);
+  });
+
+  it("builds a demand leaf from the editor's defaults", () => {
+    const leaf = { ...newLeaf("power_kw"), op: "demand" as const, value: "800" };
+    expect(toJson(leaf)).toEqual({ property: "power_kw", op: "demand", interval_minutes: 15, when: "completed", compare: ">", value: 800 });
+    expect(toJson({ ...leaf, op: "idle" })).toEqual({ op: "idle" });
+  });
+
+  it("describes them", () => {
+    expect(describeCondition(energy)).toBe("(projected 15-min demand of power_kw > 800 kW OR device idle)");
+  });
+});
+
 describe("condition tree ↔ JSON", () => {
   it("round-trips the API's nested AND/OR shape", () => {
     expect(toJson(fromJson(example))).toEqual(example);

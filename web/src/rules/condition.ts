@@ -2,7 +2,7 @@
 import type { CompareOp, Condition } from "../api/types";
 
 export const COMPARE_OPS: CompareOp[] = [">", ">=", "<", "<=", "==", "!="];
-export const LEAF_OPS = [...COMPARE_OPS, "between", "outside", "rate_of_change", "stale"] as const;
+export const LEAF_OPS = [...COMPARE_OPS, "between", "outside", "rate_of_change", "stale", "demand", "idle"] as const;
 export type LeafOp = (typeof LEAF_OPS)[number];
 
 export interface LeafNode {
@@ -18,6 +18,9 @@ export interface LeafNode {
   compare: CompareOp;
   per: "second" | "minute" | "hour";
   seconds: string;
+  /** Demand interval in minutes (15, 30, 45, 60). */
+  intervalMinutes: string;
+  when: "completed" | "projected";
 }
 export interface GroupNode {
   id: string;
@@ -35,7 +38,7 @@ let seq = 0;
 export const newId = () => `c${++seq}`;
 
 export function newLeaf(property = ""): LeafNode {
-  return { id: newId(), kind: "leaf", property, op: ">", value: "", min: "", max: "", windowSeconds: "60", compare: ">", per: "minute", seconds: "300" };
+  return { id: newId(), kind: "leaf", property, op: ">", value: "", min: "", max: "", windowSeconds: "60", compare: ">", per: "minute", seconds: "300", intervalMinutes: "15", when: "completed" };
 }
 
 export function newGroup(kind: "all" | "any" = "all", children: CondNode[] = [newLeaf()]): GroupNode {
@@ -75,6 +78,10 @@ export function toJson(node: CondNode): Condition {
           return { property, op: "rate_of_change", window_seconds: num(node.windowSeconds), compare: node.compare, value: num(node.value), per: node.per } as Condition;
         case "stale":
           return (property ? { property, op: "stale", seconds: num(node.seconds) } : { op: "stale", seconds: num(node.seconds) }) as Condition;
+        case "demand":
+          return { property, op: "demand", interval_minutes: num(node.intervalMinutes), when: node.when, compare: node.compare, value: num(node.value) } as Condition;
+        case "idle":
+          return { op: "idle" };
         default:
           return { property, op: node.op, value: scalar(node.value) } as Condition;
       }
@@ -101,6 +108,8 @@ export function fromJson(c: Condition | null | undefined): CondNode {
   if (typeof l.compare === "string") leaf.compare = l.compare as CompareOp;
   if (l.per === "second" || l.per === "minute" || l.per === "hour") leaf.per = l.per;
   if (l.seconds !== undefined) leaf.seconds = str(l.seconds);
+  if (l.interval_minutes !== undefined) leaf.intervalMinutes = str(l.interval_minutes);
+  if (l.when === "completed" || l.when === "projected") leaf.when = l.when;
   return leaf;
 }
 
@@ -128,7 +137,7 @@ export function updateNode(root: CondNode, id: string, next: CondNode | null): C
 
 /** Property names the condition reads. */
 export function properties(node: CondNode): string[] {
-  if (node.kind === "leaf") return node.property.trim() ? [node.property.trim()] : [];
+  if (node.kind === "leaf") return node.op !== "idle" && node.property.trim() ? [node.property.trim()] : [];
   if (node.kind === "not") return properties(node.child);
   return [...new Set(node.children.flatMap(properties))];
 }
@@ -148,6 +157,10 @@ export function describeCondition(c: Condition): string {
       return `Δ${str(l.property)} ${str(l.compare)} ${str(l.value)}/${str(l.per ?? "second")}`;
     case "stale":
       return `${l.property ? str(l.property) : "device"} silent ${str(l.seconds)}s`;
+    case "demand":
+      return `${l.when === "projected" ? "projected " : ""}${str(l.interval_minutes ?? 15)}-min demand of ${str(l.property)} ${str(l.compare)} ${str(l.value)} kW`;
+    case "idle":
+      return "device idle";
     default:
       return `${str(l.property)} ${str(l.op)} ${str(l.value)}`;
   }
