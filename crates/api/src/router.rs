@@ -36,6 +36,8 @@ pub struct AppState {
     pub ingestor: factoryops_ingest::Ingestor,
     /// Groups, energy settings and the energy computations.
     pub energy: factoryops_energy::service::EnergyService,
+    /// Dashboards as data, the factory default and users' home dashboards.
+    pub dashboards: factoryops_dashboards::DashboardStore,
     pub store: Arc<dyn factoryops_tsdb::TelemetryStore>,
     pub bus: Arc<dyn factoryops_platform::bus::EventBus>,
     /// Closes a device's MQTT connections; `None` when this process runs no MQTT endpoint.
@@ -74,6 +76,7 @@ pub struct AppState {
         (name = "alerts", description = "The alert inbox and lifecycle"),
         (name = "notifications", description = "Email and WhatsApp deliveries, dead letters, preferences"),
         (name = "energy", description = "Device groups, energy settings (tariff, shifts, emission factor), consumption, cost, CO2, peak demand, ranking"),
+        (name = "dashboards", description = "Dashboards as data: own and shared dashboards, the factory default, each user's home dashboard"),
     )
 )]
 pub struct ApiDoc;
@@ -106,6 +109,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::routes::rules::routes())
         .merge(crate::routes::notifications::routes())
         .merge(crate::routes::energy::routes())
+        .merge(crate::routes::dashboards::routes())
 }
 
 /// The OpenAPI document as generated from the code (checked in as `docs/openapi.json`).

@@ -99,6 +99,7 @@ pub async fn open_database(config: &Config) -> Result<Database, StartError> {
         &factoryops_rules::MIGRATIONS,
         &factoryops_notify::MIGRATIONS,
         &factoryops_energy::MIGRATIONS,
+        &factoryops_dashboards::MIGRATIONS,
     ])
     .await?;
     Ok(db)
@@ -328,6 +329,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             notify_wake: worker.wake(),
             ingestor: ingestor.clone(),
             energy: energy.clone(),
+            dashboards: factoryops_dashboards::DashboardStore::new(db.clone()),
             store: store.clone(),
             bus: bus.clone(),
             mqtt: mqtt.as_ref().map(MqttServer::handle),

@@ -109,6 +109,11 @@ async fn unknown_fields_are_rejected_on_every_route(db: TestDatabase) {
         .await;
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "quiet_hours.tz", "{problem}");
+    let dashboard = json!({"name": "d", "widgets": [{"type": "alerts", "title": "a"},
+                           {"type": "alerts", "title": "b", "layout": {"x": 0, "y": 0, "w": 1, "h": 1, "zzz": 1}}]});
+    let (status, problem) = app.post(&format!("/api/v1/factories/{FACTORY}/dashboards"), Some(&admin), dashboard).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "widgets[1].layout.zzz", "{problem}");
     app.stop().await;
 }
 

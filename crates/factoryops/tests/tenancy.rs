@@ -101,6 +101,17 @@ fn matrix() -> Vec<Case> {
         case(M::POST, "/notifications/test", Some(json!({"channel": "email", "to": "intruder@evil.example"}))),
         case(M::GET, "/notification-preferences", None),
         case(M::PUT, "/notification-preferences", Some(json!({"email": false, "whatsapp": false}))),
+        case(M::GET, "/dashboards", None),
+        case(
+            M::POST,
+            "/dashboards",
+            Some(json!({"name": "intruder", "widgets": [{"type": "alerts", "title": "x", "device_id": "{device}"}]})),
+        ),
+        case(M::GET, "/dashboards/home", None),
+        case(M::PUT, "/dashboards/home", Some(json!({"dashboard_id": "{dashboard}"}))),
+        case(M::GET, "/dashboards/{dashboard}", None),
+        case(M::PUT, "/dashboards/{dashboard}", Some(json!({"name": "hijacked", "shared": true}))),
+        case(M::DELETE, "/dashboards/{dashboard}", None),
         case(M::GET, "/groups", None),
         case(M::POST, "/groups", Some(json!({"name": "intruder", "devices": ["{device}"]}))),
         case(M::GET, "/groups/{group}", None),
@@ -148,6 +159,7 @@ fn matrix() -> Vec<Case> {
 }
 
 struct Tenant {
+    dashboard_id: String,
     group_id: String,
     baseline_id: String,
     rule_id: String,
@@ -234,7 +246,18 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
     assert_eq!(status, 200, "{config}");
     // A baseline: fitting one needs days of data, so it is written through the store.
     let baseline_id = baseline_fixture(app, factory, &device).await;
+    let (status, dashboard) = app
+        .post(
+            &format!("/api/v1/factories/{factory}/dashboards"),
+            Some(&admin),
+            json!({"name": "Hall 1", "shared": true, "default": true, "widgets": [
+                {"type": "value", "title": "Power", "device_id": device, "property": "power_kw"},
+                {"type": "energy_bars", "title": "Hall", "group_id": group["id"]}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{dashboard}");
     Tenant {
+        dashboard_id: dashboard["id"].as_str().unwrap().into(),
         baseline_id,
         group_id: group["id"].as_str().unwrap().into(),
         rule_id: rule["id"].as_str().unwrap().into(),
@@ -305,10 +328,11 @@ async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
     let shifts = app.get(&format!("/api/v1/factories/{factory}/energy/shifts"), Some(&t.admin)).await.1;
     let factor = app.get(&format!("/api/v1/factories/{factory}/energy/emission-factor"), Some(&t.admin)).await.1;
     let baselines = app.get(&format!("/api/v1/factories/{factory}/energy/baselines"), Some(&t.admin)).await.1;
+    let dashboards = app.get(&format!("/api/v1/factories/{factory}/dashboards"), Some(&t.admin)).await.1;
     json!({ "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
             "rules": rules["items"], "alerts": alerts["items"], "notifications": notifications["items"], "prefs": prefs,
             "groups": groups["items"], "energy_config": energy_config, "tariff": tariff, "shifts": shifts, "factor": factor,
-            "baselines": baselines })
+            "baselines": baselines, "dashboards": dashboards["items"] })
 }
 
 async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
@@ -329,6 +353,7 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
                 .replace("{alert}", &b.alert_id)
                 .replace("{notification}", &b.notification_id)
                 .replace("{group}", &b.group_id)
+                .replace("{dashboard}", &b.dashboard_id)
                 .replace("{baseline}", &b.baseline_id)
         };
         let with_b_ids = fill(case.path);
@@ -361,6 +386,31 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
         app.get(&format!("/api/v1/factories/plant-a/notifications?alert_id={}", b.alert_id), Some(&a.admin)).await;
     assert_eq!(status, 200);
     assert_eq!(log["items"], json!([]));
+
+    // Dashboards: B's device, group and dashboard ids in A's own bodies look missing (422),
+    // and A's home never resolves to B's default.
+    let widgets = [
+        json!({"type": "value", "title": "x", "device_id": b.device, "property": "power_kw"}),
+        json!({"type": "status_grid", "title": "x", "group_id": b.group_id}),
+    ];
+    for widget in widgets {
+        let (status, problem) = app
+            .post("/api/v1/factories/plant-a/dashboards", Some(&a.admin), json!({"name": "x", "widgets": [widget]}))
+            .await;
+        assert_eq!(status, 422, "{problem}");
+        assert!(problem["errors"][0]["message"].as_str().unwrap().starts_with("no such"), "{problem}");
+    }
+    let (status, problem) = app
+        .send(
+            Method::PUT,
+            "/api/v1/factories/plant-a/dashboards/home",
+            Some(&a.viewer),
+            Some(json!({"dashboard_id": b.dashboard_id})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (_, home) = app.get("/api/v1/factories/plant-a/dashboards/home", Some(&a.viewer)).await;
+    assert_eq!(home["dashboard"]["id"], a.dashboard_id.as_str());
 
     // MQTT: A's device cannot log in as B's, nor publish into B's topic.
     let (_, mut el) = common::mqtt::client(app.mqtt_port, &format!("plant-b/{}", b.device), &a.secret);
