@@ -307,7 +307,6 @@ async fn shutdown_gives_running_jobs_back_without_spending_an_attempt(db: TestDa
     let runtime = f.runtime("w1", &[("export", Arc::new(Gated { gate: Arc::new(Notify::new()) }))]);
     let job = f.submit("export", 1).await;
     f.wait(&job.id, "running", |j| j.status == "running").await;
-    assert_eq!(runtime.running(), 1);
     assert!(runtime.shutdown(Duration::from_secs(5)).await, "the handler stopped at its checkpoint");
     let released = f.jobs.get(&plant(), &job.id).await.unwrap().unwrap();
     assert_eq!((released.status, released.attempts), ("queued", 0));
