@@ -22,6 +22,15 @@ if ! command -v cargo-nextest >/dev/null; then
   cargo install cargo-nextest --locked
 fi
 
+# s3s-fs: a real S3-compatible server for the object store's tests (each test starts its
+# own on a free port, factoryops_testkit::s3). Pinned: 0.14.1 is the newest release that
+# builds with the rustc 1.95 these machines have (later ones need 1.96).
+S3S_FS_VERSION=0.14.1
+if [[ "$(s3s-fs --version 2>/dev/null)" != *"$S3S_FS_VERSION"* ]]; then
+  log "installing s3s-fs $S3S_FS_VERSION"
+  cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --quiet
+fi
+
 # The in-process SMTP server of the notification tests links the system OpenSSL.
 apt_install libssl-dev pkg-config
 

@@ -96,6 +96,21 @@ impl Problem {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
     }
 
+    /// 503 for work that needs the object store while it is down (HLD §10.5): it names the
+    /// storage (`dependency: object_store`) so a client can tell it from a general outage,
+    /// and asks to retry later. Telemetry and rules routes never answer this.
+    pub fn storage_unavailable(detail: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(30),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage-unavailable",
+                format!("the object store is unavailable, so this cannot run now: {}", detail.into()),
+            )
+        }
+        .with("dependency", "object_store")
+    }
+
     /// A server-side failure. The cause is logged, never sent to the client.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -120,6 +135,20 @@ impl Problem {
             _ => ("internal", "an internal error occurred"),
         };
         Self::new(status, kind, detail)
+    }
+}
+
+/// Object store failures as problems: a missing object is a 404, storage down a 503
+/// naming storage, a conflicting write a 409; a malformed key is our bug (500).
+impl From<factoryops_objstore::StoreError> for Problem {
+    fn from(error: factoryops_objstore::StoreError) -> Self {
+        use factoryops_objstore::StoreError;
+        match error {
+            StoreError::NotFound(_) => Problem::not_found("no such file"),
+            StoreError::Unavailable(detail) => Problem::storage_unavailable(detail),
+            StoreError::Exists(key) => Problem::conflict(format!("{key} already exists with other content")),
+            e @ StoreError::InvalidKey(_) => Problem::internal(&e),
+        }
     }
 }
 
@@ -285,5 +314,19 @@ mod tests {
         assert_eq!(p.errors[0].field, "name");
         assert!(p.errors[0].message.starts_with("invalid type"), "{:?}", p.errors);
         assert!(!p.errors[0].message.contains("line"), "{:?}", p.errors);
+    }
+
+    #[test]
+    fn storage_down_is_a_503_naming_storage() {
+        let p = Problem::from(factoryops_objstore::StoreError::Unavailable("S3 get: connection refused".into()));
+        assert_eq!(p.status, 503);
+        assert_eq!(p.type_uri, "urn:factoryops:problem:storage-unavailable");
+        assert_eq!(p.retry_after, Some(30));
+        assert_eq!(p.extensions["dependency"], "object_store");
+        assert!(p.detail.contains("object store is unavailable") && p.detail.contains("connection refused"));
+        let response = p.into_response();
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "30");
+        assert_eq!(Problem::from(factoryops_objstore::StoreError::NotFound("k".into())).status, 404);
+        assert_eq!(Problem::from(factoryops_objstore::StoreError::Exists("k".into())).status, 409);
     }
 }

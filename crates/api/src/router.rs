@@ -52,6 +52,20 @@ pub struct AppState {
     pub readiness: Arc<Vec<Arc<dyn ReadinessCheck>>>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    /// Datasets, results, models and reports (already wrapped with metrics).
+    pub objects: Arc<dyn factoryops_objstore::ObjectStore>,
+    /// Whether the object store answers; routes that start work needing it ask
+    /// [`AppState::require_storage`] first.
+    pub storage: factoryops_objstore::health::StorageStatus,
+    /// Submit, read, cancel and retry jobs (datasets, runs, reports), factory-scoped.
+    pub jobs: factoryops_jobs::Jobs,
+}
+
+impl AppState {
+    /// `Err(503 storage-unavailable)` while the object store is down (HLD §10.5).
+    pub fn require_storage(&self) -> Result<(), crate::Problem> {
+        self.storage.ensure_available().map_err(crate::Problem::from)
+    }
 }
 
 #[derive(OpenApi)]

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 use factoryops_db::idempotency::{self, Claim, IdempotencyStore, KeyScope, StoredResponse};
-use factoryops_db::jobs::{JobQueue, JobStatus, NewJob};
+use factoryops_db::jobs::{CancelOutcome, JobQueue, JobStatus, NewJob};
 use factoryops_db::{Database, MIGRATIONS, outbox};
 use factoryops_platform::bus::{EventBus, MemoryBus, topics};
 use factoryops_testkit::{Backend, TestDatabase, backend_matrix};
@@ -34,7 +34,7 @@ async fn migrations_are_idempotent_and_sqlite_uses_wal(db: TestDatabase) {
     }
 }
 
-async fn jobs_lease_retry_and_die(db: TestDatabase) {
+async fn jobs_lease_retry_and_fail(db: TestDatabase) {
     let queue = JobQueue::new(open(&db).await);
     let id = queue.enqueue(job("report", None), 1_000).await.unwrap();
     assert!(queue.claim(&["other"], "w1", 10_000, 1_000).await.unwrap().is_none());
@@ -42,25 +42,87 @@ async fn jobs_lease_retry_and_die(db: TestDatabase) {
     let claimed = queue.claim(&["report"], "w1", 10_000, 1_000).await.unwrap().unwrap();
     assert_eq!(claimed.id, id);
     assert_eq!(claimed.status, JobStatus::Running);
-    assert_eq!(claimed.attempts, 1);
+    assert_eq!((claimed.attempts, claimed.started_at, claimed.created_at), (1, Some(1_000), 1_000));
     assert_eq!(claimed.payload["report"], 1);
     // Leased: nobody else gets it until the lease runs out.
     assert!(queue.claim(&["report"], "w2", 10_000, 5_000).await.unwrap().is_none());
+    assert!(queue.report(&id, "w1", 0.25, &["step 1".into()], 5_500).await.unwrap());
+    let hb = queue.heartbeat(&id, "w1", 10_000, 5_600).await.unwrap();
+    assert!(hb.held && !hb.cancel_requested);
 
-    assert_eq!(queue.fail(&id, "w1", "boom", 20_000, 6_000).await.unwrap(), Some(JobStatus::Queued));
+    assert_eq!(queue.fail(&id, "w1", "boom", Some(20_000), 6_000).await.unwrap(), Some(JobStatus::Queued));
     assert!(queue.claim(&["report"], "w2", 10_000, 19_999).await.unwrap().is_none(), "not before run_after");
     let again = queue.claim(&["report"], "w2", 10_000, 20_000).await.unwrap().unwrap();
     assert_eq!(again.attempts, 2);
     assert_eq!(again.last_error.as_deref(), Some("boom"));
-    // The old owner lost the lease and cannot complete it.
-    assert!(!queue.complete(&id, "w1", 20_001).await.unwrap());
-    assert_eq!(queue.fail(&id, "w2", "boom again", 30_000, 21_000).await.unwrap(), Some(JobStatus::Dead));
+    assert_eq!((again.progress, again.log.clone()), (0.25, vec!["step 1".to_string()]));
+    // The old owner lost the lease and cannot complete it, nor heartbeat.
+    assert!(!queue.complete(&id, "w1", None, 20_001).await.unwrap());
+    assert!(!queue.heartbeat(&id, "w1", 10_000, 20_001).await.unwrap().held);
+    assert_eq!(queue.fail(&id, "w2", "boom again", Some(30_000), 21_000).await.unwrap(), Some(JobStatus::Failed));
+    let failed = queue.get(&id).await.unwrap().unwrap();
+    assert_eq!((failed.finished_at, failed.last_error.as_deref()), (Some(21_000), Some("boom again")));
     assert!(queue.claim(&["report"], "w3", 10_000, 99_000).await.unwrap().is_none());
 
-    assert!(queue.retry_dead(&id, 100_000).await.unwrap());
+    // A manual retry keeps the payload and starts a fresh budget.
+    assert!(queue.retry(&id, 100_000).await.unwrap());
     let revived = queue.claim(&["report"], "w3", 10_000, 100_000).await.unwrap().unwrap();
-    assert!(queue.complete(&id, "w3", 100_001).await.unwrap());
-    assert_eq!(queue.get(&revived.id).await.unwrap().unwrap().status, JobStatus::Succeeded);
+    assert_eq!((revived.attempts, revived.payload.clone()), (1, serde_json::json!({ "report": 1 })));
+    let output = serde_json::json!({ "rows": 3 });
+    assert!(queue.complete(&id, "w3", Some(&output), 100_001).await.unwrap());
+    let done = queue.get(&revived.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!((done.progress, done.output, done.finished_at), (1.0, Some(output), Some(100_001)));
+    assert!(!queue.retry(&id, 100_002).await.unwrap(), "only failed or cancelled jobs are retried");
+
+    // A permanent error fails at once, whatever the attempts left.
+    let id = queue.enqueue(NewJob { max_attempts: 5, ..job("report", None) }, 0).await.unwrap();
+    queue.claim(&["report"], "w1", 10_000, 200_000).await.unwrap().unwrap();
+    assert_eq!(queue.fail(&id, "w1", "bad parameters", None, 200_001).await.unwrap(), Some(JobStatus::Failed));
+}
+
+async fn cancel_queued_at_once_and_running_on_request(db: TestDatabase) {
+    let queue = JobQueue::new(open(&db).await);
+    let factory = FactoryId::parse("plant-a").unwrap();
+    let queued = queue.enqueue(job("report", None), 0).await.unwrap();
+    assert_eq!(queue.cancel(&queued, 10).await.unwrap(), Some(CancelOutcome::Cancelled));
+    assert_eq!(queue.get(&queued).await.unwrap().unwrap().status, JobStatus::Cancelled);
+    assert!(queue.claim(&["report"], "w1", 1_000, 20).await.unwrap().is_none());
+
+    let running = queue.enqueue(job("report", None), 0).await.unwrap();
+    queue.claim(&["report"], "w1", 1_000, 20).await.unwrap().unwrap();
+    assert_eq!(queue.cancel(&running, 30).await.unwrap(), Some(CancelOutcome::Requested));
+    assert!(queue.heartbeat(&running, "w1", 1_000, 40).await.unwrap().cancel_requested);
+    assert!(queue.mark_cancelled(&running, "w1", 50).await.unwrap());
+    assert_eq!(queue.cancel(&running, 60).await.unwrap(), Some(CancelOutcome::AlreadyFinished(JobStatus::Cancelled)));
+    assert_eq!(queue.cancel("no-such-job", 60).await.unwrap(), None);
+    // Factory scope: another factory's job is not found.
+    assert!(queue.get_in(&factory, &running).await.unwrap().is_some());
+    assert!(queue.get_in(&FactoryId::parse("plant-b").unwrap(), &running).await.unwrap().is_none());
+    assert_eq!(queue.list_in(&factory, "report", 10).await.unwrap().len(), 2);
+}
+
+async fn a_dead_workers_job_is_retried_or_failed_never_stuck(db: TestDatabase) {
+    let queue = JobQueue::new(open(&db).await);
+    let one_shot = queue.enqueue(NewJob { max_attempts: 1, ..job("x", None) }, 0).await.unwrap();
+    let cancelled = queue.enqueue(NewJob { max_attempts: 3, ..job("x", None) }, 0).await.unwrap();
+    queue.claim(&["x"], "dead", 1_000, 0).await.unwrap().unwrap();
+    queue.claim(&["x"], "dead", 1_000, 0).await.unwrap().unwrap();
+    queue.cancel(&cancelled, 10).await.unwrap();
+    // Lease still valid: nothing to sweep.
+    assert_eq!(queue.sweep(&["x"], 500).await.unwrap(), Default::default());
+    let sweep = queue.sweep(&["x"], 1_001).await.unwrap();
+    assert_eq!((sweep.failed, sweep.cancelled), (vec![one_shot.clone()], vec![cancelled.clone()]));
+    let failed = queue.get(&one_shot).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert!(failed.last_error.unwrap().contains("worker stopped"));
+    assert_eq!(queue.get(&cancelled).await.unwrap().unwrap().status, JobStatus::Cancelled);
+    // Released on shutdown: queued again without spending the attempt.
+    let released = queue.enqueue(job("y", None), 0).await.unwrap();
+    queue.claim(&["y"], "w1", 1_000, 0).await.unwrap().unwrap();
+    assert!(queue.release(&released, "w1", 5).await.unwrap());
+    let job = queue.get(&released).await.unwrap().unwrap();
+    assert_eq!((job.status, job.attempts), (JobStatus::Queued, 0));
 }
 
 async fn expired_lease_is_reclaimed_after_restart(db: TestDatabase) {
@@ -224,7 +286,9 @@ backend_matrix!(
     idempotency_keys_replay_conflict_and_expire,
     read_then_write_transactions_never_fail_or_lose_updates,
     migrations_are_idempotent_and_sqlite_uses_wal,
-    jobs_lease_retry_and_die,
+    jobs_lease_retry_and_fail,
+    cancel_queued_at_once_and_running_on_request,
+    a_dead_workers_job_is_retried_or_failed_never_stuck,
     expired_lease_is_reclaimed_after_restart,
     idempotency_key_returns_the_same_job,
     concurrent_workers_never_share_a_job,

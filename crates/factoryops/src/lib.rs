@@ -3,7 +3,9 @@
 
 mod components;
 mod energy;
+mod jobs;
 mod notify;
+mod objects;
 mod rules;
 mod server;
 pub mod simulate;

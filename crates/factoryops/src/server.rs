@@ -47,6 +47,8 @@ pub enum StartError {
     Tsdb(#[from] factoryops_tsdb::TsdbError),
     #[error("notifications: {0}")]
     Notify(#[from] crate::notify::NotifySetupError),
+    #[error("object store: {0}")]
+    ObjectStore(String),
     #[error("JWT secret in data_dir: {0}")]
     JwtSecret(std::io::Error),
     #[error("energy: {0}")]
@@ -139,6 +141,36 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     if let Some(health) = telemetry.health {
         crate::telemetry::announce_health(health, bus.clone(), clock.clone());
     }
+    // The object store (ADR 0018): its health is probed in the background; while it is
+    // down, work that needs it is refused and the operators are told, nothing else stops.
+    let objects = crate::objects::open(&config, &metrics)?;
+    let (storage, storage_monitor) = factoryops_objstore::health::StorageMonitor::start(
+        objects.clone(),
+        Duration::from_secs(config.object_store.check_interval_secs),
+        clock.clone(),
+        shutdown.token(),
+    )
+    .await;
+    crate::objects::announce_health(storage.subscribe(), bus.clone(), clock.clone(), &metrics);
+    // Long work runs as jobs (ADR 0018): every process can submit and follow them; the
+    // ones with the analytics or reports component run them.
+    let jobs_wake = factoryops_jobs::Wake::new();
+    let job_queue = factoryops_db::jobs::JobQueue::new(db.clone());
+    let jobs = factoryops_jobs::Jobs::new(job_queue.clone(), clock.clone(), jobs_wake.clone());
+    let job_runtime =
+        (components.contains(Component::Analytics) || components.contains(Component::Reports)).then(|| {
+            // Components register their job kinds' handlers on this runtime before it starts.
+            let runtime = factoryops_jobs::JobRuntime::new(
+                job_queue.clone(),
+                clock.clone(),
+                crate::jobs::runtime_config(&config),
+                jobs_wake.clone(),
+            );
+            if runtime.kinds().is_empty() {
+                tracing::info!("job runtime started with no job kinds registered yet");
+            }
+            runtime.start()
+        });
     let ingest_config = ingest_config(&config);
     let catalogue = Arc::new(
         PropertyCatalogue::new(db.clone(), ingest_config.max_properties_per_device)
@@ -341,6 +373,9 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             readiness: Arc::new(readiness),
             body_limit_bytes: config.http.body_limit_bytes,
             request_timeout: Duration::from_secs(config.http.request_timeout_secs),
+            objects: objects.clone(),
+            storage: storage.clone(),
+            jobs: jobs.clone(),
         };
         let listener = bind("http_addr", "FACTORYOPS_HTTP_ADDR", &config.http_addr).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
@@ -390,6 +425,13 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             clean &= deadline.run("stop energy persister", energy_persist).await;
             // Sends in flight finish (each bounded by its timeout); queued ones wait in the outbox.
             clean &= deadline.run("stop notifications", futures_join(notify_tasks)).await;
+            // Jobs stop claiming; running ones stop at a checkpoint or are released.
+            if let Some(runtime) = job_runtime {
+                let stopped = tokio::time::timeout(deadline.remaining(), runtime.shutdown(deadline.remaining() / 2));
+                let in_time = matches!(stopped.await, Ok(true));
+                tracing::info!(in_time, "job runtime stopped");
+                clean &= in_time;
+            }
             // 2. Flush: points become durable in part files, events committed to the outbox reach the bus.
             clean &= deadline
                 .run("flush tsdb", async {
@@ -401,6 +443,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             clean &= deadline.run("flush outbox", relay).await;
             clean &= deadline.run("stop checkpoints", checkpoints).await;
             clean &= deadline.run("stop idempotency purge", idempotency_purge).await;
+            clean &= deadline.run("stop storage monitor", storage_monitor).await;
             // 3. Close storage.
             clean &= deadline.run("close database", db.close()).await;
             tracing::info!(clean, "shutdown complete");

@@ -42,8 +42,9 @@ pub struct Config {
     /// The event bus; only the in-process one (`memory://`, the default) is built so far:
     /// `nats://…` is refused at start until its adapter exists.
     pub bus_url: Option<SecretUrl>,
-    /// Datasets, models and reports; no object store is built yet, so any value is refused
-    /// at start (`s3://…` and `file://…` are planned).
+    /// Datasets, models and reports (ADR 0018): unset = a directory `data_dir/objects`;
+    /// `file:///path`; or `s3://bucket?endpoint=http://host:9000&region=us-east-1&path_style=true`
+    /// with keys in `object_store.*`.
     pub object_store_url: Option<SecretUrl>,
     /// The platform root's first password; generated and printed once when unset.
     pub root_password: Option<Secret>,
@@ -71,6 +72,60 @@ pub struct Config {
     pub mqtt: MqttLimits,
     pub energy: EnergyConfig,
     pub rules: RulesLimits,
+    pub object_store: ObjectStoreConfig,
+    pub jobs: JobsConfig,
+}
+
+/// The object store's credentials and limits (`object_store_url` picks the adapter).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreConfig {
+    /// S3 access key id and secret; both or neither (neither = the instance's credentials).
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    /// Deadline of one store operation: a stopped server fails calls after this, never hangs them.
+    pub timeout_secs: u64,
+    /// How often storage health is probed (new work is refused while it is down).
+    pub check_interval_secs: u64,
+}
+
+impl Default for ObjectStoreConfig {
+    fn default() -> Self {
+        Self { access_key_id: None, secret_access_key: None, timeout_secs: 10, check_interval_secs: 15 }
+    }
+}
+
+/// The job runtime (crates/jobs, ADR 0018).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs of one kind running at once in this process, by kind (e.g. `{ dataset_export = 2 }`);
+    /// kinds not listed run `default_concurrency` at a time.
+    pub concurrency: std::collections::BTreeMap<String, usize>,
+    pub default_concurrency: usize,
+    /// Threads for CPU-heavy job work at once; the rest of the machine stays with ingestion and rules.
+    pub cpu_threads: usize,
+    /// A running job's lease; a worker that dies loses its jobs after this.
+    pub lease_secs: u64,
+    /// How often an idle runtime looks for due jobs (new jobs of this process wake it at once).
+    pub poll_interval_ms: u64,
+    /// First retry delay of a failed attempt; doubles per attempt up to `backoff_max_secs`.
+    pub backoff_base_secs: u64,
+    pub backoff_max_secs: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: std::collections::BTreeMap::new(),
+            default_concurrency: 1,
+            cpu_threads: 1,
+            lease_secs: 60,
+            poll_interval_ms: 1_000,
+            backoff_base_secs: 10,
+            backoff_max_secs: 600,
+        }
+    }
 }
 
 /// The energy computations (crates/energy, ADR 0015).
@@ -359,6 +414,8 @@ impl Default for Config {
             mqtt: MqttLimits::default(),
             energy: EnergyConfig::default(),
             rules: RulesLimits::default(),
+            object_store: ObjectStoreConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -468,7 +525,7 @@ impl Config {
             check_adapter("bus_url", url, &["memory"], &["nats"])?;
         }
         if let Some(url) = &self.object_store_url {
-            check_adapter("object_store_url", url, &[], &["s3", "file"])?;
+            check_adapter("object_store_url", url, &["s3", "file"], &[])?;
         }
         if let Some(url) = &self.smtp_url {
             check_scheme("smtp_url", url, &["smtp", "smtps"])?;
@@ -574,6 +631,21 @@ impl Config {
         }
         if self.http.body_limit_bytes < 1024 {
             return Err(ConfigError::new("http.body_limit_bytes", "must be at least 1024"));
+        }
+        if self.object_store.timeout_secs == 0 || self.object_store.check_interval_secs == 0 {
+            return Err(ConfigError::new("object_store.timeout_secs", "timeouts and intervals must be at least 1"));
+        }
+        if self.jobs.default_concurrency == 0 || self.jobs.cpu_threads == 0 {
+            return Err(ConfigError::new(
+                "jobs.cpu_threads",
+                "jobs.default_concurrency and jobs.cpu_threads must be at least 1",
+            ));
+        }
+        if self.jobs.lease_secs < 3 || self.jobs.poll_interval_ms == 0 || self.jobs.backoff_base_secs == 0 {
+            return Err(ConfigError::new(
+                "jobs.lease_secs",
+                "must be at least 3 (heartbeats run at a third of it); poll and backoff at least 1",
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| ConfigError::new("log_level", format!("not a valid filter: {e}")))?;
@@ -780,8 +852,7 @@ mod tests {
         for (var, value, key) in [
             ("FACTORYOPS_BUS_URL", "nats://127.0.0.1:4222", "bus_url"),
             ("FACTORYOPS_BUS_URL", "kafka://broker:9092", "bus_url"),
-            ("FACTORYOPS_OBJECT_STORE_URL", "s3://bucket?endpoint=http://minio:9000", "object_store_url"),
-            ("FACTORYOPS_OBJECT_STORE_URL", "file:///var/lib/factoryops/objects", "object_store_url"),
+            ("FACTORYOPS_OBJECT_STORE_URL", "gs://bucket", "object_store_url"),
             ("FACTORYOPS_TSDB_URL", "timescale://db", "tsdb_url"),
             ("FACTORYOPS_DATABASE_URL", "postgres://db/factoryops", "database_url"),
         ] {
@@ -792,17 +863,18 @@ mod tests {
         let e = Config::load_from(None, env(&[("FACTORYOPS_BUS_URL", "nats://127.0.0.1:4222")])).unwrap_err();
         assert!(e.to_string().contains("nats:// is not built into this binary yet"), "{e}");
         assert!(e.to_string().contains("memory://"), "{e}");
-        let e = Config::load_from(None, env(&[("FACTORYOPS_OBJECT_STORE_URL", "s3://bucket")])).unwrap_err();
-        assert!(e.to_string().contains("s3:// is not built into this binary yet; this build has none"), "{e}");
-        // What is built passes: the in-process bus named explicitly, InfluxDB, MariaDB.
+        // What is built passes: the in-process bus named explicitly, InfluxDB, MariaDB, S3 and a directory.
         let c = Config::load_from(
             None,
             env(&[
                 ("FACTORYOPS_BUS_URL", "memory://"),
                 ("FACTORYOPS_TSDB_URL", "http://127.0.0.1:8086?db=x"),
                 ("FACTORYOPS_DATABASE_URL", "mariadb://root@127.0.0.1/x"),
+                ("FACTORYOPS_OBJECT_STORE_URL", "s3://bucket?endpoint=http://minio:9000"),
             ]),
         );
+        assert!(c.is_ok(), "{:?}", c.err());
+        let c = Config::load_from(None, env(&[("FACTORYOPS_OBJECT_STORE_URL", "file:///var/lib/factoryops/objects")]));
         assert!(c.is_ok(), "{:?}", c.err());
     }
 
@@ -871,11 +943,13 @@ mod tests {
                 ("FACTORYOPS_SMTP_FROM", "alerts@example.com"),
                 ("FACTORYOPS_TWILIO_ACCOUNT_SID", "AC1"),
                 ("FACTORYOPS_TWILIO_FROM", "whatsapp:+14155238886"),
+                ("FACTORYOPS_OBJECT_STORE__ACCESS_KEY_ID", "s3keyid"),
+                ("FACTORYOPS_OBJECT_STORE__SECRET_ACCESS_KEY", "s3secretkey"),
             ]),
         )
         .unwrap();
         let out = c.to_masked_toml();
-        for secret in ["topsecretroot", "dbpass", "twiliotoken", "smtppass"] {
+        for secret in ["topsecretroot", "dbpass", "twiliotoken", "smtppass", "s3keyid", "s3secretkey"] {
             assert!(!out.contains(secret), "{secret} leaked in:\n{out}");
         }
         assert!(!format!("{c:?}").contains("dbpass"));

@@ -5,6 +5,7 @@
 //! skips the test with a loud message on a developer machine, and fails it in CI
 //! (`CI=true`), so CI never silently skips a backend.
 
+pub mod s3;
 pub mod smtp;
 pub mod tls;
 pub mod twilio;
