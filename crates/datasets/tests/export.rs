@@ -26,7 +26,10 @@ async fn run(store: &dyn TelemetryStore, q: &DatasetQuery, batch_values: usize) 
     (summary, bytes, seen)
 }
 
-fn read_back(bytes: Vec<u8>) -> (Vec<String>, Vec<i64>, Vec<Vec<Option<f64>>>, Vec<(String, String)>) {
+/// Column names, timestamps, value columns, key-value metadata.
+type ReadBack = (Vec<String>, Vec<i64>, Vec<Vec<Option<f64>>>, Vec<(String, String)>);
+
+fn read_back(bytes: Vec<u8>) -> ReadBack {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
     let meta = builder.metadata().file_metadata();
     let kv: Vec<(String, String)> = meta
@@ -94,8 +97,8 @@ async fn raw_export_reads_back_exactly_and_is_deterministic() {
     for (row, &t) in ts.iter().enumerate() {
         let dt = t - T0;
         let power = (dt % 10_000 == 0).then(|| (dt / 10_000) as f64 / 8.0);
-        let running = (dt % 20_000 == 0).then(|| if (dt / 20_000) % 2 == 0 { 1.0 } else { 0.0 });
-        let p2 = (dt % 600_000 == 5_000).then(|| -1.25 * (dt / 600_000) as f64);
+        let running = (dt % 20_000 == 0).then_some(if (dt / 20_000) % 2 == 0 { 1.0 } else { 0.0 });
+        let p2 = (dt % 600_000 == 5_000).then_some(-1.25 * (dt / 600_000) as f64);
         assert_eq!(cols[0][row], power, "press-1/power at row {row}");
         assert_eq!(cols[1][row], running, "press-1/running at row {row}");
         assert_eq!(cols[2][row], p2, "press-2/power at row {row}");
