@@ -8,7 +8,9 @@
 
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
 
-use crate::{Agg, Point, Sample, SeriesQuery, TelemetryStore, TsdbError, Value};
+use futures::TryStreamExt as _;
+
+use crate::{Agg, BulkBatch, BulkQuery, Point, Sample, SeriesQuery, TelemetryStore, TsdbError, Value};
 
 /// A base timestamp well inside every adapter's supported range (2025-01-01T00:00:00Z).
 pub const T0: i64 = 1_735_689_600_000;
@@ -230,6 +232,78 @@ pub async fn invalid_aggregation_interval(store: &dyn TelemetryStore) {
     }
 }
 
+/// Collects a bulk read, checking that its windows are consecutive and cover the range.
+pub async fn collect_bulk(store: &dyn TelemetryStore, fac: &FactoryId, q: &BulkQuery) -> Vec<Vec<Sample>> {
+    let batches: Vec<BulkBatch> = store.bulk_read(fac, q.clone()).try_collect().await.unwrap();
+    let mut at = q.from_ms;
+    let mut out = vec![Vec::new(); q.series.len()];
+    for b in batches {
+        // A bucket starts at an epoch multiple, so the first one may start before `from`.
+        assert_eq!(b.from_ms, at, "windows are consecutive");
+        assert!(b.to_ms > b.from_ms, "windows are not empty");
+        assert_eq!(b.series.len(), q.series.len(), "one entry per series");
+        for (o, s) in out.iter_mut().zip(b.series) {
+            assert!(s.iter().all(|x| x.ts_ms < b.to_ms), "samples (or bucket starts) before the window end");
+            o.extend(s);
+        }
+        at = b.to_ms;
+    }
+    assert_eq!(at, q.from_ms.max(q.to_ms), "windows cover the range");
+    out
+}
+
+pub async fn bulk_reads(store: &dyn TelemetryStore) {
+    let fac = factory("conf-bulk");
+    let mut pts: Vec<Point> = (0..100).map(|i| point("m1", "a", T0 + i * 1000, Value::Float(i as f64 * 0.5))).collect();
+    pts.extend((0..50).map(|i| point("m1", "b", T0 + i * 2000, Value::Bool(i % 3 == 0))));
+    pts.extend((0..10).map(|i| point("m2", "a", T0 + 500 + i * 10_000, Value::Float(-(i as f64)))));
+    store.write(&fac, &pts).await.unwrap();
+    store.write(&factory("conf-bulk-other"), &[point("m1", "a", T0, Value::Float(99.0))]).await.unwrap();
+    let series = vec![
+        (device("m1"), property("a")),
+        (device("m1"), property("b")),
+        (device("m2"), property("a")),
+        (device("m3"), property("a")),
+    ];
+    let raw =
+        BulkQuery { series: series.clone(), from_ms: T0, to_ms: T0 + 100_000, aggregation: None, batch_values: 20 };
+    let got = collect_bulk(store, &fac, &raw).await;
+    let want_a: Vec<Sample> = (0..100).map(|i| f(T0 + i * 1000, i as f64 * 0.5)).collect();
+    let want_b: Vec<Sample> =
+        (0..50).map(|i| Sample { ts_ms: T0 + i * 2000, value: Value::Bool(i % 3 == 0) }).collect();
+    let want_m2: Vec<Sample> = (0..10).map(|i| f(T0 + 500 + i * 10_000, -(i as f64))).collect();
+    assert_eq!(got, vec![want_a, want_b, want_m2, vec![]], "raw bulk read returns every point of every series");
+    // Aggregated: 4 series and 8 values per batch = windows of 2 buckets; same as one query per series.
+    for agg in [Agg::Avg, Agg::Count, Agg::Last] {
+        let q = BulkQuery { aggregation: Some((10_000, agg)), batch_values: 8, from_ms: T0 + 3000, ..raw.clone() };
+        let got = collect_bulk(store, &fac, &q).await;
+        for (i, (d, p)) in series.iter().enumerate() {
+            let one = SeriesQuery {
+                device: d.clone(),
+                property: p.clone(),
+                from_ms: q.from_ms,
+                to_ms: q.to_ms,
+                aggregation: q.aggregation,
+                limit: None,
+            };
+            assert_eq!(got[i], store.query(&fac, &one).await.unwrap(), "{agg:?} of {d}/{p} as a single query");
+        }
+        if agg == Agg::Avg {
+            // Hand-computed: m1/a in [T0+3s, T0+10s) holds 1.5..4.5 (avg 3.0); [T0+10s, T0+20s) holds 5.0..9.5.
+            assert_eq!(&got[0][..2], &[f(T0, 3.0), f(T0 + 10_000, 7.25)]);
+            assert_eq!(got[0].len(), 10);
+        }
+    }
+    // Another factory's series with the same names are not read.
+    let other = collect_bulk(store, &factory("conf-bulk-other"), &raw).await;
+    assert_eq!(other, vec![vec![f(T0, 99.0)], vec![], vec![], vec![]]);
+    // An empty range yields nothing; a bad interval fails the stream.
+    assert_eq!(collect_bulk(store, &fac, &BulkQuery { to_ms: T0, ..raw.clone() }).await, vec![vec![]; 4]);
+    let bad = BulkQuery { aggregation: Some((0, Agg::Avg)), ..raw.clone() };
+    let r: Result<Vec<BulkBatch>, TsdbError> = store.bulk_read(&fac, bad).try_collect().await;
+    assert!(matches!(r, Err(TsdbError::InvalidQuery(_))), "{r:?}");
+}
+
 /// Runs every check against one store.
 pub async fn run_all(store: &dyn TelemetryStore) {
     write_then_read_raw(store).await;
@@ -243,4 +317,5 @@ pub async fn run_all(store: &dyn TelemetryStore) {
     latest_per_device(store).await;
     factory_isolation(store).await;
     invalid_aggregation_interval(store).await;
+    bulk_reads(store).await;
 }

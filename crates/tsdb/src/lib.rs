@@ -4,12 +4,14 @@
 //! Every read and write takes the factory scope first: no function here reads
 //! across factories.
 
+mod bulk;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod embedded;
 pub mod influx;
 mod port;
 
+pub use bulk::{BulkBatch, BulkQuery, BulkStream, WindowPlanner};
 pub use embedded::{
     CheckReport, EmbeddedConfig, EmbeddedStore, HeadLimit, RetentionConfig, RetentionPolicy, StoreStats, SyncMode,
     check_dir,

@@ -1,7 +1,10 @@
 use async_trait::async_trait;
 pub use factoryops_types::Value;
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
+
+use crate::bulk::{BulkBatch, BulkQuery, BulkStream, WindowPlanner};
 
 /// One point of one series. The factory is given alongside the batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +93,41 @@ pub trait TelemetryStore: Send + Sync + 'static {
 
     /// Makes everything written so far durable and flushes in-memory state; called on shutdown.
     async fn flush(&self) -> Result<(), TsdbError>;
+
+    /// Many series over one range as a stream of bounded batches (consecutive time
+    /// windows, see [`BulkBatch`]), for exports of millions of values in bounded memory.
+    /// This default reads each series of each window with [`TelemetryStore::query`];
+    /// the adapters override it with one read per window.
+    fn bulk_read<'a>(&'a self, factory: &FactoryId, query: BulkQuery) -> BulkStream<'a> {
+        let factory = factory.clone();
+        let planner = match WindowPlanner::new(&query) {
+            Ok(p) => p,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        futures::stream::try_unfold(planner, move |mut planner| {
+            let factory = factory.clone();
+            let query = query.clone();
+            async move {
+                let Some((from_ms, to_ms)) = planner.next_window() else { return Ok::<_, TsdbError>(None) };
+                let mut series = Vec::with_capacity(query.series.len());
+                for (device, property) in &query.series {
+                    let q = SeriesQuery {
+                        device: device.clone(),
+                        property: property.clone(),
+                        from_ms,
+                        to_ms,
+                        aggregation: query.aggregation,
+                        limit: None,
+                    };
+                    series.push(self.query(&factory, &q).await?);
+                }
+                let batch = BulkBatch { from_ms, to_ms, series };
+                planner.observe(batch.values());
+                Ok(Some((batch, planner)))
+            }
+        })
+        .boxed()
+    }
 
     /// How far before now a point of `factory` may be written and still be kept as a raw
     /// point (`None`: no bound the store knows of). Ingestion refuses older points instead

@@ -30,7 +30,11 @@ use self::index::SeriesIndex;
 use self::intern::IdInterner;
 use self::part::{Entry, Footer, HOUR, HOUR_MS, MINUTE, MINUTE_MS, Part, RAW};
 use self::wal::{WalHandle, WalMsg};
-use crate::{Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value};
+use crate::{
+    BulkBatch, BulkQuery, BulkStream, Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value,
+    WindowPlanner,
+};
+use futures::StreamExt as _;
 
 /// When `write` returns relative to `fsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1325,6 +1329,52 @@ impl TelemetryStore for EmbeddedStore {
         })
         .await
         .map_err(|e| TsdbError::Unavailable(format!("flush task failed: {e}")))?
+    }
+
+    /// One blocking task per window reads every series of it, so a window costs one
+    /// hop to the blocking pool instead of one per series.
+    fn bulk_read<'a>(&'a self, factory: &FactoryId, query: BulkQuery) -> BulkStream<'a> {
+        let planner = match WindowPlanner::new(&query) {
+            Ok(p) => p,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        let factory = factory.clone();
+        let query = Arc::new(query);
+        futures::stream::try_unfold(planner, move |mut planner| {
+            let inner = Arc::clone(&self.inner);
+            let factory = factory.clone();
+            let query = Arc::clone(&query);
+            async move {
+                let Some((from_ms, to_ms)) = planner.next_window() else { return Ok::<_, TsdbError>(None) };
+                let series = tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::with_capacity(query.series.len());
+                    for (device, property) in &query.series {
+                        // Looked up per window: a series first written during the export
+                        // is read from the window it appears in.
+                        let Some(id) = inner.index.read().lookup(&factory, device, property) else {
+                            out.push(Vec::new());
+                            continue;
+                        };
+                        let q = SeriesQuery {
+                            device: device.clone(),
+                            property: property.clone(),
+                            from_ms,
+                            to_ms,
+                            aggregation: query.aggregation,
+                            limit: None,
+                        };
+                        out.push(inner.query_series(id, &q)?);
+                    }
+                    Ok::<_, TsdbError>(out)
+                })
+                .await
+                .map_err(|e| TsdbError::Unavailable(format!("query task failed: {e}")))??;
+                let batch = BulkBatch { from_ms, to_ms, series };
+                planner.observe(batch.values());
+                Ok(Some((batch, planner)))
+            }
+        })
+        .boxed()
     }
 
     /// The raw retention less one partition: a point accepted now lands in a partition

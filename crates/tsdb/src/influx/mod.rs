@@ -20,7 +20,12 @@ use tokio::sync::{Notify, watch};
 use buffer::{Buffered, Spool};
 use protocol::{MAX_TS_MS, MIN_TS_MS};
 
-use crate::{Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value};
+use crate::{
+    BulkBatch, BulkQuery, BulkStream, Point, Sample, SeriesQuery, StoreHealth, TelemetryStore, TsdbError, Value,
+    WindowPlanner,
+};
+use futures::StreamExt as _;
+use std::collections::HashMap;
 
 /// Configuration of [`InfluxStore`]. Build with [`InfluxConfig::new`] and adjust fields.
 #[derive(Clone)]
@@ -411,17 +416,60 @@ impl Shared {
         if status.is_success() {
             return protocol::parse_response(&body);
         }
-        let text = String::from_utf8_lossy(&body);
-        let reason = format!("influxdb answered {status}: {}", text.trim());
-        if is_auth_failure(status) {
-            // Not the query's fault: the store is unavailable to us.
-            return Err(TsdbError::Unavailable(auth_reason(&reason)));
+        Err(query_status_error(status, &String::from_utf8_lossy(&body)))
+    }
+
+    /// A query answered with `chunked=true`: InfluxDB streams one JSON object per chunk
+    /// of at most `query_page` rows (a series may span several chunks, in time order),
+    /// and each is handed to `each` as it arrives instead of holding the whole body.
+    async fn post_query_chunked(
+        &self,
+        q: &str,
+        mut each: impl FnMut(protocol::StatementResult) -> Result<(), TsdbError>,
+    ) -> Result<(), TsdbError> {
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("q", q)
+                .append_pair("epoch", "ms")
+                .append_pair("db", &self.ep.db)
+                .append_pair("chunked", "true")
+                .append_pair("chunk_size", &self.cfg.query_page.max(1).to_string());
+            if let Some(rp) = &self.ep.rp {
+                form.append_pair("rp", rp);
+            }
+            form.finish()
+        };
+        let req = self
+            .http
+            .post(self.ep.query_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        let mut resp =
+            self.auth(req).send().await.map_err(|e| TsdbError::Unavailable(format!("influxdb unreachable: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(query_status_error(status, &text));
         }
-        if status.is_client_error() && status.as_u16() != 429 {
-            Err(TsdbError::InvalidQuery(reason))
-        } else {
-            Err(TsdbError::Unavailable(reason))
+        let mut buf: Vec<u8> = Vec::new();
+        let mut handle = |line: &[u8]| -> Result<(), TsdbError> {
+            if line.trim_ascii().is_empty() {
+                return Ok(());
+            }
+            protocol::parse_response(line)?.into_iter().try_for_each(&mut each)
+        };
+        while let Some(chunk) =
+            resp.chunk().await.map_err(|e| TsdbError::Unavailable(format!("influxdb query: {e}")))?
+        {
+            buf.extend_from_slice(&chunk);
+            let mut start = 0;
+            while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
+                handle(&buf[start..start + nl])?;
+                start += nl + 1;
+            }
+            buf.drain(..start);
         }
+        handle(&buf)
     }
 
     /// InfluxDB drops a written point older than its retention policy's duration
@@ -563,6 +611,20 @@ impl Shared {
     async fn peek(&self) -> Result<Option<Buffered>, TsdbError> {
         let spool = Arc::clone(&self.spool);
         tokio::task::spawn_blocking(move || spool.lock().peek()).await.map_err(blocking_err)?
+    }
+}
+
+/// The error of a `/query` answered with a non-success status.
+fn query_status_error(status: reqwest::StatusCode, text: &str) -> TsdbError {
+    let reason = format!("influxdb answered {status}: {}", text.trim());
+    if is_auth_failure(status) {
+        // Not the query's fault: the store is unavailable to us.
+        return TsdbError::Unavailable(auth_reason(&reason));
+    }
+    if status.is_client_error() && status.as_u16() != 429 {
+        TsdbError::InvalidQuery(reason)
+    } else {
+        TsdbError::Unavailable(reason)
     }
 }
 
@@ -766,6 +828,74 @@ impl TelemetryStore for InfluxStore {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// One InfluxQL statement per window for all series (grouped by device and property),
+    /// read with a chunked response.
+    fn bulk_read<'a>(&'a self, factory: &FactoryId, query: BulkQuery) -> BulkStream<'a> {
+        let planner = match WindowPlanner::new(&query) {
+            Ok(p) => p,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        let mut slots: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (i, (d, p)) in query.series.iter().enumerate() {
+            slots.entry((d.as_str().to_owned(), p.as_str().to_owned())).or_default().push(i);
+        }
+        let where_series = (!query.series.is_empty()).then(|| {
+            let mut devices: Vec<&str> = query.series.iter().map(|(d, _)| d.as_str()).collect();
+            let mut properties: Vec<&str> = query.series.iter().map(|(_, p)| p.as_str()).collect();
+            devices.sort_unstable();
+            devices.dedup();
+            properties.sort_unstable();
+            properties.dedup();
+            protocol::bulk_where(factory.as_str(), &devices, &properties)
+        });
+        let ctx = Arc::new((slots, where_series, query.series.len(), query.aggregation));
+        futures::stream::try_unfold(planner, move |mut planner| {
+            let ctx = Arc::clone(&ctx);
+            async move {
+                let (slots, where_series, n, aggregation) = &*ctx;
+                let Some((from_ms, to_ms)) = planner.next_window() else { return Ok::<_, TsdbError>(None) };
+                let mut series: Vec<Vec<Sample>> = vec![Vec::new(); *n];
+                if let Some(w) = where_series {
+                    let stmt = protocol::bulk_statement(w, from_ms, to_ms.min(MAX_TS_MS), *aggregation);
+                    self.shared
+                        .post_query_chunked(&stmt, |result| {
+                            for s in result.series {
+                                let (Some(d), Some(p)) = (s.tags.get("device_id"), s.tags.get("property_name")) else {
+                                    continue;
+                                };
+                                let Some(at) = slots.get(&(protocol::decode_tag(d), protocol::decode_tag(p))) else {
+                                    continue;
+                                };
+                                for row in &s.values {
+                                    let ts = protocol::cell_ts(row)?;
+                                    let Some(v) = protocol::cell_f64(row, 1)? else { continue };
+                                    let sample = Sample {
+                                        ts_ms: ts,
+                                        value: protocol::row_value(v, protocol::cell_bool(row, 2)?),
+                                    };
+                                    for &i in at {
+                                        series[i].push(sample);
+                                    }
+                                }
+                            }
+                            Ok(())
+                        })
+                        .await?;
+                    for s in &mut series {
+                        // Chunks of a series arrive in time order; this only guards the contract.
+                        if !s.is_sorted_by_key(|x| x.ts_ms) {
+                            s.sort_by_key(|x| x.ts_ms);
+                        }
+                    }
+                }
+                let batch = BulkBatch { from_ms, to_ms, series };
+                planner.observe(batch.values());
+                Ok(Some((batch, planner)))
+            }
+        })
+        .boxed()
     }
 
     async fn health(&self) -> StoreHealth {

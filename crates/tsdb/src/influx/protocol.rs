@@ -160,7 +160,16 @@ pub fn raw_statement(where_series: &str, from_ms: i64, to_ms: i64, limit: usize)
 
 /// Aggregated read; `first`/`last` also select the boolean field so boolean series stay booleans.
 pub fn agg_statement(where_series: &str, from_ms: i64, to_ms: i64, every_ms: i64, agg: Agg) -> String {
-    let select = match agg {
+    let select = agg_select(agg);
+    format!(
+        "SELECT {select} FROM \"{MEASUREMENT}\" WHERE {where_series} AND time >= {}ms AND time < {}ms GROUP BY time({every_ms}ms) fill(none)",
+        clamp(from_ms),
+        clamp(to_ms)
+    )
+}
+
+fn agg_select(agg: Agg) -> String {
+    match agg {
         Agg::Avg => format!("mean(\"{FIELD}\")"),
         Agg::Min => format!("min(\"{FIELD}\")"),
         Agg::Max => format!("max(\"{FIELD}\")"),
@@ -168,12 +177,38 @@ pub fn agg_statement(where_series: &str, from_ms: i64, to_ms: i64, every_ms: i64
         Agg::Count => format!("count(\"{FIELD}\")"),
         Agg::First => format!("first(\"{FIELD}\"), first(\"{BOOL_FIELD}\")"),
         Agg::Last => format!("last(\"{FIELD}\"), last(\"{BOOL_FIELD}\")"),
+    }
+}
+
+/// `WHERE` clause of a bulk read: the factory, any of the devices and any of the
+/// properties. For a query that is not a full devices × properties product this selects
+/// a superset; the caller keeps only the series it asked for.
+pub fn bulk_where(factory: &str, devices: &[&str], properties: &[&str]) -> String {
+    let any = |tag: &str, values: &[&str]| {
+        let alts: Vec<String> = values.iter().map(|v| format!("\"{tag}\" = {}", tag_literal(v))).collect();
+        format!("({})", alts.join(" OR "))
     };
     format!(
-        "SELECT {select} FROM \"{MEASUREMENT}\" WHERE {where_series} AND time >= {}ms AND time < {}ms GROUP BY time({every_ms}ms) fill(none)",
-        clamp(from_ms),
-        clamp(to_ms)
+        "\"factory_id\" = {} AND {} AND {}",
+        tag_literal(factory),
+        any("device_id", devices),
+        any("property_name", properties)
     )
+}
+
+/// A bulk read of one window, one result series per (device, property): raw values
+/// or buckets as [`agg_statement`].
+pub fn bulk_statement(where_series: &str, from_ms: i64, to_ms: i64, aggregation: Option<(i64, Agg)>) -> String {
+    let range = format!("time >= {}ms AND time < {}ms", clamp(from_ms), clamp(to_ms));
+    match aggregation {
+        None => format!(
+            "SELECT \"{FIELD}\", \"{BOOL_FIELD}\" FROM \"{MEASUREMENT}\" WHERE {where_series} AND {range} GROUP BY \"device_id\", \"property_name\""
+        ),
+        Some((every_ms, agg)) => format!(
+            "SELECT {} FROM \"{MEASUREMENT}\" WHERE {where_series} AND {range} GROUP BY time({every_ms}ms), \"device_id\", \"property_name\" fill(none)",
+            agg_select(agg)
+        ),
+    }
 }
 
 /// Latest sample per property of one device: two statements (a single statement with two
