@@ -10,7 +10,7 @@ import { ToastProvider } from "./ui/toast";
 import { ThemeToggle } from "./ui/ThemeToggle";
 import { PasswordDialog } from "./ui/PasswordDialog";
 import { EntryPage } from "./pages/Entry";
-import { ComingSoon, NotFound } from "./pages/NotFound";
+import { NotFound } from "./pages/NotFound";
 
 const PlatformLogin = lazy(() => import("./pages/Platform").then((m) => ({ default: m.PlatformLogin })));
 const PlatformConsole = lazy(() => import("./pages/Platform").then((m) => ({ default: m.PlatformConsole })));
@@ -53,8 +53,6 @@ export function App() {
               <Route path="energy" element={<Energy />} />
               <Route path="settings/*" element={<Settings />} />
               <Route path="admin/*" element={<Admin />} />
-              <Route path="analytics" element={<ComingSoon what="Analytics" />} />
-              <Route path="reports" element={<ComingSoon what="Reports" />} />
               <Route path="*" element={<NotFound />} />
             </Route>
             <Route path="*" element={<NotFound standalone />} />
@@ -169,19 +167,6 @@ function Shell({ home, factoryName, children }: { home: string; factoryName: str
               {l.label}
             </NavLink>
           ))}
-          <div className="nav-section">Insights</div>
-          <span className="nav-disabled" aria-disabled="true" title="Coming soon">
-            <span className="nav-icon" aria-hidden="true">
-              ◔
-            </span>
-            Analytics <span className="soon">soon</span>
-          </span>
-          <span className="nav-disabled" aria-disabled="true" title="Coming soon">
-            <span className="nav-icon" aria-hidden="true">
-              ▦
-            </span>
-            Reports <span className="soon">soon</span>
-          </span>
           {(isSuperAdmin || can("users:read")) && (
             <>
               <div className="nav-section">Administration</div>

@@ -24,15 +24,3 @@ export function NotFound({ standalone }: { standalone?: boolean }) {
     body
   );
 }
-
-export function ComingSoon({ what }: { what: string }) {
-  return (
-    <div className="empty">
-      <div className="big" aria-hidden="true">
-        ◔
-      </div>
-      <strong>{what} is coming soon</strong>
-      <p>This part of FactoryOps is being built.</p>
-    </div>
-  );
-}
