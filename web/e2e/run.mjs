@@ -529,8 +529,19 @@ async function main() {
       await page.waitForTimeout(150);
     }
     await tid("pinned-values").getByText("71").waitFor();
-    await page.waitForTimeout(2500);
+    await page.waitForTimeout(500);
     await shot("dashboard");
+    // The ingestion figures (IT) live on the admins' Operations page, not the dashboard.
+    assert((await page.getByText("Ingestion rate").count()) === 0, "no ingestion figures on the dashboard");
+    await nav("Operations").click();
+    await tid("ingestion-chart").waitFor();
+    for (let i = 0; i < 6; i++) {
+      await publish(`${A.id}/press-1`, secret, topic, { temp_c: 70, power_kw: 20 });
+      await page.waitForTimeout(150);
+    }
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="ingestion-rate"]')?.textContent?.replace(/\D/g, "")) >= 6);
+    await page.waitForTimeout(2200);
+    await shot("operations");
     await nav("Explorer").click();
     await page.getByLabel("Device").selectOption("press-1");
     await page.getByLabel("Property").selectOption("temp_c");
@@ -638,6 +649,7 @@ async function main() {
     await none('button:has-text("Acknowledge")');
     await none('button:has-text("Resolve")');
     await none('a:has-text("Users")');
+    await none('aside a:has-text("Operations")');
     await shot("viewer-alerts");
     // Dead letters are visible, but only alerts:write may retry them.
     await page.goto(`${server.url}/f/${A.id}/notifications?status=dead`);

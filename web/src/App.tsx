@@ -11,10 +11,12 @@ import { ThemeToggle } from "./ui/ThemeToggle";
 import { PasswordDialog } from "./ui/PasswordDialog";
 import { EntryPage } from "./pages/Entry";
 import { NotFound } from "./pages/NotFound";
+import { isOperator } from "./pages/roles";
 
 const PlatformLogin = lazy(() => import("./pages/Platform").then((m) => ({ default: m.PlatformLogin })));
 const PlatformConsole = lazy(() => import("./pages/Platform").then((m) => ({ default: m.PlatformConsole })));
 const Dashboard = lazy(() => import("./pages/Dashboard").then((m) => ({ default: m.Dashboard })));
+const Operations = lazy(() => import("./pages/Operations").then((m) => ({ default: m.Operations })));
 const Devices = lazy(() => import("./pages/Devices").then((m) => ({ default: m.Devices })));
 const DeviceDetail = lazy(() => import("./pages/DeviceDetail").then((m) => ({ default: m.DeviceDetail })));
 const Explorer = lazy(() => import("./pages/Explorer").then((m) => ({ default: m.Explorer })));
@@ -40,6 +42,8 @@ export function App() {
             <Route path="/platform" element={<PlatformConsole />} />
             <Route path="/f/:factory" element={<FactoryLayout />}>
               <Route index element={<Dashboard />} />
+              <Route path="dashboards/:dashboardId" element={<Dashboard />} />
+              <Route path="operations" element={<Operations />} />
               <Route path="devices" element={<Devices />} />
               <Route path="devices/:deviceId" element={<DeviceDetail />} />
               <Route path="explorer" element={<Explorer />} />
@@ -167,15 +171,25 @@ function Shell({ home, factoryName, children }: { home: string; factoryName: str
               {l.label}
             </NavLink>
           ))}
-          {(isSuperAdmin || can("users:read")) && (
+          {(isSuperAdmin || can("users:read") || isOperator(me.role)) && (
             <>
               <div className="nav-section">Administration</div>
-              <NavLink to={`${base}/admin/users`}>
-                <span className="nav-icon" aria-hidden="true">
-                  ☺
-                </span>
-                Users
-              </NavLink>
+              {(isSuperAdmin || can("users:read")) && (
+                <NavLink to={`${base}/admin/users`}>
+                  <span className="nav-icon" aria-hidden="true">
+                    ☺
+                  </span>
+                  Users
+                </NavLink>
+              )}
+              {isOperator(me.role) && (
+                <NavLink to={`${base}/operations`}>
+                  <span className="nav-icon" aria-hidden="true">
+                    ↯
+                  </span>
+                  Operations
+                </NavLink>
+              )}
               {isSuperAdmin && (
                 <>
                   <NavLink to={`${base}/admin/api-keys`}>

@@ -21,6 +21,13 @@ interface Props {
   /** x range in ms; defaults to the data. */
   range?: [number, number];
   testId?: string;
+  /** One y scale and axis per unit (left, right, then alternating); otherwise one shared axis. */
+  axisPerUnit?: boolean;
+}
+
+/** The distinct units of the series, in order of first appearance (no unit counts as one). */
+export function unitsOf(series: SeriesData[]): string[] {
+  return [...new Set(series.map((s) => s.unit ?? ""))];
 }
 
 function themeColors() {
@@ -28,14 +35,15 @@ function themeColors() {
   return { text: css.getPropertyValue("--muted").trim() || "#666", grid: css.getPropertyValue("--border").trim() || "#ddd" };
 }
 
-export function TimeChart({ series, bands = [], height = 300, range, testId }: Props) {
+export function TimeChart({ series, bands = [], height = 300, range, testId, axisPerUnit = false }: Props) {
   const el = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const bandsRef = useRef(bands);
   bandsRef.current = bands;
   const [theme, setTheme] = useState(currentTheme());
   const data = useMemo(() => alignSeries(series), [series]);
-  const shape = series.map((s) => s.label).join("|");
+  const units = axisPerUnit ? unitsOf(series) : [];
+  const shape = series.map((s) => (axisPerUnit ? `${s.label}\u0000${s.unit ?? ""}` : s.label)).join("|");
   const points = data[0].length;
 
   useEffect(() => {
@@ -55,10 +63,25 @@ export function TimeChart({ series, bands = [], height = 300, range, testId }: P
       legend: { show: false },
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
-      axes: [{ ...axis, space: 90 }, { ...axis, size: 60 }],
+      axes: axisPerUnit
+        ? [
+            { ...axis, space: 90 },
+            ...units.map((unit, i) => ({
+              ...axis,
+              scale: `u:${unit}`,
+              side: i % 2 === 0 ? 3 : 1,
+              size: 60,
+              label: unit || undefined,
+              labelSize: unit ? 18 : 0,
+              // Only the first axis draws grid lines: two grids that disagree are noise.
+              grid: { ...axis.grid, show: i === 0 },
+            })),
+          ]
+        : [{ ...axis, space: 90 }, { ...axis, size: 60 }],
       series: [
         {},
         ...series.map((s, i) => ({
+          ...(axisPerUnit ? { scale: `u:${s.unit ?? ""}` } : {}),
           label: s.label,
           stroke: PALETTE[i % PALETTE.length],
           width: 1.6,
@@ -109,7 +132,7 @@ export function TimeChart({ series, bands = [], height = 300, range, testId }: P
 
   return (
     <div>
-      <div className="chart" ref={el} data-testid={testId} data-points={points} style={{ minHeight: height }} />
+      <div className="chart" ref={el} data-testid={testId} data-points={points} data-axes={axisPerUnit ? units.length : 1} style={{ minHeight: height }} />
       <div className="chart-legend">
         {series.map((s, i) => (
           <span key={s.label}>

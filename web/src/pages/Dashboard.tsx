@@ -1,236 +1,401 @@
-import { useEffect, useMemo, useRef, useState } from "react";
-import { Link } from "react-router-dom";
-import { api, unwrap } from "../api/client";
-import type { Alert, AlertEvent, TelemetryEvent } from "../api/types";
-import { TimeChart } from "../chart/TimeChart";
+// The Dashboard page (ADR 0022): the user's home dashboard (or the factory default), any
+// dashboard by its shareable URL (/dashboards/{id}?range=…&refresh=…), a new one
+// (/dashboards/new), and the built-in overview while the factory has none.
+import { useCallback, useEffect, useMemo, useState } from "react";
+import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom";
+import { ApiError, describe } from "../api/problem";
+import { createDashboard, deleteDashboard, getDashboard, getHome, listDashboards, replaceDashboard, setHome } from "../dashboards/api";
+import { DashboardGrid, bodyHeight } from "../dashboards/Grid";
+import {
+  MAX_WIDGETS,
+  REFRESH_CHOICES,
+  WIDGET_RANGES,
+  effectiveRange,
+  firstFree,
+  DEFAULT_SIZE,
+  specOf,
+  starterWidgets,
+  viewFromSearch,
+  widgetErrors,
+  withLayouts,
+  type Dashboard as DashboardT,
+  type Widget,
+  type WidgetLayout,
+  type WidgetRange,
+} from "../dashboards/model";
+import { WidgetForm } from "../dashboards/WidgetForm";
+import { WidgetView, clearWidgetCaches } from "../dashboards/widgets";
 import { useFactory } from "../factory";
-import { useStreamEvent, useStreamRate } from "../stream";
-import { Badge, Empty, Loading, fmtAgo, fmtValue, isOnline, useAsync } from "../ui/common";
-import { ProviderHealthBanner } from "../ui/ProviderHealth";
-import { EnergyTiles } from "./EnergyTiles";
-import { listAlerts, loadAllDevices, loadPins, savePins, type Pin } from "./data";
-
-const SEVERITIES = ["critical", "warning", "info"] as const;
+import { Modal } from "../ui/Modal";
+import { Badge, CopyButton, Empty, FieldErrorText, Loading, TextField, useAsync } from "../ui/common";
+import { useToast } from "../ui/toast";
+import { Overview } from "./Overview";
 
 export function Dashboard() {
-  const { factory, me } = useFactory();
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), 10_000);
-    return () => clearInterval(t);
+  const { factory } = useFactory();
+  const { dashboardId } = useParams();
+  const isNew = dashboardId === "new";
+  const home = useAsync((signal) => getHome(factory, signal), [factory]);
+  const one = useAsync((signal) => (dashboardId && !isNew ? getDashboard(factory, dashboardId, signal) : Promise.resolve(null)), [factory, dashboardId]);
+  const list = useAsync((signal) => listDashboards(factory, signal), [factory]);
+  const reloadAll = useCallback(() => {
+    home.reload();
+    one.reload();
+    list.reload();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, []);
 
-  const devices = useAsync((signal) => loadAllDevices(factory, {}, signal), [factory]);
-  const alerts = useAsync(
-    async (signal) => {
-      const [open, acked] = await Promise.all([
-        listAlerts(factory, { status: "open", limit: 500 }, signal),
-        listAlerts(factory, { status: "acknowledged", limit: 500 }, signal),
-      ]);
-      return [...open.items, ...acked.items];
-    },
-    [factory],
-  );
+  if (dashboardId && !isNew && one.error) {
+    return (
+      <Empty title={one.error instanceof ApiError && one.error.status === 404 ? "No such dashboard" : "Could not load the dashboard"} testId="dashboard-missing">
+        {one.error instanceof ApiError && one.error.status === 404 ? "It was deleted, or it is private to someone else." : describe(one.error)}{" "}
+        <Link to={`/f/${factory}`}>Back to your dashboard</Link>
+      </Empty>
+    );
+  }
+  const loading = dashboardId ? !isNew && !one.data : !home.data && !home.error;
+  if (loading) return <Loading label="Loading the dashboard…" />;
+  const dash = dashboardId ? (isNew ? null : one.data ?? null) : home.data?.dashboard ?? null;
+  const homeId = home.data?.dashboard?.id ?? null;
+  if (!dash && !isNew) {
+    return <Overview actions={<DashboardPicker list={list.data ?? []} current={null} homeId={homeId} />} />;
+  }
+  return <DashboardView key={dash?.id ?? "new"} dash={dash} list={list.data ?? []} homeId={homeId} preferredId={home.data?.dashboard_id ?? null} onChanged={reloadAll} />;
+}
 
-  // Live: device last-seen, ingestion rate, alerts.
-  const lastSeen = useRef(new Map<string, number>());
-  const buckets = { current: useStreamRate() };
-  const [rateTick, setRateTick] = useState(0);
-  const [latest, setLatest] = useState(new Map<string, { value: unknown; ts: number }>());
-  useStreamEvent<TelemetryEvent>("telemetry", (e) => {
-    lastSeen.current.set(e.device_id, Date.now());
-    setLatest((old) => {
-      const next = new Map(old);
-      for (const p of e.points) next.set(`${e.device_id}\u0000${p.property}`, { value: p.value, ts: p.ts_ms });
-      return next;
-    });
-  });
-  useStreamEvent<AlertEvent>("alert", () => alerts.reload());
-  useEffect(() => {
-    const t = setInterval(() => setRateTick((x) => x + 1), 2000);
-    return () => clearInterval(t);
-  }, []);
-
-  const rate = useMemo(() => {
-    const nowSec = Math.floor(Date.now() / 1000);
-    const points: [number, number][] = [];
-    let lastMinute = 0;
-    for (let s = nowSec - 120; s < nowSec; s += 5) {
-      let sum = 0;
-      for (let i = 0; i < 5; i++) sum += buckets.current.get(s + i) ?? 0;
-      points.push([s * 1000, sum / 5]);
-    }
-    for (let s = nowSec - 60; s < nowSec; s++) lastMinute += buckets.current.get(s) ?? 0;
-    return { points, perMinute: lastMinute };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [rateTick]);
-
-  const counts = useMemo(() => {
-    const list = devices.data ?? [];
-    let online = 0;
-    for (const d of list) {
-      const live = lastSeen.current.get(d.id);
-      if ((live && now - live < 5 * 60_000) || isOnline(d.last_seen, now)) online++;
-    }
-    return { total: list.length, online, offline: list.length - online };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [devices.data, now, rateTick]);
-
-  const bySeverity = useMemo(() => {
-    const m: Record<string, number> = { critical: 0, warning: 0, info: 0 };
-    for (const a of alerts.data ?? []) if (a.status === "open") m[a.severity] = (m[a.severity] ?? 0) + 1;
-    return m;
-  }, [alerts.data]);
-
+function DashboardPicker({ list, current, homeId }: { list: DashboardT[]; current: string | null; homeId: string | null }) {
+  const { factory } = useFactory();
+  const navigate = useNavigate();
   return (
-    <>
-      <div className="page-head">
-        <div>
-          <h1>Dashboard</h1>
-          <div className="sub">Welcome back, {me.user?.name ?? me.user?.email}. Live overview of your factory.</div>
-        </div>
-      </div>
-      <ProviderHealthBanner />
-      <div className="grid cols-4" data-testid="dashboard-stats">
-        <div className="card stat">
-          <span className="label">Devices online</span>
-          <span className="value" data-testid="devices-online">
-            {devices.data ? counts.online : "…"}
-          </span>
-          <span className="hint">of {devices.data ? counts.total : "…"} registered · seen in the last 5 min</span>
-        </div>
-        <div className="card stat">
-          <span className="label">Devices offline</span>
-          <span className="value">{devices.data ? counts.offline : "…"}</span>
-          <span className="hint">
-            <Link to={`/f/${factory}/devices`}>View devices →</Link>
-          </span>
-        </div>
-        <div className="card stat">
-          <span className="label">Open alerts</span>
-          <div className="row" style={{ marginTop: "0.3rem" }} data-testid="open-alerts">
-            {SEVERITIES.map((s) => (
-              <Badge key={s} kind={s}>
-                {bySeverity[s] ?? 0} {s}
-              </Badge>
-            ))}
-          </div>
-          <span className="hint">
-            <Link to={`/f/${factory}/alerts?status=open`}>Open the inbox →</Link>
-          </span>
-        </div>
-        <div className="card stat">
-          <span className="label">Ingestion rate</span>
-          <span className="value num">{rate.perMinute.toLocaleString()}</span>
-          <span className="hint">points in the last minute (live)</span>
-        </div>
-      </div>
-      <EnergyTiles />
-      <div className="grid side" style={{ marginTop: "1rem" }}>
-        <div className="stack">
-          <div className="card">
-            <h2>Ingestion (points/s, live)</h2>
-            <TimeChart series={[{ label: "points/s", points: rate.points }]} height={180} />
-          </div>
-          <PinnedValues latestLive={latest} />
-        </div>
-        <div className="card">
-          <div className="row">
-            <h2 style={{ margin: 0 }}>Active alerts</h2>
-            <span style={{ flex: 1 }} />
-            <Link to={`/f/${factory}/alerts`} className="small">
-              All alerts
-            </Link>
-          </div>
-          {alerts.loading && !alerts.data ? (
-            <Loading />
-          ) : (alerts.data ?? []).length === 0 ? (
-            <Empty icon="✓" title="No active alerts">
-              All quiet.
-            </Empty>
-          ) : (
-            <ul className="stack" style={{ listStyle: "none", padding: 0, margin: "0.75rem 0 0" }} data-testid="dashboard-alerts">
-              {(alerts.data ?? []).slice(0, 8).map((a: Alert) => (
-                <li key={a.id}>
-                  <Link to={`/f/${factory}/alerts/${a.id}`} style={{ textDecoration: "none", color: "inherit" }}>
-                    <div className="row">
-                      <Badge kind={a.severity}>{a.severity}</Badge>
-                      <Badge kind={a.status}>{a.status}</Badge>
-                      <span className="muted small">{fmtAgo(a.opened_at)}</span>
-                    </div>
-                    <div style={{ marginTop: "0.2rem" }}>{a.message}</div>
-                  </Link>
-                </li>
-              ))}
-            </ul>
-          )}
-        </div>
-      </div>
-    </>
+    <div className="actions">
+      {list.length > 0 && (
+        <select aria-label="Dashboard" data-testid="dashboard-picker" value={current ?? ""} onChange={(e) => navigate(e.target.value ? `/f/${factory}/dashboards/${e.target.value}` : `/f/${factory}`)}>
+          {!current && <option value="">Choose a dashboard…</option>}
+          {list.map((d) => (
+            <option key={d.id} value={d.id}>
+              {d.name}
+              {d.id === homeId ? " (home)" : ""}
+              {d.default ? " · factory default" : d.shared ? " · shared" : " · private"}
+            </option>
+          ))}
+        </select>
+      )}
+      <Link className="button primary" to={`/f/${factory}/dashboards/new`} data-testid="create-dashboard">
+        + Create dashboard
+      </Link>
+    </div>
   );
 }
 
-function PinnedValues({ latestLive }: { latestLive: Map<string, { value: unknown; ts: number }> }) {
-  const { factory } = useFactory();
-  const [pins, setPins] = useState<Pin[]>(() => loadPins(factory));
-  const devices = [...new Set(pins.map((p) => p.device))];
-  const latest = useAsync(
-    async (signal) => {
-      const results = await Promise.all(
-        devices.map((d) =>
-          unwrap(api.GET("/api/v1/factories/{factory_id}/telemetry/latest", { params: { path: { factory_id: factory }, query: { device_id: d } }, signal })).catch(
-            () => null,
-          ),
-        ),
-      );
-      const map = new Map<string, { value: unknown; ts: number }>();
-      for (const r of results) if (r) for (const p of r.properties) map.set(`${r.device_id}\u0000${p.name}`, { value: p.value, ts: Date.parse(p.ts) });
-      return map;
-    },
-    [factory, devices.join(",")],
-  );
+interface Draft {
+  name: string;
+  shared: boolean;
+  default: boolean;
+  widgets: (Widget & { layout: WidgetLayout })[];
+}
+
+function draftOf(d: DashboardT | null): Draft {
+  return d
+    ? { name: d.name, shared: d.shared, default: d.default, widgets: withLayouts(d.widgets) }
+    : { name: "New dashboard", shared: false, default: false, widgets: withLayouts(starterWidgets()) };
+}
+
+function DashboardView({ dash, list, homeId, preferredId, onChanged }: { dash: DashboardT | null; list: DashboardT[]; homeId: string | null; preferredId: string | null; onChanged: () => void }) {
+  const { factory, me, isSuperAdmin } = useFactory();
+  const toast = useToast();
+  const navigate = useNavigate();
+  const [search, setSearch] = useSearchParams();
+  const view = viewFromSearch(search);
+  const canWrite = !dash || (me.kind === "user" && (isSuperAdmin || me.user?.id === dash.owner));
+  const [editing, setEditing] = useState(!dash);
+  const [draft, setDraft] = useState<Draft>(() => draftOf(dash));
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [form, setForm] = useState<{ index: number | null } | null>(null);
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const [saving, setSaving] = useState(false);
+  const [tick, setTick] = useState(0);
+
+  useEffect(() => {
+    if (!view.refresh) return;
+    const t = setInterval(() => setTick((x) => x + 1), view.refresh * 1000);
+    return () => clearInterval(t);
+  }, [view.refresh]);
+
+  const setView = (patch: { range?: WidgetRange | null; refresh?: number }) => {
+    const next = new URLSearchParams(search);
+    const range = patch.range !== undefined ? patch.range : view.range;
+    const refresh = patch.refresh !== undefined ? patch.refresh : view.refresh;
+    if (range) next.set("range", range);
+    else next.delete("range");
+    next.set("refresh", String(refresh));
+    setSearch(next, { replace: true });
+  };
+
+  const shown = editing ? draft : draftOf(dash);
+  const layouts = shown.widgets.map((w) => w.layout);
+  const shareUrl = dash ? `${window.location.origin}/f/${factory}/dashboards/${dash.id}${view.range ? `?range=${view.range}` : ""}` : "";
+
+  const save = async () => {
+    setSaving(true);
+    setErrors({});
+    try {
+      const body = specOf(draft, isSuperAdmin);
+      const saved = dash ? await replaceDashboard(factory, dash.id, body) : await createDashboard(factory, body);
+      toast.show("success", dash ? "Dashboard saved" : "Dashboard created");
+      setEditing(false);
+      onChanged();
+      if (!dash) navigate(`/f/${factory}/dashboards/${saved.id}`);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 422) setErrors(e.fieldErrors());
+      toast.error(e, dash ? "Could not save the dashboard" : "Could not create the dashboard");
+    } finally {
+      setSaving(false);
+    }
+  };
+
+  const remove = async () => {
+    if (!dash) return;
+    try {
+      await deleteDashboard(factory, dash.id);
+      toast.show("success", `Dashboard "${dash.name}" deleted`);
+      onChanged();
+      navigate(`/f/${factory}`);
+    } catch (e) {
+      toast.error(e, "Could not delete the dashboard");
+    }
+  };
+
+  const makeHome = async (id: string | null) => {
+    try {
+      await setHome(factory, id);
+      toast.show("success", id ? "This is now your home dashboard" : "Home dashboard cleared");
+      onChanged();
+    } catch (e) {
+      toast.error(e, "Could not set your home dashboard");
+    }
+  };
+
+  const applyWidget = (w: Widget) => {
+    setDraft((d) => {
+      const widgets = d.widgets.slice();
+      if (form?.index != null) {
+        const old = widgets[form.index]!;
+        widgets[form.index] = { ...w, layout: old.layout };
+      } else {
+        const size = DEFAULT_SIZE[w.type];
+        widgets.push({ ...w, layout: firstFree(d.widgets.map((x) => x.layout), size.w, size.h) });
+      }
+      return { ...d, widgets };
+    });
+    // The form's errors were for the old fields.
+    if (form?.index != null) {
+      const prefix = `widgets[${form.index}]`;
+      setErrors((old) => Object.fromEntries(Object.entries(old).filter(([k]) => !k.startsWith(prefix))));
+    }
+    setForm(null);
+  };
+
+  const removeWidget = (i: number) => {
+    setDraft((d) => ({ ...d, widgets: d.widgets.filter((_, j) => j !== i) }));
+    // Paths of the widgets after it shift: the old errors no longer point at them.
+    setErrors((old) => Object.fromEntries(Object.entries(old).filter(([k]) => !k.startsWith("widgets["))));
+  };
+
+  const isHome = dash && homeId === dash.id;
+  const rangeLabel = useMemo(() => (view.range ? view.range : "each widget's own"), [view.range]);
+
   return (
-    <div className="card">
-      <h2>Pinned values</h2>
-      {pins.length === 0 ? (
-        <Empty icon="★" title="Nothing pinned yet">
-          Pin properties from a device's page to watch their latest values here.
-        </Empty>
-      ) : (
-        <div className="grid cols-3" data-testid="pinned-values">
-          {pins.map((p) => {
-            const key = `${p.device}\u0000${p.property}`;
-            const stored = latest.data?.get(key);
-            const live = latestLive.get(key);
-            const v = live && (!stored || live.ts >= stored.ts) ? live : stored;
-            return (
-              <div className="stat" key={key} style={{ border: "1px solid var(--border)", borderRadius: 8, padding: "0.6rem" }}>
-                <span className="label">
-                  <Link to={`/f/${factory}/devices/${p.device}`}>{p.device}</Link> · {p.property}
-                </span>
-                <span className="value" style={{ fontSize: "1.4rem" }}>
-                  {fmtValue(v?.value)}
-                </span>
-                <span className="hint row">
-                  {v ? fmtAgo(new Date(v.ts).toISOString()) : "no data"}
-                  <span style={{ flex: 1 }} />
-                  <button
-                    className="ghost small"
-                    aria-label={`Unpin ${p.device} ${p.property}`}
-                    onClick={() => {
-                      const next = pins.filter((x) => x !== p);
-                      setPins(next);
-                      savePins(factory, next);
-                    }}
-                  >
-                    Unpin
-                  </button>
-                </span>
+    <>
+      <div className="page-head dash-head">
+        <div className="dash-title">
+          {editing ? (
+            <TextField label="Dashboard name" value={draft.name} error={errors.name} maxLength={100} onChange={(e) => setDraft({ ...draft, name: e.target.value })} data-testid="dashboard-name" />
+          ) : (
+            <>
+              <h1 data-testid="dashboard-title">{dash?.name}</h1>
+              <div className="sub row">
+                {dash?.default && <Badge kind="info">factory default</Badge>}
+                {isHome && <Badge kind="ok">your home</Badge>}
+                <Badge>{dash?.shared ? "shared with the factory" : "private"}</Badge>
               </div>
-            );
-          })}
+            </>
+          )}
+        </div>
+        {!editing && <DashboardPicker list={list} current={dash?.id ?? null} homeId={homeId} />}
+      </div>
+
+      <div className="toolbar row" data-testid="dashboard-toolbar">
+        <div className="segmented" role="group" aria-label="Dashboard time range">
+          <button type="button" aria-pressed={!view.range} onClick={() => setView({ range: null })} title="Each widget shows its own range">
+            Widgets'
+          </button>
+          {WIDGET_RANGES.map((r) => (
+            <button key={r} type="button" aria-pressed={view.range === r} onClick={() => setView({ range: r })}>
+              {r}
+            </button>
+          ))}
+        </div>
+        <label className="row small">
+          <span className="muted">Auto-refresh</span>
+          <select aria-label="Auto-refresh" value={view.refresh} onChange={(e) => setView({ refresh: Number(e.target.value) })}>
+            {REFRESH_CHOICES.map((c) => (
+              <option key={c.seconds} value={c.seconds}>
+                {c.label}
+              </option>
+            ))}
+          </select>
+        </label>
+        <button
+          type="button"
+          className="small"
+          onClick={() => {
+            clearWidgetCaches();
+            setTick((x) => x + 1);
+          }}
+        >
+          ↻ Refresh
+        </button>
+        <span className="spacer" />
+        {!editing && dash && (
+          <>
+            <CopyButton text={shareUrl} label="Copy link" />
+            {me.kind === "user" &&
+              (isHome && preferredId ? (
+                <button type="button" className="small" onClick={() => makeHome(null)}>
+                  Unset home
+                </button>
+              ) : !isHome || !preferredId ? (
+                <button type="button" className="small" data-testid="set-home" onClick={() => makeHome(dash.id)}>
+                  Set as my home
+                </button>
+              ) : null)}
+            {canWrite && (
+              <button
+                type="button"
+                className="small primary"
+                data-testid="edit-dashboard"
+                onClick={() => {
+                  setDraft(draftOf(dash));
+                  setErrors({});
+                  setEditing(true);
+                }}
+              >
+                Edit
+              </button>
+            )}
+          </>
+        )}
+      </div>
+
+      {editing && (
+        <div className="card edit-bar" data-testid="edit-bar">
+          <div className="row">
+            <button type="button" className="small" data-testid="add-widget" disabled={draft.widgets.length >= MAX_WIDGETS} onClick={() => setForm({ index: null })}>
+              + Add widget
+            </button>
+            <label className="check">
+              <input type="checkbox" checked={draft.shared} onChange={(e) => setDraft({ ...draft, shared: e.target.checked })} data-testid="dashboard-shared" /> Shared with everyone in the
+              factory
+            </label>
+            {isSuperAdmin && (
+              <label className="check">
+                <input type="checkbox" checked={draft.default} onChange={(e) => setDraft({ ...draft, default: e.target.checked, shared: e.target.checked || draft.shared })} /> Factory default
+              </label>
+            )}
+            <FieldErrorText error={errors.shared ?? errors.default} />
+            <span className="spacer" />
+            {dash && (
+              <button type="button" className="small danger" onClick={() => setConfirmDelete(true)}>
+                Delete
+              </button>
+            )}
+            <button
+              type="button"
+              className="small"
+              onClick={() => {
+                if (!dash) navigate(`/f/${factory}`);
+                setEditing(false);
+                setErrors({});
+              }}
+            >
+              Cancel
+            </button>
+            <button type="button" className="small primary" data-testid="save-dashboard" disabled={saving} onClick={save}>
+              {saving ? "Saving…" : dash ? "Save" : "Create"}
+            </button>
+          </div>
+          <FieldErrorText error={errors.widgets} />
+          <div className="muted small">Drag ⠿ to move a widget and its corner to resize it (or focus either and use the arrow keys).</div>
         </div>
       )}
-    </div>
+
+      {shown.widgets.length === 0 ? (
+        <Empty title="No widgets yet" testId="dashboard-empty">
+          {editing ? "Add a widget to start." : canWrite ? "Edit the dashboard to add widgets." : "Its owner has not added any widgets."}
+        </Empty>
+      ) : (
+        <DashboardGrid
+          layouts={layouts}
+          editing={editing}
+          onLayout={(next) => setDraft((d) => ({ ...d, widgets: d.widgets.map((w, i) => ({ ...w, layout: next[i] ?? w.layout })) }))}
+          titleOf={(i) => shown.widgets[i]?.title || "(untitled)"}
+          testIdOf={(i) => `widget-card-${shown.widgets[i]?.type}`}
+          actions={(i) =>
+            editing ? (
+              <span className="widget-actions">
+                <button type="button" className="small ghost" aria-label={`Edit ${shown.widgets[i]?.title}`} onClick={() => setForm({ index: i })}>
+                  Edit
+                </button>
+                <button type="button" className="small ghost danger" aria-label={`Remove ${shown.widgets[i]?.title}`} onClick={() => removeWidget(i)}>
+                  ✕
+                </button>
+              </span>
+            ) : null
+          }
+        >
+          {(i) => {
+            const w = shown.widgets[i]!;
+            const mine = widgetErrors(errors, i);
+            return (
+              <>
+                {editing && Object.keys(mine).length > 0 && (
+                  <ul className="field-error widget-errors" role="alert">
+                    {Object.entries(mine).map(([k, v]) => (
+                      <li key={k}>
+                        {k ? `${k}: ` : ""}
+                        {v}
+                      </li>
+                    ))}
+                  </ul>
+                )}
+                <WidgetView widget={w} range={effectiveRange(w, view.range)} tick={tick} height={bodyHeight(w.layout.h)} />
+              </>
+            );
+          }}
+        </DashboardGrid>
+      )}
+      {!editing && dash && (
+        <p className="muted small" style={{ marginTop: "0.75rem" }}>
+          Time range: {rangeLabel} · auto-refresh {REFRESH_CHOICES.find((c) => c.seconds === view.refresh)?.label.toLowerCase()} · updated {new Date(dash.updated_at).toLocaleString()}
+        </p>
+      )}
+
+      {form && (
+        <WidgetForm initial={form.index != null ? draft.widgets[form.index] ?? null : null} serverErrors={form.index != null ? widgetErrors(errors, form.index) : {}} onSave={applyWidget} onClose={() => setForm(null)} />
+      )}
+      {confirmDelete && dash && (
+        <Modal title={`Delete "${dash.name}"?`} onClose={() => setConfirmDelete(false)}>
+          <p>{dash.shared ? "Everyone in the factory loses this dashboard; those who made it their home go back to the factory default." : "This cannot be undone."}</p>
+          <div className="row end">
+            <button type="button" onClick={() => setConfirmDelete(false)}>
+              Cancel
+            </button>
+            <button type="button" className="danger" data-testid="confirm-delete-dashboard" onClick={remove}>
+              Delete dashboard
+            </button>
+          </div>
+        </Modal>
+      )}
+    </>
   );
 }
