@@ -75,6 +75,7 @@ export function DashboardGrid({ layouts, editing, onLayout, titleOf, actions, ch
             style={{ gridColumn: `${l.x + 1} / span ${l.w}`, gridRow: `${l.y + 1} / span ${l.h}`, ["--h" as string]: l.h }}
             aria-label={title}
             data-testid={testIdOf?.(i) ?? "widget"}
+            data-index={i}
             data-layout={`${l.x},${l.y},${l.w},${l.h}`}
           >
             <header className="widget-head">

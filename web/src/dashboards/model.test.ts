@@ -4,8 +4,10 @@ import {
   cellsMoved,
   clampLayout,
   cleanWidget,
+  compact,
   effectiveRange,
   energyBucket,
+  energyFrom,
   firstFree,
   overlaps,
   placeAt,
@@ -82,6 +84,11 @@ describe("grid layout", () => {
     expect(out.map((w) => w.layout)).toEqual([l(6, 0, 3, 2), l(0, 0, 6, 4), l(9, 0, 3, 2)]);
   });
 
+  it("closes gaps by floating widgets up, in reading order", () => {
+    expect(compact([l(0, 3, 6, 2), l(6, 5, 6, 2), l(0, 6, 12, 1)])).toEqual([l(0, 0, 6, 2), l(6, 0, 6, 2), l(0, 2, 12, 1)]);
+    expect(compact([l(0, 0, 4, 2), l(0, 4, 4, 2), l(4, 1, 4, 1)])).toEqual([l(0, 0, 4, 2), l(0, 2, 4, 2), l(4, 0, 4, 1)]);
+  });
+
   it("pushes what a moved widget covers down, and nothing overlaps", () => {
     const before = [l(0, 0, 6, 2), l(6, 0, 6, 2), l(0, 2, 12, 3)];
     const after = placeAt(before, 2, l(0, 0, 12, 3));
@@ -95,6 +102,9 @@ describe("grid layout", () => {
     const before = [l(0, 0, 4, 2), l(0, 2, 4, 2), l(0, 4, 4, 2), l(8, 0, 4, 6)];
     const after = placeAt(before, 3, l(0, 0, 4, 1));
     expect(after).toEqual([l(0, 1, 4, 2), l(0, 3, 4, 2), l(0, 5, 4, 2), l(0, 0, 4, 1)]);
+    // Dropped below everything: it floats back up to the first row that has room.
+    expect(placeAt([l(0, 0, 6, 2), l(6, 0, 6, 2)], 1, l(6, 9, 6, 2))).toEqual([l(0, 0, 6, 2), l(6, 0, 6, 2)]);
+    expect(placeAt([l(0, 0, 6, 2), l(6, 0, 6, 2)], 1, l(3, 9, 6, 2))).toEqual([l(0, 0, 6, 2), l(3, 2, 6, 2)]);
     // Resizing past the right edge is clamped, not refused.
     expect(placeAt([l(8, 0, 4, 2)], 0, l(8, 0, 7, 2))[0]).toEqual(l(5, 0, 7, 2));
   });
@@ -117,6 +127,11 @@ describe("time, refresh and drawing", () => {
     expect(effectiveRange({ range: "bogus" }, null)).toBe("24h");
     expect(energyBucket("24h")).toBe("hour");
     expect(energyBucket("7d")).toBe("day");
+    // Berlin is UTC+1 in December: 10:37 UTC → 11:37 local; 24 h before, at the local hour: 10:00 UTC.
+    const now = Date.UTC(2026, 11, 3, 10, 37);
+    expect(new Date(energyFrom("24h", now, "Europe/Berlin")).toISOString()).toBe("2026-12-02T10:00:00.000Z");
+    expect(new Date(energyFrom("7d", now, "Europe/Berlin")).toISOString()).toBe("2026-11-25T23:00:00.000Z");
+    expect(new Date(energyFrom("1h", now, "Asia/Kolkata")).toISOString()).toBe("2026-12-03T09:30:00.000Z");
   });
 
   it("reads the shared URL's view, ignoring what is not a choice", () => {

@@ -3,6 +3,7 @@
 // The server stays the judge; these rules only let the form say what is missing before
 // a round trip, and keep what is sent free of fields a widget type does not use.
 import type { components } from "../api/schema";
+import { localParts, zonedTime } from "../energy/shape";
 
 type S = components["schemas"];
 export type Dashboard = S["Dashboard"];
@@ -190,7 +191,8 @@ export function withLayouts(widgets: Widget[]): (Widget & { layout: WidgetLayout
 
 /**
  * Puts widget `index` at `target` and pushes the widgets it now covers down, in reading
- * order, until nothing overlaps (what a user expects when dropping onto a full row).
+ * order, until nothing overlaps (what a user expects when dropping onto a full row), then
+ * closes the gaps (`compact`).
  */
 export function placeAt(layouts: WidgetLayout[], index: number, target: WidgetLayout): WidgetLayout[] {
   const moved = clampLayout(target);
@@ -207,6 +209,26 @@ export function placeAt(layouts: WidgetLayout[], index: number, target: WidgetLa
       const hit = placed.find((p) => overlaps(p, next));
       if (!hit) break;
       next = { ...next, y: hit.y + hit.h };
+    }
+    placed.push(next);
+    result[i] = next;
+  }
+  return compact(result);
+}
+
+/**
+ * Floats every widget up as far as it goes, in reading order (the grid has no holes a
+ * user has to tidy by hand). Keeps a layout without overlaps free of them.
+ */
+export function compact(layouts: WidgetLayout[]): WidgetLayout[] {
+  const result = layouts.slice();
+  const placed: WidgetLayout[] = [];
+  for (const i of readingOrder(layouts)) {
+    let next = { ...layouts[i]! };
+    while (next.y > 0) {
+      const up = { ...next, y: next.y - 1 };
+      if (placed.some((p) => overlaps(p, up))) break;
+      next = up;
     }
     placed.push(next);
     result[i] = next;
@@ -239,6 +261,15 @@ export function effectiveRange(widget: Pick<Widget, "range">, dashboardRange: Wi
 /** The energy bucket for a span: hours up to two days, else days. */
 export function energyBucket(range: WidgetRange): "hour" | "day" {
   return RANGE_MS[range] <= 2 * 86_400_000 ? "hour" : "day";
+}
+
+/**
+ * Where energy bars start: the start of the local hour (or day) `range` before `now`, so
+ * the first bar is a whole bucket and the last one is the running one.
+ */
+export function energyFrom(range: WidgetRange, now: number, tz: string): number {
+  const p = localParts(now - RANGE_MS[range], tz);
+  return energyBucket(range) === "hour" ? zonedTime(p.year, p.month, p.day, p.hour, 0, tz) : zonedTime(p.year, p.month, p.day, 0, 0, tz);
 }
 
 export const REFRESH_CHOICES = [

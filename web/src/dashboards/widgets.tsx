@@ -16,7 +16,7 @@ import { listAlerts, loadAllDevices } from "../pages/data";
 import { useStreamEvent } from "../stream";
 import { Badge, Empty, fmtAgo, fmtValue, isOnline, useAsync } from "../ui/common";
 import { arc, gaugeFraction, sparkPath } from "./draw";
-import { RANGE_MS, energyBucket, type Widget, type WidgetRange } from "./model";
+import { RANGE_MS, energyBucket, energyFrom, type Widget, type WidgetRange } from "./model";
 
 export interface WidgetViewProps {
   widget: Widget;
@@ -159,16 +159,16 @@ function GaugeWidget({ widget, tick, height }: WidgetViewProps) {
   const size = Math.max(60, Math.min(height - 40, 150));
   return (
     <div className="widget-gauge" data-testid="widget-gauge" data-fraction={f ?? ""}>
-      <svg viewBox="0 0 120 68" style={{ height: size }} role="img" aria-label={`${property}: ${fmtValue(v, unit)} of ${fmtValue(max, unit)}`}>
+      <svg viewBox="0 0 120 74" style={{ height: size }} role="img" aria-label={`${property}: ${fmtValue(v, unit)} of ${fmtValue(max, unit)}`}>
         <path d={arc(1)} className="gauge-track" />
         {f !== null && f > 0 && <path d={arc(f)} style={{ stroke: color }} className="gauge-value" />}
         <text x="60" y="58" textAnchor="middle" className="gauge-number">
           {loading ? "…" : fmtValue(v)}
         </text>
-        <text x="12" y="67" textAnchor="middle" className="gauge-limit">
+        <text x="12" y="73" textAnchor="middle" className="gauge-limit">
           {fmtValue(min)}
         </text>
-        <text x="108" y="67" textAnchor="middle" className="gauge-limit">
+        <text x="108" y="73" textAnchor="middle" className="gauge-limit">
           {fmtValue(max)}
         </text>
       </svg>
@@ -213,9 +213,9 @@ function EnergyBarsWidget({ widget, range, tick, height }: WidgetViewProps) {
   const loaded = useAsync(
     async () => {
       const to = Date.now();
-      return getConsumption(factory, scope, to - RANGE_MS[range], to, bucket);
+      return getConsumption(factory, scope, energyFrom(range, to, timezone), to, bucket);
     },
-    [factory, widget.device_id, widget.group_id, range, tick],
+    [factory, timezone, widget.device_id, widget.group_id, range, tick],
   );
   if (loaded.error instanceof ApiError && loaded.error.status === 404) return <Empty title="No energy data">This server has no energy routes.</Empty>;
   if (loaded.error) return <WidgetError error={loaded.error} />;
