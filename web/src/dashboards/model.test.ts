@@ -138,6 +138,7 @@ describe("time, refresh and drawing", () => {
     expect(viewFromSearch(new URLSearchParams("range=7d&refresh=30"))).toEqual({ range: "7d", refresh: 30 });
     expect(viewFromSearch(new URLSearchParams("range=2y&refresh=7"))).toEqual({ range: null, refresh: 60 });
     expect(viewFromSearch(new URLSearchParams("refresh=0"))).toEqual({ range: null, refresh: 0 });
+    expect(viewFromSearch(new URLSearchParams(""))).toEqual({ range: null, refresh: 60 });
   });
 
   it("draws a sparkline scaled to its own min and max, skipping gaps", () => {

@@ -283,7 +283,9 @@ export const REFRESH_CHOICES = [
 export function viewFromSearch(search: URLSearchParams): { range: WidgetRange | null; refresh: number } {
   const r = search.get("range");
   const range = (WIDGET_RANGES as readonly string[]).includes(r ?? "") ? (r as WidgetRange) : null;
-  const s = Number(search.get("refresh"));
+  // Absent: every minute (a dashboard on a wall should not go stale); `0` turns it off.
+  const raw = search.get("refresh");
+  const s = raw === null || raw.trim() === "" ? NaN : Number(raw);
   const refresh = REFRESH_CHOICES.some((c) => c.seconds === s) ? s : 60;
   return { range, refresh };
 }

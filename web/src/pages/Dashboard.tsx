@@ -133,7 +133,9 @@ function DashboardView({ dash, list, homeId, preferredId, onChanged }: { dash: D
 
   const shown = editing ? draft : draftOf(dash);
   const layouts = shown.widgets.map((w) => w.layout);
-  const shareUrl = dash ? `${window.location.origin}/f/${factory}/dashboards/${dash.id}${view.range ? `?range=${view.range}` : ""}` : "";
+  // The link opens the same view: the dashboard-wide range and refresh travel with it.
+  const query = search.toString();
+  const shareUrl = dash ? `${window.location.origin}/f/${factory}/dashboards/${dash.id}${query ? `?${query}` : ""}` : "";
 
   const save = async () => {
     setSaving(true);
