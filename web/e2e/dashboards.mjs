@@ -271,6 +271,10 @@ async function main() {
     await page.waitForFunction(() => Number(document.querySelector('[data-testid="widget-chart"]')?.getAttribute("data-points")) >= 100);
     await page.waitForTimeout(400);
     await shot("dashboard-1440");
+    await page.getByRole("button", { name: "Switch to dark theme" }).click();
+    await page.waitForTimeout(400);
+    await shot("dashboard-dark-1440");
+    await page.getByRole("button", { name: "Switch to light theme" }).click();
   });
 
   await step("the dashboard-wide range and auto-refresh live in the shareable URL", async () => {

@@ -2,7 +2,7 @@
 // widget has a drag handle (move) and a corner handle (resize), by pointer or by arrow keys;
 // what a move covers is pushed down (`placeAt`).
 import { useRef, useState, type KeyboardEvent, type PointerEvent, type ReactNode } from "react";
-import { GRID_COLUMNS, cellsMoved, placeAt, readingOrder, type WidgetLayout } from "./model";
+import { GRID_COLUMNS, cellsMoved, nudge, placeAt, readingOrder, type WidgetLayout } from "./model";
 
 export const ROW_PX = 72;
 export const GAP_PX = 12;
@@ -57,8 +57,8 @@ export function DashboardGrid({ layouts, editing, onLayout, titleOf, actions, ch
     const d = step[e.key];
     if (!d) return;
     e.preventDefault();
-    const g = { kind, index, startX: 0, startY: 0, start: layouts[index]! };
-    onLayout(placeAt(layouts, index, target(g, d[0], d[1])));
+    if (kind === "move") onLayout(nudge(layouts, index, d[0], d[1]));
+    else onLayout(placeAt(layouts, index, target({ kind, index, startX: 0, startY: 0, start: layouts[index]! }, d[0], d[1])));
   };
 
   // DOM order is reading order, so a narrow screen stacks the widgets as they read.

@@ -9,6 +9,7 @@ import {
   energyBucket,
   energyFrom,
   firstFree,
+  nudge,
   overlaps,
   placeAt,
   readingOrder,
@@ -107,6 +108,19 @@ describe("grid layout", () => {
     expect(placeAt([l(0, 0, 6, 2), l(6, 0, 6, 2)], 1, l(3, 9, 6, 2))).toEqual([l(0, 0, 6, 2), l(3, 2, 6, 2)]);
     // Resizing past the right edge is clamped, not refused.
     expect(placeAt([l(8, 0, 4, 2)], 0, l(8, 0, 7, 2))[0]).toEqual(l(5, 0, 7, 2));
+  });
+
+  it("lets a widget pass the one it touches by keyboard (a swap), and rise into the room it leaves", () => {
+    const column = [l(0, 0, 4, 2), l(0, 2, 4, 3), l(4, 0, 8, 5)];
+    const down = nudge(column, 0, 0, 1);
+    expect(down).toEqual([l(0, 3, 4, 2), l(0, 0, 4, 3), l(4, 0, 8, 5)]);
+    expect(nudge(down, 0, 0, -1)).toEqual(column);
+    // Nothing below: a step down has nowhere to stay, the widget rises back.
+    expect(nudge([l(0, 0, 4, 2)], 0, 0, 1)).toEqual([l(0, 0, 4, 2)]);
+    // Sideways into a neighbour: it takes the place and the neighbour goes below.
+    expect(nudge([l(0, 0, 4, 2), l(4, 0, 4, 2)], 0, 1, 0)).toEqual([l(1, 0, 4, 2), l(4, 2, 4, 2)]);
+    // Dropped far below: it rises to the first row with room.
+    expect(placeAt([l(0, 0, 4, 2), l(4, 0, 4, 2)], 1, l(0, 9, 4, 2))).toEqual([l(0, 0, 4, 2), l(0, 2, 4, 2)]);
   });
 
   it("orders widgets for a narrow screen by row, then column", () => {

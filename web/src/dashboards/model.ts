@@ -191,8 +191,9 @@ export function withLayouts(widgets: Widget[]): (Widget & { layout: WidgetLayout
 
 /**
  * Puts widget `index` at `target` and pushes the widgets it now covers down, in reading
- * order, until nothing overlaps (what a user expects when dropping onto a full row), then
- * closes the gaps (`compact`).
+ * order, until nothing overlaps (what a user expects when dropping onto a full row). Then
+ * the gaps close: the others rise first, around the moved widget where it was put (so a
+ * widget can pass the one below it), then the moved one rises too.
  */
 export function placeAt(layouts: WidgetLayout[], index: number, target: WidgetLayout): WidgetLayout[] {
   const moved = clampLayout(target);
@@ -213,27 +214,54 @@ export function placeAt(layouts: WidgetLayout[], index: number, target: WidgetLa
     placed.push(next);
     result[i] = next;
   }
-  return compact(result);
+  const settled = compact(result, index);
+  settled[index] = rise(moved, settled.filter((_, i) => i !== index));
+  return settled;
+}
+
+/** The highest row at or above `l.y` where `l` overlaps none of `placed`. */
+function rise(l: WidgetLayout, placed: WidgetLayout[]): WidgetLayout {
+  for (let y = 0; y < l.y; y++) {
+    const up = { ...l, y };
+    if (!placed.some((p) => overlaps(p, up))) return up;
+  }
+  return l;
 }
 
 /**
- * Floats every widget up as far as it goes, in reading order (the grid has no holes a
- * user has to tidy by hand). Keeps a layout without overlaps free of them.
+ * Lets every widget rise to the highest free row, in reading order (the grid has no holes
+ * a user has to tidy by hand); `fixed` names one that stays put. Keeps a layout without
+ * overlaps free of them.
  */
-export function compact(layouts: WidgetLayout[]): WidgetLayout[] {
+export function compact(layouts: WidgetLayout[], fixed?: number): WidgetLayout[] {
   const result = layouts.slice();
-  const placed: WidgetLayout[] = [];
+  const placed: WidgetLayout[] = fixed !== undefined && layouts[fixed] ? [layouts[fixed]] : [];
   for (const i of readingOrder(layouts)) {
-    let next = { ...layouts[i]! };
-    while (next.y > 0) {
-      const up = { ...next, y: next.y - 1 };
-      if (placed.some((p) => overlaps(p, up))) break;
-      next = up;
-    }
+    if (i === fixed) continue;
+    const next = rise(layouts[i]!, placed);
     placed.push(next);
     result[i] = next;
   }
   return result;
+}
+
+/**
+ * One keyboard step: left/right by a column; up/down past the widget it touches in that
+ * direction (so two widgets swap), else by a row.
+ */
+export function nudge(layouts: WidgetLayout[], index: number, dx: number, dy: number): WidgetLayout[] {
+  const l = layouts[index]!;
+  const sharesColumns = (o: WidgetLayout) => o.x < l.x + l.w && l.x < o.x + o.w;
+  const others = layouts.filter((o, i) => i !== index && sharesColumns(o));
+  let y = l.y + dy;
+  if (dy > 0) {
+    const below = others.filter((o) => o.y === l.y + l.h);
+    if (below.length) y = l.y + Math.max(...below.map((o) => o.h));
+  } else if (dy < 0) {
+    const above = others.filter((o) => o.y + o.h === l.y);
+    if (above.length) y = Math.min(...above.map((o) => o.y));
+  }
+  return placeAt(layouts, index, { ...l, x: l.x + dx, y });
 }
 
 /** Reading order (row, then column): how the widgets stack on a narrow screen. */
