@@ -20,9 +20,11 @@ export function binaryPath() {
 
 export async function startServer({ rootPassword, env = {} }) {
   const dataDir = mkdtempSync(join(tmpdir(), "factoryops-e2e-"));
+  // FACTORYOPS_BIN picks the binary; passed on, the server would refuse it as an unknown key.
+  const { FACTORYOPS_BIN: _bin, ...inherited } = process.env;
   const child = spawn(binaryPath(), ["serve"], {
     env: {
-      ...process.env,
+      ...inherited,
       FACTORYOPS_DATA_DIR: dataDir,
       FACTORYOPS_HTTP_ADDR: "127.0.0.1:0",
       FACTORYOPS_MQTT_ADDR: "127.0.0.1:0",
