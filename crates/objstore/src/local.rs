@@ -183,7 +183,7 @@ impl ObjectStore for LocalStore {
                     }
                 }
             }
-            out.sort_by(|a, b| a.key.as_path().cmp(&b.key.as_path()));
+            out.sort_by_cached_key(|a| a.key.as_path());
             Ok(out)
         })
         .await

@@ -91,14 +91,16 @@ impl HttpConnector for Connector {
 
 impl S3Store {
     pub fn new(options: S3Options) -> Result<Self, StoreError> {
-        let mut retry = RetryConfig::default();
         // One quick retry for a dropped connection; the job runtime does the patient retrying.
-        retry.max_retries = 1;
-        retry.retry_timeout = options.timeout;
-        let mut backoff = BackoffConfig::default();
-        backoff.init_backoff = Duration::from_millis(100);
-        backoff.max_backoff = Duration::from_millis(500);
-        retry.backoff = backoff;
+        let retry = RetryConfig {
+            max_retries: 1,
+            retry_timeout: options.timeout,
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(500),
+                ..BackoffConfig::default()
+            },
+        };
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&options.bucket)
             .with_region(&options.region)
@@ -267,7 +269,7 @@ impl ObjectStore for S3Store {
                 prefix.matches(&key).then_some(ObjectMeta { key, size: meta.size })
             })
             .collect();
-        out.sort_by(|a, b| a.key.as_path().cmp(&b.key.as_path()));
+        out.sort_by_cached_key(|a| a.key.as_path());
         Ok(out)
     }
 
