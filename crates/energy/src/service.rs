@@ -162,6 +162,26 @@ pub struct Ranking {
     pub production_property: HashMap<DeviceId, Option<PropertyName>>,
 }
 
+/// Which closed periods [`EnergyService::closed_periods`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodKind {
+    /// Local days.
+    Day,
+    /// The occurrences of the shift calendar's shifts.
+    Shift,
+}
+
+/// One device's energy and production over a closed period, for rules on specific energy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSpecific {
+    pub device_id: DeviceId,
+    pub kwh: f64,
+    /// Units of its production count property; `None` without one.
+    pub units: Option<f64>,
+    /// The baseline's expected kWh for the day, when a baseline was asked for and can tell.
+    pub expected_kwh: Option<f64>,
+}
+
 /// Where one device's energy comes from.
 #[derive(Debug, Clone, PartialEq)]
 struct Source {
@@ -920,13 +940,7 @@ impl EnergyService {
         let (from_ms, to_ms) = check_range(from_ms, to_ms)?;
         let devices = self.inner.directory.devices_of_type(factory, device_type).await?;
         let ctx = self.context(factory, &devices).await?;
-        let semantics = self.inner.directory.semantics(factory).await?;
-        let mut production: HashMap<DeviceId, (PropertyName, Semantics)> = HashMap::new();
-        for (device, property, s) in semantics {
-            if s.quantity == Quantity::ProductionCount && !production.contains_key(&device) {
-                production.insert(device, (property, s));
-            }
-        }
+        let production = self.production_properties(factory).await?;
         let (per_device, _) = self.all_slots(factory, &ctx, &devices, from_ms, to_ms).await?;
         let mut rows = Vec::with_capacity(devices.len());
         let mut used = HashMap::new();
@@ -934,23 +948,8 @@ impl EnergyService {
             let kwh: f64 = slots.iter().map(|s| s.kwh).sum();
             let units = match production.get(device) {
                 Some((property, s)) => {
-                    let counting = match s.counting() {
-                        Some(UnitCounting::PerMessage) => Counting::PerMessage,
-                        _ => Counting::Cumulative,
-                    };
-                    // A cumulative count needs the reading before the range: look back a day.
-                    let lookback = if counting == Counting::Cumulative { DAY_MS } else { 0 };
-                    let mut samples = self.raw(factory, device, property, from_ms - lookback, to_ms).await?;
-                    if counting == Counting::Cumulative
-                        && let Some(first_inside) = samples.iter().position(|(t, _)| *t >= from_ms)
-                    {
-                        // Only the last reading before the range matters.
-                        samples.drain(..first_inside.saturating_sub(1));
-                    }
-                    let units = units_per_slot(&samples, counting, from_ms, to_ms)
-                        .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
                     used.insert(device.clone(), Some(property.clone()));
-                    units.iter().sum()
+                    self.units(factory, device, property, s, from_ms, to_ms).await?
                 }
                 None => {
                     used.insert(device.clone(), None);
@@ -960,6 +959,153 @@ impl EnergyService {
             rows.push((device.clone(), kwh, units));
         }
         Ok(Ranking { from_ms, to_ms, items: rank(rows), production_property: used })
+    }
+
+    /// Every device's production count property (the first by name when it has several).
+    async fn production_properties(
+        &self,
+        factory: &FactoryId,
+    ) -> Result<HashMap<DeviceId, (PropertyName, Semantics)>, ServiceError> {
+        let mut semantics = self.inner.directory.semantics(factory).await?;
+        semantics.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut production: HashMap<DeviceId, (PropertyName, Semantics)> = HashMap::new();
+        for (device, property, s) in semantics {
+            if s.quantity == Quantity::ProductionCount && !production.contains_key(&device) {
+                production.insert(device, (property, s));
+            }
+        }
+        Ok(production)
+    }
+
+    /// The units a production count property counted in `[from, to)` (slot-grid range).
+    async fn units(
+        &self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        property: &PropertyName,
+        semantics: &Semantics,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<f64, ServiceError> {
+        let counting = match semantics.counting() {
+            Some(UnitCounting::PerMessage) => Counting::PerMessage,
+            _ => Counting::Cumulative,
+        };
+        // A cumulative count needs the reading before the range: look back a day.
+        let lookback = if counting == Counting::Cumulative { DAY_MS } else { 0 };
+        let mut samples = self.raw(factory, device, property, from_ms - lookback, to_ms).await?;
+        if counting == Counting::Cumulative
+            && let Some(first_inside) = samples.iter().position(|(t, _)| *t >= from_ms)
+        {
+            // Only the last reading before the range matters.
+            samples.drain(..first_inside.saturating_sub(1));
+        }
+        let units = units_per_slot(&samples, counting, from_ms, to_ms)
+            .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+        Ok(units.iter().sum())
+    }
+
+    /// The complete local days or shift occurrences that end in `(after, until]`, in
+    /// order (no shifts without a shift calendar).
+    pub async fn closed_periods(
+        &self,
+        factory: &FactoryId,
+        kind: PeriodKind,
+        after_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<Span>, ServiceError> {
+        if until_ms <= after_ms {
+            return Ok(Vec::new());
+        }
+        let tz = self
+            .inner
+            .directory
+            .timezone(factory)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("no such factory".into()))?;
+        // Start two days early on the grid: a period ending just after `after` began
+        // before it (days and shifts last at most 25 hours), and the spans are clipped.
+        let from = after_ms - 2 * DAY_MS;
+        let from = from - from.rem_euclid(SLOT_MS);
+        let to = until_ms + (SLOT_MS - until_ms.rem_euclid(SLOT_MS)) % SLOT_MS;
+        let (bucket, calendar) = match kind {
+            PeriodKind::Day => (Bucket::Day, None),
+            PeriodKind::Shift => match self.shift_calendar(factory).await? {
+                Some(calendar) => (Bucket::Shift, Some(calendar)),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let all = spans(tz, from, to, bucket, calendar.as_ref())
+            .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
+        // The first span may be clipped at `from`; it ends long before `after` anyway.
+        Ok(all.into_iter().filter(|s| s.start_ms > from && s.end_ms > after_ms && s.end_ms <= until_ms).collect())
+    }
+
+    /// kWh and units produced of devices over a closed period `[from, to)` (`devices:
+    /// None` = every device with a production count property, by id). With a baseline,
+    /// only its device (when it is a device baseline and among `devices`), with the
+    /// baseline's expected kWh for the local day starting at `from`.
+    pub async fn specific_figures(
+        &self,
+        factory: &FactoryId,
+        devices: Option<&[DeviceId]>,
+        from_ms: i64,
+        to_ms: i64,
+        baseline_id: Option<&str>,
+    ) -> Result<Vec<DeviceSpecific>, ServiceError> {
+        let (from_ms, to_ms) = check_range(from_ms, to_ms)?;
+        let production = self.production_properties(factory).await?;
+        let mut expected_kwh = None;
+        let devices: Vec<DeviceId> = match baseline_id {
+            Some(id) => {
+                let Some(baseline) = self.inner.store.get_baseline(factory, id).await? else { return Ok(Vec::new()) };
+                let Ok(device) = DeviceId::parse(&baseline.target_id) else { return Ok(Vec::new()) };
+                if baseline.target_kind != "device" || devices.is_some_and(|d| !d.contains(&device)) {
+                    return Ok(Vec::new());
+                }
+                let tz = self
+                    .inner
+                    .directory
+                    .timezone(factory)
+                    .await?
+                    .ok_or_else(|| ServiceError::NotFound("no such factory".into()))?;
+                let day = local_date(tz, from_ms).ok_or_else(|| invalid("from", "out of range"))?;
+                let next = day.succ_opt().ok_or_else(|| invalid("to", "out of range"))?;
+                let rows = self
+                    .daily_rows(factory, std::slice::from_ref(&device), &baseline.drivers, day, next, "from")
+                    .await?;
+                // No row: no energy data that day, or a driver without data: it cannot tell.
+                if let Some((_, row)) = rows.into_iter().find(|(d, _)| *d == day) {
+                    let points = evaluate(&baseline.model, &[row]).map_err(|e| baseline_error(&e))?;
+                    expected_kwh = points.first().map(|p| p.expected);
+                }
+                vec![device]
+            }
+            None => match devices {
+                Some(list) => list.to_vec(),
+                None => {
+                    let mut all: Vec<DeviceId> = production.keys().cloned().collect();
+                    all.sort();
+                    all
+                }
+            },
+        };
+        let ctx = self.context(factory, &devices).await?;
+        let (per_device, _) = self.all_slots(factory, &ctx, &devices, from_ms, to_ms).await?;
+        let mut out = Vec::with_capacity(devices.len());
+        for (device, slots) in devices.iter().zip(&per_device) {
+            let units = match production.get(device) {
+                Some((property, s)) => Some(self.units(factory, device, property, s, from_ms, to_ms).await?),
+                None => None,
+            };
+            out.push(DeviceSpecific {
+                device_id: device.clone(),
+                kwh: slots.iter().map(|s| s.kwh).sum(),
+                units,
+                expected_kwh,
+            });
+        }
+        Ok(out)
     }
 
     /// Fits an EnPI baseline over the local days `[from, to)` and stores it as the next

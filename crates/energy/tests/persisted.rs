@@ -221,4 +221,33 @@ async fn persisted_days_answer_like_raw_and_outlive_retention(db: TestDatabase) 
     assert_eq!(days(&service).await, late);
 }
 
-backend_matrix!(persisted_days_answer_like_raw_and_outlive_retention);
+/// The closed periods rules on energy per unit judge (ADR 0016): whole local days and
+/// whole shift occurrences ending in `(after, until]`; no shifts without a calendar.
+async fn closed_periods_are_whole_local_days_and_shifts(db: TestDatabase) {
+    use factoryops_energy::service::PeriodKind;
+    use factoryops_energy::store::{NewSetting, SettingKind};
+    let rig = Rig::open(&db).await;
+    let (service, _) = rig.service().await;
+    // Days ending after Nov 3 06:00, up to Nov 5 00:00: Nov 3 and Nov 4 (CET, 24 h each).
+    let days = service.closed_periods(&f(), PeriodKind::Day, local(3, 6, 0), local(5, 0, 0)).await.unwrap();
+    let got: Vec<(i64, i64)> = days.iter().map(|s| (s.start_ms, s.end_ms)).collect();
+    assert_eq!(got, [(local(3, 0, 0), local(4, 0, 0)), (local(4, 0, 0), local(5, 0, 0))]);
+    assert!(service.closed_periods(&f(), PeriodKind::Shift, local(3, 0, 0), local(5, 0, 0)).await.unwrap().is_empty());
+
+    let plan = serde_json::json!({"shifts": [{"name": "early", "from": "06:00", "to": "14:00"},
+                                             {"name": "night", "from": "22:00", "to": "06:00"}]});
+    let new = NewSetting { kind: SettingKind::Shifts, valid_from: None, body: &plan, created_by: "user:test" };
+    service
+        .append_setting(&f(), new, chrono::NaiveDate::from_ymd_opt(2026, 11, 5).unwrap(), local(5, 0, 0))
+        .await
+        .unwrap();
+    // Ending in (Nov 4 05:00, Nov 4 14:00]: the night shift from Nov 3 22:00 and the early
+    // one of Nov 4 (whole, though the night began before `after`); the night of Nov 4 has
+    // not ended.
+    let shifts = service.closed_periods(&f(), PeriodKind::Shift, local(4, 5, 0), local(4, 14, 0)).await.unwrap();
+    let got: Vec<(&str, i64, i64)> =
+        shifts.iter().map(|s| (s.label.as_deref().unwrap(), s.start_ms, s.end_ms)).collect();
+    assert_eq!(got, [("night", local(3, 22, 0), local(4, 6, 0)), ("early", local(4, 6, 0), local(4, 14, 0))]);
+}
+
+backend_matrix!(persisted_days_answer_like_raw_and_outlive_retention, closed_periods_are_whole_local_days_and_shifts);

@@ -406,3 +406,75 @@ fn repo_error(e: RepoError) -> DbError {
         other => DbError::Malformed(other.to_string()),
     }
 }
+
+/// The rules' view of the energy service for `specific_energy` leaves (ADR 0016): closed
+/// days and shifts, kWh and units produced per device, and baselines' expected energy.
+pub struct EnergySpecific(pub factoryops_energy::service::EnergyService);
+
+fn energy_error(e: factoryops_energy::service::ServiceError) -> DbError {
+    use factoryops_energy::service::ServiceError;
+    match e {
+        ServiceError::Store(factoryops_energy::store::StoreError::Db(db)) => db,
+        other => DbError::Malformed(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl factoryops_rules::SpecificEnergy for EnergySpecific {
+    async fn periods(
+        &self,
+        factory: &FactoryId,
+        period: factoryops_rules::SpecificPeriod,
+        after_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<factoryops_rules::Period>, DbError> {
+        use factoryops_energy::service::PeriodKind;
+        let kind = match period {
+            factoryops_rules::SpecificPeriod::Day => PeriodKind::Day,
+            factoryops_rules::SpecificPeriod::Shift => PeriodKind::Shift,
+        };
+        let spans = self.0.closed_periods(factory, kind, after_ms, until_ms).await.map_err(energy_error)?;
+        Ok(spans
+            .into_iter()
+            .map(|s| factoryops_rules::Period { start_ms: s.start_ms, end_ms: s.end_ms, label: s.label })
+            .collect())
+    }
+
+    async fn figures(
+        &self,
+        factory: &FactoryId,
+        period: &factoryops_rules::Period,
+        devices: Option<&[DeviceId]>,
+        baseline_id: Option<&str>,
+    ) -> Result<Vec<factoryops_rules::SpecificFigures>, DbError> {
+        let figures = self
+            .0
+            .specific_figures(factory, devices, period.start_ms, period.end_ms, baseline_id)
+            .await
+            .map_err(energy_error)?;
+        Ok(figures
+            .into_iter()
+            .map(|f| factoryops_rules::SpecificFigures {
+                device_id: f.device_id,
+                kwh: f.kwh,
+                units: f.units,
+                expected_kwh: f.expected_kwh,
+            })
+            .collect())
+    }
+
+    async fn baseline_target(
+        &self,
+        factory: &FactoryId,
+        baseline_id: &str,
+    ) -> Result<Option<factoryops_rules::BaselineTarget>, DbError> {
+        let baseline = self.0.store().get_baseline(factory, baseline_id).await.map_err(|e| match e {
+            factoryops_energy::store::StoreError::Db(db) => db,
+            other => DbError::Malformed(other.to_string()),
+        })?;
+        Ok(baseline.map(|b| match (b.target_kind.as_str(), DeviceId::parse(&b.target_id)) {
+            ("device", Ok(device)) => factoryops_rules::BaselineTarget::Device(device),
+            (kind, _) => factoryops_rules::BaselineTarget::Other(kind.to_string()),
+        }))
+    }
+}

@@ -248,6 +248,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             catalogue: catalogue.clone(),
             energy: factoryops_energy::store::EnergyStore::new(db.clone()),
         })),
+        specific_energy: Some(Arc::new(crate::rules::EnergySpecific(energy.clone()))),
         max_backtest_points: config.rules.max_backtest_points,
         ..EngineConfig::default()
     };

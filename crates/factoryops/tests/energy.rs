@@ -910,7 +910,189 @@ async fn energy_rules_fire_on_backfilled_telemetry(db: TestDatabase) {
     app.stop().await;
 }
 
+/// Energy per unit above a fixed figure through the real server (ADR 0016): a backfilled
+/// closed day of press-1 in Berlin, 100 kW from 08:00 to 10:00 (200 kWh) and a cumulative
+/// count rising by 100 units, is 2 kWh/unit. A rule expecting 1.5 kWh/unit and 10 % more
+/// (1.65) opens when saved (the day is closed), at the day's end plus 15 minutes with the
+/// actual kWh per unit; one expecting 2 kWh/unit and 10 % more (2.2) stays quiet; the
+/// backtest over the day finds the same alert.
+async fn specific_energy_rule_fires_after_the_day_closes(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (admin, viewer) = setup(&app, &["press-1"]).await;
+    let key = telemetry_key(&app, &admin).await;
+    // The latest local day closed 15 minutes ago (any day length: the energy below lies
+    // between 08:00 and 10:00).
+    let judged = app.clock_now() - 15 * MIN;
+    let d = chrono::DateTime::from_timestamp_millis(judged)
+        .unwrap()
+        .with_timezone(&Berlin)
+        .date_naive()
+        .pred_opt()
+        .unwrap();
+    let at = |hour: u32, minute: u32| berlin(d, hour, minute);
+    let mut messages = Vec::new();
+    let mut t = at(8, 0);
+    while t <= at(10, 0) {
+        messages.push(json!({"device_id": "press-1", "ts": t, "power_kw": 100.0}));
+        t += 5 * MIN;
+    }
+    // The first reading of the day counts nothing (the count before it is unknown); then
+    // +50 and +50: 100 units.
+    for (t, count) in [(at(7, 45), 1000.0), (at(9, 0), 1050.0), (at(9, 45), 1100.0)] {
+        messages.push(json!({"device_id": "press-1", "ts": t, "parts": count}));
+    }
+    backfill(&app, &key, messages).await;
+    annotate(&app, &admin, "press-1", "power_kw", json!({"quantity": "power", "unit": "kW"})).await;
+    annotate(&app, &admin, "press-1", "parts", json!({"quantity": "production_count", "unit": "pcs"})).await;
+
+    let rule = |name: &str, condition: Value| {
+        json!({"name": name, "scope": {"devices": ["press-1"]}, "condition": condition,
+               "severity": "warning", "message": "{device} {value} kWh/unit ({threshold})"})
+    };
+    // Strict input: exactly one of kwh_per_unit and baseline_id, a baseline that exists.
+    let (status, problem) = app
+        .post(
+            &path("/rules"),
+            Some(&admin),
+            rule("bad", json!({"all": [{"op": "specific_energy", "kwh_per_unit": 1.5, "baseline_id": "b", "above_percent": 10}]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "condition.all[0].baseline_id", "{problem}");
+    let (status, problem) = app
+        .post(
+            &path("/rules"),
+            Some(&admin),
+            rule("bad", json!({"op": "specific_energy", "baseline_id": "nope", "above_percent": 10})),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "condition.baseline_id", "{problem}");
+    assert_eq!(problem["errors"][0]["message"], "no such baseline", "{problem}");
+
+    let mut ids = Vec::new();
+    for (name, per_unit) in [("Energy per unit above 1.5 + 10 %", 1.5), ("Energy per unit above 2 + 10 %", 2.0)] {
+        let condition = json!({"op": "specific_energy", "kwh_per_unit": per_unit, "above_percent": 10});
+        let (status, created) = app.post(&path("/rules"), Some(&admin), rule(name, condition)).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["warnings"], json!([]), "{created}");
+        assert_eq!(created["condition"]["period"], "day", "the default is spelled out: {created}");
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    let alerts = wait_for_alerts(&app, &viewer, &ids[0], |a| a.len() == 1).await;
+    let closed_at = berlin(d.succ_opt().unwrap(), 0, 0) + 15 * MIN;
+    assert_eq!(alerts[0]["device_id"], "press-1");
+    assert_eq!(alerts[0]["status"], "open");
+    assert_eq!(factoryops_types::parse_rfc3339_ms(alerts[0]["opened_at"].as_str().unwrap()).unwrap(), closed_at);
+    close(&alerts[0]["value"], 2.0, "kWh per unit");
+    assert_eq!(alerts[0]["threshold"], "+10% over 1.5 kWh/unit");
+    assert_eq!(alerts[0]["message"], "press-1 2 kWh/unit (+10% over 1.5 kWh/unit)");
+    // 2 kWh/unit is not above 2.2: nothing (judged in the same request that saved it).
+    let (_, all) = app.get(&path("/alerts?limit=100"), Some(&viewer)).await;
+    assert!(all["items"].as_array().unwrap().iter().all(|a| a["rule_id"] != ids[1].as_str()), "{all}");
+
+    let (status, result) = app
+        .post(
+            &path(&format!("/rules/{}/backtest", ids[0])),
+            Some(&viewer),
+            json!({"from": factoryops_types::format_rfc3339_ms(berlin(d, 0, 0)),
+                   "to": factoryops_types::format_rfc3339_ms(closed_at + MIN)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["opened"], 1, "{result}");
+    assert_eq!(
+        factoryops_types::parse_rfc3339_ms(result["alerts"][0]["opened_at"].as_str().unwrap()).unwrap(),
+        closed_at
+    );
+    app.stop().await;
+}
+
+/// "Energy per unit above baseline by 10 %" through the real server: a device baseline of
+/// daily kWh = 100 + 2 × units fitted over 8 days; the latest closed day makes 20 units
+/// with 20 % more energy than expected (168 kWh for 140): 8.4 kWh/unit against 140 / 20 =
+/// 7 kWh/unit, above 7 × 1.1 = 7.7 but not above 7 × 1.25 = 8.75.
+async fn baseline_energy_per_unit_rule_fires_after_the_day_closes(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (admin, viewer) = setup(&app, &["line-1"]).await;
+    let key = telemetry_key(&app, &admin).await;
+    let judged = app.clock_now() - 15 * MIN;
+    let last = chrono::DateTime::from_timestamp_millis(judged)
+        .unwrap()
+        .with_timezone(&Berlin)
+        .date_naive()
+        .pred_opt()
+        .unwrap();
+    let first = last.checked_sub_days(chrono::Days::new(8)).unwrap();
+    let units = [10.0, 20.0, 15.0, 30.0, 25.0, 5.0, 40.0, 35.0, 20.0];
+    let mut messages = Vec::new();
+    let (mut reading, mut count) = (0.0, 1000.0);
+    messages.push(json!({"device_id": "line-1", "ts": berlin(first, 0, 0) - HOUR, "parts": count}));
+    let mut date = first;
+    for (i, u) in units.iter().enumerate() {
+        // The energy counter rises evenly through the day by the day's kWh (every 15 min).
+        let kwh = (100.0 + 2.0 * u) * if i == 8 { 1.2 } else { 1.0 };
+        let (d0, d1) = (berlin(date, 0, 0), berlin(date.succ_opt().unwrap(), 0, 0));
+        let slots = (d1 - d0) / (15 * MIN);
+        for s in 0..slots {
+            messages.push(json!({"device_id": "line-1", "ts": d0 + s * 15 * MIN, "energy_kwh": reading}));
+            reading += kwh / slots as f64;
+        }
+        count += u;
+        messages.push(json!({"device_id": "line-1", "ts": berlin(date, 12, 0), "parts": count}));
+        date = date.succ_opt().unwrap();
+    }
+    messages.push(json!({"device_id": "line-1", "ts": berlin(date, 0, 0), "energy_kwh": reading}));
+    backfill(&app, &key, messages).await;
+    annotate(&app, &admin, "line-1", "energy_kwh", json!({"quantity": "energy_counter", "unit": "kWh"})).await;
+    annotate(&app, &admin, "line-1", "parts", json!({"quantity": "production_count", "unit": "pcs"})).await;
+    let body = json!({"name": "Line 1 EnPI", "device_id": "line-1",
+        "drivers": [{"kind": "production", "device_id": "line-1", "property": "parts"}],
+        "baseline_from": first.to_string(), "baseline_to": last.to_string()});
+    let (status, baseline) = app.post(&path("/energy/baselines"), Some(&admin), body).await;
+    assert_eq!(status, 201, "{baseline}");
+    close(&baseline["model"]["intercept"], 100.0, "intercept");
+    let id = baseline["id"].as_str().unwrap();
+
+    let mut ids = Vec::new();
+    for percent in [10, 25] {
+        let (status, created) = app
+            .post(
+                &path("/rules"),
+                Some(&admin),
+                json!({"name": format!("Energy per unit above baseline by {percent} %"), "scope": {"devices": ["line-1"]},
+                       "condition": {"op": "specific_energy", "baseline_id": id, "above_percent": percent},
+                       "severity": "warning"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["warnings"], json!([]), "{created}");
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    let alerts = wait_for_alerts(&app, &viewer, &ids[0], |a| a.len() == 1).await;
+    let closed_at = berlin(last.succ_opt().unwrap(), 0, 0) + 15 * MIN;
+    assert_eq!(factoryops_types::parse_rfc3339_ms(alerts[0]["opened_at"].as_str().unwrap()).unwrap(), closed_at);
+    close(&alerts[0]["value"], 8.4, "kWh per unit");
+    assert_eq!(alerts[0]["threshold"], format!("+10% over baseline {id}"));
+    let (_, all) = app.get(&path("/alerts?limit=100"), Some(&viewer)).await;
+    assert!(all["items"].as_array().unwrap().iter().all(|a| a["rule_id"] != ids[1].as_str()), "{all}");
+    // A baseline is daily: not for shifts.
+    let (status, problem) = app
+        .post(
+            &path("/rules"),
+            Some(&admin),
+            json!({"name": "shift", "scope": {"devices": ["line-1"]}, "severity": "info",
+                   "condition": {"op": "specific_energy", "period": "shift", "baseline_id": id, "above_percent": 10}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "condition.period", "{problem}");
+    app.stop().await;
+}
+
 backend_matrix!(
+    baseline_energy_per_unit_rule_fires_after_the_day_closes,
+    specific_energy_rule_fires_after_the_day_closes,
     energy_rules_fire_on_backfilled_telemetry,
     a_baseline_recovers_its_coefficients_and_tracks_savings,
     presses_ranked_by_specific_energy,

@@ -47,6 +47,10 @@ pub struct BacktestRequest {
     pub max_points: usize,
     /// The factory's energy configuration for `demand` and `idle` leaves ([`crate::EnergyConfig`]).
     pub energy: crate::energy::EnergyFacts,
+    /// The closed periods `specific_energy` leaves judge within the range, with their
+    /// figures ([`crate::SpecificEnergy`]), in time order: fed to the evaluator at their
+    /// `at_ms`, between the observations, as live.
+    pub periods: Vec<crate::energy::PeriodFigures>,
 }
 
 /// What a rule would have done over a time range.
@@ -152,11 +156,23 @@ pub async fn backtest(req: &BacktestRequest, store: &dyn TelemetryStore) -> Resu
     evaluator
         .upsert_rule(&req.factory, &req.rule_id, &spec, req.from_ms)
         .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("rule", m)]))?;
+    if !req.periods.is_empty() {
+        // Scopes by device type need the types of devices no observation may show.
+        for device in &devices {
+            evaluator.set_device_type(&req.factory, &device.device_id, device.device_type.clone());
+        }
+    }
     let mut ledger = AlertLedger::default();
     let mut effects = Vec::new();
     let mut events = 0usize;
+    let mut periods = req.periods.iter().filter(|p| p.at_ms <= req.to_ms).peekable();
     let mut iter = points.into_iter().peekable();
     while let Some((ts, di, property, value)) = iter.next() {
+        while let Some(batch) = periods.next_if(|p| p.at_ms <= ts) {
+            evaluator.on_period(&req.factory, batch, &mut effects);
+            ledger.apply(&effects);
+            effects.clear();
+        }
         let mut values = vec![(property, value)];
         while let Some((_, _, p, v)) = iter.next_if(|(t, d, _, _)| *t == ts && *d == di) {
             values.push((p, v));
@@ -174,6 +190,11 @@ pub async fn backtest(req: &BacktestRequest, store: &dyn TelemetryStore) -> Resu
         ledger.apply(&effects);
         effects.clear();
         events += 1;
+    }
+    for batch in periods {
+        evaluator.on_period(&req.factory, batch, &mut effects);
+        ledger.apply(&effects);
+        effects.clear();
     }
     evaluator.tick(req.to_ms, &mut effects);
     ledger.apply(&effects);

@@ -1,6 +1,7 @@
 //! Rules on derived energy quantities (ADR 0016): the port through which the rules learn
 //! the devices' energy configuration, and the demand accumulator the evaluator keeps per
-//! (device, power property, interval).
+//! (device, power property, interval); and the port through which `specific_energy`
+//! leaves get a closed period's kWh, units and expected energy.
 //!
 //! The energy configuration (which property is a power property and in which unit, the
 //! longest bridged gap, how a device's idle time is known) belongs to ingest (property
@@ -12,6 +13,8 @@ use chrono::{DateTime, Timelike};
 use chrono_tz::Tz;
 use factoryops_db::DbError;
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
+
+use crate::model::SpecificPeriod;
 
 /// One device's power property: readings times `kw_per_unit` are kW (W → 0.001).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +61,104 @@ pub struct EnergyFacts {
 pub trait EnergyConfig: Send + Sync {
     /// Every power property of the factory's devices and every device's idle definition.
     async fn facts(&self, factory: &FactoryId) -> Result<EnergyFacts, DbError>;
+}
+
+/// Which closed periods a `specific_energy` leaf judges, and against what: the leaves of
+/// one factory with the same key share one set of figures per closed period.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpecificKey {
+    pub period: SpecificPeriod,
+    /// The EnPI baseline whose expected energy the leaf compares with; `None` for a fixed
+    /// `kwh_per_unit` (then only kWh and units are needed).
+    pub baseline_id: Option<String>,
+}
+
+/// One closed period `[start_ms, end_ms)` (a local day or a shift occurrence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// The shift's name for shifts.
+    pub label: Option<String>,
+}
+
+/// One device's figures for a closed period, as the energy component computes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecificFigures {
+    pub device_id: DeviceId,
+    /// The device's energy in the period.
+    pub kwh: f64,
+    /// Units counted by its production count property; `None` without one.
+    pub units: Option<f64>,
+    /// The baseline's expected kWh for the period (`None` without a baseline, or when the
+    /// baseline cannot tell: no energy data or a driver without data that day).
+    pub expected_kwh: Option<f64>,
+}
+
+/// What a baseline is fitted for (the leaf judges one device's kWh per unit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaselineTarget {
+    Device(DeviceId),
+    /// A group or the whole factory (`"group"` / `"factory"`).
+    Other(String),
+}
+
+/// The energy component's figures for `specific_energy` leaves (ADR 0016): closed
+/// periods, kWh, production units and baselines' expected energy. The server implements
+/// it over the energy service; the rules never read its tables.
+#[async_trait]
+pub trait SpecificEnergy: Send + Sync {
+    /// The complete periods of `period` that end in `(after_ms, until_ms]`, in order
+    /// (none for shifts when the factory has no shift calendar).
+    async fn periods(
+        &self,
+        factory: &FactoryId,
+        period: SpecificPeriod,
+        after_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<Period>, DbError>;
+
+    /// The figures of `devices` (`None`: every device with a production count property)
+    /// over a closed period; with `baseline_id`, only the baseline's device, with the
+    /// baseline's expected kWh.
+    async fn figures(
+        &self,
+        factory: &FactoryId,
+        period: &Period,
+        devices: Option<&[DeviceId]>,
+        baseline_id: Option<&str>,
+    ) -> Result<Vec<SpecificFigures>, DbError>;
+
+    /// What a baseline of the factory is fitted for; `None` when there is no such baseline.
+    async fn baseline_target(&self, factory: &FactoryId, baseline_id: &str) -> Result<Option<BaselineTarget>, DbError>;
+}
+
+/// A period is judged this long after it ends: a reading up to the default maximum gap
+/// (15 minutes) after the end still counts into its last slot.
+pub const PERIOD_SETTLE_MS: i64 = 15 * 60_000;
+
+/// The figures of one closed period for one leaf key, judged at `at_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodFigures {
+    pub key: SpecificKey,
+    pub period: Period,
+    /// When the period is judged: its end plus [`PERIOD_SETTLE_MS`].
+    pub at_ms: i64,
+    pub figures: Vec<SpecificFigures>,
+}
+
+/// The `specific_energy` verdict from a period's figures: `Some((actual kWh per unit,
+/// expected kWh per unit))`, `None` (unknown) when nothing was produced or nothing is
+/// expected. Expected per unit is the fixed figure, or the baseline's expected kWh for the
+/// period divided by the same units.
+pub fn kwh_per_unit(figures: &SpecificFigures, fixed: Option<f64>) -> Option<(f64, f64)> {
+    let units = figures.units.filter(|u| *u > 0.0 && u.is_finite())?;
+    let actual = figures.kwh / units;
+    let expected = match fixed {
+        Some(per_unit) => per_unit,
+        None => figures.expected_kwh? / units,
+    };
+    (actual.is_finite() && expected.is_finite()).then_some((actual, expected))
 }
 
 const QUARTER_MS: i64 = 15 * 60_000;

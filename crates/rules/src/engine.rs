@@ -21,7 +21,9 @@ use serde::Serialize;
 
 use crate::backtest::{BacktestDevice, BacktestRequest, BacktestResult};
 use crate::effects::Effect;
-use crate::energy::{EnergyConfig, EnergyFacts};
+use crate::energy::{
+    BaselineTarget, EnergyConfig, EnergyFacts, PERIOD_SETTLE_MS, PeriodFigures, SpecificEnergy, SpecificKey,
+};
 use crate::eval::{Evaluator, EvaluatorStats, Observation};
 use crate::schedule::parse_tz;
 use crate::states::{StateCode, StateLabels, resolve};
@@ -54,6 +56,12 @@ pub struct EngineConfig {
     /// How often the energy configuration of factories with such rules is read again (a
     /// property's unit or a device's idle threshold may change at any time).
     pub energy_refresh: Duration,
+    /// The energy component's closed periods, kWh, units and baselines for
+    /// `specific_energy` leaves (wired by the server); `None`: those leaves stay unknown.
+    pub specific_energy: Option<Arc<dyn SpecificEnergy>>,
+    /// How often the timer task looks for newly closed periods of `specific_energy` leaves
+    /// (a period is judged at the first look after its end plus [`PERIOD_SETTLE_MS`]).
+    pub period_poll: Duration,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +75,8 @@ impl Default for EngineConfig {
             max_backtest_points: crate::backtest::DEFAULT_MAX_BACKTEST_POINTS,
             energy_config: None,
             energy_refresh: Duration::from_secs(60),
+            specific_energy: None,
+            period_poll: Duration::from_secs(60),
         }
     }
 }
@@ -86,6 +96,8 @@ struct Inner {
     timezones: HashMap<FactoryId, Tz>,
     /// Factories with rules on energy quantities (their energy configuration is refreshed).
     energy_factories: HashSet<FactoryId>,
+    /// The end of the latest closed period judged per (factory, specific-energy key).
+    judged: HashMap<(FactoryId, SpecificKey), i64>,
 }
 
 /// Most effects kept while the database is down before the oldest are dropped (with an error log).
@@ -141,6 +153,7 @@ impl RulesEngine {
                 pending: Vec::new(),
                 timezones: HashMap::new(),
                 energy_factories,
+                judged: HashMap::new(),
             }),
             commit_wakes: parking_lot::Mutex::new(Vec::new()),
             out_of_order: AtomicU64::new(0),
@@ -242,6 +255,9 @@ impl RulesEngine {
         let engine = Arc::clone(self);
         tokio::spawn(async move {
             let mut refreshed = std::time::Instant::now();
+            // The first look for closed periods comes at once (after a restart the latest
+            // closed period is judged again; its alert keys make that idempotent).
+            let mut polled: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     _ = shutdown.triggered() => break,
@@ -253,6 +269,12 @@ impl RulesEngine {
                         tracing::warn!(error = %e, "rules: cannot read the energy configuration; keeping the last one");
                     }
                 }
+                if polled.is_none_or(|t| t.elapsed() >= engine.config.period_poll) {
+                    polled = Some(std::time::Instant::now());
+                    if let Err(e) = engine.judge_periods(None).await {
+                        tracing::warn!(error = %e, "rules: could not commit specific-energy verdicts; will retry");
+                    }
+                }
                 if let Err(e) = engine.tick().await {
                     tracing::warn!(error = %e, "rules timer: could not commit alert changes; will retry");
                 }
@@ -262,6 +284,125 @@ impl RulesEngine {
                 tracing::error!(error = %e, "rules: pending alert changes not committed at shutdown");
             }
         })
+    }
+
+    /// Judges the latest closed period of every `specific_energy` key the rules read (or,
+    /// with `only`, of those keys of one factory, again even if judged already: a new or
+    /// changed rule sees the latest period at once). A period is closed
+    /// [`PERIOD_SETTLE_MS`] after its end; only the latest one is judged (after a long
+    /// downtime the ones missed are not replayed: the backtest shows them). Returns how
+    /// many periods were judged; a factory whose figures cannot be read is logged and
+    /// tried again at the next poll.
+    pub async fn judge_periods(&self, only: Option<(&FactoryId, &[SpecificKey])>) -> Result<usize, RulesError> {
+        let Some(port) = self.config.specific_energy.clone() else { return Ok(0) };
+        let wants = self.inner.lock().await.eval.specific_keys();
+        let until = self.clock.now_ms().saturating_sub(PERIOD_SETTLE_MS);
+        let mut judged = 0;
+        for (factory, key, devices) in wants {
+            if let Some((f, keys)) = only
+                && (&factory != f || !keys.contains(&key))
+            {
+                continue;
+            }
+            let last = self.inner.lock().await.judged.get(&(factory.clone(), key.clone())).copied();
+            // A shift lasts at most a day: two days back always reach the latest one.
+            let periods = match port.periods(&factory, key.period, until.saturating_sub(2 * DAY_MS), until).await {
+                Ok(periods) => periods,
+                Err(e) => {
+                    tracing::warn!(factory_id = %factory, error = %e, "rules: cannot read the closed periods");
+                    continue;
+                }
+            };
+            let Some(period) = periods.last() else { continue };
+            if only.is_none() && last.is_some_and(|end| end >= period.end_ms) {
+                continue;
+            }
+            let figures = match port.figures(&factory, period, devices.as_deref(), key.baseline_id.as_deref()).await {
+                Ok(figures) => figures,
+                Err(e) => {
+                    tracing::warn!(factory_id = %factory, error = %e, "rules: cannot read the specific-energy figures");
+                    continue;
+                }
+            };
+            let batch = PeriodFigures {
+                key: key.clone(),
+                period: period.clone(),
+                at_ms: period.end_ms.saturating_add(PERIOD_SETTLE_MS),
+                figures,
+            };
+            let mut inner = self.inner.lock().await;
+            let mut effects = Vec::new();
+            inner.eval.on_period(&factory, &batch, &mut effects);
+            inner.judged.insert((factory, key), period.end_ms);
+            self.commit(&mut inner, effects).await?;
+            judged += 1;
+        }
+        Ok(judged)
+    }
+
+    /// Checks the baselines `specific_energy` leaves name (a device baseline of this
+    /// factory, 422 on the leaf's `baseline_id` otherwise) and warns about leaves that
+    /// cannot hold as things are.
+    async fn check_specific(
+        &self,
+        factory: &FactoryId,
+        spec: &crate::RuleSpec,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<(), RulesError> {
+        let mut leaves = Vec::new();
+        spec.condition.visit_leaves_with_path("condition", &mut |leaf, path| {
+            if let crate::Condition::SpecificEnergy { period, expected, .. } = leaf {
+                leaves.push((path.to_string(), *period, expected.clone()));
+            }
+        });
+        if leaves.is_empty() {
+            return Ok(());
+        }
+        let Some(port) = &self.config.specific_energy else {
+            warnings.push(Warning {
+                field: "condition".into(),
+                message: "energy figures are not available to the rules here: `specific_energy` stays unknown".into(),
+            });
+            return Ok(());
+        };
+        let mut errors = Vec::new();
+        let mut shift_checked = false;
+        for (path, period, expected) in leaves {
+            if let crate::ExpectedPerUnit::Baseline(id) = &expected {
+                let field = if path.is_empty() { "baseline_id".to_string() } else { format!("{path}.baseline_id") };
+                match port.baseline_target(factory, id).await? {
+                    None => errors.push(crate::FieldError::new(field, "no such baseline")),
+                    Some(BaselineTarget::Other(kind)) => errors.push(crate::FieldError::new(
+                        field,
+                        format!(
+                            "is a {kind} baseline: the leaf judges one device's energy per unit, so it needs a device baseline"
+                        ),
+                    )),
+                    Some(BaselineTarget::Device(device)) => {
+                        let only_it = matches!(&spec.scope, crate::Scope::Devices { devices } if devices.iter().all(|d| d == &device));
+                        if !only_it {
+                            warnings.push(Warning {
+                                field,
+                                message: format!(
+                                    "the baseline is fitted for `{device}`: the leaf is unknown for the rule's other devices"
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+            if period == crate::SpecificPeriod::Shift && !shift_checked {
+                shift_checked = true;
+                let until = self.clock.now_ms();
+                if port.periods(factory, period, until.saturating_sub(2 * DAY_MS), until).await?.is_empty() {
+                    warnings.push(Warning {
+                        field: path.clone(),
+                        message: "no shift ended in the last two days (PUT /energy/shifts sets the calendar): the leaf stays unknown until one does".into(),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(RulesError::Invalid(errors)) }
     }
 
     /// Reads the energy configuration of every factory with rules on energy quantities again.
@@ -325,6 +466,7 @@ impl RulesEngine {
         self.check_users(factory, &valid.spec).await?;
         let codes = self.state_codes(factory, &valid.spec, &mut valid.warnings).await?;
         let facts = self.energy_facts(factory, &valid.spec, &mut valid.warnings).await?;
+        self.check_specific(factory, &valid.spec, &mut valid.warnings).await?;
         let mut inner = self.inner.lock().await;
         let rule = self.store.create_rule(factory, &valid.spec, self.clock.now_ms()).await?;
         inner.eval.set_state_codes(factory, &codes);
@@ -337,6 +479,8 @@ impl RulesEngine {
             .upsert_rule(factory, &rule.id, &rule.spec, self.clock.now_ms())
             .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("", m)]))?;
         self.commit(&mut inner, effects).await?;
+        drop(inner);
+        self.judge_new_rule(factory, &rule.spec).await;
         Ok(RuleWithWarnings { rule, warnings: valid.warnings })
     }
 
@@ -353,6 +497,7 @@ impl RulesEngine {
         self.check_users(factory, &valid.spec).await?;
         let codes = self.state_codes(factory, &valid.spec, &mut valid.warnings).await?;
         let facts = self.energy_facts(factory, &valid.spec, &mut valid.warnings).await?;
+        self.check_specific(factory, &valid.spec, &mut valid.warnings).await?;
         let mut inner = self.inner.lock().await;
         let rule = self.store.update_rule(factory, id, &valid.spec, self.clock.now_ms()).await?;
         inner.eval.set_state_codes(factory, &codes);
@@ -365,7 +510,21 @@ impl RulesEngine {
             .upsert_rule(factory, &rule.id, &rule.spec, self.clock.now_ms())
             .map_err(|m| RulesError::Invalid(vec![crate::FieldError::new("", m)]))?;
         self.commit(&mut inner, effects).await?;
+        drop(inner);
+        self.judge_new_rule(factory, &rule.spec).await;
         Ok(RuleWithWarnings { rule, warnings: valid.warnings })
+    }
+
+    /// A saved rule with `specific_energy` leaves judges the latest closed period at once
+    /// (the rule is stored whatever happens here: a failure waits for the next poll).
+    async fn judge_new_rule(&self, factory: &FactoryId, spec: &crate::RuleSpec) {
+        let keys = spec.condition.specific_keys();
+        if keys.is_empty() || !spec.enabled {
+            return;
+        }
+        if let Err(e) = self.judge_periods(Some((factory, &keys))).await {
+            tracing::warn!(factory_id = %factory, error = %e, "rules: could not commit specific-energy verdicts; will retry");
+        }
     }
 
     /// The codes of the state labels a rule names, registering new labels (ADR 0014); a
@@ -476,7 +635,8 @@ impl RulesEngine {
     ) -> Result<BacktestResult, RulesError> {
         let (id, spec) = match (draft, rule_id) {
             (Some(body), _) => {
-                let valid = validate_rule(body, &HashSet::new()).map_err(RulesError::Invalid)?;
+                let mut valid = validate_rule(body, &HashSet::new()).map_err(RulesError::Invalid)?;
+                self.check_specific(factory, &valid.spec, &mut valid.warnings).await?;
                 (rule_id.unwrap_or("draft").to_string(), valid.spec)
             }
             (None, Some(id)) => {
@@ -492,6 +652,7 @@ impl RulesEngine {
         } else {
             EnergyFacts::default()
         };
+        let periods = self.backtest_periods(factory, &spec, from_ms, to_ms).await?;
         let request = BacktestRequest {
             factory: factory.clone(),
             rule_id: id,
@@ -503,10 +664,45 @@ impl RulesEngine {
             state_codes,
             max_points: self.config.max_backtest_points,
             energy,
+            periods,
         };
         backtest(&request, tsdb).await
     }
+
+    /// The figures of every period a `specific_energy` leaf of `spec` would judge within
+    /// `[from, to]` (judged at end + [`PERIOD_SETTLE_MS`]), in time order.
+    async fn backtest_periods(
+        &self,
+        factory: &FactoryId,
+        spec: &crate::RuleSpec,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<PeriodFigures>, RulesError> {
+        let keys = spec.condition.specific_keys();
+        let Some(port) = self.config.specific_energy.as_deref() else { return Ok(Vec::new()) };
+        // The range itself is checked by `backtest`; nothing is read for a range it refuses.
+        if keys.is_empty() || to_ms <= from_ms || to_ms - from_ms > crate::backtest::MAX_BACKTEST_RANGE_MS {
+            return Ok(Vec::new());
+        }
+        let devices = match &spec.scope {
+            crate::Scope::Devices { devices } => Some(devices.clone()),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for key in keys {
+            let (after, until) = (from_ms - PERIOD_SETTLE_MS - 1, to_ms - PERIOD_SETTLE_MS);
+            for period in port.periods(factory, key.period, after, until).await? {
+                let figures = port.figures(factory, &period, devices.as_deref(), key.baseline_id.as_deref()).await?;
+                let at_ms = period.end_ms.saturating_add(PERIOD_SETTLE_MS);
+                out.push(PeriodFigures { key: key.clone(), period, at_ms, figures });
+            }
+        }
+        out.sort_by_key(|p| p.at_ms);
+        Ok(out)
+    }
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 /// A factory's energy configuration; nothing without a port (the leaves stay unknown).
 async fn load_facts(port: Option<&dyn EnergyConfig>, factory: &FactoryId) -> Result<EnergyFacts, RulesError> {

@@ -16,8 +16,12 @@ use factoryops_tsdb::Value;
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
 
 use crate::effects::{AlertRef, Effect, Notification, NotifyKind, OpenAlert, ResolveReason};
-use crate::energy::{DemandAcc, EnergyFacts, IdleDefinition};
-use crate::model::{CmpOp, Condition, DemandWhen, OutsideSchedule, RuleSpec, Scope, Severity, Targets};
+use crate::energy::{
+    DemandAcc, EnergyFacts, IdleDefinition, PeriodFigures, SpecificFigures, SpecificKey, kwh_per_unit,
+};
+use crate::model::{
+    CmpOp, Condition, DemandWhen, ExpectedPerUnit, OutsideSchedule, RuleSpec, Scope, Severity, Targets,
+};
 use crate::schedule::CompiledSchedule;
 
 /// One telemetry message as the rules see it.
@@ -180,6 +184,17 @@ enum Node {
     },
     /// The device is idle by its energy configuration.
     Idle,
+    /// kWh per unit of the latest closed period above the expected figure (ADR 0016).
+    Specific {
+        /// Index into the factory's `specific_keys`.
+        key: u32,
+        /// The fixed expected kWh per unit; `None`: the baseline's (from the figures).
+        fixed: Option<f64>,
+        /// `1 + above_percent / 100`.
+        factor: f64,
+        /// The threshold as the alert shows it.
+        text: String,
+    },
 }
 
 /// A device's idle definition with interned properties.
@@ -211,6 +226,8 @@ struct CompiledRule {
     stale: Vec<(Option<u32>, i64)>,
     /// Completed-demand leaves: (property, interval minutes), for their closing timers.
     demand: Vec<(u32, u32)>,
+    /// The `specific_energy` keys its leaves read (indexes into `specific_keys`).
+    specific: Vec<u32>,
     scope: CScope,
     schedule: Option<CompiledSchedule>,
     for_ms: i64,
@@ -354,6 +371,10 @@ struct FactoryState {
     power: HashMap<(u32, u32), (f64, i64)>,
     /// Device → how its idle time is known.
     idle: HashMap<u32, CIdle>,
+    /// The (period, baseline) keys of `specific_energy` leaves, interned.
+    specific_keys: Vec<SpecificKey>,
+    /// (device, key) → the figures of the key's latest closed period.
+    specific: HashMap<(u32, u32), SpecificFigures>,
 }
 
 /// Read-only view used while evaluating one (rule, device).
@@ -368,6 +389,7 @@ struct Ctx<'a> {
     demand: &'a HashMap<(u32, u32, u32), DemandAcc>,
     power: &'a HashMap<(u32, u32), (f64, i64)>,
     idle: &'a HashMap<u32, CIdle>,
+    specific: &'a HashMap<(u32, u32), SpecificFigures>,
 }
 
 /// What made the condition true: the leaf and the value it saw.
@@ -442,6 +464,86 @@ impl Evaluator {
             idle.insert(dev, compiled);
         }
         fs.idle = idle;
+    }
+
+    /// The `specific_energy` keys the factories' rules read, with the devices they cover:
+    /// `None` when a rule with the key covers a device type or all devices.
+    pub fn specific_keys(&self) -> Vec<(FactoryId, SpecificKey, Option<Vec<DeviceId>>)> {
+        let mut out = Vec::new();
+        for fs in &self.factories {
+            let mut wanted: Vec<(u32, Option<Vec<u32>>)> = Vec::new();
+            for rule in fs.rules.iter().flatten() {
+                for &key in &rule.specific {
+                    let devices = match &rule.scope {
+                        CScope::Devices(ids) => Some(ids.clone()),
+                        _ => None,
+                    };
+                    match wanted.iter_mut().find(|(k, _)| *k == key) {
+                        None => wanted.push((key, devices)),
+                        Some((_, seen)) => match (seen.as_mut(), devices) {
+                            (Some(list), Some(more)) => list.extend(more),
+                            _ => *seen = None,
+                        },
+                    }
+                }
+            }
+            for (key, devices) in wanted {
+                let devices = devices.map(|mut ids| {
+                    ids.sort_unstable();
+                    ids.dedup();
+                    ids.iter().map(|d| fs.device_ids[*d as usize].clone()).collect()
+                });
+                out.push((fs.id.clone(), fs.specific_keys[key as usize].clone(), devices));
+            }
+        }
+        out
+    }
+
+    /// A closed period's figures for one `specific_energy` key (from the energy component,
+    /// via the engine): they replace the key's previous figures (a device without new
+    /// figures becomes unknown), then every rule reading the key is evaluated at
+    /// `batch.at_ms` for the devices it covers. Timers due before run first.
+    pub fn on_period(&mut self, factory: &FactoryId, batch: &PeriodFigures, out: &mut Vec<Effect>) {
+        let Some(&i) = self.by_id.get(factory) else { return };
+        let fs = &mut self.factories[i];
+        if fs.rule_slots.is_empty() {
+            return;
+        }
+        fs.advance(batch.at_ms, out);
+        let key = fs.intern_specific(&batch.key);
+        let mut devs: Vec<u32> = fs.specific.keys().filter(|(_, k)| *k == key).map(|(d, _)| *d).collect();
+        fs.specific.retain(|(_, k), _| *k != key);
+        for figures in &batch.figures {
+            let dev = fs.intern_device(&figures.device_id);
+            fs.specific.insert((dev, key), figures.clone());
+            devs.push(dev);
+        }
+        devs.sort_unstable();
+        devs.dedup();
+        let slots: Vec<u32> = fs
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| r.specific.contains(&key)))
+            .filter_map(|(slot, _)| u32::try_from(slot).ok())
+            .collect();
+        for slot in slots {
+            for &dev in &devs {
+                if fs.covers(slot, dev) {
+                    fs.evaluate(slot, dev, batch.at_ms, out);
+                }
+            }
+        }
+    }
+
+    /// A device's type (for `{"device_type": …}` scopes) before any of its telemetry is
+    /// seen: the backtest knows it from the registry.
+    pub fn set_device_type(&mut self, factory: &FactoryId, device: &DeviceId, device_type: Option<String>) {
+        let fs = self.factory_mut(factory);
+        let dev = fs.intern_device(device);
+        if device_type.is_some() {
+            fs.device_types[dev as usize] = device_type;
+        }
     }
 
     /// The codes of state labels (from the ingest dictionary, via the engine); a rule
@@ -649,7 +751,17 @@ impl FactoryState {
             demand: HashMap::default(),
             power: HashMap::default(),
             idle: HashMap::default(),
+            specific_keys: Vec::new(),
+            specific: HashMap::default(),
         }
+    }
+
+    fn intern_specific(&mut self, key: &SpecificKey) -> u32 {
+        if let Some(i) = self.specific_keys.iter().position(|k| k == key) {
+            return i as u32;
+        }
+        self.specific_keys.push(key.clone());
+        (self.specific_keys.len() - 1) as u32
     }
 
     fn intern_prop(&mut self, p: &PropertyName) -> u32 {
@@ -697,6 +809,8 @@ impl FactoryState {
         let mut demand = Vec::new();
         let mut idle = false;
         collect_energy(&cond, &mut demand, &mut idle);
+        let mut specific = Vec::new();
+        collect_specific(&cond, &mut specific);
         let mut triggers = Vec::new();
         for p in spec.properties() {
             let id = self.intern_prop(&p);
@@ -721,6 +835,7 @@ impl FactoryState {
             any_trigger,
             stale,
             demand,
+            specific,
             scope,
             schedule,
             for_ms: secs(spec.for_seconds),
@@ -778,6 +893,16 @@ impl FactoryState {
                 }
             }
             Condition::Idle => Node::Idle,
+            Condition::SpecificEnergy { period, above_percent, expected } => {
+                let (baseline_id, fixed, text) = match expected {
+                    ExpectedPerUnit::KwhPerUnit(k) => (None, Some(*k), format!("+{above_percent}% over {k} kWh/unit")),
+                    ExpectedPerUnit::Baseline(id) => {
+                        (Some(id.clone()), None, format!("+{above_percent}% over baseline {id}"))
+                    }
+                };
+                let key = self.intern_specific(&SpecificKey { period: *period, baseline_id });
+                Node::Specific { key, fixed, factor: 1.0 + above_percent / 100.0, text }
+            }
         }
     }
 
@@ -952,6 +1077,7 @@ impl FactoryState {
             demand,
             power,
             idle,
+            specific,
             ..
         } = self;
         let Some(rule) = rules.get(slot as usize).and_then(Option::as_ref) else { return };
@@ -969,6 +1095,7 @@ impl FactoryState {
             demand,
             power,
             idle,
+            specific,
         };
         let device = &device_ids[dev as usize];
         step(rule, state, &cx, id, device, *tz, out);
@@ -981,7 +1108,9 @@ impl FactoryState {
     }
 
     fn reschedule(&mut self, slot: u32, dev: u32) {
-        let Self { rules, states, latest, history, prop_names, last_seen, heap, tz, demand, power, idle, .. } = self;
+        let Self {
+            rules, states, latest, history, prop_names, last_seen, heap, tz, demand, power, idle, specific, ..
+        } = self;
         let (Some(rule), Some(state)) =
             (rules.get(slot as usize).and_then(Option::as_ref), states.get_mut(&(slot, dev)))
         else {
@@ -998,6 +1127,7 @@ impl FactoryState {
             demand,
             power,
             idle,
+            specific,
         };
         if let Some(due) = next_due(rule, state, &cx)
             && state.queued_at.is_none_or(|q| due < q)
@@ -1140,6 +1270,24 @@ fn eval<'a>(n: &'a Node, cx: &Ctx<'_>, relax: f64, w: &mut Witness<'a>) -> Optio
             }
             Some(b)
         }
+        Node::Specific { key, fixed, factor, .. } => {
+            let (actual, expected) = kwh_per_unit(cx.specific.get(&(cx.dev, *key))?, *fixed)?;
+            let b = actual > expected * factor - relax;
+            if b && w.is_none() {
+                *w = Some((n, Value::Float(actual)));
+            }
+            Some(b)
+        }
+    }
+}
+
+/// The `specific_energy` keys a condition reads.
+fn collect_specific(n: &Node, out: &mut Vec<u32>) {
+    match n {
+        Node::All(items) | Node::Any(items) => items.iter().for_each(|c| collect_specific(c, out)),
+        Node::Not(inner) => collect_specific(inner, out),
+        Node::Specific { key, .. } if !out.contains(key) => out.push(*key),
+        _ => {}
     }
 }
 
@@ -1210,6 +1358,7 @@ fn threshold_text(n: &Node) -> Option<String> {
         Node::Stale { ms, .. } => format!("{}s", ms / 1000),
         Node::Demand { value, .. } => format!("{value} kW"),
         Node::Idle => "idle".to_string(),
+        Node::Specific { text, .. } => text.clone(),
         _ => return None,
     })
 }
@@ -1233,6 +1382,12 @@ fn explain(rule: &CompiledRule, cx: &Ctx<'_>, witness: Witness<'_>) -> Explain {
                 Some(Node::Demand { prop, minutes, projected, .. }) => {
                     demand_kw(cx, *prop, *minutes, *projected).map(Value::Float)
                 }
+                // A specific-energy leaf is explained by the period's kWh per unit.
+                Some(Node::Specific { key, fixed, .. }) => cx
+                    .specific
+                    .get(&(cx.dev, *key))
+                    .and_then(|f| kwh_per_unit(f, *fixed))
+                    .map(|(actual, _)| Value::Float(actual)),
                 _ => leaf.and_then(leaf_prop).and_then(|p| cx.latest.get(&(cx.dev, p))).map(|(_, v)| *v),
             };
             (leaf, value)

@@ -20,12 +20,15 @@ pub mod validate;
 
 pub use backtest::{BacktestDevice, BacktestRequest, BacktestResult, backtest};
 pub use effects::{AlertLedger, AlertRecord, AlertRef, Effect, Notification, NotifyKind, OpenAlert, ResolveReason};
-pub use energy::{EnergyConfig, EnergyFacts, IdleDefinition, PowerSource};
+pub use energy::{
+    BaselineTarget, EnergyConfig, EnergyFacts, IdleDefinition, PERIOD_SETTLE_MS, Period, PeriodFigures, PowerSource,
+    SpecificEnergy, SpecificFigures, SpecificKey,
+};
 pub use engine::{EngineConfig, RuleWithWarnings, RulesEngine};
 pub use eval::{Evaluator, EvaluatorStats, Observation, RestoredAlert};
 pub use model::{
-    CmpOp, Condition, Day, DemandWhen, Notify, OutsideSchedule, RatePer, RuleSpec, Schedule, Scope, Severity, Targets,
-    TimeWindow,
+    CmpOp, Condition, Day, DemandWhen, ExpectedPerUnit, Notify, OutsideSchedule, RatePer, RuleSpec, Schedule, Scope,
+    Severity, SpecificPeriod, Targets, TimeWindow,
 };
 pub use states::{StateCode, StateLabels};
 pub use store::{Alert, AlertHistoryEntry, AlertQuery, AlertStatus, ApplySummary, RulesStore, StoredRule};

@@ -366,6 +366,42 @@ pub enum Condition {
     /// `{"op": "idle"}`: the device is idle by its energy configuration (its state property
     /// shows idle/off/setup, or its power is below its idle threshold; ADR 0016).
     Idle,
+    /// `{"op": "specific_energy", "period"?, "above_percent", "kwh_per_unit" | "baseline_id"}`:
+    /// the kWh per unit produced of the latest closed local day or shift is above the
+    /// expected kWh per unit by more than `above_percent` (ADR 0016).
+    SpecificEnergy {
+        period: SpecificPeriod,
+        above_percent: f64,
+        expected: ExpectedPerUnit,
+    },
+}
+
+/// The closed period a `specific_energy` leaf judges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SpecificPeriod {
+    /// The local day (midnight to midnight in the factory's time zone).
+    #[default]
+    Day,
+    /// A shift occurrence of the factory's shift calendar.
+    Shift,
+}
+
+impl SpecificPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpecificPeriod::Day => "day",
+            SpecificPeriod::Shift => "shift",
+        }
+    }
+}
+
+/// What a `specific_energy` leaf expects per unit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExpectedPerUnit {
+    /// A fixed figure in kWh per unit.
+    KwhPerUnit(f64),
+    /// An EnPI baseline's expected kWh for the period divided by the units produced.
+    Baseline(String),
 }
 
 /// Which demand interval a `demand` leaf judges.
@@ -411,6 +447,40 @@ impl Condition {
         let mut found = false;
         self.visit_leaves(&mut |leaf| found |= matches!(leaf, Condition::Demand { .. } | Condition::Idle));
         found
+    }
+
+    /// The (period, baseline) keys of the `specific_energy` leaves, without duplicates.
+    pub fn specific_keys(&self) -> Vec<crate::energy::SpecificKey> {
+        let mut out = Vec::new();
+        self.visit_leaves(&mut |leaf| {
+            if let Condition::SpecificEnergy { period, expected, .. } = leaf {
+                let key = crate::energy::SpecificKey {
+                    period: *period,
+                    baseline_id: match expected {
+                        ExpectedPerUnit::Baseline(id) => Some(id.clone()),
+                        ExpectedPerUnit::KwhPerUnit(_) => None,
+                    },
+                };
+                if !out.contains(&key) {
+                    out.push(key);
+                }
+            }
+        });
+        out
+    }
+
+    /// Calls `f` for every leaf with its path (`prefix` is the path of `self`).
+    pub fn visit_leaves_with_path(&self, prefix: &str, f: &mut impl FnMut(&Condition, &str)) {
+        match self {
+            Condition::All(items) | Condition::Any(items) => {
+                let name = if matches!(self, Condition::All(_)) { "all" } else { "any" };
+                for (i, c) in items.iter().enumerate() {
+                    c.visit_leaves_with_path(&format!("{}[{i}]", join(prefix, name)), f);
+                }
+            }
+            Condition::Not(inner) => inner.visit_leaves_with_path(&join(prefix, "not"), f),
+            leaf => f(leaf, prefix),
+        }
     }
 
     /// Calls `f` for every leaf, depth first, left to right.
@@ -464,6 +534,16 @@ impl Condition {
                 "compare": compare.as_str(), "value": num(*value)
             }),
             Condition::Idle => json!({ "op": "idle" }),
+            Condition::SpecificEnergy { period, above_percent, expected } => match expected {
+                ExpectedPerUnit::KwhPerUnit(k) => json!({
+                    "op": "specific_energy", "period": period.as_str(), "above_percent": num(*above_percent),
+                    "kwh_per_unit": num(*k)
+                }),
+                ExpectedPerUnit::Baseline(id) => json!({
+                    "op": "specific_energy", "period": period.as_str(), "above_percent": num(*above_percent),
+                    "baseline_id": id
+                }),
+            },
         }
     }
 }
@@ -800,16 +880,96 @@ fn parse_leaf(object: &Map<String, serde_json::Value>, path: &str, errors: &mut 
                 only_keys(object, &["op"], path, errors);
                 Some(Condition::Idle)
             }
+            "specific_energy" => parse_specific_energy(object, path, errors),
             _ => {
                 errors.push(FieldError::new(
                     op_path,
-                    "must be one of >, >=, <, <=, ==, !=, between, outside, rate_of_change, stale, demand, idle",
+                    "must be one of >, >=, <, <=, ==, !=, between, outside, rate_of_change, stale, demand, idle, specific_energy",
                 ));
                 None
             }
         }
     };
     if errors.len() > before { None } else { leaf }
+}
+
+/// Largest `above_percent` of a `specific_energy` leaf.
+pub const MAX_ABOVE_PERCENT: f64 = 1000.0;
+/// Longest `baseline_id` (ids are generated; this only bounds what is stored).
+pub const MAX_BASELINE_ID_CHARS: usize = 100;
+
+fn parse_specific_energy(
+    object: &Map<String, serde_json::Value>,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Condition> {
+    only_keys(object, &["op", "period", "above_percent", "kwh_per_unit", "baseline_id"], path, errors);
+    let period = match object.get("period") {
+        None | Some(serde_json::Value::Null) => Some(SpecificPeriod::Day),
+        Some(p) => match p.as_str() {
+            Some("day") => Some(SpecificPeriod::Day),
+            Some("shift") => Some(SpecificPeriod::Shift),
+            _ => {
+                errors.push(FieldError::new(join(path, "period"), "must be day or shift"));
+                None
+            }
+        },
+    };
+    let above_percent = number_field(object, "above_percent", path, errors).and_then(|p| {
+        if (0.0..=MAX_ABOVE_PERCENT).contains(&p) {
+            Some(p)
+        } else {
+            errors.push(FieldError::new(join(path, "above_percent"), format!("must be from 0 to {MAX_ABOVE_PERCENT}")));
+            None
+        }
+    });
+    let fixed = object.get("kwh_per_unit").filter(|v| !v.is_null());
+    let baseline = object.get("baseline_id").filter(|v| !v.is_null());
+    let expected = match (fixed, baseline) {
+        (Some(_), Some(_)) => {
+            errors
+                .push(FieldError::new(join(path, "baseline_id"), "give either kwh_per_unit or baseline_id, not both"));
+            None
+        }
+        (None, None) => {
+            errors.push(FieldError::new(join(path, "kwh_per_unit"), "is required (or baseline_id)"));
+            None
+        }
+        (Some(v), None) => match v.as_f64().filter(|f| f.is_finite() && *f > 0.0) {
+            Some(k) => Some(ExpectedPerUnit::KwhPerUnit(k)),
+            None => {
+                errors.push(FieldError::new(join(path, "kwh_per_unit"), "must be a finite number above 0"));
+                None
+            }
+        },
+        (None, Some(v)) => match v.as_str() {
+            Some(id) if !id.is_empty() && id.chars().count() <= MAX_BASELINE_ID_CHARS => {
+                Some(ExpectedPerUnit::Baseline(id.to_string()))
+            }
+            _ => {
+                errors.push(FieldError::new(
+                    join(path, "baseline_id"),
+                    format!("must be a baseline id (1 to {MAX_BASELINE_ID_CHARS} characters)"),
+                ));
+                None
+            }
+        },
+    };
+    // A baseline is a regression of *daily* energy: its intercept is per day, so it says
+    // nothing about a shift.
+    if period == Some(SpecificPeriod::Shift) && matches!(expected, Some(ExpectedPerUnit::Baseline(_))) {
+        errors.push(FieldError::new(
+            join(path, "period"),
+            "must be day with baseline_id (baselines are fitted on daily energy); use kwh_per_unit for shifts",
+        ));
+        return None;
+    }
+    match (period, above_percent, expected) {
+        (Some(period), Some(above_percent), Some(expected)) => {
+            Some(Condition::SpecificEnergy { period, above_percent, expected })
+        }
+        _ => None,
+    }
 }
 
 // ---- OpenAPI schemas of the hand-parsed shapes (scope, condition, telemetry values) ----
@@ -1045,6 +1205,64 @@ fn condition_parts() -> Vec<(&'static str, RefOr<Schema>)> {
                 ))
                 .into(),
         ),
+        (
+            "SpecificEnergyCondition",
+            closed_object(
+                vec![
+                    ("op", string_enum(&["specific_energy"])),
+                    (
+                        "period",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(["day", "shift"]))
+                            .description(Some(
+                                "The closed period judged: the factory's local day (default) or a shift of its \
+                                 shift calendar. With `baseline_id` only `day`.",
+                            ))
+                            .into(),
+                    ),
+                    (
+                        "above_percent",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Number)
+                            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+                            .minimum(Some(0.0))
+                            .maximum(Some(MAX_ABOVE_PERCENT))
+                            .description(Some("True when actual kWh per unit > expected × (1 + above_percent / 100)."))
+                            .into(),
+                    ),
+                    (
+                        "kwh_per_unit",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Number)
+                            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+                            .exclusive_minimum(Some(0.0))
+                            .description(Some("The expected kWh per unit (exactly one of this and `baseline_id`)."))
+                            .into(),
+                    ),
+                    (
+                        "baseline_id",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .min_length(Some(1))
+                            .max_length(Some(MAX_BASELINE_ID_CHARS))
+                            .description(Some(
+                                "A device baseline (`/energy/baselines`): expected kWh per unit = its expected kWh \
+                                 for the day / the units produced (exactly one of this and `kwh_per_unit`).",
+                            ))
+                            .into(),
+                    ),
+                ],
+                &["op", "above_percent"],
+            )
+            .description(Some(
+                "Energy per unit produced above its expected figure: for the latest closed local day or shift, \
+                 actual kWh per unit = the device's kWh / the units of its production count property. Judged when \
+                 the period closes (15 minutes after its end); no units produced = unknown. Responses always carry \
+                 `period`.",
+            ))
+            .into(),
+        ),
         ("AllCondition", list("all", "True when every condition is true.")),
         ("AnyCondition", list("any", "True when at least one condition is true.")),
         ("NotCondition", closed_object(vec![("not", condition())], &["not"]).description(Some("The negation.")).into()),
@@ -1054,7 +1272,7 @@ fn condition_parts() -> Vec<(&'static str, RefOr<Schema>)> {
 impl PartialSchema for Condition {
     fn schema() -> RefOr<Schema> {
         let mut one_of = OneOfBuilder::new().description(Some(
-            "A condition: a leaf (compare, range, rate of change, stale, demand, idle) or a combinator (`all`, `any`, `not`); \
+            "A condition: a leaf (compare, range, rate of change, stale, demand, idle, specific energy) or a combinator (`all`, `any`, `not`); \
              non-empty lists, nesting depth ≤ 16, ≤ 256 leaves.",
         ));
         for (name, _) in condition_parts() {

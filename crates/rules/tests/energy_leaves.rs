@@ -309,6 +309,7 @@ async fn backtest_of_a_demand_rule_over_stored_power() {
         state_codes: Vec::new(),
         max_points: 1_000,
         energy: facts(),
+        periods: Vec::new(),
     };
     let result = factoryops_rules::backtest(&request, &tsdb).await.unwrap();
     assert_eq!((result.opened, result.resolved, result.points), (1, 1, 6));

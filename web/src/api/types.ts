@@ -53,7 +53,8 @@ export type Leaf =
   | { property: string; op: "rate_of_change"; window_seconds: number; compare: CompareOp; value: number; per?: "second" | "minute" | "hour" }
   | { property?: string; op: "stale"; seconds: number }
   | { property: string; op: "demand"; interval_minutes?: 15 | 30 | 45 | 60; when?: "completed" | "projected"; compare: CompareOp; value: number }
-  | { op: "idle" };
+  | { op: "idle" }
+  | ({ op: "specific_energy"; period?: "day" | "shift"; above_percent: number } & ({ kwh_per_unit: number } | { baseline_id: string }));
 export type Condition = Leaf | { all: Condition[] } | { any: Condition[] } | { not: Condition };
 
 export type Scope = { devices: string[] } | { device_type: string } | { all: true };

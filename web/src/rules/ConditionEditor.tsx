@@ -18,6 +18,7 @@ const LABELS: Record<string, string> = {
   stale: "no data for",
   demand: "demand (kW)",
   idle: "idle (energy config)",
+  specific_energy: "energy per unit",
 };
 
 export function ConditionEditor(props: Props) {
@@ -122,7 +123,7 @@ function LeafView({
   return (
     <div>
       <div className="cond-leaf" data-path={path}>
-        {leaf.op !== "idle" && (
+        {leaf.op !== "idle" && leaf.op !== "specific_energy" && (
         <input
           className="prop"
           list="rule-properties"
@@ -194,6 +195,31 @@ function LeafView({
             </select>
             <input aria-label="Value" inputMode="decimal" placeholder="kW" value={leaf.value} disabled={readOnly} aria-invalid={invalid("value")} onChange={(e) => set({ value: e.target.value })} />
             <span className="muted">kW</span>
+          </>
+        )}
+        {leaf.op === "specific_energy" && (
+          <>
+            <span className="muted">of the last closed</span>
+            <select aria-label="Period" value={leaf.period} disabled={readOnly} aria-invalid={invalid("period")} onChange={(e) => set({ period: e.target.value as LeafNode["period"] })}>
+              <option value="day">day</option>
+              <option value="shift">shift</option>
+            </select>
+            <span className="muted">above</span>
+            <select aria-label="Expected per unit" value={leaf.expected} disabled={readOnly} onChange={(e) => set({ expected: e.target.value as LeafNode["expected"] })}>
+              <option value="fixed">a fixed kWh/unit</option>
+              <option value="baseline">a baseline</option>
+            </select>
+            {leaf.expected === "fixed" ? (
+              <>
+                <input aria-label="kWh per unit" inputMode="decimal" placeholder="kWh/unit" style={{ width: "6rem" }} value={leaf.kwhPerUnit} disabled={readOnly} aria-invalid={invalid("kwh_per_unit")} onChange={(e) => set({ kwhPerUnit: e.target.value })} />
+                <span className="muted">kWh/unit</span>
+              </>
+            ) : (
+              <input aria-label="Baseline id" placeholder="baseline id" value={leaf.baselineId} disabled={readOnly} aria-invalid={invalid("baseline_id")} onChange={(e) => set({ baselineId: e.target.value })} />
+            )}
+            <span className="muted">by more than</span>
+            <input aria-label="Above percent" inputMode="decimal" style={{ width: "4rem" }} value={leaf.abovePercent} disabled={readOnly} aria-invalid={invalid("above_percent")} onChange={(e) => set({ abovePercent: e.target.value })} />
+            <span className="muted">% (judged when the period closes; no units produced = unknown)</span>
           </>
         )}
         {leaf.op === "idle" && <span className="muted">by the device's energy settings (state or power below its idle threshold); use “for” to say how long</span>}

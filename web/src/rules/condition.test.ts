@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Condition } from "../api/types";
-import { describeCondition, fromJson, newLeaf, nodePaths, toJson, updateNode, type CondNode } from "./condition";
+import { describeCondition, fromJson, newLeaf, nodePaths, properties, toJson, updateNode, type CondNode } from "./condition";
 
 const example: Condition = {
   all: [
@@ -32,6 +32,20 @@ describe("energy leaves", () => {
     const leaf = { ...newLeaf("power_kw"), op: "demand" as const, value: "800" };
     expect(toJson(leaf)).toEqual({ property: "power_kw", op: "demand", interval_minutes: 15, when: "completed", compare: ">", value: 800 });
     expect(toJson({ ...leaf, op: "idle" })).toEqual({ op: "idle" });
+  });
+
+  it("round-trips specific energy with a fixed figure and with a baseline", () => {
+    const specific: Condition = {
+      all: [
+        { op: "specific_energy", period: "day", above_percent: 10, kwh_per_unit: 1.5 },
+        { op: "specific_energy", period: "day", above_percent: 5, baseline_id: "b-1" },
+      ],
+    };
+    expect(toJson(fromJson(specific))).toEqual(specific);
+    expect(describeCondition(specific)).toBe("kWh/unit of the last day > 1.5 kWh/unit + 10 % AND kWh/unit of the last day > baseline b-1 + 5 %");
+    const leaf = { ...newLeaf(), op: "specific_energy" as const, kwhPerUnit: "2" };
+    expect(toJson(leaf)).toEqual({ op: "specific_energy", period: "day", above_percent: 10, kwh_per_unit: 2 });
+    expect(properties(leaf)).toEqual([]);
   });
 
   it("describes them", () => {

@@ -2,7 +2,7 @@
 import type { CompareOp, Condition } from "../api/types";
 
 export const COMPARE_OPS: CompareOp[] = [">", ">=", "<", "<=", "==", "!="];
-export const LEAF_OPS = [...COMPARE_OPS, "between", "outside", "rate_of_change", "stale", "demand", "idle"] as const;
+export const LEAF_OPS = [...COMPARE_OPS, "between", "outside", "rate_of_change", "stale", "demand", "idle", "specific_energy"] as const;
 export type LeafOp = (typeof LEAF_OPS)[number];
 
 export interface LeafNode {
@@ -21,6 +21,13 @@ export interface LeafNode {
   /** Demand interval in minutes (15, 30, 45, 60). */
   intervalMinutes: string;
   when: "completed" | "projected";
+  /** specific_energy: the closed period judged. */
+  period: "day" | "shift";
+  /** specific_energy: compare with a fixed kWh per unit or with a baseline. */
+  expected: "fixed" | "baseline";
+  kwhPerUnit: string;
+  baselineId: string;
+  abovePercent: string;
 }
 export interface GroupNode {
   id: string;
@@ -38,7 +45,7 @@ let seq = 0;
 export const newId = () => `c${++seq}`;
 
 export function newLeaf(property = ""): LeafNode {
-  return { id: newId(), kind: "leaf", property, op: ">", value: "", min: "", max: "", windowSeconds: "60", compare: ">", per: "minute", seconds: "300", intervalMinutes: "15", when: "completed" };
+  return { id: newId(), kind: "leaf", property, op: ">", value: "", min: "", max: "", windowSeconds: "60", compare: ">", per: "minute", seconds: "300", intervalMinutes: "15", when: "completed", period: "day", expected: "fixed", kwhPerUnit: "", baselineId: "", abovePercent: "10" };
 }
 
 export function newGroup(kind: "all" | "any" = "all", children: CondNode[] = [newLeaf()]): GroupNode {
@@ -82,6 +89,10 @@ export function toJson(node: CondNode): Condition {
           return { property, op: "demand", interval_minutes: num(node.intervalMinutes), when: node.when, compare: node.compare, value: num(node.value) } as Condition;
         case "idle":
           return { op: "idle" };
+        case "specific_energy":
+          return (node.expected === "baseline"
+            ? { op: "specific_energy", period: node.period, above_percent: num(node.abovePercent), baseline_id: node.baselineId.trim() }
+            : { op: "specific_energy", period: node.period, above_percent: num(node.abovePercent), kwh_per_unit: num(node.kwhPerUnit) }) as Condition;
         default:
           return { property, op: node.op, value: scalar(node.value) } as Condition;
       }
@@ -110,6 +121,13 @@ export function fromJson(c: Condition | null | undefined): CondNode {
   if (l.seconds !== undefined) leaf.seconds = str(l.seconds);
   if (l.interval_minutes !== undefined) leaf.intervalMinutes = str(l.interval_minutes);
   if (l.when === "completed" || l.when === "projected") leaf.when = l.when;
+  if (l.period === "day" || l.period === "shift") leaf.period = l.period;
+  if (l.above_percent !== undefined) leaf.abovePercent = str(l.above_percent);
+  if (l.kwh_per_unit !== undefined) leaf.kwhPerUnit = str(l.kwh_per_unit);
+  if (l.baseline_id !== undefined) {
+    leaf.expected = "baseline";
+    leaf.baselineId = str(l.baseline_id);
+  }
   return leaf;
 }
 
@@ -137,7 +155,7 @@ export function updateNode(root: CondNode, id: string, next: CondNode | null): C
 
 /** Property names the condition reads. */
 export function properties(node: CondNode): string[] {
-  if (node.kind === "leaf") return node.op !== "idle" && node.property.trim() ? [node.property.trim()] : [];
+  if (node.kind === "leaf") return node.op !== "idle" && node.op !== "specific_energy" && node.property.trim() ? [node.property.trim()] : [];
   if (node.kind === "not") return properties(node.child);
   return [...new Set(node.children.flatMap(properties))];
 }
@@ -161,6 +179,8 @@ export function describeCondition(c: Condition): string {
       return `${l.when === "projected" ? "projected " : ""}${str(l.interval_minutes ?? 15)}-min demand of ${str(l.property)} ${str(l.compare)} ${str(l.value)} kW`;
     case "idle":
       return "device idle";
+    case "specific_energy":
+      return `kWh/unit of the last ${str(l.period ?? "day")} > ${l.baseline_id !== undefined ? `baseline ${str(l.baseline_id)}` : `${str(l.kwh_per_unit)} kWh/unit`} + ${str(l.above_percent)} %`;
     default:
       return `${str(l.property)} ${str(l.op)} ${str(l.value)}`;
   }
