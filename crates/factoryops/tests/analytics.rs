@@ -332,6 +332,24 @@ async fn export_download_and_runs(db: TestDatabase) {
     assert_eq!(again["status"], "failed", "{again}");
     assert_eq!(again["dataset_id"], short["id"]);
 
+    // Runs and model versions hold their dataset against retention.
+    let db = factoryops_db::Database::connect(&app.db.url).await.unwrap();
+    let store = factoryops_datasets::store::DatasetStore::new(db);
+    let factory = factoryops_types::FactoryId::parse("plant-a").unwrap();
+    let refs = store.referenced_by(&factory, &id).await.unwrap();
+    for run in [&anomaly, &forecast, &copilot] {
+        assert!(refs.contains(&format!("analytics_run:{}", run["id"].as_str().unwrap())), "{refs:?}");
+    }
+    assert!(refs.contains(&"model_version:forecast-press-1.power_kw/v2".to_string()), "{refs:?}");
+    let expired = store.expire(&factory, i64::MAX).await.unwrap();
+    assert!(expired.iter().all(|e| e.dataset_id != id && e.dataset_id != short["id"]), "{expired:?}");
+
+    // A run id is not a dataset and the reverse.
+    let (status, _) = app.get(&format!("/api/v1/factories/plant-a/datasets/{anomaly_id}"), Some(&f.viewer)).await;
+    assert_eq!(status, 404);
+    let (status, _) = app.get(&format!("/api/v1/factories/plant-a/analytics/runs/{id}"), Some(&f.viewer)).await;
+    assert_eq!(status, 404);
+
     // Telemetry is unaffected by all this; the key still writes.
     let (status, _) = app
         .post("/api/v1/factories/plant-a/telemetry", Some(&f.key), json!({"device_id": "press-1", "power_kw": 1.0}))
@@ -402,6 +420,53 @@ async fn a_dataset_that_is_not_ready(db: TestDatabase) {
     app.stop().await;
 }
 
+/// With no process running analytics runs (`jobs.concurrency.analytics_run = 0`) a run
+/// stays queued: cancel ends it at once, a second cancel is a 409, a retry queues it
+/// again on the same dataset.
+async fn a_queued_run_is_cancelled_and_retried(db: TestDatabase) {
+    let mut config = test_config(&db);
+    config.jobs.concurrency.insert("analytics_run".into(), 0);
+    let app = TestApp::spawn_with(db, config).await;
+    let f = setup(&app).await;
+    let dataset = export(
+        &app,
+        &f,
+        json!({"devices": ["press-1"], "properties": ["power_kw"], "from": format_rfc3339_ms(f.from),
+            "to": format_rfc3339_ms(f.to), "every": "1h", "agg": "avg"}),
+    )
+    .await;
+    assert_eq!(dataset["status"], "succeeded", "{dataset}");
+    // 72 h not on hour bounds: the first and the last hour bucket are partial, 73 rows.
+    let partial = usize::from(f.from % 3_600_000 != 0);
+    assert_eq!(dataset["manifest"]["rows"].as_u64().unwrap() as usize, 72 + partial, "{dataset}");
+    let (status, created) = app
+        .post(
+            "/api/v1/factories/plant-a/analytics/runs",
+            Some(&f.admin),
+            json!({"mode": "standard", "analysis": "statistics", "dataset_id": dataset["id"]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["status"], "queued");
+    let run = created["id"].as_str().unwrap();
+    let path = format!("/api/v1/factories/plant-a/analytics/runs/{run}");
+    let (status, problem) = app.post(&format!("{path}/retry"), Some(&f.admin), json!({})).await;
+    assert_eq!(status, 409, "a queued run is not retried: {problem}");
+    let (status, problem) = app.post(&format!("{path}/cancel"), Some(&f.viewer), json!({})).await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, cancelled) = app.post(&format!("{path}/cancel"), Some(&f.admin), json!({})).await;
+    assert_eq!(status, 202, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    let (status, problem) = app.post(&format!("{path}/cancel"), Some(&f.admin), json!({})).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["run_status"], "cancelled");
+    let (status, retried) = app.post(&format!("{path}/retry"), Some(&f.admin), json!({})).await;
+    assert_eq!(status, 202, "{retried}");
+    assert_eq!(retried["status"], "queued");
+    assert_eq!(retried["dataset_sha256"], dataset["manifest"]["sha256"]);
+    app.stop().await;
+}
+
 /// Object store down (an S3 endpoint nobody listens on): new datasets are refused with a
 /// 503 naming storage; telemetry carries on.
 async fn storage_down_refuses_new_work(db: TestDatabase) {
@@ -439,4 +504,9 @@ async fn storage_down_refuses_new_work(db: TestDatabase) {
     app.stop().await;
 }
 
-backend_matrix!(export_download_and_runs, a_dataset_that_is_not_ready, storage_down_refuses_new_work);
+backend_matrix!(
+    export_download_and_runs,
+    a_dataset_that_is_not_ready,
+    a_queued_run_is_cancelled_and_retried,
+    storage_down_refuses_new_work
+);
