@@ -504,7 +504,71 @@ async fn storage_down_refuses_new_work(db: TestDatabase) {
     app.stop().await;
 }
 
+/// The outage drill against a real S3 server (s3s-fs): the dataset is exported to
+/// S3; the server is killed; a run accepted just before anyone noticed fails with a
+/// storage error after its retries, telemetry carries on, new runs are refused with a
+/// 503 once the monitor saw it; the server comes back and a retry of the failed run
+/// succeeds on the same dataset sha256.
+async fn an_s3_outage_fails_a_run_and_its_retry_succeeds(db: TestDatabase) {
+    let Some(mut s3) = factoryops_testkit::s3::S3Server::start().await else { return };
+    let mut config = test_config(&db);
+    config.object_store_url = Some(factoryops_platform::secret::SecretUrl::new(s3.url()));
+    config.object_store.access_key_id = Some(Secret::new(factoryops_testkit::s3::ACCESS_KEY));
+    config.object_store.secret_access_key = Some(Secret::new(factoryops_testkit::s3::SECRET_KEY));
+    config.object_store.timeout_secs = 2;
+    config.object_store.check_interval_secs = 3;
+    config.jobs.backoff_base_secs = 1;
+    config.jobs.backoff_max_secs = 1;
+    let app = TestApp::spawn_with(db, config).await;
+    let f = setup(&app).await;
+    let dataset = export(
+        &app,
+        &f,
+        json!({"devices": ["press-1"], "properties": ["power_kw"], "from": format_rfc3339_ms(f.from),
+            "to": format_rfc3339_ms(f.to)}),
+    )
+    .await;
+    assert_eq!(dataset["status"], "succeeded", "{dataset}");
+    let sha = dataset["manifest"]["sha256"].as_str().unwrap().to_string();
+    let run_body = json!({"mode": "standard", "analysis": "anomaly", "dataset_id": dataset["id"]});
+
+    s3.stop();
+    let started = std::time::Instant::now();
+    let (status, created) =
+        app.post("/api/v1/factories/plant-a/analytics/runs", Some(&f.admin), run_body.clone()).await;
+    assert_eq!(status, 202, "accepted before the monitor's next probe: {created}");
+    let (status, _) = app
+        .post("/api/v1/factories/plant-a/telemetry", Some(&f.key), json!({"device_id": "press-1", "power_kw": 1.0}))
+        .await;
+    assert_eq!(status, 200, "telemetry carries on while the object store is down");
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/api/v1/factories/plant-a/analytics/runs/{id}");
+    let failed = finished(&app, &f.admin, &path).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["attempts"], 3, "retried with backoff: {failed}");
+    assert!(failed["error"].as_str().unwrap().contains("storage unavailable"), "{failed}");
+    println!("run failed after {} ms of outage", started.elapsed().as_millis());
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, problem) = app.post("/api/v1/factories/plant-a/analytics/runs", Some(&f.admin), run_body).await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["type"], "urn:factoryops:problem:storage-unavailable");
+    let (status, problem) = app.post(&format!("{path}/retry"), Some(&f.admin), json!({})).await;
+    assert_eq!(status, 503, "no retry while storage is down: {problem}");
+
+    s3.restart().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, retried) = app.post(&format!("{path}/retry"), Some(&f.admin), json!({})).await;
+    assert_eq!(status, 202, "{retried}");
+    let done = finished(&app, &f.admin, &path).await;
+    assert_eq!(done["status"], "succeeded", "{}", done["error"]);
+    assert_eq!(done["dataset_sha256"], sha.as_str(), "the same dataset");
+    assert_eq!(done["result"]["analysis"], "anomaly");
+    app.stop().await;
+}
+
 backend_matrix!(
+    an_s3_outage_fails_a_run_and_its_retry_succeeds,
     export_download_and_runs,
     a_dataset_that_is_not_ready,
     a_queued_run_is_cancelled_and_retried,
