@@ -268,7 +268,7 @@ async fn get_dataset(
 /// but has no file; `404` only when there is no such dataset.
 #[utoipa::path(get, path = "/api/v1/factories/{factory_id}/datasets/{dataset_id}/download", tag = "analytics",
     params(("factory_id" = String, Path), ("dataset_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, content_type = "application/vnd.apache.parquet", body = Vec<u8>),
+    responses((status = 200, content_type = "application/vnd.apache.parquet", body = ParquetFile),
         (status = 304), (status = 404, body = Problem), (status = 409, body = Problem), (status = 503, body = Problem)))]
 async fn download_dataset(
     State(state): State<AppState>,
@@ -316,6 +316,12 @@ async fn download_dataset(
     }
     Ok(response)
 }
+
+/// The bytes of a dataset's Parquet file (documents the download's body).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct ParquetFile(Vec<u8>);
 
 /// `{factory}/datasets/{sha256}.parquet` (ADR 0019, content-addressed).
 pub fn dataset_key(factory: &FactoryId, sha256: &str) -> Result<ObjectKey, Problem> {
