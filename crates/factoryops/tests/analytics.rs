@@ -467,6 +467,66 @@ async fn a_queued_run_is_cancelled_and_retried(db: TestDatabase) {
     app.stop().await;
 }
 
+/// A running run stops at its next checkpoint when cancelled: ten days at 1 min through an
+/// isolation forest of 1,000 trees keeps the CPU pool busy long enough to ask. The
+/// runtime passes a cancel to the handler at its next heartbeat (lease / 3): a 3 s lease
+/// here, so within about a second.
+async fn a_running_run_is_cancelled_at_a_checkpoint(db: TestDatabase) {
+    let mut config = test_config(&db);
+    config.jobs.lease_secs = 3;
+    let app = TestApp::spawn_with(db, config).await;
+    let f = setup(&app).await;
+    const MINUTE: i64 = 60_000;
+    let to = f.from;
+    let from = to - 10 * DAY;
+    let points: Vec<Value> = (0..(to - from) / MINUTE)
+        .map(|i| json!({"device_id": "press-1", "ts": from + i * MINUTE, "power_kw": power(i, from + i * MINUTE)}))
+        .collect();
+    for chunk in points.chunks(500) {
+        let (status, body) =
+            app.post("/api/v1/factories/plant-a/telemetry", Some(&f.key), json!({"messages": chunk})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let dataset = export(
+        &app,
+        &f,
+        json!({"devices": ["press-1"], "properties": ["power_kw"], "from": format_rfc3339_ms(from), "to": format_rfc3339_ms(to)}),
+    )
+    .await;
+    assert_eq!(dataset["manifest"]["rows"], 14_400, "{dataset}");
+    let (status, created) = app
+        .post(
+            "/api/v1/factories/plant-a/analytics/runs",
+            Some(&f.admin),
+            json!({"mode": "standard", "analysis": "anomaly", "dataset_id": dataset["id"],
+                "hyperparameters": {"method": "isolation_forest", "trees": 1000, "sample_size": 4096}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let path = format!("/api/v1/factories/plant-a/analytics/runs/{}", created["id"].as_str().unwrap());
+    let mut running = false;
+    for _ in 0..200 {
+        let (_, run) = app.get(&path, Some(&f.admin)).await;
+        if run["status"] == "running" {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(running, "the run started");
+    let asked = std::time::Instant::now();
+    let (status, cancelling) = app.post(&format!("{path}/cancel"), Some(&f.admin), json!({})).await;
+    assert_eq!(status, 202, "{cancelling}");
+    assert_eq!(cancelling["cancel_requested"], true, "{cancelling}");
+    let done = finished(&app, &f.admin, &path).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert!(done.get("result").is_none());
+    let took = asked.elapsed();
+    println!("cancelled {} ms after the request", took.as_millis());
+    assert!(took < Duration::from_secs(10), "stopped at a checkpoint, not at the end: {took:?}");
+    app.stop().await;
+}
+
 /// Object store down (an S3 endpoint nobody listens on): new datasets are refused with a
 /// 503 naming storage; telemetry carries on.
 async fn storage_down_refuses_new_work(db: TestDatabase) {
@@ -572,5 +632,6 @@ backend_matrix!(
     export_download_and_runs,
     a_dataset_that_is_not_ready,
     a_queued_run_is_cancelled_and_retried,
+    a_running_run_is_cancelled_at_a_checkpoint,
     storage_down_refuses_new_work
 );
