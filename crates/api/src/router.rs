@@ -59,6 +59,8 @@ pub struct AppState {
     pub storage: factoryops_objstore::health::StorageStatus,
     /// Submit, read, cancel and retry jobs (datasets, runs, reports), factory-scoped.
     pub jobs: factoryops_jobs::Jobs,
+    /// Dataset records (job state mirror, manifests) and what references them.
+    pub datasets: factoryops_datasets::store::DatasetStore,
 }
 
 impl AppState {
@@ -91,6 +93,7 @@ impl AppState {
         (name = "notifications", description = "Email and WhatsApp deliveries, dead letters, preferences"),
         (name = "energy", description = "Device groups, energy settings (tariff, shifts, emission factor), consumption, cost, CO2, peak demand, ranking"),
         (name = "dashboards", description = "Dashboards as data: own and shared dashboards, the factory default, each user's home dashboard"),
+        (name = "analytics", description = "Datasets (immutable Parquet snapshots of telemetry), analytics runs (standard analyses and the co-pilot) and the model registry; all are jobs polled by GET"),
     )
 )]
 pub struct ApiDoc;
@@ -124,6 +127,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::routes::notifications::routes())
         .merge(crate::routes::energy::routes())
         .merge(crate::routes::dashboards::routes())
+        .merge(crate::routes::analytics::routes())
 }
 
 /// The OpenAPI document as generated from the code (checked in as `docs/openapi.json`).

@@ -1,6 +1,7 @@
 //! Wiring: builds every component from the configuration and runs the chosen ones.
 //! This is the only place that knows which adapters exist.
 
+mod analytics;
 mod components;
 mod energy;
 mod jobs;

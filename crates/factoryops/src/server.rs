@@ -102,6 +102,7 @@ pub async fn open_database(config: &Config) -> Result<Database, StartError> {
         &factoryops_notify::MIGRATIONS,
         &factoryops_energy::MIGRATIONS,
         &factoryops_dashboards::MIGRATIONS,
+        &factoryops_datasets::store::MIGRATIONS,
     ])
     .await?;
     Ok(db)
@@ -157,15 +158,30 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let jobs_wake = factoryops_jobs::Wake::new();
     let job_queue = factoryops_db::jobs::JobQueue::new(db.clone());
     let jobs = factoryops_jobs::Jobs::new(job_queue.clone(), clock.clone(), jobs_wake.clone());
+    let datasets = factoryops_datasets::store::DatasetStore::new(db.clone());
     let job_runtime =
         (components.contains(Component::Analytics) || components.contains(Component::Reports)).then(|| {
             // Components register their job kinds' handlers on this runtime before it starts.
-            let runtime = factoryops_jobs::JobRuntime::new(
+            let mut runtime = factoryops_jobs::JobRuntime::new(
                 job_queue.clone(),
                 clock.clone(),
                 crate::jobs::runtime_config(&config),
                 jobs_wake.clone(),
             );
+            if components.contains(Component::Analytics) {
+                crate::analytics::register(
+                    &mut runtime,
+                    crate::analytics::Deps {
+                        store: store.clone(),
+                        objects: objects.clone(),
+                        storage: storage.clone(),
+                        datasets: datasets.clone(),
+                        identity: identity.clone(),
+                        clock: clock.clone(),
+                        tmp_dir: config.data_dir.join("tmp"),
+                    },
+                );
+            }
             if runtime.kinds().is_empty() {
                 tracing::info!("job runtime started with no job kinds registered yet");
             }
@@ -340,7 +356,10 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     ));
 
     for component in components.iter() {
-        if !matches!(component, Component::Api | Component::Ingest | Component::Rules | Component::Notify) {
+        if !matches!(
+            component,
+            Component::Api | Component::Ingest | Component::Rules | Component::Notify | Component::Analytics
+        ) {
             tracing::info!(component = %component, "component selected; it has no work to run in this build yet");
         }
     }
@@ -377,6 +396,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
             objects: objects.clone(),
             storage: storage.clone(),
             jobs: jobs.clone(),
+            datasets: datasets.clone(),
         };
         let listener = bind("http_addr", "FACTORYOPS_HTTP_ADDR", &config.http_addr).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {

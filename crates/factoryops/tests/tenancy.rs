@@ -6,7 +6,8 @@
 //! Adding a route = adding one `Case` line to `matrix()`. Placeholders (in the path,
 //! the query and the body): `{user}` a user id of B, `{key}` an API key id of B,
 //! `{device}` a device id of B, `{rule}` a rule id of B, `{alert}` an alert id of B,
-//! `{notification}` a notification id of B, `{group}` a device group of B.
+//! `{notification}` a notification id of B, `{group}` a device group of B, `{dataset}` a
+//! dataset of B, `{run}` an analytics run of B, `{model}` a model name of B.
 
 mod common;
 
@@ -155,10 +156,34 @@ fn matrix() -> Vec<Case> {
             ),
         ),
         case(M::GET, "/energy/baselines/{baseline}", None),
+        case(M::GET, "/datasets", None),
+        case(
+            M::POST,
+            "/datasets",
+            Some(
+                json!({"devices": ["{device}"], "properties": ["power_kw"], "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}),
+            ),
+        ),
+        case(M::GET, "/datasets/{dataset}", None),
+        case(M::GET, "/datasets/{dataset}/download", None),
+        case(M::GET, "/analytics/runs", None),
+        case(
+            M::POST,
+            "/analytics/runs",
+            Some(json!({"mode": "standard", "analysis": "statistics", "dataset_id": "{dataset}"})),
+        ),
+        case(M::GET, "/analytics/runs/{run}", None),
+        case(M::POST, "/analytics/runs/{run}/cancel", Some(json!({}))),
+        case(M::POST, "/analytics/runs/{run}/retry", Some(json!({}))),
+        case(M::GET, "/models", None),
+        case(M::GET, "/models/{model}/versions", None),
     ]
 }
 
 struct Tenant {
+    dataset_id: String,
+    run_id: String,
+    model: String,
     dashboard_id: String,
     group_id: String,
     baseline_id: String,
@@ -256,7 +281,11 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
         )
         .await;
     assert_eq!(status, 201, "{dashboard}");
+    let (dataset_id, run_id, model) = analytics_fixture(app, factory, &admin, &device).await;
     Tenant {
+        dataset_id,
+        run_id,
+        model,
         dashboard_id: dashboard["id"].as_str().unwrap().into(),
         baseline_id,
         group_id: group["id"].as_str().unwrap().into(),
@@ -271,6 +300,51 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
         key: key["key"].as_str().unwrap().into(),
         viewer,
     }
+}
+
+/// A succeeded dataset of the device's points over the last hours, a finished (standard
+/// anomaly) run on it, and the model that run registered (or a name nobody has).
+async fn analytics_fixture(app: &TestApp, factory: &str, admin: &str, device: &str) -> (String, String, String) {
+    let now = app.clock_now();
+    let (status, dataset) = app
+        .post(
+            &format!("/api/v1/factories/{factory}/datasets"),
+            Some(admin),
+            json!({"devices": [device], "properties": ["power_kw"],
+                "from": factoryops_types::format_rfc3339_ms(now - 3_600_000),
+                "to": factoryops_types::format_rfc3339_ms(now + 60_000)}),
+        )
+        .await;
+    assert_eq!(status, 202, "{dataset}");
+    let dataset_id = dataset["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/factories/{factory}/datasets/{dataset_id}");
+    let dataset = finished(app, admin, &path).await;
+    assert_eq!(dataset["status"], "succeeded", "{dataset}");
+    let (status, run) = app
+        .post(
+            &format!("/api/v1/factories/{factory}/analytics/runs"),
+            Some(admin),
+            json!({"mode": "standard", "analysis": "statistics", "dataset_id": dataset_id}),
+        )
+        .await;
+    assert_eq!(status, 202, "{run}");
+    let run_id = run["id"].as_str().unwrap().to_string();
+    let run = finished(app, admin, &format!("/api/v1/factories/{factory}/analytics/runs/{run_id}")).await;
+    let model = run["model"]["name"].as_str().unwrap_or("statistics-none").to_string();
+    (dataset_id, run_id, model)
+}
+
+/// Polls a job until it leaves queued/running.
+async fn finished(app: &TestApp, token: &str, path: &str) -> Value {
+    for _ in 0..300 {
+        let (status, body) = app.get(path, Some(token)).await;
+        assert_eq!(status, 200, "{body}");
+        if !matches!(body["status"].as_str(), Some("queued" | "running")) {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{path} did not finish");
 }
 
 /// A stored baseline of the factory's device, written through the energy store (fitting
@@ -329,7 +403,10 @@ async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
     let factor = app.get(&format!("/api/v1/factories/{factory}/energy/emission-factor"), Some(&t.admin)).await.1;
     let baselines = app.get(&format!("/api/v1/factories/{factory}/energy/baselines"), Some(&t.admin)).await.1;
     let dashboards = app.get(&format!("/api/v1/factories/{factory}/dashboards"), Some(&t.admin)).await.1;
-    json!({ "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
+    let datasets = app.get(&format!("/api/v1/factories/{factory}/datasets"), Some(&t.admin)).await.1;
+    let runs = app.get(&format!("/api/v1/factories/{factory}/analytics/runs"), Some(&t.admin)).await.1;
+    let models = app.get(&format!("/api/v1/factories/{factory}/models"), Some(&t.admin)).await.1;
+    json!({ "datasets": datasets["items"], "runs": runs["items"], "models": models["items"], "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
             "rules": rules["items"], "alerts": alerts["items"], "notifications": notifications["items"], "prefs": prefs,
             "groups": groups["items"], "energy_config": energy_config, "tariff": tariff, "shifts": shifts, "factor": factor,
             "baselines": baselines, "dashboards": dashboards["items"] })
@@ -355,6 +432,9 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
                 .replace("{group}", &b.group_id)
                 .replace("{dashboard}", &b.dashboard_id)
                 .replace("{baseline}", &b.baseline_id)
+                .replace("{dataset}", &b.dataset_id)
+                .replace("{run}", &b.run_id)
+                .replace("{model}", &b.model)
         };
         let with_b_ids = fill(case.path);
         let body = case.body.as_ref().map(|v| serde_json::from_str::<Value>(&fill(&v.to_string())).unwrap());
@@ -411,6 +491,26 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
     assert_eq!(status, 422, "{problem}");
     let (_, home) = app.get("/api/v1/factories/plant-a/dashboards/home", Some(&a.viewer)).await;
     assert_eq!(home["dashboard"]["id"], a.dashboard_id.as_str());
+
+    // Analytics: B's device and dataset in A's own bodies look missing (422).
+    let (status, problem) = app
+        .post(
+            "/api/v1/factories/plant-a/datasets",
+            Some(&a.admin),
+            json!({"devices": [b.device], "properties": ["power_kw"], "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "devices[0]", "{problem}");
+    let (status, problem) = app
+        .post(
+            "/api/v1/factories/plant-a/analytics/runs",
+            Some(&a.admin),
+            json!({"mode": "standard", "analysis": "statistics", "dataset_id": b.dataset_id}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "dataset_id", "{problem}");
 
     // MQTT: A's device cannot log in as B's, nor publish into B's topic.
     let (_, mut el) = common::mqtt::client(app.mqtt_port, &format!("plant-b/{}", b.device), &a.secret);

@@ -1,5 +1,6 @@
 //! Route modules, one per component.
 
+pub mod analytics;
 pub mod dashboards;
 pub mod energy;
 pub mod identity;
