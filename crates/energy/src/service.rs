@@ -328,9 +328,12 @@ impl Part {
 /// dropped with the variants beyond [`GROUP_DAY_VARIANTS`] or when the memo is full.
 #[derive(Default)]
 struct GroupDays {
-    days: HashMap<(FactoryId, i64), Vec<(Vec<u64>, Arc<Vec<Slot>>)>>,
+    days: HashMap<(FactoryId, i64), Vec<GroupDay>>,
     bytes: usize,
 }
+
+/// The generations of the device-days summed, in the devices' order, and the sum.
+type GroupDay = (Vec<u64>, Arc<Vec<Slot>>);
 
 /// Sums kept per (factory, day): the groups asked for that day most recently.
 const GROUP_DAY_VARIANTS: usize = 8;
