@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use factoryops_types::{DeviceId, FactoryId, PropertyName};
 
+use crate::calendar::{Totals, totals};
 use crate::{Gap, Slot};
 
 /// What a day's slots were computed from: a hit with a different source (another
@@ -30,13 +31,31 @@ pub struct CachedDay {
     pub gaps: Vec<Gap>,
 }
 
+/// A cached day handed out.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// Shared: a hit hands out a reference count, not a copy of the slots.
+    pub day: std::sync::Arc<CachedDay>,
+    /// The day's sums (a day bucket reads these, not the slots).
+    pub totals: Totals,
+    /// Unique per stored entry: the same generation is the same slots (a recomputed or
+    /// reloaded day gets a new one).
+    pub generation: u64,
+}
+
 struct DayEntry {
     source: SourceKey,
-    /// Shared: a hit hands out a reference count, not a copy of the slots.
     day: std::sync::Arc<CachedDay>,
+    totals: Totals,
+    generation: u64,
     /// The raw-read window `[from, to)` the day was computed from.
     window: (i64, i64),
+    /// Last use.
     tick: u64,
+    /// The entry's key in the LRU index: its tick when last indexed. A hit only bumps
+    /// `tick` (moving 30,000 index entries per warm month would cost more than the fold);
+    /// eviction re-indexes an entry whose tick moved on before dropping anything.
+    lru_tick: u64,
     bytes: usize,
 }
 
@@ -67,7 +86,7 @@ pub struct SlotCache {
     bytes: usize,
     next: u64,
     devices: HashMap<Key, DeviceCache>,
-    /// Least recently used first: tick → (device, day start).
+    /// Least recently used first: lru tick → (device, day start); one per cached day.
     lru: BTreeMap<u64, (Key, i64)>,
     hits: u64,
     misses: u64,
@@ -101,27 +120,37 @@ impl SlotCache {
         day_start: i64,
         source: &SourceKey,
     ) -> Option<std::sync::Arc<CachedDay>> {
-        let tick = self.tick();
+        self.lookup(factory, device, &[day_start], source).pop().flatten().map(|hit| hit.day)
+    }
+
+    /// The cached days of one device (one answer per day start, in order), when computed
+    /// from the same source; each found day counts as used.
+    pub fn lookup(
+        &mut self,
+        factory: &FactoryId,
+        device: &DeviceId,
+        day_starts: &[i64],
+        source: &SourceKey,
+    ) -> Vec<Option<Hit>> {
         let key = (factory.clone(), device.clone());
-        let found = self.devices.get_mut(&key).and_then(|d| d.days.get_mut(&day_start)).and_then(|entry| {
-            (entry.source == *source).then(|| {
-                let old = entry.tick;
-                entry.tick = tick;
-                (old, entry.day.clone())
-            })
-        });
-        match found {
-            Some((old, day)) => {
-                self.lru.remove(&old);
-                self.lru.insert(tick, (key, day_start));
-                self.hits += 1;
-                Some(day)
+        let mut out = Vec::with_capacity(day_starts.len());
+        let mut next = self.next;
+        if let Some(cache) = self.devices.get_mut(&key) {
+            for day_start in day_starts {
+                out.push(cache.days.get_mut(day_start).filter(|e| e.source == *source).map(|entry| {
+                    next += 1;
+                    entry.tick = next;
+                    Hit { day: entry.day.clone(), totals: entry.totals, generation: entry.generation }
+                }));
             }
-            None => {
-                self.misses += 1;
-                None
-            }
+        } else {
+            out.resize(day_starts.len(), None);
         }
+        self.next = next;
+        let hits = out.iter().filter(|h| h.is_some()).count() as u64;
+        self.hits += hits;
+        self.misses += day_starts.len() as u64 - hits;
+        out
     }
 
     /// The days of `day_starts` not cached from `source` (counts neither hits nor misses).
@@ -159,42 +188,64 @@ impl SlotCache {
         Ticket { key, day_start, window, epoch: cache.epoch }
     }
 
-    /// Stores a computed closed day unless a point invalidated the device since the ticket.
-    pub fn insert(&mut self, ticket: Ticket, source: SourceKey, day: std::sync::Arc<CachedDay>) {
+    /// Stores a computed closed day unless a point invalidated the device since the
+    /// ticket; the stored entry as a hit (`None` when not stored).
+    pub fn insert(&mut self, ticket: Ticket, source: SourceKey, day: std::sync::Arc<CachedDay>) -> Option<Hit> {
         let bytes = entry_bytes(&day, &source);
         if bytes > self.capacity_bytes {
-            return;
+            return None;
         }
         let tick = self.tick();
         let Ticket { key, day_start, window, epoch } = ticket;
-        let Some(cache) = self.devices.get_mut(&key) else {
-            return;
-        };
+        let cache = self.devices.get_mut(&key)?;
         if cache.epoch != epoch {
-            return;
+            return None;
         }
-        let entry = DayEntry { source, day, window, tick, bytes };
+        let hit = Hit { totals: totals(&day.slots), day, generation: tick };
+        let entry = DayEntry {
+            source,
+            day: hit.day.clone(),
+            totals: hit.totals,
+            generation: tick,
+            window,
+            tick,
+            lru_tick: tick,
+            bytes,
+        };
         if let Some(old) = cache.days.insert(day_start, entry) {
             self.bytes -= old.bytes;
-            self.lru.remove(&old.tick);
+            self.lru.remove(&old.lru_tick);
         }
         self.bytes += bytes;
         self.lru.insert(tick, (key, day_start));
+        // The new day has the latest tick and fits alone: what goes is older.
         self.evict();
+        Some(hit)
     }
 
+    /// Drops least recently used days until the cache fits. An index entry whose day was
+    /// used since it was indexed moves to the day's last use instead (hits do not touch
+    /// the index), so the day dropped is always the least recently used one.
     fn evict(&mut self) {
         while self.bytes > self.capacity_bytes {
-            let Some((_, (key, day_start))) = self.lru.pop_first() else {
+            let Some((lru_tick, (key, day_start))) = self.lru.pop_first() else {
                 return;
             };
-            if let Some(cache) = self.devices.get_mut(&key) {
-                if let Some(entry) = cache.days.remove(&day_start) {
-                    self.bytes -= entry.bytes;
-                }
-                if cache.days.is_empty() {
-                    self.devices.remove(&key);
-                }
+            let Some(cache) = self.devices.get_mut(&key) else { continue };
+            let Some(entry) = cache.days.get_mut(&day_start) else { continue };
+            if entry.lru_tick != lru_tick {
+                continue;
+            }
+            if entry.tick != lru_tick {
+                entry.lru_tick = entry.tick;
+                self.lru.insert(entry.tick, (key, day_start));
+                continue;
+            }
+            if let Some(entry) = cache.days.remove(&day_start) {
+                self.bytes -= entry.bytes;
+            }
+            if cache.days.is_empty() {
+                self.devices.remove(&key);
             }
         }
     }
@@ -216,7 +267,7 @@ impl SlotCache {
         for day in hit {
             if let Some(entry) = cache.days.remove(&day) {
                 self.bytes -= entry.bytes;
-                self.lru.remove(&entry.tick);
+                self.lru.remove(&entry.lru_tick);
             }
         }
     }
@@ -226,7 +277,7 @@ impl SlotCache {
         if let Some(cache) = self.devices.remove(&(factory.clone(), device.clone())) {
             for entry in cache.days.values() {
                 self.bytes -= entry.bytes;
-                self.lru.remove(&entry.tick);
+                self.lru.remove(&entry.lru_tick);
             }
         }
     }

@@ -213,6 +213,93 @@ pub fn fold_spans(slots: &[Slot], spans: &[Span]) -> Vec<Totals> {
     out
 }
 
+/// The sums of all `slots`, added in order from zero: exactly what [`fold`] gives for a
+/// span holding all of them (kept per cached day, so a day bucket needs no slot).
+pub fn totals(slots: &[Slot]) -> Totals {
+    let mut totals = Totals::default();
+    for slot in slots {
+        totals.kwh += slot.kwh;
+        totals.idle_kwh += slot.idle_kwh;
+        totals.covered_ms += slot.covered_ms;
+    }
+    totals
+}
+
+/// One device's slots of one local day inside a query's range, borrowed from where they
+/// are kept (the cache of closed days): the query folds over them in place instead of
+/// copying a month of slots per device.
+#[derive(Debug, Clone, Copy)]
+pub struct DayPart<'a> {
+    /// Sorted by start, contiguous on the grid.
+    pub slots: &'a [Slot],
+    /// `totals(slots)` when known (a whole cached day); lets a span that starts with this
+    /// part skip its slots.
+    pub totals: Option<Totals>,
+}
+
+/// The slots of `[from_ms, to_ms)` summed slot by slot over the devices (in the devices'
+/// order) from their day parts: bit for bit what summing the devices' concatenated slots
+/// gives, without the concatenation.
+pub fn sum_parts(devices: &[Vec<DayPart<'_>>], from_ms: i64, to_ms: i64) -> Vec<Slot> {
+    let mut total: Vec<Slot> =
+        (0..(to_ms - from_ms) / SLOT_MS).map(|i| Slot { start_ms: from_ms + i * SLOT_MS, ..Slot::default() }).collect();
+    for parts in devices {
+        add_parts(&mut total, parts, from_ms);
+    }
+    total
+}
+
+/// Adds one device's parts into `total` (slots of `[from_ms, …)`), slot by slot.
+pub fn add_parts(total: &mut [Slot], parts: &[DayPart<'_>], from_ms: i64) {
+    for part in parts {
+        for slot in part.slots {
+            let Ok(i) = usize::try_from((slot.start_ms - from_ms) / SLOT_MS) else { continue };
+            if let Some(t) = total.get_mut(i) {
+                t.kwh += slot.kwh;
+                t.idle_kwh += slot.idle_kwh;
+                t.covered_ms += slot.covered_ms;
+            }
+        }
+    }
+}
+
+/// The kWh of one device per span from its day parts (in time order): bit for bit
+/// [`fold`] over the concatenated slots, since every sum still adds the same slots in the
+/// same order from zero. A span whose first slots are a whole part with known totals
+/// starts from those totals instead of adding the part's slots again, so a day bucket
+/// over cached days costs one addition per device and day.
+pub fn fold_parts_kwh(parts: &[DayPart<'_>], spans: &[Span]) -> Vec<f64> {
+    spans
+        .iter()
+        .map(|span| {
+            // The first part that may hold a slot of the span.
+            let first = parts.partition_point(|p| p.slots.last().is_none_or(|s| s.start_ms < span.start_ms));
+            let mut kwh = 0.0;
+            let mut started = false;
+            for part in &parts[first..] {
+                let Some(head) = part.slots.first() else { continue };
+                if head.start_ms >= span.end_ms {
+                    break;
+                }
+                let whole_inside =
+                    head.start_ms >= span.start_ms && part.slots.last().is_some_and(|s| s.start_ms < span.end_ms);
+                match part.totals {
+                    Some(t) if whole_inside && !started => kwh = t.kwh,
+                    _ => {
+                        let a = part.slots.partition_point(|s| s.start_ms < span.start_ms);
+                        let n = part.slots[a..].partition_point(|s| s.start_ms < span.end_ms);
+                        for slot in &part.slots[a..a + n] {
+                            kwh += slot.kwh;
+                        }
+                    }
+                }
+                started = true;
+            }
+            kwh
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{NaiveDate, TimeZone, Utc};
@@ -350,5 +437,95 @@ mod tests {
         let got: Vec<f64> = fold_spans(&slots, &sorted).iter().map(|t| t.kwh).collect();
         assert_eq!(got, vec![1.0, 7.0]);
         assert_eq!(fold(&slots, &sorted[1]).kwh, 7.0);
+    }
+}
+
+#[cfg(test)]
+mod in_place {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A device's slots cut into day parts of the given lengths (some with totals).
+    fn cut<'a>(slots: &'a [Slot], lengths: &[usize], with_totals: bool) -> Vec<DayPart<'a>> {
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for (i, n) in lengths.iter().cycle().enumerate() {
+            if at >= slots.len() {
+                break;
+            }
+            let end = (at + n).min(slots.len());
+            let part = &slots[at..end];
+            parts.push(DayPart { slots: part, totals: (with_totals && i % 3 != 1).then(|| totals(part)) });
+            at = end;
+        }
+        parts
+    }
+
+    proptest! {
+        #[test]
+        fn folding_in_place_is_bit_for_bit_the_fold_of_the_copies(
+            kwh in prop::collection::vec(prop::collection::vec(-5.0f64..1e4, 40), 1..6),
+            lengths in prop::collection::vec(1usize..12, 1..5),
+            bounds in prop::collection::vec(0i64..40, 1..8),
+        ) {
+            let devices: Vec<Vec<Slot>> = kwh
+                .iter()
+                .map(|d| {
+                    d.iter()
+                        .enumerate()
+                        .map(|(i, k)| Slot { start_ms: i as i64 * SLOT_MS, kwh: *k / 3.0, idle_kwh: *k / 7.0, covered_ms: i as i64 })
+                        .collect()
+                })
+                .collect();
+            let mut cuts: Vec<i64> = bounds.iter().map(|b| b * SLOT_MS).collect();
+            cuts.push(0);
+            cuts.push(40 * SLOT_MS);
+            cuts.sort_unstable();
+            cuts.dedup();
+            let spans: Vec<Span> =
+                cuts.windows(2).map(|w| Span { start_ms: w[0], end_ms: w[1], label: None }).collect();
+            let parts: Vec<Vec<DayPart<'_>>> = devices.iter().map(|d| cut(d, &lengths, true)).collect();
+            // The old way: the copies summed slot by slot, every span folded per device.
+            let mut expected = vec![Slot::default(); 40];
+            for (i, e) in expected.iter_mut().enumerate() {
+                e.start_ms = i as i64 * SLOT_MS;
+            }
+            for d in &devices {
+                for (e, s) in expected.iter_mut().zip(d) {
+                    e.kwh += s.kwh;
+                    e.idle_kwh += s.idle_kwh;
+                    e.covered_ms += s.covered_ms;
+                }
+            }
+            let total = sum_parts(&parts, 0, 40 * SLOT_MS);
+            prop_assert_eq!(
+                total.iter().map(|s| (s.kwh.to_bits(), s.idle_kwh.to_bits(), s.covered_ms)).collect::<Vec<_>>(),
+                expected.iter().map(|s| (s.kwh.to_bits(), s.idle_kwh.to_bits(), s.covered_ms)).collect::<Vec<_>>()
+            );
+            for (d, p) in devices.iter().zip(&parts) {
+                let got: Vec<u64> = fold_parts_kwh(p, &spans).iter().map(|k| k.to_bits()).collect();
+                let want: Vec<u64> = spans.iter().map(|s| fold(d, s).kwh.to_bits()).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_day_bucket_over_whole_days_reads_only_their_totals() {
+        // Two days of four slots; the parts carry totals that differ from their slots, so
+        // the answer shows which were read: a span over exactly the first day takes its
+        // totals; a span starting mid-day adds slots.
+        let slots: Vec<Slot> = (0..8).map(|i| Slot { start_ms: i * SLOT_MS, kwh: 1.0, ..Slot::default() }).collect();
+        let marked = Totals { kwh: 100.0, ..Totals::default() };
+        let parts = [
+            DayPart { slots: &slots[..4], totals: Some(marked) },
+            DayPart { slots: &slots[4..], totals: Some(marked) },
+        ];
+        let span = |a: i64, b: i64| Span { start_ms: a * SLOT_MS, end_ms: b * SLOT_MS, label: None };
+        assert_eq!(fold_parts_kwh(&parts, &[span(0, 4), span(4, 8)]), vec![100.0, 100.0]);
+        // The whole range: the first day's totals, then the second day's slots one by one.
+        assert_eq!(fold_parts_kwh(&parts, &[span(0, 8)]), vec![104.0]);
+        assert_eq!(fold_parts_kwh(&parts, &[span(1, 8), span(8, 9)]), vec![7.0, 0.0]);
     }
 }

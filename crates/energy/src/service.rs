@@ -22,8 +22,10 @@ use factoryops_types::{Clock, Counting as UnitCounting, DeviceId, FactoryId, Pro
 use parking_lot::Mutex;
 
 use crate::baseline::{BaselineError, Point, Row, daily_mean, degree_days, evaluate, fit, operating_hours};
-use crate::cache::{CachedDay, SlotCache, SourceKey, Ticket};
-use crate::calendar::{Bucket, Span, fold, local_date, local_instant, spans};
+use crate::cache::{CachedDay, Hit, SlotCache, SourceKey, Ticket};
+use crate::calendar::{
+    Bucket, DayPart, Span, Totals, add_parts, fold, fold_parts_kwh, local_date, local_instant, spans, sum_parts, totals,
+};
 use crate::emission::{EmissionFactor, EmissionHistory, co2_kg};
 use crate::peak::{PeakItem, check_interval, demand};
 use crate::persisted::PersistedDay;
@@ -320,6 +322,80 @@ struct PersistState {
     next: u64,
 }
 
+/// One device's slots of one local day inside a query's range: `day.slots[range]`.
+struct Part {
+    day: Arc<CachedDay>,
+    range: std::ops::Range<usize>,
+    /// The day's totals when the part is the whole day.
+    totals: Option<Totals>,
+    /// The cache generation when the part is a whole cached day.
+    generation: Option<u64>,
+}
+
+impl Part {
+    fn slots(&self) -> &[Slot] {
+        &self.day.slots[self.range.clone()]
+    }
+
+    fn view(&self) -> DayPart<'_> {
+        DayPart { slots: self.slots(), totals: self.totals }
+    }
+}
+
+/// Group-day sums of cached days (see [`EnergyService::group_total`]): per (factory, local
+/// day start), a few variants keyed by the generations of the device-days summed. A
+/// recomputed day has a new generation, so a stale sum is never matched again; it is
+/// dropped with the variants beyond [`GROUP_DAY_VARIANTS`] or when the memo is full.
+#[derive(Default)]
+struct GroupDays {
+    days: HashMap<(FactoryId, i64), Vec<GroupDay>>,
+    bytes: usize,
+}
+
+/// The generations of the device-days summed, in the devices' order, and the sum.
+type GroupDay = (Vec<u64>, Arc<Vec<Slot>>);
+
+/// Sums kept per (factory, day): the groups asked for that day most recently.
+const GROUP_DAY_VARIANTS: usize = 8;
+/// The memo's bound (a 1,000-device group-day takes about 11 KB).
+const GROUP_DAY_BYTES: usize = 16 << 20;
+
+impl GroupDays {
+    fn entry_bytes(generations: &[u64], slots: &[Slot]) -> usize {
+        std::mem::size_of_val(generations) + std::mem::size_of_val(slots) + 64
+    }
+
+    fn get(&mut self, factory: &FactoryId, day_start: i64, generations: &[u64]) -> Option<Arc<Vec<Slot>>> {
+        let variants = self.days.get_mut(&(factory.clone(), day_start))?;
+        let i = variants.iter().position(|(g, _)| g.as_slice() == generations)?;
+        // Most recently used first.
+        variants[..=i].rotate_right(1);
+        Some(variants[0].1.clone())
+    }
+
+    fn put(&mut self, factory: &FactoryId, day_start: i64, generations: Vec<u64>, slots: Arc<Vec<Slot>>) {
+        let bytes = Self::entry_bytes(&generations, &slots);
+        if self.bytes + bytes > GROUP_DAY_BYTES {
+            self.days.clear();
+            self.bytes = 0;
+        }
+        let variants = self.days.entry((factory.clone(), day_start)).or_default();
+        variants.insert(0, (generations, slots));
+        if variants.len() > GROUP_DAY_VARIANTS
+            && let Some((g, s)) = variants.pop()
+        {
+            self.bytes -= Self::entry_bytes(&g, &s);
+        }
+        self.bytes += bytes;
+    }
+}
+
+/// One device's day parts of a query's range (in time order) and its gaps.
+struct DeviceDays {
+    parts: Vec<Part>,
+    gaps: Vec<Gap>,
+}
+
 /// Stored days read for one request, with cache tickets taken before the read.
 #[derive(Default)]
 struct Prefetched {
@@ -341,6 +417,7 @@ struct Inner {
     directory: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
     cache: Mutex<SlotCache>,
+    group_days: Mutex<GroupDays>,
     metrics: CacheMetrics,
     retention: RawRetention,
     persisted: Mutex<PersistState>,
@@ -366,6 +443,7 @@ impl EnergyService {
                 directory,
                 clock,
                 cache,
+                group_days: Mutex::new(GroupDays::default()),
                 metrics,
                 retention,
                 persisted: Mutex::new(PersistState::default()),
@@ -495,82 +573,93 @@ impl EnergyService {
         Ok(Context { tz, now_ms: self.inner.clock.now_ms(), sources })
     }
 
-    /// Slots of `[from, to)` (on the grid) of one device, with its gaps. Closed local days
-    /// come from the cache or are computed whole and cached.
-    async fn device_slots(
+    /// One device's day parts of `[from, to)` (on the grid; `days` are the local days
+    /// meeting it) with its gaps. Closed local days come from the cache, else from the
+    /// persisted days, else are computed whole, and are cached; the parts share the
+    /// cached slots (nothing is copied).
+    #[allow(clippy::too_many_arguments)]
+    async fn device_days(
         &self,
         factory: &FactoryId,
         ctx: &Context,
         device: &DeviceId,
+        days: &[(i64, i64)],
         from_ms: i64,
         to_ms: i64,
         stored: &mut Prefetched,
-    ) -> Result<(Vec<Slot>, Vec<Gap>), ServiceError> {
+    ) -> Result<DeviceDays, ServiceError> {
         let Some(source) = ctx.sources.get(device).cloned().flatten() else {
-            let slots = empty_slots(from_ms, to_ms);
-            return Ok((slots, vec![Gap { from_ms, to_ms }]));
+            return Ok(DeviceDays { parts: Vec::new(), gaps: vec![Gap { from_ms, to_ms }] });
         };
         let key = source.key();
-        let mut slots = Vec::with_capacity(usize::try_from((to_ms - from_ms) / SLOT_MS).unwrap_or(0));
+        let closed = |day_start: i64, day_end: i64| {
+            day_end + source.max_gap_ms <= ctx.now_ms && day_start % SLOT_MS == 0 && day_end % SLOT_MS == 0
+        };
+        // One lock and one lookup of the device for all its closed days.
+        let closed_starts: Vec<i64> = days.iter().filter(|(s, e)| closed(*s, *e)).map(|(s, _)| *s).collect();
+        let found = self.inner.cache.lock().lookup(factory, device, &closed_starts, &key);
+        self.inner.metrics.hits.inc_by(found.iter().filter(|h| h.is_some()).count() as u64);
+        let mut found = found.into_iter();
+        let mut parts = Vec::with_capacity(days.len());
         let mut gaps: Vec<Gap> = Vec::new();
-        let mut date = local_date(ctx.tz, from_ms).ok_or_else(|| invalid("from", "out of range"))?;
-        loop {
-            let day_start = local_instant(ctx.tz, date, LocalMinute::MIDNIGHT);
-            let next = date.succ_opt().ok_or_else(|| invalid("to", "out of range"))?;
-            let day_end = local_instant(ctx.tz, next, LocalMinute::MIDNIGHT);
+        for &(day_start, day_end) in days {
             let (a, b) = (from_ms.max(day_start), to_ms.min(day_end));
-            if a < b {
-                let window = (day_start - source.window_lookback_ms(), day_end + source.max_gap_ms);
-                let closed = window.1 <= ctx.now_ms && day_start % SLOT_MS == 0 && day_end % SLOT_MS == 0;
-                let day = if closed {
-                    let cached = self.inner.cache.lock().get(factory, device, day_start, &key);
-                    match cached {
-                        Some(day) => {
-                            self.inner.metrics.hits.inc();
-                            day
-                        }
-                        None => {
-                            let ticket = match stored.tickets.remove(&(device.clone(), day_start)) {
-                                Some(ticket) => ticket,
-                                None => self.inner.cache.lock().begin(factory, device, day_start, window, &key),
-                            };
-                            let day = match stored.take(device, day_start, &key) {
-                                Some(day) => {
-                                    self.inner.metrics.stored.inc();
-                                    Arc::new(day)
-                                }
-                                None => {
-                                    self.inner.metrics.misses.inc();
-                                    Arc::new(self.compute(factory, device, &source, day_start, day_end).await?)
-                                }
-                            };
-                            let mut cache = self.inner.cache.lock();
-                            cache.insert(ticket, key.clone(), day.clone());
-                            self.inner.metrics.bytes.set(i64::try_from(cache.stats().0).unwrap_or(i64::MAX));
-                            day
-                        }
+            if a >= b {
+                continue;
+            }
+            let part = if closed(day_start, day_end) {
+                let hit = match found.next().flatten() {
+                    Some(hit) => hit,
+                    None => {
+                        let window = (day_start - source.window_lookback_ms(), day_end + source.max_gap_ms);
+                        let ticket = match stored.tickets.remove(&(device.clone(), day_start)) {
+                            Some(ticket) => ticket,
+                            None => self.inner.cache.lock().begin(factory, device, day_start, window, &key),
+                        };
+                        let day = match stored.take(device, day_start, &key) {
+                            Some(day) => {
+                                self.inner.metrics.stored.inc();
+                                Arc::new(day)
+                            }
+                            None => {
+                                self.inner.metrics.misses.inc();
+                                Arc::new(self.compute(factory, device, &source, day_start, day_end).await?)
+                            }
+                        };
+                        let mut cache = self.inner.cache.lock();
+                        let hit = cache.insert(ticket, key.clone(), day.clone());
+                        self.inner.metrics.bytes.set(i64::try_from(cache.stats().0).unwrap_or(i64::MAX));
+                        // Not cached (a late point raced with it): no generation to share.
+                        hit.unwrap_or_else(|| Hit { totals: totals(&day.slots), day, generation: 0 })
                     }
-                } else {
-                    Arc::new(self.compute(factory, device, &source, a, b).await?)
                 };
-                slots.extend(day.slots.iter().filter(|s| s.start_ms >= a && s.start_ms < b));
-                for gap in &day.gaps {
-                    let (g0, g1) = (gap.from_ms.max(a), gap.to_ms.min(b));
-                    if g0 >= g1 {
-                        continue;
-                    }
-                    match gaps.last_mut() {
-                        Some(last) if last.to_ms == g0 => last.to_ms = g1,
-                        _ => gaps.push(Gap { from_ms: g0, to_ms: g1 }),
-                    }
+                let first = hit.day.slots.partition_point(|s| s.start_ms < a);
+                let n = hit.day.slots[first..].partition_point(|s| s.start_ms < b);
+                let whole = first == 0 && n == hit.day.slots.len();
+                Part {
+                    totals: whole.then_some(hit.totals),
+                    generation: (whole && hit.generation != 0).then_some(hit.generation),
+                    day: hit.day,
+                    range: first..first + n,
+                }
+            } else {
+                let day = Arc::new(self.compute(factory, device, &source, a, b).await?);
+                let n = day.slots.len();
+                Part { day, range: 0..n, totals: None, generation: None }
+            };
+            for gap in &part.day.gaps {
+                let (g0, g1) = (gap.from_ms.max(a), gap.to_ms.min(b));
+                if g0 >= g1 {
+                    continue;
+                }
+                match gaps.last_mut() {
+                    Some(last) if last.to_ms == g0 => last.to_ms = g1,
+                    _ => gaps.push(Gap { from_ms: g0, to_ms: g1 }),
                 }
             }
-            if day_end >= to_ms {
-                break;
-            }
-            date = next;
+            parts.push(part);
         }
-        Ok((slots, gaps))
+        Ok(DeviceDays { parts, gaps })
     }
 
     /// Slots of `[from, to)` from the raw points around it.
@@ -816,7 +905,89 @@ impl EnergyService {
         Ok(written)
     }
 
-    /// Slots of every device of the query, in the devices' order.
+    /// The devices' slots summed slot by slot over `[from, to)`: bit for bit
+    /// [`sum_parts`]. A local day on which every device with an energy source has its
+    /// whole day cached is taken from the group-day memo when it holds the sum of exactly
+    /// those cached days (their generations, in order), else summed and memoised; so a
+    /// warm month of a 1,000-device group adds no slots at all.
+    fn group_total(
+        &self,
+        factory: &FactoryId,
+        ctx: &Context,
+        per_device: &[DeviceDays],
+        views: &[Vec<DayPart<'_>>],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Slot>, ServiceError> {
+        let days = local_days(ctx.tz, from_ms, to_ms)?;
+        let sourced: Vec<(&DeviceDays, &Vec<DayPart<'_>>)> =
+            per_device.iter().zip(views).filter(|(d, _)| !d.parts.is_empty()).collect();
+        // A device with a source has one part per local day of the range; anything else
+        // (never expected) takes the plain sum.
+        if sourced.len() < 2 || sourced.iter().any(|(d, _)| d.parts.len() != days.len()) {
+            return Ok(sum_parts(views, from_ms, to_ms));
+        }
+        let mut total = empty_slots(from_ms, to_ms);
+        for (k, &(day_start, _)) in days.iter().enumerate() {
+            let generations: Option<Vec<u64>> = sourced.iter().map(|(d, _)| d.parts[k].generation).collect();
+            let day_parts = sourced.iter().map(|(_, v)| std::slice::from_ref(&v[k]));
+            let Some(generations) = generations else {
+                for parts in day_parts {
+                    add_parts(&mut total, parts, from_ms);
+                }
+                continue;
+            };
+            // Whole days: the part starts at the day's start, which is on the grid.
+            let offset = usize::try_from((day_start - from_ms) / SLOT_MS).unwrap_or(usize::MAX);
+            let memo = self.inner.group_days.lock().get(factory, day_start, &generations);
+            let day = match memo {
+                Some(day) => day,
+                None => {
+                    let n = sourced[0].1[k].slots.len();
+                    let mut day = empty_slots(day_start, day_start + i64::try_from(n).unwrap_or(0) * SLOT_MS);
+                    for parts in day_parts {
+                        add_parts(&mut day, parts, day_start);
+                    }
+                    let day = Arc::new(day);
+                    self.inner.group_days.lock().put(factory, day_start, generations, day.clone());
+                    day
+                }
+            };
+            if let Some(target) = total.get_mut(offset..offset + day.len()) {
+                target.copy_from_slice(&day);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Day parts of every device of the query, in the devices' order, with their gaps.
+    async fn all_days(
+        &self,
+        factory: &FactoryId,
+        ctx: &Context,
+        devices: &[DeviceId],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<DeviceDays>, Vec<DeviceGap>), ServiceError> {
+        let mut stored = self.prefetch(factory, ctx, devices, from_ms, to_ms).await?;
+        // The local days once per request, not per device (each is two zone conversions).
+        let days = local_days(ctx.tz, from_ms, to_ms)?;
+        let mut per_device = Vec::with_capacity(devices.len());
+        let mut gaps = Vec::new();
+        for device in devices {
+            let found = self.device_days(factory, ctx, device, &days, from_ms, to_ms, &mut stored).await?;
+            gaps.extend(found.gaps.iter().map(|g| DeviceGap {
+                device_id: device.clone(),
+                from_ms: g.from_ms,
+                to_ms: g.to_ms,
+            }));
+            per_device.push(found);
+        }
+        Ok((per_device, gaps))
+    }
+
+    /// Slots of every device of the query, in the devices' order (a device without an
+    /// energy source has every slot, empty).
     async fn all_slots(
         &self,
         factory: &FactoryId,
@@ -825,19 +996,18 @@ impl EnergyService {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<(Vec<Vec<Slot>>, Vec<DeviceGap>), ServiceError> {
-        let mut stored = self.prefetch(factory, ctx, devices, from_ms, to_ms).await?;
-        let mut per_device = Vec::with_capacity(devices.len());
-        let mut gaps = Vec::new();
-        for device in devices {
-            let (slots, device_gaps) = self.device_slots(factory, ctx, device, from_ms, to_ms, &mut stored).await?;
-            per_device.push(slots);
-            gaps.extend(device_gaps.into_iter().map(|g| DeviceGap {
-                device_id: device.clone(),
-                from_ms: g.from_ms,
-                to_ms: g.to_ms,
-            }));
-        }
-        Ok((per_device, gaps))
+        let (per_device, gaps) = self.all_days(factory, ctx, devices, from_ms, to_ms).await?;
+        let slots = devices
+            .iter()
+            .zip(&per_device)
+            .map(|(device, found)| {
+                if ctx.sources.get(device).is_none_or(Option::is_none) {
+                    return empty_slots(from_ms, to_ms);
+                }
+                found.parts.iter().flat_map(|p| p.slots().iter().copied()).collect()
+            })
+            .collect();
+        Ok((slots, gaps))
     }
 
     /// Energy per bucket with cost, CO2 and idle energy, per device and in total.
@@ -866,16 +1036,21 @@ impl EnergyService {
         let emission = self.emission(factory).await?;
         let buckets = spans(ctx.tz, from_ms, to_ms, bucket, shifts.as_ref())
             .map_err(|e| ServiceError::Invalid { field: e.field, message: e.message })?;
-        let (per_device, gaps) = self.all_slots(factory, &ctx, &devices, from_ms, to_ms).await?;
-        let total = sum_slots(&per_device, from_ms, to_ms);
+        let (per_device, gaps) = self.all_days(factory, &ctx, &devices, from_ms, to_ms).await?;
+        // Folded in place over the (cached) days: bit for bit the sums of the devices'
+        // copied slots, without the copies (ADR 0015).
+        let views: Vec<Vec<DayPart<'_>>> =
+            per_device.iter().map(|d| d.parts.iter().map(Part::view).collect()).collect();
+        let total = self.group_total(factory, &ctx, &per_device, &views, from_ms, to_ms)?;
+        let by_device: Vec<Vec<f64>> = views.iter().map(|parts| fold_parts_kwh(parts, &buckets)).collect();
         let priced = tariff.as_ref().map(|(history, first)| (history, only_from(&total, ctx.tz, *first)));
         let weighed = emission.as_ref().map(|(history, first)| (history, only_from(&total, ctx.tz, *first)));
         let items = buckets
             .iter()
-            .map(|span| {
+            .enumerate()
+            .map(|(i, span)| {
                 let totals = fold(&total, span);
-                let by_device =
-                    devices.iter().zip(&per_device).map(|(d, slots)| (d.clone(), fold(slots, span).kwh)).collect();
+                let by_device = devices.iter().zip(&by_device).map(|(d, kwh)| (d.clone(), kwh[i])).collect();
                 ConsumptionItem {
                     start_ms: span.start_ms,
                     end_ms: span.end_ms,
