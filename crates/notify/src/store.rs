@@ -341,7 +341,14 @@ impl NotificationStore {
         if done.rows_affected() == 0 {
             return Err(NotifyError::Conflict("the notification changed meanwhile; try again".into()));
         }
-        self.get(factory, id).await
+        // What the retry did, not a re-read: a worker may claim the row the moment it is pending.
+        Ok(Notification {
+            status: NotificationStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now_ms,
+            updated_at: now_ms,
+            ..current
+        })
     }
 
     /// Leases up to `limit` due rows of one channel: pending rows whose time has come, and
