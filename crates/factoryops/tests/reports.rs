@@ -14,6 +14,7 @@ use chrono::{NaiveDate, TimeZone};
 use chrono_tz::Europe::Berlin;
 use common::{TestApp, test_config};
 use factoryops::Components;
+use factoryops_platform::secret::Secret;
 use factoryops_testkit::{TestDatabase, backend_matrix};
 use factoryops_types::format_rfc3339_ms;
 use reqwest::Method;
@@ -322,4 +323,30 @@ async fn a_report_that_is_not_ready(db: TestDatabase) {
     app.stop().await;
 }
 
-backend_matrix!(energy_reports_in_every_format, a_report_that_is_not_ready);
+/// Object store down (an S3 endpoint nobody listens on): a valid report request is a 503
+/// naming storage, an invalid one still a 422; the list still answers.
+async fn storage_down_refuses_new_reports(db: TestDatabase) {
+    let mut config = test_config(&db);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    config.object_store_url = Some(factoryops_platform::secret::SecretUrl::new(format!(
+        "s3://reports?endpoint=http://127.0.0.1:{port}&region=us-east-1"
+    )));
+    config.object_store.access_key_id = Some(Secret::new("test"));
+    config.object_store.secret_access_key = Some(Secret::new("test-secret"));
+    let app = TestApp::spawn_with(db, config).await;
+    let f = setup(&app).await;
+    let (status, problem) =
+        app.post(REPORTS, Some(&f.admin), json!({"kind": "energy", "format": "pdf", "from": f.from, "to": f.to})).await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["type"], "urn:factoryops:problem:storage-unavailable");
+    assert_eq!(problem["dependency"], "object_store");
+    let (status, problem) =
+        app.post(REPORTS, Some(&f.admin), json!({"kind": "energy", "format": "odt", "from": f.from, "to": f.to})).await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, list) = app.get(REPORTS, Some(&f.viewer)).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"], json!([]));
+    app.stop().await;
+}
+
+backend_matrix!(energy_reports_in_every_format, a_report_that_is_not_ready, storage_down_refuses_new_reports);
