@@ -251,6 +251,8 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                 &mut runtime,
                 crate::reports::ReportRender {
                     energy: energy.clone(),
+                    alerts: factoryops_rules::RulesStore::new(db.clone()),
+                    notifications: NotificationStore::new(db.clone()),
                     devices: devices.clone(),
                     identity: identity.clone(),
                     objects: objects.clone(),

@@ -263,6 +263,7 @@ async fn energy_reports_in_every_format(db: TestDatabase) {
     let fields: Vec<&str> =
         problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, vec!["kind", "format", "from", "devices[1]", "devices[2]"], "{problem}");
+    assert_eq!(problem["errors"][0]["message"], "must be one of energy, alerts", "{problem}");
     let (status, problem) =
         app.post(REPORTS, Some(&f.admin), json!({"kind": "energy", "format": "pdf", "from": f.to, "to": f.from})).await;
     assert_eq!(status, 422, "{problem}");
@@ -323,6 +324,78 @@ async fn a_report_that_is_not_ready(db: TestDatabase) {
     app.stop().await;
 }
 
+/// An alert opened by a rule and acknowledged, reported as JSON and PDF: one alert of
+/// the rule and device, its notification, the rule's name in the PDF.
+async fn an_alerts_report(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let f = setup(&app).await;
+    let rule = json!({"name": "High power", "scope": {"devices": ["press-1"]},
+        "condition": {"property": "power_kw", "op": ">", "value": 10}, "severity": "critical",
+        "notify": {"emails": ["ops@plant-a.example"]}});
+    let (status, rule) = app.post("/api/v1/factories/plant-a/rules", Some(&f.admin), rule).await;
+    assert_eq!(status, 201, "{rule}");
+    let (status, key) = app
+        .post(
+            "/api/v1/factories/plant-a/api-keys",
+            Some(&f.admin),
+            json!({"name": "live", "permissions": ["telemetry:write"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let (status, body) = app
+        .post(
+            "/api/v1/factories/plant-a/telemetry",
+            Some(key["key"].as_str().unwrap()),
+            json!({"device_id": "press-1", "power_kw": 42.0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut alert_id = String::new();
+    for _ in 0..200 {
+        let (_, alerts) = app.get("/api/v1/factories/plant-a/alerts", Some(&f.admin)).await;
+        if let Some(id) = alerts["items"][0]["id"].as_str() {
+            alert_id = id.to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alert_id.is_empty(), "the alert opened");
+    let (status, body) =
+        app.post(&format!("/api/v1/factories/plant-a/alerts/{alert_id}/acknowledge"), Some(&f.admin), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let now = app.clock_now();
+    let (from, to) = (format_rfc3339_ms(now - HOUR), format_rfc3339_ms(now + HOUR));
+
+    let report = generate(&app, &f, json!({"kind": "alerts", "format": "json", "from": from, "to": to})).await;
+    let bytes = download(&app, &f, &report, "application/json").await;
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(doc["kind"], "alerts");
+    let figures = doc["sections"][0]["key_figures"].as_array().unwrap();
+    let figure = |label: &str| figures.iter().find(|k| k["label"] == label).unwrap()["value"].clone();
+    assert_eq!(figure("Alerts opened"), 1.0, "{doc}");
+    assert_eq!(figure("Critical alerts"), 1.0);
+    assert_eq!(figure("Still unresolved"), 1.0);
+    assert!(figure("Mean time to acknowledge (MTTA)").is_number(), "acknowledged: {doc}");
+
+    // Another device's alerts only: none.
+    let other =
+        generate(&app, &f, json!({"kind": "alerts", "format": "json", "from": from, "to": to, "devices": ["press-2"]}))
+            .await;
+    let doc: Value = serde_json::from_slice(&download(&app, &f, &other, "application/json").await).unwrap();
+    let figures = doc["sections"][0]["key_figures"].as_array().unwrap();
+    assert_eq!(figures.iter().find(|k| k["label"] == "Alerts opened").unwrap()["value"], 0.0, "{doc}");
+
+    let pdf = generate(&app, &f, json!({"kind": "alerts", "format": "pdf", "from": from, "to": to})).await;
+    assert!(pdf["filename"].as_str().unwrap().starts_with("alerts-report_factory-plant-a_"), "{pdf}");
+    let bytes = download(&app, &f, &pdf, "application/pdf").await;
+    if let Some(text) = pdf_text(&bytes, pdf["filename"].as_str().unwrap()) {
+        for expected in ["Alerts report", "High power", "Press 1"] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+    }
+    app.stop().await;
+}
+
 /// Object store down (an S3 endpoint nobody listens on): a valid report request is a 503
 /// naming storage, an invalid one still a 422; the list still answers.
 async fn storage_down_refuses_new_reports(db: TestDatabase) {
@@ -349,4 +422,9 @@ async fn storage_down_refuses_new_reports(db: TestDatabase) {
     app.stop().await;
 }
 
-backend_matrix!(energy_reports_in_every_format, a_report_that_is_not_ready, storage_down_refuses_new_reports);
+backend_matrix!(
+    energy_reports_in_every_format,
+    an_alerts_report,
+    a_report_that_is_not_ready,
+    storage_down_refuses_new_reports
+);

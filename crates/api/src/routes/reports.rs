@@ -28,7 +28,7 @@ use crate::routes::audit;
 /// The job kind of a report (also its `jobs.concurrency.<kind>` key).
 pub const REPORT_RENDER: &str = "report_render";
 /// The report kinds the `report_render` handler gathers data for.
-pub const KINDS: [&str; 1] = ["energy"];
+pub const KINDS: [&str; 2] = ["energy", "alerts"];
 /// The longest period of a report, days (the energy computations' limit).
 pub const MAX_PERIOD_DAYS: i64 = factoryops_energy::service::MAX_RANGE_DAYS;
 
@@ -51,7 +51,7 @@ fn db_error(e: factoryops_db::DbError) -> Problem {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewReport {
-    /// `energy`.
+    /// `energy` or `alerts`.
     pub kind: String,
     /// `pdf`, `xlsx` or `json`.
     pub format: String,
@@ -59,8 +59,8 @@ pub struct NewReport {
     pub from: String,
     /// RFC 3339, exclusive; at most 400 days after `from`.
     pub to: String,
-    /// Only these devices (of the caller's factory); every device with an energy source
-    /// when absent.
+    /// Only these devices (of the caller's factory); when absent, every device with an
+    /// energy source (energy) or every device (alerts).
     #[serde(default)]
     pub devices: Option<Vec<String>>,
 }
