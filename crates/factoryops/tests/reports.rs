@@ -2,7 +2,8 @@
 //! Reports through the real server (ADR 0024): a backfilled day of power in Europe/Berlin
 //! is reported as PDF, XLSX and JSON; the files are polled for, downloaded (content type,
 //! attachment name, sha256 = ETag) and read back — `pdftotext` for the PDF, calamine for
-//! the workbook — with the hand-computed kWh; permissions, validation, 409 before ready.
+//! the workbook, the OpenAPI schema for the JSON — with the hand-computed kWh; an alerts
+//! report; permissions, validation, 409 before ready, 503 while the store is down.
 
 mod common;
 
@@ -168,6 +169,23 @@ fn pdf_text(bytes: &[u8], name: &str) -> Option<String> {
     Some(String::from_utf8(out.stdout).unwrap())
 }
 
+/// Checks a downloaded JSON report against the `Report` schema of the served OpenAPI
+/// document (the schema its download response names).
+fn assert_matches_schema(doc: &Value) {
+    let openapi = serde_json::to_value(factoryops_api::openapi_document()).unwrap();
+    let download = &openapi["paths"]["/api/v1/factories/{factory_id}/reports/{report_id}/download"]["get"];
+    let schema = &download["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(schema["$ref"], "#/components/schemas/Report", "{schema}");
+    let schema = json!({"$ref": "#/components/schemas/Report", "components": openapi["components"]});
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 fn float(d: Option<&Data>) -> f64 {
     match d {
         Some(Data::Float(v)) => *v,
@@ -230,6 +248,7 @@ async fn energy_reports_in_every_format(db: TestDatabase) {
     assert_eq!(json_report["devices"], json!(["press-2"]));
     let bytes = download(&app, &f, &json_report, "application/json").await;
     let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_matches_schema(&doc);
     assert_eq!(doc["kind"], "energy");
     assert_eq!(doc["time_zone"], "Europe/Berlin");
     let consumed = &doc["sections"][0]["key_figures"][0];
@@ -369,6 +388,7 @@ async fn an_alerts_report(db: TestDatabase) {
     let report = generate(&app, &f, json!({"kind": "alerts", "format": "json", "from": from, "to": to})).await;
     let bytes = download(&app, &f, &report, "application/json").await;
     let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_matches_schema(&doc);
     assert_eq!(doc["kind"], "alerts");
     let figures = doc["sections"][0]["key_figures"].as_array().unwrap();
     let figure = |label: &str| figures.iter().find(|k| k["label"] == label).unwrap()["value"].clone();
