@@ -218,9 +218,19 @@ async fn energy_reports_in_every_format(db: TestDatabase) {
     let bytes = download(&app, &f, &pdf, "application/pdf").await;
     assert!(bytes.starts_with(b"%PDF-"));
     if let Some(text) = pdf_text(&bytes, pdf["filename"].as_str().unwrap()) {
-        for expected in
-            ["Energy report", "Factory plant-a", "Europe/Berlin", "3,660.0", "2,460.0", "1,200.0", "Press 1"]
-        {
+        // The 15-minute peak: 160 + 50 kW, in the interval starting 10:00 local.
+        let peak_at = format!("{date} 10:00");
+        for expected in [
+            "Energy report",
+            "Factory plant-a",
+            "Europe/Berlin",
+            "3,660.0",
+            "2,460.0",
+            "1,200.0",
+            "Press 1",
+            "210.0 kW",
+            peak_at.as_str(),
+        ] {
             assert!(text.contains(expected), "{expected:?} in:\n{text}");
         }
     }
