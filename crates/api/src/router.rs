@@ -94,6 +94,7 @@ impl AppState {
         (name = "energy", description = "Device groups, energy settings (tariff, shifts, emission factor), consumption, cost, CO2, peak demand, ranking"),
         (name = "dashboards", description = "Dashboards as data: own and shared dashboards, the factory default, each user's home dashboard"),
         (name = "analytics", description = "Datasets (immutable Parquet snapshots of telemetry), analytics runs (standard analyses and the co-pilot) and the model registry; all are jobs polled by GET"),
+        (name = "reports", description = "Energy reports as PDF, XLSX or JSON files, generated as jobs polled by GET and downloaded once succeeded"),
     )
 )]
 pub struct ApiDoc;
@@ -128,6 +129,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(crate::routes::energy::routes())
         .merge(crate::routes::dashboards::routes())
         .merge(crate::routes::analytics::routes())
+        .merge(crate::routes::reports::routes())
 }
 
 /// The OpenAPI document as generated from the code (checked in as `docs/openapi.json`).

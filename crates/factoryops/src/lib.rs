@@ -7,6 +7,7 @@ mod energy;
 mod jobs;
 mod notify;
 mod objects;
+mod reports;
 mod rules;
 mod server;
 pub mod simulate;

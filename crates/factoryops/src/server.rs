@@ -159,6 +159,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     let job_queue = factoryops_db::jobs::JobQueue::new(db.clone());
     let jobs = factoryops_jobs::Jobs::new(job_queue.clone(), clock.clone(), jobs_wake.clone());
     let datasets = factoryops_datasets::store::DatasetStore::new(db.clone());
+    // Started once the reports handler (which needs the energy service, below) is registered.
     let job_runtime =
         (components.contains(Component::Analytics) || components.contains(Component::Reports)).then(|| {
             // Components register their job kinds' handlers on this runtime before it starts.
@@ -182,10 +183,7 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
                     },
                 );
             }
-            if runtime.kinds().is_empty() {
-                tracing::info!("job runtime started with no job kinds registered yet");
-            }
-            runtime.start()
+            runtime
         });
     let ingest_config = ingest_config(&config);
     let catalogue = Arc::new(
@@ -247,6 +245,24 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
         Duration::from_secs(config.energy.persist_interval_secs),
         shutdown.clone(),
     );
+    let job_runtime = job_runtime.map(|mut runtime| {
+        if components.contains(Component::Reports) {
+            crate::reports::register(
+                &mut runtime,
+                crate::reports::ReportRender {
+                    energy: energy.clone(),
+                    alerts: factoryops_rules::RulesStore::new(db.clone()),
+                    notifications: NotificationStore::new(db.clone()),
+                    devices: devices.clone(),
+                    identity: identity.clone(),
+                    objects: objects.clone(),
+                    storage: storage.clone(),
+                    clock: clock.clone(),
+                },
+            );
+        }
+        runtime.start()
+    });
     let notification_store = NotificationStore::new(db.clone());
     let worker = NotificationWorker::new(
         notification_store.clone(),
@@ -358,7 +374,12 @@ pub async fn start(config: Config, components: Components, clock: Arc<dyn Clock>
     for component in components.iter() {
         if !matches!(
             component,
-            Component::Api | Component::Ingest | Component::Rules | Component::Notify | Component::Analytics
+            Component::Api
+                | Component::Ingest
+                | Component::Rules
+                | Component::Notify
+                | Component::Analytics
+                | Component::Reports
         ) {
             tracing::info!(component = %component, "component selected; it has no work to run in this build yet");
         }

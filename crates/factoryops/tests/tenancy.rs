@@ -7,7 +7,8 @@
 //! the query and the body): `{user}` a user id of B, `{key}` an API key id of B,
 //! `{device}` a device id of B, `{rule}` a rule id of B, `{alert}` an alert id of B,
 //! `{notification}` a notification id of B, `{group}` a device group of B, `{dataset}` a
-//! dataset of B, `{run}` an analytics run of B, `{model}` a model name of B.
+//! dataset of B, `{run}` an analytics run of B, `{model}` a model name of B, `{report}` a
+//! report of B.
 
 mod common;
 
@@ -177,10 +178,23 @@ fn matrix() -> Vec<Case> {
         case(M::POST, "/analytics/runs/{run}/retry", Some(json!({}))),
         case(M::GET, "/models", None),
         case(M::GET, "/models/{model}/versions", None),
+        case(M::GET, "/reports", None),
+        case(
+            M::POST,
+            "/reports",
+            Some(
+                json!({"kind": "energy", "format": "pdf", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "devices": ["{device}"]}),
+            ),
+        ),
+        case(M::GET, "/reports/{report}", None),
+        case(M::GET, "/reports/{report}/download", None),
+        case(M::POST, "/reports/{report}/cancel", Some(json!({}))),
+        case(M::POST, "/reports/{report}/retry", Some(json!({}))),
     ]
 }
 
 struct Tenant {
+    report_id: String,
     dataset_id: String,
     run_id: String,
     model: String,
@@ -282,7 +296,9 @@ async fn tenant(app: &TestApp, root: &str, factory: &str) -> Tenant {
         .await;
     assert_eq!(status, 201, "{dashboard}");
     let (dataset_id, run_id, model) = analytics_fixture(app, factory, &admin, &device).await;
+    let report_id = report_fixture(app, factory, &admin, &device).await;
     Tenant {
+        report_id,
         dataset_id,
         run_id,
         model,
@@ -332,6 +348,25 @@ async fn analytics_fixture(app: &TestApp, factory: &str, admin: &str, device: &s
     let run = finished(app, admin, &format!("/api/v1/factories/{factory}/analytics/runs/{run_id}")).await;
     let model = run["model"]["name"].as_str().unwrap_or("statistics-none").to_string();
     (dataset_id, run_id, model)
+}
+
+/// A succeeded JSON energy report of the device over the last hours.
+async fn report_fixture(app: &TestApp, factory: &str, admin: &str, device: &str) -> String {
+    let now = app.clock_now();
+    let (status, report) = app
+        .post(
+            &format!("/api/v1/factories/{factory}/reports"),
+            Some(admin),
+            json!({"kind": "energy", "format": "json", "devices": [device],
+                "from": factoryops_types::format_rfc3339_ms(now - 3_600_000),
+                "to": factoryops_types::format_rfc3339_ms(now + 60_000)}),
+        )
+        .await;
+    assert_eq!(status, 202, "{report}");
+    let id = report["id"].as_str().unwrap().to_string();
+    let report = finished(app, admin, &format!("/api/v1/factories/{factory}/reports/{id}")).await;
+    assert_eq!(report["status"], "succeeded", "{report}");
+    id
 }
 
 /// Polls a job until it leaves queued/running.
@@ -406,7 +441,8 @@ async fn snapshot(app: &TestApp, factory: &str, t: &Tenant) -> Value {
     let datasets = app.get(&format!("/api/v1/factories/{factory}/datasets"), Some(&t.admin)).await.1;
     let runs = app.get(&format!("/api/v1/factories/{factory}/analytics/runs"), Some(&t.admin)).await.1;
     let models = app.get(&format!("/api/v1/factories/{factory}/models"), Some(&t.admin)).await.1;
-    json!({ "datasets": datasets["items"], "runs": runs["items"], "models": models["items"], "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
+    let reports = app.get(&format!("/api/v1/factories/{factory}/reports"), Some(&t.admin)).await.1;
+    json!({ "reports": reports["items"], "datasets": datasets["items"], "runs": runs["items"], "models": models["items"], "users": users["items"], "keys": keys, "devices": devices["items"], "properties": props["items"], "latest": latest,
             "rules": rules["items"], "alerts": alerts["items"], "notifications": notifications["items"], "prefs": prefs,
             "groups": groups["items"], "energy_config": energy_config, "tariff": tariff, "shifts": shifts, "factor": factor,
             "baselines": baselines, "dashboards": dashboards["items"] })
@@ -435,6 +471,7 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
                 .replace("{dataset}", &b.dataset_id)
                 .replace("{run}", &b.run_id)
                 .replace("{model}", &b.model)
+                .replace("{report}", &b.report_id)
         };
         let with_b_ids = fill(case.path);
         let body = case.body.as_ref().map(|v| serde_json::from_str::<Value>(&fill(&v.to_string())).unwrap());
@@ -511,6 +548,17 @@ async fn factory_a_never_reaches_factory_b(db: TestDatabase) {
         .await;
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "dataset_id", "{problem}");
+
+    // Reports: B's device in A's own request looks missing (422).
+    let (status, problem) = app
+        .post(
+            "/api/v1/factories/plant-a/reports",
+            Some(&a.admin),
+            json!({"kind": "energy", "format": "pdf", "devices": [b.device], "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "devices[0]", "{problem}");
 
     // MQTT: A's device cannot log in as B's, nor publish into B's topic.
     let (_, mut el) = common::mqtt::client(app.mqtt_port, &format!("plant-b/{}", b.device), &a.secret);

@@ -240,6 +240,8 @@ pub struct Chart {
 /// One series of a chart: a value (or a hole) per category.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+// `Series` is the telemetry series' schema in the API's document; one name, one schema.
+#[schema(as = ChartSeries)]
 pub struct Series {
     pub name: String,
     pub values: Vec<Option<f64>>,

@@ -6,6 +6,7 @@ pub mod energy;
 pub mod identity;
 pub mod ingest;
 pub mod notifications;
+pub mod reports;
 pub mod rules;
 
 use crate::auth::Tenant;
