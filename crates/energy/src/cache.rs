@@ -282,6 +282,11 @@ impl SlotCache {
         }
     }
 
+    /// The bound on the bytes held.
+    pub fn capacity(&self) -> usize {
+        self.capacity_bytes
+    }
+
     /// (bytes held, cached days, hits, misses).
     pub fn stats(&self) -> (usize, usize, u64, u64) {
         (self.bytes, self.lru.len(), self.hits, self.misses)

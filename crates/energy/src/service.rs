@@ -234,10 +234,18 @@ impl Prefetched {
     /// or (whatever its state) when its raw points may be gone, since it is then the only
     /// record of the day's energy.
     fn take(&mut self, device: &DeviceId, day_start: i64, key: &SourceKey) -> Option<CachedDay> {
+        let servable = self.servable(device, day_start, key);
         let day = self.days.remove(&(device.clone(), day_start))?;
-        let current = !day.dirty && day.source == key.text;
-        let raw_gone = self.raw_horizon_ms.is_some_and(|h| day.window.0 < h);
-        (current || raw_gone).then_some(day.day)
+        servable.then_some(day.day)
+    }
+
+    /// Whether [`Prefetched::take`] would serve the stored day.
+    fn servable(&self, device: &DeviceId, day_start: i64, key: &SourceKey) -> bool {
+        self.days.get(&(device.clone(), day_start)).is_some_and(|day| {
+            let current = !day.dirty && day.source == key.text;
+            let raw_gone = self.raw_horizon_ms.is_some_and(|h| day.window.0 < h);
+            current || raw_gone
+        })
     }
 }
 
@@ -293,6 +301,8 @@ pub struct RawRetention {
 
 /// Days back the background pass looks when raw points are kept forever.
 const PERSIST_DAYS_BACK: u64 = 35;
+/// Days back the cache is primed at start (a month of daily energy and a few more).
+pub const PRIME_DAYS_BACK: u64 = 35;
 
 impl RawRetention {
     fn days(&self, factory: &FactoryId) -> Option<u64> {
@@ -748,6 +758,50 @@ impl EnergyService {
             out.days.insert((day.device.clone(), day.day_start), day);
         }
         Ok(out)
+    }
+
+    /// Fills the memory cache at start from the persisted days (ADR 0017), so the first
+    /// request after a restart is served from memory: the closed local days of the last
+    /// `days_back` days (at most the raw retention), newest first, of every device with an
+    /// energy source, through the same path as a request. Only days stored and servable
+    /// are loaded (nothing is computed from raw points), and loading stops at 3/4 of the
+    /// cache's capacity, so priming evicts nothing. Returns the device-days loaded.
+    pub async fn prime_cache(&self, days_back: u64) -> Result<usize, ServiceError> {
+        let limit = self.inner.cache.lock().capacity() / 4 * 3;
+        let mut primed = 0;
+        for factory in self.inner.directory.factories().await? {
+            let devices = self.source_devices(&factory).await?;
+            if devices.is_empty() {
+                continue;
+            }
+            let ctx = self.context(&factory, &devices).await?;
+            let back = self.inner.retention.days(&factory).map_or(days_back, |d| d.min(days_back));
+            let today = local_date(ctx.tz, ctx.now_ms).ok_or_else(|| invalid("now", "out of range"))?;
+            let first = today.checked_sub_days(chrono::Days::new(back)).unwrap_or(today);
+            let days = local_days(
+                ctx.tz,
+                local_instant(ctx.tz, first, LocalMinute::MIDNIGHT),
+                local_instant(ctx.tz, today, LocalMinute::MIDNIGHT),
+            )?;
+            // Day by day, newest first: when the cache fills up, the recent days are in.
+            for &(day_start, day_end) in days.iter().rev() {
+                let mut stored = self.prefetch(&factory, &ctx, &devices, day_start, day_end).await?;
+                for device in &devices {
+                    let Some(source) = ctx.sources.get(device).and_then(Option::as_ref) else { continue };
+                    let closed = day_end + source.max_gap_ms <= ctx.now_ms;
+                    if !closed || !stored.servable(device, day_start, &source.key()) {
+                        continue;
+                    }
+                    if self.inner.cache.lock().stats().0 >= limit {
+                        return Ok(primed);
+                    }
+                    let day = [(day_start, day_end)];
+                    self.device_days(&factory, &ctx, device, &day, day_start, day_end, &mut stored).await?;
+                    primed += 1;
+                }
+            }
+        }
+        Ok(primed)
     }
 
     /// Loads which devices have persisted days (at start, before the telemetry consumer

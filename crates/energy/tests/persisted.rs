@@ -101,13 +101,17 @@ impl Rig {
     /// A fresh service (empty memory: the cache holds nothing, so every read is either
     /// persisted or raw) on the same database and store, as after a restart.
     async fn service(&self) -> (EnergyService, CacheMetrics) {
+        self.service_with_cache(0).await
+    }
+
+    async fn service_with_cache(&self, cache_bytes: usize) -> (EnergyService, CacheMetrics) {
         let metrics = CacheMetrics::default();
         let service = EnergyService::new(
             EnergyStore::new(self.db.clone()),
             self.tsdb.clone(),
             Arc::new(Dir),
             Arc::new(self.clock.clone()),
-            0,
+            cache_bytes,
             metrics.clone(),
             RawRetention { default_days: Some(RAW_DAYS), per_factory: Default::default() },
         );
@@ -221,6 +225,46 @@ async fn persisted_days_answer_like_raw_and_outlive_retention(db: TestDatabase) 
     assert_eq!(days(&service).await, late);
 }
 
+/// Priming at start (ADR 0017): a fresh service loads the stored days into memory, so the
+/// first request counts cache hits, no stored reads, with the same numbers; nothing is
+/// computed from raw points, and priming stops at 3/4 of the cache.
+async fn priming_loads_stored_days_into_the_cache(db: TestDatabase) {
+    use factoryops_energy::service::PRIME_DAYS_BACK;
+    let rig = Rig::open(&db).await;
+    let (service, _) = rig.service().await;
+    let step = 5 * 60_000;
+    let points: Vec<(i64, f64)> =
+        (0..).map(|i| local(1, 0, 0) + i * step).take_while(|t| *t <= local(5, 12, 0)).map(|t| (t, 10.0)).collect();
+    rig.write(&service, &points).await;
+    let raw = days(&service).await;
+    assert_eq!(service.persist_closed_days().await.unwrap(), 9, "Oct 27 … Nov 4");
+
+    let (service, metrics) = rig.service_with_cache(64 << 20).await;
+    assert_eq!(service.prime_cache(PRIME_DAYS_BACK).await.unwrap(), 9, "the stored days within the raw retention");
+    assert_eq!(service.cache_stats().1, 9);
+    assert_eq!(metrics.misses.get(), 0, "nothing computed from raw points");
+    let (hits, stored) = (metrics.hits.get(), metrics.stored.get());
+    let primed = days(&service).await;
+    assert_eq!(metrics.hits.get() - hits, 4, "Nov 1 … Nov 4 from memory");
+    assert_eq!(metrics.stored.get(), stored, "no stored reads");
+    assert_eq!(metrics.misses.get(), 0);
+    assert_eq!(primed, raw, "bit-identical, gaps included");
+
+    // A small cache: priming stops at 3/4 of it (nothing evicted), newest days first.
+    let (service, metrics) = rig.service_with_cache(16_000).await;
+    let n = service.prime_cache(PRIME_DAYS_BACK).await.unwrap();
+    assert!((1..9).contains(&n), "{n}");
+    let (bytes, cached, _, _) = service.cache_stats();
+    assert_eq!(cached, n, "nothing evicted");
+    assert!(bytes < 16_000, "{bytes}");
+    let hits = metrics.hits.get();
+    service
+        .consumption(&f(), &Target::Device(dev("press-1")), local(4, 0, 0), local(5, 0, 0), Bucket::Day)
+        .await
+        .unwrap();
+    assert_eq!(metrics.hits.get() - hits, 1, "the newest day is in");
+}
+
 /// The closed periods rules on energy per unit judge (ADR 0016): whole local days and
 /// whole shift occurrences ending in `(after, until]`; no shifts without a calendar.
 async fn closed_periods_are_whole_local_days_and_shifts(db: TestDatabase) {
@@ -250,4 +294,8 @@ async fn closed_periods_are_whole_local_days_and_shifts(db: TestDatabase) {
     assert_eq!(got, [("night", local(3, 22, 0), local(4, 6, 0)), ("early", local(4, 6, 0), local(4, 14, 0))]);
 }
 
-backend_matrix!(persisted_days_answer_like_raw_and_outlive_retention, closed_periods_are_whole_local_days_and_shifts);
+backend_matrix!(
+    persisted_days_answer_like_raw_and_outlive_retention,
+    closed_periods_are_whole_local_days_and_shifts,
+    priming_loads_stored_days_into_the_cache
+);

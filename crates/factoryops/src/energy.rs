@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono_tz::Tz;
-use factoryops_energy::service::{Directory, EnergyService, RawRetention, ServiceError};
+use factoryops_energy::service::{Directory, EnergyService, PRIME_DAYS_BACK, RawRetention, ServiceError};
 use factoryops_identity::Identity;
 use factoryops_ingest::{DeviceFilter, DeviceRegistry, PropertyCatalogue};
 use factoryops_platform::Config;
@@ -119,12 +119,14 @@ pub fn spawn_cache_consumer(service: EnergyService, bus: &Arc<dyn EventBus>, shu
 }
 
 /// Stores the energy of closed local days in the background (ADR 0017): once at start,
-/// then every `interval` (zero: never).
+/// then every `interval` (zero: never); after the first pass it primes the memory cache
+/// from the stored days.
 pub fn spawn_persister(service: EnergyService, interval: Duration, shutdown: Shutdown) -> JoinHandle<()> {
     tokio::spawn(async move {
         if interval.is_zero() {
             return;
         }
+        let mut primed = false;
         loop {
             let started = std::time::Instant::now();
             // A pass stops at shutdown; the days it did not store are redone by the next run.
@@ -135,6 +137,20 @@ pub fn spawn_persister(service: EnergyService, interval: Duration, shutdown: Shu
                     Err(e) => tracing::warn!(error = %e, "persisting energy days failed"),
                 },
                 _ = shutdown.triggered() => return,
+            }
+            // Once, after the first pass stored what it could: the first request after a
+            // restart then reads memory, not ~30,000 stored device-days. A request racing
+            // the priming is a cache miss as without it.
+            if !primed {
+                primed = true;
+                let started = std::time::Instant::now();
+                tokio::select! {
+                    done = service.prime_cache(PRIME_DAYS_BACK) => match done {
+                        Ok(days) => tracing::info!(days, secs = started.elapsed().as_secs_f64(), "energy cache primed"),
+                        Err(e) => tracing::warn!(error = %e, "priming the energy cache failed"),
+                    },
+                    _ = shutdown.triggered() => return,
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
