@@ -146,6 +146,18 @@ run_case() {
   REUSE=1 start_server "$name-persisted" 0
   PHASE="-persisted" step time
   curl -fsS "http://$API/metrics" | grep -E "^factoryops_energy_(cache|days)" | tee -a "$OUT/log.txt" || true
+  # Priming (ADR 0017, 6): with the pass on, the cache is filled from the persisted days
+  # after its first pass. Timed once right after the restart (racing the priming), and
+  # once after the priming's log line.
+  stop_server
+  LOG_LEVEL=info REUSE=1 start_server "$name-primed-race" 3600
+  PHASE="-primed-race" step time
+  stop_server
+  LOG_LEVEL=info REUSE=1 start_server "$name-primed" 3600
+  until grep -q "energy cache primed\|priming the energy cache failed" "$OUT/server-$name-primed.log"; do sleep 0.5; done
+  note "$name: $(grep -m1 "energy cache primed\|priming the energy cache failed" "$OUT/server-$name-primed.log")"
+  PHASE="-primed" step time
+  curl -fsS "http://$API/metrics" | grep -E "^factoryops_energy_(cache|days)" | tee -a "$OUT/log.txt" || true
 }
 
 # The anchor: InfluxQL straight on InfluxDB, timed with curl (median of WARM after a first).
