@@ -727,6 +727,8 @@ impl EnergyService {
             Prefetched { raw_horizon_ms: self.inner.retention.horizon_ms(factory, ctx.now_ms), ..Default::default() };
         let days = local_days(ctx.tz, from_ms, to_ms)?;
         let mut wanted = Vec::new();
+        // The missing days' span: a partly primed cache reads only the days it lacks.
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
         {
             let mut cache = self.inner.cache.lock();
             for device in devices {
@@ -743,6 +745,7 @@ impl EnergyService {
                 }
                 for day_start in missing {
                     let day_end = closed[&day_start];
+                    (lo, hi) = (lo.min(day_start), hi.max(day_start));
                     let window = (day_start - source.window_lookback_ms(), day_end + source.max_gap_ms);
                     out.tickets
                         .insert((device.clone(), day_start), cache.begin(factory, device, day_start, window, &key));
@@ -753,8 +756,7 @@ impl EnergyService {
         if wanted.is_empty() {
             return Ok(out);
         }
-        let first = days.first().map_or(from_ms, |d| d.0);
-        for day in self.inner.store.energy_days(factory, &wanted, first, to_ms).await? {
+        for day in self.inner.store.energy_days(factory, &wanted, lo, hi + 1).await? {
             out.days.insert((day.device.clone(), day.day_start), day);
         }
         Ok(out)
