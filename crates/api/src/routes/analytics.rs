@@ -58,6 +58,33 @@ fn db_error(e: factoryops_db::DbError) -> Problem {
     Problem::internal(&e)
 }
 
+/// Cancels one of the factory's jobs behind a route (`noun`: run, report): 404 when it is
+/// unknown, 409 naming its status once it has ended.
+pub(crate) async fn cancel_job(state: &AppState, factory: &FactoryId, id: &str, noun: &str) -> ApiResult<()> {
+    match state.jobs.cancel(factory, id).await.map_err(db_error)? {
+        None => Err(Problem::not_found(format!("no such {noun}"))),
+        Some(CancelOutcome::AlreadyFinished(status)) => {
+            Err(Problem::conflict(format!("the {noun} has already ended: {}", status.as_str()))
+                .with(&format!("{noun}_status"), status.as_str()))
+        }
+        Some(CancelOutcome::Cancelled | CancelOutcome::Requested) => Ok(()),
+    }
+}
+
+/// Queues a failed or cancelled job again with its payload unchanged (so a run keeps its
+/// dataset): 503 while the object store is down, 409 for any other status.
+pub(crate) async fn retry_job(state: &AppState, factory: &FactoryId, id: &str, noun: &str) -> ApiResult<JobView> {
+    state.require_storage()?;
+    match state.jobs.retry(factory, id).await.map_err(db_error)? {
+        RetryOutcome::NotFound => Err(Problem::not_found(format!("no such {noun}"))),
+        RetryOutcome::NotRetryable(status) => {
+            Err(Problem::conflict(format!("only a failed or cancelled {noun} is retried; this one is {status}"))
+                .with(&format!("{noun}_status"), status))
+        }
+        RetryOutcome::Queued(job) => Ok(job),
+    }
+}
+
 /// The job fields every dataset and run has (API.md: "Datasets, runs, reports are jobs").
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobShape {
@@ -568,14 +595,7 @@ async fn cancel_run(
 ) -> ApiResult<Response> {
     let id = ids.1;
     run_job(&state, &t.factory, &id).await?;
-    match state.jobs.cancel(&t.factory, &id).await.map_err(db_error)? {
-        None => return Err(Problem::not_found("no such run")),
-        Some(CancelOutcome::AlreadyFinished(status)) => {
-            return Err(Problem::conflict(format!("the run has already ended: {}", status.as_str()))
-                .with("run_status", status.as_str()));
-        }
-        Some(CancelOutcome::Cancelled | CancelOutcome::Requested) => {}
-    }
+    cancel_job(&state, &t.factory, &id, "run").await?;
     audit(&state, &t, "analytics_run.cancelled", &id, json!({})).await;
     let job = run_job(&state, &t.factory, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(run_view(&job, None))).into_response())
@@ -595,18 +615,9 @@ async fn retry_run(
 ) -> ApiResult<Response> {
     let id = ids.1;
     run_job(&state, &t.factory, &id).await?;
-    state.require_storage()?;
-    match state.jobs.retry(&t.factory, &id).await.map_err(db_error)? {
-        RetryOutcome::NotFound => Err(Problem::not_found("no such run")),
-        RetryOutcome::NotRetryable(status) => {
-            Err(Problem::conflict(format!("only a failed or cancelled run is retried; this one is {status}"))
-                .with("run_status", status))
-        }
-        RetryOutcome::Queued(job) => {
-            audit(&state, &t, "analytics_run.retried", &id, json!({ "attempt_budget": job.max_attempts })).await;
-            Ok((StatusCode::ACCEPTED, Json(run_view(&job, None))).into_response())
-        }
-    }
+    let job = retry_job(&state, &t.factory, &id, "run").await?;
+    audit(&state, &t, "analytics_run.retried", &id, json!({ "attempt_budget": job.max_attempts })).await;
+    Ok((StatusCode::ACCEPTED, Json(run_view(&job, None))).into_response())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use factoryops_jobs::{CancelOutcome, JobView, RetryOutcome, Submit};
+use factoryops_jobs::{JobView, Submit};
 use factoryops_objstore::{Area, ObjectKey};
 use factoryops_reports::Format;
 use factoryops_types::{FactoryId, format_rfc3339_ms, parse_rfc3339_ms};
@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use crate::auth::{CanRead, ReportsGenerate, Tenant};
 use crate::problem::{ApiJson, FieldError, Problem};
 use crate::router::AppState;
-use crate::routes::analytics::{JobShape, ListParams};
+use crate::routes::analytics::{JobShape, ListParams, cancel_job, retry_job};
 use crate::routes::audit;
 
 /// The job kind of a report (also its `jobs.concurrency.<kind>` key).
@@ -340,14 +340,7 @@ async fn cancel_report(
 ) -> ApiResult<Response> {
     let id = ids.1;
     report_job(&state, &t.factory, &id).await?;
-    match state.jobs.cancel(&t.factory, &id).await.map_err(db_error)? {
-        None => return Err(Problem::not_found("no such report")),
-        Some(CancelOutcome::AlreadyFinished(status)) => {
-            return Err(Problem::conflict(format!("the report has already ended: {}", status.as_str()))
-                .with("report_status", status.as_str()));
-        }
-        Some(CancelOutcome::Cancelled | CancelOutcome::Requested) => {}
-    }
+    cancel_job(&state, &t.factory, &id, "report").await?;
     audit(&state, &t, "report.cancelled", &id, json!({})).await;
     let job = report_job(&state, &t.factory, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(report_view(&job))).into_response())
@@ -366,16 +359,7 @@ async fn retry_report(
 ) -> ApiResult<Response> {
     let id = ids.1;
     report_job(&state, &t.factory, &id).await?;
-    state.require_storage()?;
-    match state.jobs.retry(&t.factory, &id).await.map_err(db_error)? {
-        RetryOutcome::NotFound => Err(Problem::not_found("no such report")),
-        RetryOutcome::NotRetryable(status) => {
-            Err(Problem::conflict(format!("only a failed or cancelled report is retried; this one is {status}"))
-                .with("report_status", status))
-        }
-        RetryOutcome::Queued(job) => {
-            audit(&state, &t, "report.retried", &id, json!({ "attempt_budget": job.max_attempts })).await;
-            Ok((StatusCode::ACCEPTED, Json(report_view(&job))).into_response())
-        }
-    }
+    let job = retry_job(&state, &t.factory, &id, "report").await?;
+    audit(&state, &t, "report.retried", &id, json!({ "attempt_budget": job.max_attempts })).await;
+    Ok((StatusCode::ACCEPTED, Json(report_view(&job))).into_response())
 }
