@@ -73,6 +73,9 @@ struct Inner {
     abandoned: AtomicBool,
     /// Handler tasks of running jobs, to abort what did not stop by the shutdown deadline.
     running: Mutex<HashMap<String, AbortHandle>>,
+    /// Rung by submit, retry and cancel: a running job's heartbeat beats at once, so a
+    /// cancel reaches it without waiting a third of the lease.
+    wake: Wake,
 }
 
 impl JobRuntime {
@@ -100,6 +103,7 @@ impl JobRuntime {
             stop_jobs: CancellationToken::new(),
             abandoned: AtomicBool::new(false),
             running: Mutex::new(HashMap::new()),
+            wake: self.wake.clone(),
         });
         let tracker = TaskTracker::new();
         let mut loops = Vec::new();
@@ -275,6 +279,7 @@ async fn heartbeat(inner: Arc<Inner>, id: String, ctx: JobContext) {
     let lease_ms = i64::try_from(inner.config.lease.as_millis()).unwrap_or(60_000);
     let every = inner.config.lease / 3;
     let mut next_beat = tokio::time::Instant::now() + every;
+    let mut woken = inner.wake.subscribe();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_beat) => {}
@@ -282,6 +287,7 @@ async fn heartbeat(inner: Arc<Inner>, id: String, ctx: JobContext) {
                 // Progress changes come in bursts: write at most a few times a second.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            Ok(()) = woken.changed() => next_beat = tokio::time::Instant::now(),
         }
         if inner.abandoned.load(Ordering::SeqCst) {
             return;

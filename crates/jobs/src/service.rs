@@ -172,7 +172,11 @@ impl Jobs {
         if self.queue.get_in(factory, id).await?.is_none() {
             return Ok(None);
         }
-        self.queue.cancel(id, self.clock.now_ms()).await
+        let outcome = self.queue.cancel(id, self.clock.now_ms()).await?;
+        if outcome == Some(CancelOutcome::Requested) {
+            self.wake.notify();
+        }
+        Ok(outcome)
     }
 
     /// Queues a failed or cancelled job again with its payload and a fresh attempt budget.

@@ -168,6 +168,21 @@ async fn cancel_queued_at_once_and_running_at_a_checkpoint(db: TestDatabase) {
     assert!(runtime.shutdown(Duration::from_secs(5)).await);
 }
 
+/// A cancel reaches a running job in this process at once, not at the next regular beat
+/// (a third of the lease: 200 s here, ten times the wait's deadline).
+async fn a_cancel_reaches_a_running_job_before_its_next_beat(db: TestDatabase) {
+    let f = fixture(&db).await;
+    let runtime = f.runtime_with(
+        RuntimeConfig { lease: Duration::from_secs(600), ..config("w1") },
+        &[("endless", Arc::new(Endless))],
+    );
+    let running = f.submit("endless", 3).await;
+    f.wait(&running.id, "running", |j| j.status == "running").await;
+    assert_eq!(f.jobs.cancel(&plant(), &running.id).await.unwrap(), Some(CancelOutcome::Requested));
+    f.wait(&running.id, "cancelled", |j| j.status == "cancelled").await;
+    assert!(runtime.shutdown(Duration::from_secs(5)).await);
+}
+
 /// Fails retryably `failures` times, then succeeds; a permanent error on `permanent`.
 struct Flaky {
     failures: usize,
@@ -317,6 +332,7 @@ async fn shutdown_gives_running_jobs_back_without_spending_an_attempt(db: TestDa
 }
 
 backend_matrix!(
+    a_cancel_reaches_a_running_job_before_its_next_beat,
     progress_log_and_output_are_recorded,
     cancel_queued_at_once_and_running_at_a_checkpoint,
     retryable_errors_back_off_exponentially_and_permanent_ones_fail,
