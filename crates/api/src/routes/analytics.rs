@@ -313,7 +313,23 @@ async fn download_dataset(
         ))
         .with("dataset_status", job.status));
     };
-    let etag = format!("\"{}\"", manifest.sha256);
+    let key = dataset_key(&t.factory, &manifest.sha256)?;
+    let name = factoryops_datasets::download_name(&id);
+    immutable_download(&state, &headers, &key, &manifest.sha256, PARQUET_CONTENT_TYPE, &name).await
+}
+
+/// Serves an immutable, content-addressed object as an attachment: `304` when the client
+/// already holds this sha256 (`If-None-Match`), else the object streamed with its type,
+/// length, ETag and a year's private cache.
+pub(crate) async fn immutable_download(
+    state: &AppState,
+    headers: &HeaderMap,
+    key: &ObjectKey,
+    sha256: &str,
+    content_type: &'static str,
+    filename: &str,
+) -> ApiResult<Response> {
+    let etag = format!("\"{sha256}\"");
     // The file never changes: a client holding this sha256 has it.
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.split(',').any(|tag| {
@@ -327,18 +343,17 @@ async fn download_dataset(
         }
         return Ok(response);
     }
-    let key = dataset_key(&t.factory, &manifest.sha256)?;
-    let reader = state.objects.open(&key).await?;
+    let reader = state.objects.open(key).await?;
     let mut response = Body::from_stream(reader.stream).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PARQUET_CONTENT_TYPE));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(reader.size));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
     if let Ok(value) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, value);
     }
-    let disposition = format!("attachment; filename=\"{}\"", factoryops_datasets::download_name(&id));
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
+    // Download names are ASCII built by us; quotes and backslashes cannot occur in them.
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
         h.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)

@@ -5,7 +5,6 @@
 //! `{factory}/reports/{sha256}.{ext}`; `GET /reports/{id}/download` serves it.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +21,7 @@ use utoipa_axum::routes;
 use crate::auth::{CanRead, ReportsGenerate, Tenant};
 use crate::problem::{ApiJson, FieldError, Problem};
 use crate::router::AppState;
-use crate::routes::analytics::{JobShape, ListParams, cancel_job, retry_job};
+use crate::routes::analytics::{JobShape, ListParams, cancel_job, immutable_download, retry_job};
 use crate::routes::audit;
 
 /// The job kind of a report (also its `jobs.concurrency.<kind>` key).
@@ -291,34 +290,8 @@ async fn download_report(
         ))
         .with("report_status", job.status));
     };
-    let etag = format!("\"{}\"", output.sha256);
-    // The file never changes: a client holding this sha256 has it.
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(',').any(|tag| {
-            let tag = tag.trim();
-            tag == etag || tag == "*" || tag.strip_prefix("W/") == Some(etag.as_str())
-        })
-    }) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(value) = HeaderValue::from_str(&etag) {
-            response.headers_mut().insert(header::ETAG, value);
-        }
-        return Ok(response);
-    }
-    let reader = state.objects.open(&report_key(&t.factory, &output.object)?).await?;
-    let mut response = Body::from_stream(reader.stream).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(payload.format.content_type()));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(reader.size));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, value);
-    }
-    // The builder's name is ASCII already; quotes and backslashes cannot occur in it.
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", output.filename)) {
-        h.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    let key = report_key(&t.factory, &output.object)?;
+    immutable_download(&state, &headers, &key, &output.sha256, payload.format.content_type(), &output.filename).await
 }
 
 /// The bytes of a report file (documents the download's body).
