@@ -182,11 +182,22 @@ fn limit(params: &ListParams) -> i64 {
     params.limit.unwrap_or(50).clamp(1, 200)
 }
 
-async fn dataset_job(state: &AppState, factory: &FactoryId, id: &str) -> ApiResult<JobView> {
+/// The factory's job `id` when it is of `kind`; any other id is a 404 naming the `noun`.
+pub(crate) async fn job_of_kind(
+    state: &AppState,
+    factory: &FactoryId,
+    id: &str,
+    kind: &str,
+    noun: &str,
+) -> ApiResult<JobView> {
     match state.jobs.get(factory, id).await.map_err(db_error)? {
-        Some(job) if job.kind == DATASET_EXPORT => Ok(job),
-        _ => Err(Problem::not_found("no such dataset")),
+        Some(job) if job.kind == kind => Ok(job),
+        _ => Err(Problem::not_found(format!("no such {noun}"))),
     }
+}
+
+async fn dataset_job(state: &AppState, factory: &FactoryId, id: &str) -> ApiResult<JobView> {
+    job_of_kind(state, factory, id, DATASET_EXPORT, "dataset").await
 }
 
 async fn dataset_view(state: &AppState, factory: &FactoryId, job: &JobView) -> ApiResult<DatasetView> {
@@ -472,10 +483,7 @@ fn run_view(job: &JobView, result: Option<Value>) -> RunView {
 }
 
 async fn run_job(state: &AppState, factory: &FactoryId, id: &str) -> ApiResult<JobView> {
-    match state.jobs.get(factory, id).await.map_err(db_error)? {
-        Some(job) if job.kind == ANALYTICS_RUN => Ok(job),
-        _ => Err(Problem::not_found("no such run")),
-    }
+    job_of_kind(state, factory, id, ANALYTICS_RUN, "run").await
 }
 
 /// The factory's runs, newest first (without the full `result`).

@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use crate::auth::{CanRead, ReportsGenerate, Tenant};
 use crate::problem::{ApiJson, FieldError, Problem};
 use crate::router::AppState;
-use crate::routes::analytics::{JobShape, ListParams, cancel_job, immutable_download, retry_job};
+use crate::routes::analytics::{JobShape, ListParams, cancel_job, immutable_download, job_of_kind, retry_job};
 use crate::routes::audit;
 
 /// The job kind of a report (also its `jobs.concurrency.<kind>` key).
@@ -141,10 +141,7 @@ fn output_of(job: &JobView) -> Option<ReportOutput> {
 }
 
 async fn report_job(state: &AppState, factory: &FactoryId, id: &str) -> ApiResult<JobView> {
-    match state.jobs.get(factory, id).await.map_err(db_error)? {
-        Some(job) if job.kind == REPORT_RENDER => Ok(job),
-        _ => Err(Problem::not_found("no such report")),
-    }
+    job_of_kind(state, factory, id, REPORT_RENDER, "report").await
 }
 
 /// `{factory}/reports/{name}` (`{sha256}.{ext}`, content-addressed).
